@@ -1,0 +1,115 @@
+"""Record reading and validation: every bad-input case names file, row and field; skip reports every id."""
+import json
+
+import pandas as pd
+import pytest
+
+from trendnlp.records import ErrorReport, RecordError, load_records, read_records, write_records
+
+GOOD = {"product_id": "good-1", "title": "Red mug", "reviews": ["nice"], "sales": [1, 2, 3], "cutoff": "2011-06-05",
+        "label": "rising"}
+
+# (case name, raw record or raw JSONL line, field the error must name)
+BAD_CASES = [
+    ("missing product_id", {"sales": [1, 2]}, "product_id"),
+    ("empty product_id", {"product_id": "", "sales": [1, 2]}, "product_id"),
+    ("non-list sales", {"product_id": "p-nonlist", "sales": 5}, "sales"),
+    ("empty sales", {"product_id": "p-empty", "sales": []}, "sales"),
+    ("missing sales", {"product_id": "p-missing"}, "sales"),
+    ("NaN sales", {"product_id": "p-nan", "sales": [1, float("nan")]}, "sales"),
+    ("inf sales", {"product_id": "p-inf", "sales": [float("inf"), 1]}, "sales"),
+    ("negative sales", {"product_id": "p-neg", "sales": [1, -3]}, "sales"),
+    ("text in sales", {"product_id": "p-text", "sales": [1, "many"]}, "sales"),
+    ("unknown label", {"product_id": "p-label", "sales": [1], "label": "up"}, "label"),
+    ("over-long history", {"product_id": "p-long", "sales": [1] * 27}, "sales"),
+    ("bad cutoff", {"product_id": "p-cut", "sales": [1], "cutoff": "June 5"}, "cutoff"),
+    ("bad future", {"product_id": "p-fut", "sales": [1], "future_sales": [1, -1]}, "future_sales"),
+    ("non-list reviews", {"product_id": "p-rev", "sales": [1], "reviews": 3}, "reviews"),
+]
+
+
+def _jsonl(path, lines):
+    path.write_bytes(b"".join((json.dumps(x).encode() if isinstance(x, dict) else x) + b"\n" for x in lines))
+    return path
+
+
+@pytest.mark.parametrize("name,raw,field", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_jsonl_row_names_file_row_field(tmp_path, name, raw, field):
+    path = _jsonl(tmp_path / "recs.jsonl", [GOOD, raw])
+    with pytest.raises(RecordError) as exc:
+        read_records(path, history=26)
+    msg = str(exc.value)
+    assert str(path) in msg and "row 2" in msg and f"field '{field}'" in msg
+    assert exc.value.row == 2 and exc.value.field == field
+
+
+@pytest.mark.parametrize("line,what", [(b'{"product_id": "x", "sales": [1,', "malformed JSON"),
+                                       (b'{"product_id": "caf\xe9", "sales": [1]}', "UTF-8")])
+def test_unreadable_lines(tmp_path, line, what):
+    path = _jsonl(tmp_path / "recs.jsonl", [GOOD, GOOD | {"product_id": "g2"}, line])
+    with pytest.raises(RecordError) as exc:
+        read_records(path)
+    assert str(path) in str(exc.value) and "row 3" in str(exc.value) and what in str(exc.value)
+    assert "(line)" in str(exc.value)
+
+
+def test_skip_reports_every_bad_id(tmp_path):
+    raws = [GOOD] + [c[1] for c in BAD_CASES] + [b"{not json", GOOD | {"product_id": "good-2"}]
+    path = _jsonl(tmp_path / "recs.jsonl", raws)
+    report = ErrorReport()
+    recs = read_records(path, on_error="skip", history=26, report=report)
+    assert [r["product_id"] for r in recs] == ["good-1", "good-2"]
+    assert len(report) == len(BAD_CASES) + 1  # every bad row reported, none silently dropped
+    bad_ids = {c[1].get("product_id") or None for c in BAD_CASES}
+    assert {e.product_id or None for e in report.errors} == bad_ids | {None}
+    assert [e.row for e in report.errors] == list(range(2, len(raws)))
+    out = tmp_path / "errors.csv"
+    report.write(out)
+    df = pd.read_csv(out)
+    assert len(df) == len(report) and set(df.columns) == {"source", "row", "product_id", "field", "reason"}
+
+
+def test_csv_and_parquet_and_frame(tmp_path):
+    recs = read_records([GOOD, GOOD | {"product_id": "b", "reviews": [], "title": None, "label": None,
+                                       "future_sales": [9, 9, 9, 9]}])
+    assert recs[1]["label"] == "rising"  # derived by the label rule from future_sales
+    for suffix in (".csv", ".parquet", ".jsonl"):
+        path = tmp_path / f"r{suffix}"
+        write_records(recs, path)
+        back = read_records(path)
+        assert [r["product_id"] for r in back] == ["good-1", "b"]
+        assert back[0]["reviews"] == ["nice"] and back[0]["sales"] == [1.0, 2.0, 3.0]
+        assert back[1]["future_sales"] == [9.0] * 4
+    assert len(read_records(pd.DataFrame(recs))) == 2
+    ds, report = load_records(tmp_path / "r.parquet")
+    assert ds.num_rows == 2 and len(report) == 0 and ds[0]["sales"] == [1.0, 2.0, 3.0]
+
+
+def test_csv_bad_rows_name_line(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_bytes(b'product_id,sales,reviews\n'
+                     b'a,"[1, 2]","[""ok""]"\n'
+                     b'b,"[1, nan]",\n'
+                     b'c,7,\n'
+                     b'\xff\xfe,"[1]",\n'
+                     b'e,"[1]","not json"\n')
+    report = ErrorReport()
+    recs = read_records(path, on_error="skip", report=report)
+    assert [r["product_id"] for r in recs] == ["a"]
+    assert [(e.row, e.field) for e in report.errors] == [(3, "sales"), (4, "sales"), (5, "(line)"), (6, "reviews")]
+    with pytest.raises(RecordError, match=r"r\.csv: row 3 .*field 'sales'"):
+        read_records(path)
+
+
+def test_parquet_bad_row(tmp_path):
+    path = tmp_path / "r.parquet"
+    pd.DataFrame({"product_id": ["a", None, "c"], "sales": [[1.0], [2.0], [-1.0]]}).to_parquet(path)
+    report = ErrorReport()
+    assert len(read_records(path, on_error="skip", report=report)) == 1
+    assert [(e.row, e.field, e.product_id) for e in report.errors] == [(2, "product_id", None), (3, "sales", "c")]
+
+
+def test_duplicate_product_cutoff(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [GOOD, GOOD | {"cutoff": "2011-06-12"}, GOOD])
+    with pytest.raises(RecordError, match="row 3.*duplicate"):
+        read_records(path)

@@ -1,0 +1,125 @@
+"""Batches: tokenization with per-batch text dedup, sales tensors, labels, and a product-grouped sampler.
+
+A batch (B records, U distinct non-empty texts among them):
+    input_ids, attention_mask   (U, L)  each distinct text once, dynamically padded
+    text_index                  (B,)    row of each record's text in input_ids; -1 for records without text
+    sales                       (B, T, C) per-period channels (features.py)
+    summary                     (B, S)  summary statistics
+    labels                      (B,)    class indices in label order (only when every record has a label)
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from trendnlp.config import SalesConfig, TextConfig
+from trendnlp.features import build_text, sales_features
+
+
+class TrendCollator:
+    """Turns a list of normalised records into model tensors (see module docstring).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (None when text is disabled).
+        text_cfg, sales_cfg: the model's config parts.
+        label_names: class order for `labels`.
+        K, alpha: label-rule parameters reused by the summary statistics.
+        dedup: encode each distinct text of the batch once (records of one product share text across cutoffs).
+        pad_to_max_length: pad every text to max_length (only for the naive baseline in benchmarks).
+    """
+
+    def __init__(self, tokenizer, text_cfg: TextConfig, sales_cfg: SalesConfig, label_names: Sequence[str],
+                 K: int = 4, alpha: float = 1.0, dedup: bool = True, pad_to_max_length: bool = False):
+        self.tokenizer, self.text_cfg, self.sales_cfg = tokenizer, text_cfg, sales_cfg
+        self.label_to_id = {n: i for i, n in enumerate(label_names)}
+        self.K, self.alpha, self.dedup, self.pad_to_max_length = K, alpha, dedup, pad_to_max_length
+
+    def texts(self, records: Sequence[dict]) -> tuple[list[str], list[int]]:
+        """Distinct non-empty texts and each record's index into them (-1: no text)."""
+        uniq: dict[str, int] = {}
+        texts: list[str] = []
+        index = []
+        for r in records:
+            t = build_text(r, self.text_cfg)
+            if not t:
+                index.append(-1)
+                continue
+            if self.dedup:
+                if t not in uniq:
+                    uniq[t] = len(texts)
+                    texts.append(t)
+                index.append(uniq[t])
+            else:
+                index.append(len(texts))
+                texts.append(t)
+        return texts, index
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if not texts:
+            return {"input_ids": torch.zeros(0, 1, dtype=torch.long), "attention_mask": torch.zeros(0, 1, dtype=torch.long)}
+        enc = self.tokenizer(texts, truncation=True, max_length=self.text_cfg.max_length,
+                             padding="max_length" if self.pad_to_max_length else "longest", return_tensors="pt",
+                             return_token_type_ids=False)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def sales(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
+        feats = [sales_features(r, self.sales_cfg, self.K, self.alpha) for r in records]
+        return {"sales": torch.from_numpy(np.stack([f[0] for f in feats])),
+                "summary": torch.from_numpy(np.stack([f[1] for f in feats]))}
+
+    def __call__(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
+        batch: dict[str, torch.Tensor] = {}
+        if self.text_cfg.enabled:
+            texts, index = self.texts(records)
+            batch.update(self.tokenize(texts))
+            batch["text_index"] = torch.tensor(index, dtype=torch.long)
+        if self.sales_cfg.enabled:
+            batch.update(self.sales(records))
+        labels = [r.get("label") for r in records]
+        if labels and all(lab is not None for lab in labels):
+            batch["labels"] = torch.tensor([self.label_to_id[lab] for lab in labels], dtype=torch.long)
+        return batch
+
+
+class ProductGroupedSampler(Sampler[int]):
+    """Yields record indices so that records of one product sit next to each other.
+
+    Products are shuffled, then each product's records (shuffled) are laid out in turn; batches cut from
+    this order then hold few distinct products, so per-batch text dedup encodes far fewer texts. Chunks
+    of `chunk` consecutive indices are shuffled again so a batch still mixes several products.
+
+    Args:
+        product_ids: product id of each record.
+        seed: base seed; the order changes with `set_epoch`.
+        chunk: group size kept together (e.g. the batch size divided by a few).
+    """
+
+    def __init__(self, product_ids: Sequence[str], seed: int = 0, chunk: int = 8):
+        self.product_ids, self.seed, self.chunk, self.epoch = list(product_ids), seed, max(1, chunk), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.product_ids)
+
+    def __iter__(self):
+        rng = random.Random(self.seed + self.epoch)
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, p in enumerate(self.product_ids):
+            groups[p].append(i)
+        order: list[int] = []
+        keys = list(groups)
+        rng.shuffle(keys)
+        for k in keys:
+            idx = groups[k]
+            rng.shuffle(idx)
+            order.extend(idx)
+        chunks = [order[i : i + self.chunk] for i in range(0, len(order), self.chunk)]
+        rng.shuffle(chunks)
+        return iter([i for c in chunks for i in c])

@@ -1,0 +1,80 @@
+"""The label rule (DESIGN §2): a pure function from past and future sales to a trend label.
+
+    recent = mean(sales[-K:]);  future = mean(future_sales[:F])
+    change = log((future + alpha) / (recent + alpha))
+    rising if change >= log(1 + tau); falling if change <= -log(1 + tau); else stable
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LABELS: tuple[str, ...] = ("rising", "falling", "stable")  # the order of every logit and probability column
+
+
+@dataclass
+class LabelRule:
+    """Parameters of the trend label rule; saved with every model."""
+
+    K: int = 4  # periods of history averaged into `recent`
+    F: int = 4  # periods of future averaged into `future`
+    alpha: float = 1.0  # additive smoothing, so zero-sales products get a finite change
+    tau: float = 0.25  # relative change threshold: +25% is rising, -20% (1/1.25) is falling
+
+    def __post_init__(self) -> None:
+        if self.K < 1 or self.F < 1:
+            raise ValueError(f"label rule: K and F must be >= 1, got K={self.K}, F={self.F}")
+        if self.alpha <= 0:
+            raise ValueError(f"label rule: alpha must be > 0, got {self.alpha}")
+        if self.tau <= 0:
+            raise ValueError(f"label rule: tau must be > 0, got {self.tau}")
+
+    def change(self, sales: Sequence[float], future_sales: Sequence[float]) -> float:
+        """Log ratio of future to recent mean sales, smoothed by alpha."""
+        if len(sales) == 0 or len(future_sales) == 0:
+            raise ValueError("label rule: sales and future_sales must both be non-empty")
+        recent = float(np.mean(np.asarray(sales, dtype=float)[-self.K :]))
+        future = float(np.mean(np.asarray(future_sales, dtype=float)[: self.F]))
+        return math.log((future + self.alpha) / (recent + self.alpha))
+
+    def label(self, sales: Sequence[float], future_sales: Sequence[float]) -> str:
+        """Apply the rule.
+
+        Args:
+            sales: past units, oldest -> newest.
+            future_sales: the following periods' units.
+        Returns:
+            "rising", "falling" or "stable".
+
+        >>> LabelRule().label([0, 0, 0, 0], [2, 2, 2, 2])
+        'rising'
+        """
+        return label_from_change(self.change(sales, future_sales), self.tau)
+
+    def labels_vectorized(self, recent_mean: np.ndarray, future_mean: np.ndarray) -> np.ndarray:
+        """Rule on precomputed means (arrays of shape (N,)); returns an array of label strings."""
+        change = np.log((np.asarray(future_mean, float) + self.alpha) / (np.asarray(recent_mean, float) + self.alpha))
+        return labels_from_changes(change, self.tau)
+
+
+def label_from_change(change: float, tau: float) -> str:
+    thr = math.log1p(tau)
+    # a tiny tolerance so that exactly +tau / -tau (boundaries, inclusive) survive float rounding
+    eps = 1e-12
+    if change >= thr - eps:
+        return "rising"
+    if change <= -thr + eps:
+        return "falling"
+    return "stable"
+
+
+def labels_from_changes(change: np.ndarray, tau: float) -> np.ndarray:
+    thr = math.log1p(tau)
+    eps = 1e-12
+    out = np.full(change.shape, "stable", dtype=object)
+    out[change >= thr - eps] = "rising"
+    out[change <= -thr + eps] = "falling"
+    return out

@@ -1,0 +1,408 @@
+"""Product records (DESIGN §1): reading JSONL / CSV / Parquet / pandas, validation, error reports.
+
+Every reader yields `(row_number, raw_dict)` pairs so that a bad value is reported with its file,
+row and field. `validate_record` turns a raw dict into a normalised record:
+
+    {"product_id": str, "title": str, "description": str, "reviews": list[str], "sales": list[float],
+     "cutoff": str | None (ISO date), "freq": str, "label": str | None, "future_sales": list[float] | None}
+
+`load_records` validates a whole file and returns a `datasets.Dataset`; `iter_record_chunks` streams
+validated records in chunks for catalog-scale labeling.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trendnlp.labels import LABELS, LabelRule
+
+FREQS = ("W", "D", "M")
+RECORD_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cutoff", "freq", "label", "future_sales")
+_LIST_FIELDS = ("sales", "future_sales", "reviews")
+
+
+class RecordError(ValueError):
+    """A bad input row: names the file, row, field and (when known) the product id."""
+
+    def __init__(self, source: str, row: int | None, field: str, reason: str, product_id: str | None = None):
+        self.source, self.row, self.field, self.reason, self.product_id = source, row, field, reason, product_id
+        where = f"{source}: row {row}" if row is not None else source
+        pid = f" (product_id={product_id!r})" if product_id is not None else ""
+        super().__init__(f"{where}{pid}: field '{field}': {reason}")
+
+    def as_report(self) -> dict:
+        return {"source": self.source, "row": self.row, "product_id": self.product_id, "field": self.field,
+                "reason": self.reason}
+
+
+@dataclass
+class ErrorReport:
+    """Rows skipped under on_error='skip', each with its source, row, product id, field and reason."""
+
+    errors: list[RecordError] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    def add(self, err: RecordError) -> None:
+        self.errors.append(err)
+
+    def write(self, path: str | Path) -> None:
+        """Write the report as CSV or JSONL (chosen by suffix)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [e.as_report() for e in self.errors]
+        if path.suffix.lower() == ".jsonl":
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        else:
+            with path.open("w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=["source", "row", "product_id", "field", "reason"])
+                w.writeheader()
+                w.writerows(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+def _as_list(value: Any, name: str, csv_encoded: bool) -> list | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None  # pandas/CSV empty cell
+    if isinstance(value, str):
+        if not csv_encoded:
+            raise _Bad(name, f"expected a list, found the string {value[:40]!r}")
+        s = value.strip()
+        if s == "":
+            return None
+        try:
+            value = json.loads(s)
+        except json.JSONDecodeError:
+            raise _Bad(name, f"expected a JSON-encoded list like [1, 0, 3], found {s[:40]!r}") from None
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):
+        value = value.tolist()  # numpy / pyarrow arrays
+    if not isinstance(value, (list, tuple)):
+        raise _Bad(name, f"expected a list, found {type(value).__name__} {value!r:.40}")
+    return list(value)
+
+
+class _Bad(Exception):
+    def __init__(self, field: str, reason: str):
+        self.field, self.reason = field, reason
+
+
+def _numbers(values: list, name: str) -> list[float]:
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) and not _is_numeric_str(v):
+            raise _Bad(name, f"element {i} must be a number, found {v!r}")
+        x = float(v)
+        if math.isnan(x) or math.isinf(x):
+            raise _Bad(name, f"element {i} is {x}; units must be finite (replace missing periods by 0)")
+        if x < 0:
+            raise _Bad(name, f"element {i} is negative ({x}); units must be >= 0 (net out returns before)")
+        out.append(x)
+    return out
+
+
+def _is_numeric_str(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _text(value: Any, name: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if not isinstance(value, str):
+        raise _Bad(name, f"expected text, found {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def _cutoff(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if hasattr(value, "date") and callable(value.date):  # pandas Timestamp
+        return value.date().isoformat()
+    try:
+        return dt.date.fromisoformat(str(value)[:10]).isoformat()
+    except ValueError:
+        raise _Bad("cutoff", f"expected an ISO date like 2011-06-05, found {value!r}") from None
+
+
+def validate_record(raw: Any, *, source: str = "<records>", row: int | None = None, history: int | None = None,
+                    rule: LabelRule | None = None, csv_encoded: bool = False) -> dict:
+    """Check one raw row and return the normalised record (see module docstring).
+
+    Args:
+        raw: a mapping with the §1 fields.
+        source, row: where the row came from, for the error message.
+        history: the longest allowed `sales` (the model's history length); None: no limit.
+        rule: label rule used to derive `label` from `future_sales` when `label` is absent.
+        csv_encoded: lists may arrive as JSON-encoded strings (CSV files).
+    Returns:
+        the normalised record dict.
+    Raises:
+        RecordError naming source, row and field.
+
+    >>> validate_record({"product_id": 7, "sales": [1, 2]})["product_id"]
+    '7'
+    """
+    pid_raw = raw.get("product_id") if isinstance(raw, dict) else None
+    pid = None if pid_raw is None or (isinstance(pid_raw, float) and math.isnan(pid_raw)) else str(pid_raw).strip()
+    try:
+        if not isinstance(raw, dict):
+            raise _Bad("(row)", f"expected a JSON object / mapping, found {type(raw).__name__}")
+        if not pid:
+            raise _Bad("product_id", "missing or empty; every record needs a product_id")
+        rec: dict[str, Any] = {"product_id": pid}
+        rec["title"] = _text(raw.get("title"), "title")
+        rec["description"] = _text(raw.get("description"), "description")
+        reviews = _as_list(raw.get("reviews"), "reviews", csv_encoded) or []
+        for i, r in enumerate(reviews):
+            if not isinstance(r, str):
+                raise _Bad("reviews", f"element {i} must be text, found {type(r).__name__}")
+        rec["reviews"] = reviews
+        if "sales" not in raw or raw.get("sales") is None:
+            raise _Bad("sales", "missing; expected a list of units per period, oldest first")
+        sales = _as_list(raw["sales"], "sales", csv_encoded)
+        if not sales:
+            raise _Bad("sales", "empty; at least one period of units is needed")
+        rec["sales"] = _numbers(sales, "sales")
+        if history is not None and len(rec["sales"]) > history:
+            raise _Bad("sales", f"history of {len(rec['sales'])} periods is longer than the model's {history}; "
+                                f"keep the newest {history} periods")
+        rec["cutoff"] = _cutoff(raw.get("cutoff"))
+        freq = raw.get("freq")
+        freq = "W" if freq is None or (isinstance(freq, float) and math.isnan(freq)) or freq == "" else str(freq)
+        if freq not in FREQS:
+            raise _Bad("freq", f"expected one of {list(FREQS)}, found {freq!r}")
+        rec["freq"] = freq
+        fut = _as_list(raw.get("future_sales"), "future_sales", csv_encoded)
+        rec["future_sales"] = _numbers(fut, "future_sales") if fut else None
+        label = raw.get("label")
+        if label is None or (isinstance(label, float) and math.isnan(label)) or label == "":
+            label = (rule or LabelRule()).label(rec["sales"], rec["future_sales"]) if rec["future_sales"] else None
+        elif label not in LABELS:
+            raise _Bad("label", f"unknown label {label!r}; expected one of {list(LABELS)}")
+        rec["label"] = label
+        return rec
+    except _Bad as b:
+        raise RecordError(source, row, b.field, b.reason, pid) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# readers: (row, raw dict) pairs; row numbers are 1-based lines for JSONL/CSV, 1-based rows otherwise
+# ---------------------------------------------------------------------------------------------
+def detect_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    fmt = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
+           ".pq": "parquet"}.get(suffix)
+    if fmt is None:
+        raise ValueError(f"{path}: unknown file type {suffix!r}; use .jsonl, .csv or .parquet")
+    return fmt
+
+
+def iter_raw_rows(path: str | Path) -> Iterator[tuple[int, dict | RecordError]]:
+    """Stream a records file as (row, raw dict) pairs; unreadable rows come as RecordError instead.
+
+    Never loads the whole file: JSONL and CSV are read line by line, Parquet by row groups.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such records file")
+    fmt = detect_format(path)
+    if fmt == "jsonl":
+        yield from _iter_jsonl(path)
+    elif fmt == "csv":
+        yield from _iter_csv(path)
+    else:
+        yield from _iter_parquet(path)
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield n, RecordError(str(path), n, "(line)", f"not valid UTF-8 (byte {e.start}); re-save the file as UTF-8")
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield n, RecordError(str(path), n, "(line)", f"malformed JSON: {e.msg} at column {e.colno}")
+                continue
+            yield n, obj
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
+    def lines() -> Iterator[str]:
+        with path.open("rb") as fh:
+            for n, raw in enumerate(fh, start=1):
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    bad[n] = e.start
+                    yield raw.decode("utf-8", errors="replace")
+
+    bad: dict[int, int] = {}
+    reader = csv.DictReader(lines())
+    if reader.fieldnames is None:
+        return
+    for rec in reader:
+        n = reader.line_num
+        if n in bad:
+            yield n, RecordError(str(path), n, "(line)", f"not valid UTF-8 (byte {bad.pop(n)}); re-save as UTF-8")
+            continue
+        if None in rec:
+            yield n, RecordError(str(path), n, "(line)", f"more values than the {len(reader.fieldnames)} header columns")
+            continue
+        yield n, {k: (None if v == "" else v) for k, v in rec.items()}
+
+
+def _iter_parquet(path: Path, batch_size: int = 8192) -> Iterator[tuple[int, dict | RecordError]]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    n = 0
+    for batch in pf.iter_batches(batch_size=batch_size):
+        for obj in batch.to_pylist():
+            n += 1
+            yield n, obj
+
+
+def iter_frame_rows(df: Any) -> Iterator[tuple[int, dict]]:
+    """Rows of a pandas DataFrame as (1-based row, dict)."""
+    for n, obj in enumerate(df.to_dict(orient="records"), start=1):
+        yield n, obj
+
+
+def validate_rows(rows: Iterable[tuple[int, dict | RecordError]], *, source: str, on_error: str = "raise",
+                  history: int | None = None, rule: LabelRule | None = None, csv_encoded: bool = False,
+                  report: ErrorReport | None = None) -> Iterator[tuple[int, dict]]:
+    """Validate (row, raw) pairs; raise on the first bad row or, with on_error='skip', add it to `report`.
+
+    Duplicate (product_id, cutoff) pairs are bad rows too: each must be unique in one source.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+    seen: set[tuple[str, str | None]] = set()
+    for n, raw in rows:
+        try:
+            if isinstance(raw, RecordError):
+                raise raw
+            rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded)
+            key = (rec["product_id"], rec["cutoff"])
+            if key in seen:
+                raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = {key}; each must be "
+                                  "unique in a file", rec["product_id"])
+            seen.add(key)
+        except RecordError as err:
+            if on_error == "raise":
+                raise
+            if report is not None:
+                report.add(err)
+            continue
+        yield n, rec
+
+
+def read_records(source: Any, *, on_error: str = "raise", history: int | None = None, rule: LabelRule | None = None,
+                 report: ErrorReport | None = None) -> list[dict]:
+    """Read and validate records from a path, a DataFrame, a dict or a list of dicts.
+
+    Args:
+        source: path to .jsonl/.csv/.parquet, a pandas DataFrame, one record dict or a list of them.
+        on_error: "raise" (default) stops at the first bad row; "skip" leaves it out and adds it to `report`.
+        history: longest allowed sales history.
+        rule: label rule for records that carry only future_sales.
+        report: collects skipped rows.
+    Returns:
+        list of normalised record dicts.
+
+    >>> len(read_records([{"product_id": "a", "sales": [1, 0, 2]}]))
+    1
+    """
+    rows, name, csv_encoded = _rows_of(source)
+    return [rec for _, rec in validate_rows(rows, source=name, on_error=on_error, history=history, rule=rule,
+                                            csv_encoded=csv_encoded, report=report)]
+
+
+def _rows_of(source: Any) -> tuple[Iterable, str, bool]:
+    if isinstance(source, (str, Path)):
+        return iter_raw_rows(source), str(source), detect_format(source) == "csv"
+    if isinstance(source, dict):
+        return [(1, source)], "<record>", False
+    if hasattr(source, "to_dict") and hasattr(source, "columns"):
+        return iter_frame_rows(source), "<DataFrame>", True
+    if isinstance(source, (list, tuple)):
+        return list(enumerate(source, start=1)), "<records>", False
+    raise TypeError(f"records must be a path, a dict, a list of dicts or a pandas DataFrame, found {type(source).__name__}")
+
+
+def load_records(source: Any, *, on_error: str = "raise", history: int | None = None, rule: LabelRule | None = None,
+                 errors_path: str | Path | None = None):
+    """Validated records as a `datasets.Dataset` (plus the report of skipped rows, written to errors_path).
+
+    Returns:
+        (dataset, report)
+    """
+    import datasets
+
+    report = ErrorReport()
+    recs = read_records(source, on_error=on_error, history=history, rule=rule, report=report)
+    if errors_path is not None and (len(report) or on_error == "skip"):
+        report.write(errors_path)
+    return datasets.Dataset.from_list(recs, features=record_features()) if recs else datasets.Dataset.from_dict(
+        {k: [] for k in RECORD_FIELDS}, features=record_features()), report
+
+
+def record_features():
+    import datasets
+
+    return datasets.Features({
+        "product_id": datasets.Value("string"), "title": datasets.Value("string"),
+        "description": datasets.Value("string"), "reviews": datasets.Sequence(datasets.Value("string")),
+        "sales": datasets.Sequence(datasets.Value("float64")), "cutoff": datasets.Value("string"),
+        "freq": datasets.Value("string"), "label": datasets.Value("string"),
+        "future_sales": datasets.Sequence(datasets.Value("float64")),
+    })
+
+
+def write_records(records: Iterable[dict], path: str | Path) -> int:
+    """Write normalised records to JSONL, CSV (lists JSON-encoded) or Parquet. Returns the count."""
+    import pandas as pd
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = detect_format(path)
+    recs = list(records)
+    if fmt == "jsonl":
+        with path.open("w", encoding="utf-8") as fh:
+            for r in recs:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        df = pd.DataFrame(recs, columns=list(RECORD_FIELDS))
+        for col in _LIST_FIELDS:
+            df[col] = [json.dumps(v) if v is not None else "" for v in df[col]]
+        df.to_csv(path, index=False)
+    else:
+        pd.DataFrame(recs, columns=list(RECORD_FIELDS)).to_parquet(path, index=False)
+    return len(recs)
