@@ -60,21 +60,20 @@ class LabelRule:
         return labels_from_changes(change, self.tau)
 
 
+# Plain float comparisons, exactly as the rule is written: the published Online Retail label counts (§6)
+# depend on it (e.g. 4 -> 3 units, log(0.8) = -0.22314355131420971 is a hair above -log(1.25), so stable).
 def label_from_change(change: float, tau: float) -> str:
     thr = math.log1p(tau)
-    # a tiny tolerance so that exactly +tau / -tau (boundaries, inclusive) survive float rounding
-    eps = 1e-12
-    if change >= thr - eps:
+    if change >= thr:
         return "rising"
-    if change <= -thr + eps:
+    if change <= -thr:
         return "falling"
     return "stable"
 
 
 def labels_from_changes(change: np.ndarray, tau: float) -> np.ndarray:
     thr = math.log1p(tau)
-    eps = 1e-12
     out = np.full(change.shape, "stable", dtype=object)
-    out[change >= thr - eps] = "rising"
-    out[change <= -thr + eps] = "falling"
+    out[change >= thr] = "rising"
+    out[change <= -thr] = "falling"
     return out

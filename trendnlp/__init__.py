@@ -1,0 +1,15 @@
+"""trendnlp: will this product's sales go rising, falling or stable? Text (BERT + LoRA) + sales history (LSTM)."""
+from trendnlp.config import TrendConfig
+from trendnlp.labels import LABELS, LabelRule
+
+__version__ = "0.1.0"
+__all__ = ["LABELS", "LabelRule", "TrendClassifier", "TrendConfig", "__version__"]
+
+
+def __getattr__(name: str):
+    # the model pulls in torch/transformers; import it on first use so `trendnlp prepare` starts fast
+    if name == "TrendClassifier":
+        from trendnlp.modeling import TrendClassifier
+
+        return TrendClassifier
+    raise AttributeError(f"module 'trendnlp' has no attribute {name!r}")

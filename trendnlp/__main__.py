@@ -1,0 +1,3 @@
+from trendnlp.cli import main
+
+raise SystemExit(main())

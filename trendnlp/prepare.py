@@ -1,0 +1,438 @@
+"""From order logs to product records (DESIGN §3): one record per (product, cutoff), without look-ahead.
+
+Pipeline (P products, T complete periods, C cutoffs, N kept records):
+    sales rows   --bincount-->  units (P, T)  --cumsum-->  history totals (P, C)  --filter-->  N (product, cutoff)
+    text rows    --cumulative mode per product-->  title / description as of each cutoff
+    review rows  --sorted per product-->  the newest `max_reviews` dated on or before each cutoff
+Every window, text and review lookup is bounded by the cutoff's period index, and a product enters at a
+cutoff only once it has sold at or before it, so nothing dated after a cutoff reaches its record except
+`future_sales` (and the label derived from it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import Progress
+
+from trendnlp.labels import LABELS, LabelRule
+from trendnlp.records import FREQS, RecordError, detect_format
+
+PERIOD_CODES = {"W": "W-SUN", "D": "D", "M": "M"}  # weeks end on Sunday, as in the Online Retail benchmark
+SERIES_STARTS = ("data", "first_sale")
+
+
+@dataclass
+class PrepareResult:
+    """Records built by `prepare`, with what a user needs to check them.
+
+    `cutoffs` lists every candidate cutoff (oldest first), also those where no product passed the filter;
+    `dropped_partial` is the end date of the incomplete last period that was left out, if any.
+    """
+
+    records: list[dict]
+    cutoffs: list[str]
+    n_products: int
+    dropped_partial: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def summary(self) -> str:
+        """A printable table: counts, cutoff range, label shares, then the notes (cleaning, dropped period)."""
+        lines = [str(summarize(self.records))]
+        if self.dropped_partial:
+            lines.append(f"dropped the partial last period ending {self.dropped_partial}")
+        lines += self.notes
+        return "\n".join(lines)
+
+
+def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "timestamp", units_col: str = "units",
+            price_col: str | None = None, texts: Any = None, reviews: Any = None, title_col: str | None = "title",
+            description_col: str | None = "description", review_col: str = "text", freq: str = "W",
+            history: int = 26, horizon: int = 4, stride: int = 1, min_history_units: float = 10.0,
+            max_reviews: int = 5, series_start: str = "data", rule: LabelRule | None = None,
+            progress: bool = True) -> PrepareResult:
+    """Slide a cutoff over period ends and build one leakage-safe record per (product, cutoff).
+
+    Args:
+        sales: order lines or product-period rows: a DataFrame or a .csv / .parquet / .jsonl path.
+        product_col, time_col, units_col: column names in `sales` (and in `texts` / `reviews`, where
+            `product_id` and `timestamp` are accepted too).
+        price_col: optional price column; validated (finite, >= 0) but not part of the records.
+        texts: optional product text table (product, `title_col`, `description_col`, optional time column).
+            With a time column the text is the most frequent (title, description) seen at or before the
+            cutoff, ties going to the most recent; without one it is treated as known at every cutoff.
+        reviews: optional table (product, time, `review_col`); a record gets the reviews dated on or before
+            its cutoff, newest first, at most `max_reviews`.
+        freq: period length, "W" (weeks ending Sunday), "D" or "M".
+        history: periods of sales up to and including the cutoff.
+        horizon: periods after the cutoff stored in `future_sales`; a cutoff needs all of them in the data.
+        stride: periods between consecutive cutoffs, counted from the earliest one.
+        min_history_units: keep a record only if its history sums to at least this many units.
+        max_reviews: reviews kept per record.
+        series_start: "data" fills the whole window with observed units (0 where the product did not sell,
+            the §6 benchmark convention); "first_sale" starts each history at the product's first sale, so
+            young products get shorter `sales` lists.
+        rule: label rule (default `LabelRule()`).
+        progress: show a progress bar on stderr.
+    Returns:
+        a PrepareResult; `.records` are normalised record dicts sorted by cutoff, then product_id.
+    Raises:
+        RecordError naming the file, row and column of bad input; ValueError for bad options.
+
+    >>> df = pd.DataFrame({"product_id": ["a"] * 3, "timestamp": ["2024-01-07", "2024-01-14", "2024-01-21"],
+    ...                    "units": [5, 5, 9]})
+    >>> prepare(df, history=2, horizon=1, min_history_units=1, progress=False).records[0]["sales"]
+    [5.0, 5.0]
+    """
+    rule = rule or LabelRule()
+    _check_options(freq, history, horizon, stride, min_history_units, max_reviews, series_start)
+    history, horizon, stride = int(history), int(horizon), int(stride)
+    with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
+        stage = bar.add_task("reading sales", total=None)
+        df, src, off = read_table(sales, "sales", {"product": [product_col], "time": [time_col],
+                                                   "units": [units_col], "price": [price_col] if price_col else []})
+        if len(df) == 0:
+            raise RecordError(src, None, units_col, "the sales table has no rows")
+        ids = _product_ids(df, src, off, product_col)
+        ts = parse_times(df["time"], src, off, time_col)
+        units = parse_units(df["units"], src, off, units_col)
+        if "price" in df:
+            parse_units(df["price"], src, off, price_col, what="price")
+
+        bar.update(stage, description="aggregating units per period")
+        pid, uniques = pd.factorize(ids, sort=True)  # sorted ids -> records ordered by product
+        per = ts.dt.to_period(PERIOD_CODES[freq]).array.asi8
+        grid = _Grid(np.asarray(uniques, dtype=object), int(per.min()), PERIOD_CODES[freq])
+        units_pt, dropped = grid.unit_matrix(pid, per - grid.p0, units, ts.max())  # (P, T)
+        T = units_pt.shape[1]
+
+        bar.update(stage, description="sliding cutoffs")
+        cut = np.arange(history - 1, T - horizon, stride)  # period index of each cutoff
+        if len(cut) == 0:
+            raise ValueError(f"{src}: {T} complete {freq} periods, but history + horizon = {history + horizon} are "
+                             "needed for one cutoff; lower --history / --horizon or give a longer log")
+        cutoffs = grid.end_dates(cut)
+        csum = np.concatenate([np.zeros((len(grid.products), 1)), units_pt.cumsum(axis=1)], axis=1)  # (P, T + 1)
+        totals = csum[:, cut + 1] - csum[:, cut + 1 - history]  # (P, C) units in each history window
+        first = np.where(units_pt.any(axis=1), (units_pt > 0).argmax(axis=1), T)  # (P,) first period with a sale
+        # a product exists at a cutoff only once it has sold: choosing products by later sales would leak
+        keep = (first[:, None] <= cut[None, :]) & (totals >= min_history_units - 1e-9)
+        ci, p = np.nonzero(keep.T)  # cutoff-major, so records come out sorted by cutoff, then product
+        c = cut[ci]
+        hist = units_pt[p[:, None], c[:, None] - history + 1 + np.arange(history)]  # (N, history)
+        fut = units_pt[p[:, None], c[:, None] + 1 + np.arange(horizon)]  # (N, horizon)
+        length = np.full(len(p), history) if series_start == "data" else np.minimum(history, c - first[p] + 1)
+        labels = _labels(hist, length, fut, rule)
+
+        bar.update(stage, description="text as of each cutoff")
+        title, desc = _texts_as_of(texts, grid, p, c, product_col, time_col, title_col, description_col)
+        revs = _reviews_as_of(reviews, grid, p, c, product_col, time_col, review_col, max_reviews)
+
+        bar.update(stage, description="building records", total=len(p), completed=0)
+        records = []
+        pids, cuts, starts = grid.products[p].tolist(), np.asarray(cutoffs)[ci].tolist(), (history - length).tolist()
+        rows = zip(pids, title, desc, revs, hist.tolist(), starts, cuts, labels, fut.tolist())
+        for i, (pid_i, t, d, rv, h, s0, cu, lab, fu) in enumerate(rows):
+            records.append({"product_id": pid_i, "title": t, "description": d, "reviews": rv, "sales": h[s0:],
+                            "cutoff": cu, "freq": freq, "label": lab, "future_sales": fu})
+            if i % 20000 == 0:
+                bar.update(stage, completed=i)
+    return PrepareResult(records, cutoffs, int((first < T).sum()), dropped)
+
+
+@dataclass
+class _Grid:
+    """The (product, period) grid every table is looked up in: sorted product ids, periods counted from p0."""
+
+    products: np.ndarray  # (P,) sorted product ids
+    p0: int  # ordinal of the first sales period
+    code: str  # pandas period code
+
+    def unit_matrix(self, pid, per, units, last_ts) -> tuple[np.ndarray, str | None]:
+        """Units summed per (product, period), missing periods 0, without an incomplete last period."""
+        T = int(per.max()) + 1
+        last_end = pd.Period(ordinal=self.p0 + T - 1, freq=self.code).end_time.normalize()
+        dropped = None
+        if last_ts.normalize() < last_end:  # the log stops before the last period's end date
+            dropped, T = last_end.date().isoformat(), T - 1
+        ok = per < T
+        flat = np.bincount(pid[ok] * T + per[ok], weights=units[ok], minlength=len(self.products) * T)
+        return flat.reshape(len(self.products), T), dropped
+
+    def end_dates(self, per: np.ndarray) -> list[str]:
+        return [d.date().isoformat() for d in pd.PeriodIndex.from_ordinals(self.p0 + per, freq=self.code).end_time]
+
+    def period(self, ts: pd.Series) -> np.ndarray:
+        return ts.dt.to_period(self.code).array.asi8 - self.p0
+
+    def product(self, ids: np.ndarray) -> np.ndarray:
+        return pd.Index(self.products).get_indexer(ids)  # -1: a product that never appears in the sales
+
+
+def _check_options(freq, history, horizon, stride, min_history_units, max_reviews, series_start) -> None:
+    if freq not in FREQS:
+        raise ValueError(f"freq must be one of {list(FREQS)}, found {freq!r}")
+    for name, value in (("history", history), ("horizon", horizon), ("stride", stride)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, found {value!r}")
+    if min_history_units < 0 or max_reviews < 0:
+        raise ValueError(f"min_history_units and max_reviews must be >= 0, found {min_history_units}, {max_reviews}")
+    if series_start not in SERIES_STARTS:
+        raise ValueError(f"series_start must be one of {list(SERIES_STARTS)}, found {series_start!r}")
+
+
+def _product_ids(df: pd.DataFrame, src: str, off: int, col: str) -> np.ndarray:
+    ids = df["product"].astype("string").str.strip()
+    missing = (ids.isna() | (ids == "")).to_numpy()
+    if missing.any():
+        row = int(df.index[missing.argmax()]) + off
+        raise RecordError(src, row, col, f"missing product id ({int(missing.sum())} such rows); every row needs one")
+    return ids.to_numpy(dtype=object)
+
+
+def _labels(hist: np.ndarray, length: np.ndarray, fut: np.ndarray, rule: LabelRule) -> list[str]:
+    # the same means `LabelRule.label` takes on the stored record: last min(K, len) sales, first min(F, horizon)
+    k = np.minimum(rule.K, length)
+    recent = np.cumsum(hist[:, ::-1], axis=1)[np.arange(len(hist)), k - 1] / k if len(hist) else np.zeros(0)
+    future = fut[:, : rule.F].mean(axis=1)
+    return rule.labels_vectorized(recent, future).tolist()
+
+
+def _texts_as_of(texts, grid: _Grid, p, c, product_col, time_col, title_col, description_col):
+    n = len(p)
+    if texts is None:
+        return [""] * n, [""] * n
+    wanted = {"product": [product_col, "product_id"], "time": [time_col, "timestamp"],
+              "title": [title_col] if title_col else [], "description": [description_col] if description_col else []}
+    df, src, off = read_table(texts, "texts", wanted, optional=("time", "title", "description"))
+    if "title" not in df and "description" not in df:
+        raise RecordError(src, None, f"{title_col} / {description_col}", "the texts table has neither column")
+    pid = grid.product(_product_ids(df, src, off, wanted["product"][0]))
+    title = text_column(df, "title")
+    desc = text_column(df, "description")
+    if "time" in df:
+        when = parse_times(df["time"], src, off, time_col)
+        per = grid.period(when)
+        order_key = when.to_numpy().astype("datetime64[ns]").astype(np.int64)
+    else:  # undated text: known at every cutoff; among repeated rows the later row wins ties
+        per = np.full(len(df), np.iinfo(np.int32).min)
+        order_key = np.arange(len(df))
+    has = (pid >= 0) & ((title != "") | (desc != ""))
+    # one value per distinct (title, description) pair, so that the two always come from the same row
+    t_code, t_uniq = pd.factorize(title[has])
+    d_code, d_uniq = pd.factorize(desc[has])
+    val, pairs = pd.factorize(t_code.astype(np.int64) * max(len(d_uniq), 1) + d_code)
+    best = _mode_as_of(pid[has], per[has], val, order_key[has], p, c)
+    titles = np.append(np.asarray(t_uniq, dtype=object)[pairs // max(len(d_uniq), 1)], "")  # index -1 -> ""
+    descs = np.append(np.asarray(d_uniq, dtype=object)[pairs % max(len(d_uniq), 1)], "")
+    return titles[best].tolist(), descs[best].tolist()
+
+
+def _mode_as_of(pid, per, val, when, q_pid, q_per) -> np.ndarray:
+    """Per query (product, period): the value seen most often at or before that period; ties -> most recent.
+
+    Runs in O(n log n): count each (product, value, period), accumulate counts per (product, value) over
+    periods, score each state as (count, recency) packed in one int64, and take the running max per product.
+    The running max is the mode because a value's score only grows and other values' scores stand still.
+    """
+    if len(pid) == 0:
+        return np.full(len(q_pid), -1)
+    g = (pd.DataFrame({"pid": pid, "val": val, "per": per, "when": when})
+         .groupby(["pid", "val", "per"], sort=True).agg(n=("when", "size"), last=("when", "max")).reset_index())
+    cum = g.groupby(["pid", "val"])["n"].cumsum().to_numpy(np.int64)
+    rank = np.empty(len(g), np.int64)
+    rank[np.lexsort((g["val"].to_numpy(), g["last"].to_numpy()))] = np.arange(len(g))  # unique recency rank
+    score = cum * len(g) + rank
+    order = np.lexsort((g["per"].to_numpy(), g["pid"].to_numpy()))
+    spid, sper = g["pid"].to_numpy()[order], g["per"].to_numpy()[order]
+    running = pd.Series(score[order]).groupby(spid).cummax().to_numpy()
+    by_score = np.argsort(score)
+    best_val = g["val"].to_numpy()[by_score[np.searchsorted(score[by_score], running)]]
+    idx = last_at_or_before(spid, sper, q_pid, q_per)
+    return np.where(idx >= 0, best_val[idx], -1)
+
+
+def _reviews_as_of(reviews, grid: _Grid, p, c, product_col, time_col, review_col, max_reviews):
+    n = len(p)
+    if reviews is None or max_reviews == 0:
+        return [[] for _ in range(n)]
+    wanted = {"product": [product_col, "product_id"], "time": [time_col, "timestamp"], "text": [review_col, "review"]}
+    df, src, off = read_table(reviews, "reviews", wanted)
+    pid = grid.product(_product_ids(df, src, off, wanted["product"][0]))
+    when = parse_times(df["time"], src, off, time_col)
+    text = text_column(df, "text")
+    has = (pid >= 0) & (text != "")
+    per = grid.period(when)[has]
+    stamp = when.to_numpy().astype("datetime64[ns]").astype(np.int64)[has]
+    order = np.lexsort((stamp, pid[has]))  # by product, then time; equal times keep file order
+    spid, sper, stext = pid[has][order], per[order], text[has][order].tolist()
+    end = last_at_or_before(spid, sper, p, c) + 1  # one past the newest review at or before the cutoff
+    start = np.maximum(np.searchsorted(spid, p, side="left"), end - max_reviews)
+    return [stext[s:e][::-1] if e > 0 else [] for s, e in zip(start.tolist(), end.tolist())]
+
+
+def last_at_or_before(obs_pid: np.ndarray, obs_per: np.ndarray, q_pid: np.ndarray, q_per: np.ndarray) -> np.ndarray:
+    """Index of the last observation of product q_pid with period <= q_per, or -1 (obs sorted by product, period)."""
+    if len(obs_pid) == 0:
+        return np.full(len(q_pid), -1)
+    lo = min(int(obs_per.min()), int(q_per.min()))
+    span = max(int(obs_per.max()), int(q_per.max())) - lo + 1
+    key = obs_pid.astype(np.int64) * span + (obs_per - lo)  # sorted, since obs are sorted by (product, period)
+    idx = np.searchsorted(key, q_pid.astype(np.int64) * span + (q_per - lo), side="right") - 1
+    found = idx >= 0
+    found[found] = obs_pid[idx[found]] == q_pid[found]  # else the hit belongs to an earlier product
+    return np.where(found, idx, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RecordSummary:
+    """Counts of a list of records; `str()` gives a printable table."""
+
+    n_records: int
+    n_products: int
+    n_cutoffs: int
+    first_cutoff: str | None
+    last_cutoff: str | None
+    label_counts: dict[str, int]
+
+    def __str__(self) -> str:
+        span = f" ({self.first_cutoff} … {self.last_cutoff})" if self.first_cutoff else ""
+        rows = [f"{'records':<10}{self.n_records:>10,}", f"{'products':<10}{self.n_products:>10,}",
+                f"{'cutoffs':<10}{self.n_cutoffs:>10,}{span}", f"{'label':<10}{'count':>10}{'share':>9}"]
+        for name, n in self.label_counts.items():
+            rows.append(f"{name:<10}{n:>10,}{100 * n / max(self.n_records, 1):>8.1f}%")
+        return "\n".join(rows)
+
+
+def summarize(records: list[dict]) -> RecordSummary:
+    """Counts, cutoff range and label distribution of normalised records.
+
+    Args:
+        records: record dicts (as from `prepare` or `trendnlp.records.read_records`).
+    Returns:
+        a RecordSummary; print it for a table. Labels are listed in LABELS order, then "unlabeled" if any.
+
+    >>> summarize([{"product_id": "a", "cutoff": "2011-06-05", "label": "rising"}]).label_counts["rising"]
+    1
+    """
+    cutoffs = sorted({r["cutoff"] for r in records if r.get("cutoff")})
+    labels = pd.Series([r.get("label") or "unlabeled" for r in records], dtype=object).value_counts()
+    counts = {name: int(labels.get(name, 0)) for name in LABELS}
+    if labels.get("unlabeled", 0):
+        counts["unlabeled"] = int(labels["unlabeled"])
+    return RecordSummary(len(records), len({r["product_id"] for r in records}), len(cutoffs),
+                         cutoffs[0] if cutoffs else None, cutoffs[-1] if cutoffs else None, counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# input tables: read only the needed columns, and name file, row and column in every error
+# ---------------------------------------------------------------------------------------------
+def read_table(source: Any, what: str, wanted: dict[str, list[str]],
+               optional: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str, int]:
+    """Load the wanted columns of a DataFrame or .csv/.parquet/.jsonl file, renamed to their logical names.
+
+    Args:
+        source: DataFrame or path. A DataFrame may carry `attrs["source"]` and `attrs["row_offset"]` (and an
+            integer index of original row positions) so that errors point into the file it came from.
+        what: table name for messages ("sales", "texts", "reviews").
+        wanted: logical name -> candidate column names (first present wins; an empty list skips it).
+        optional: logical names that may be absent.
+    Returns:
+        (frame with logical column names and an integer row index, source name, offset from index to row number)
+    """
+    if isinstance(source, pd.DataFrame):
+        src = source.attrs.get("source", f"<{what} DataFrame>")
+        off = source.attrs.get("row_offset", 1)
+        columns = list(source.columns)
+    else:
+        src, fmt = str(source), detect_format(source)
+        off = 2 if fmt == "csv" else 1  # CSV errors name the line, the header being line 1
+        columns = _file_columns(source, fmt)
+    chosen = {}
+    for name, candidates in wanted.items():
+        hit = next((c for c in candidates if c in columns), None)
+        if hit is not None:
+            chosen[name] = hit
+        elif candidates and name not in optional:
+            hint = f"; name the right one with --{name}-col" if name in ("product", "time", "units", "price") else ""
+            raise RecordError(src, None, candidates[0], f"column not found in the {what} table; its columns are "
+                              f"{columns}{hint}")
+    if isinstance(source, pd.DataFrame):
+        df = source[list(chosen.values())]
+        if not pd.api.types.is_integer_dtype(df.index) or not df.index.is_unique:
+            df = df.reset_index(drop=True)
+    elif fmt == "csv":  # strings everywhere: ids keep leading zeros, numbers are checked row by row below
+        df = pd.read_csv(source, usecols=list(chosen.values()), dtype=str)
+    elif fmt == "parquet":
+        df = pd.read_parquet(source, columns=list(chosen.values()))
+    else:
+        df = pd.read_json(source, lines=True, dtype=False)[list(chosen.values())]
+    return df.rename(columns={v: k for k, v in chosen.items()}), src, off
+
+
+def _file_columns(path: Any, fmt: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    if fmt == "csv":
+        return list(pd.read_csv(path, nrows=0).columns)
+    if fmt == "parquet":
+        return list(pq.read_schema(path).names)
+    return list(pd.read_json(path, lines=True, nrows=1).columns)
+
+
+def _fail(df: pd.DataFrame, bad: np.ndarray, src: str, off: int, col: str, reason: str, values: pd.Series) -> None:
+    pos = int(bad.argmax())
+    more = f" ({int(bad.sum()) - 1} more rows like it)" if bad.sum() > 1 else ""
+    raise RecordError(src, int(df.index[pos]) + off, col, f"{reason}, found {values.iloc[pos]!r}{more}")
+
+
+def parse_times(s: pd.Series, src: str, off: int, col: str) -> pd.Series:
+    """Timestamps as naive datetimes (time zones dropped, wall time kept); an unparsable or missing one is an error."""
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        raise RecordError(src, None, col, f"expected dates like 2011-06-05 or 2011-06-05 14:30, found numbers "
+                          f"({s.iloc[0]!r}...); convert them to dates first")
+    if pd.api.types.is_datetime64_any_dtype(s):
+        t = s
+    else:
+        try:
+            t = pd.to_datetime(s, errors="coerce")  # fast path: one format, inferred from the first value
+            retry = (t.isna() & s.notna()).to_numpy()
+            if retry.any():  # mixed formats: parse the rest one by one
+                t[retry] = pd.to_datetime(s[retry], errors="coerce", format="mixed")
+        except (ValueError, TypeError) as e:  # e.g. mixed time zones
+            raise RecordError(src, None, col, f"could not read the timestamps: {e}") from None
+    if getattr(t.dt, "tz", None) is not None:
+        t = t.dt.tz_localize(None)
+    bad = t.isna().to_numpy()
+    if bad.any():
+        _fail(s.to_frame(), bad, src, off, col, "missing or unparsable timestamp; expected a date like 2011-06-05", s)
+    return t
+
+
+def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units") -> np.ndarray:
+    """Finite, non-negative numbers as float64; anything else is an error naming the first bad row."""
+    x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    frame = s.to_frame()
+    for bad, reason in ((np.isnan(x) & s.notna().to_numpy(), f"{what} must be a number"),
+                        (s.isna().to_numpy(), f"missing {what}; use 0 for none"),
+                        (np.isinf(x), f"{what} must be finite"),
+                        (x < 0, f"{what} must be >= 0 (net out returns and cancellations before preparing)")):
+        if bad.any():
+            _fail(frame, bad, src, off, col, reason, s)
+    return x
+
+
+def text_column(df: pd.DataFrame, name: str) -> np.ndarray:
+    """A text column as an object array of stripped strings ("" where missing or absent)."""
+    if name not in df:
+        return np.full(len(df), "", dtype=object)
+    return df[name].astype("string").str.strip().fillna("").to_numpy(dtype=object)
