@@ -1,0 +1,349 @@
+"""Baselines for the benchmark table: rules, sales-feature models and a TF-IDF text model.
+
+Every baseline has a `name`, `fit(train_records, val_records=None) -> self` and
+`predict(records) -> list[str]` on normalised record dicts (records.py). Hyper-parameters are chosen
+on the validation records by macro-F1 and never on test; without validation records the defaults
+are used. `run_baselines` fits them all and returns one metrics row per baseline.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import sparse
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from trendnlp.features import N_CALENDAR, SUMMARY_NAMES, cutoff_calendar, summary_stats
+from trendnlp.labels import LABELS, LabelRule
+from trendnlp.metrics import classification_metrics
+
+N_LAST = 8  # raw log1p units of the newest periods given to the sales models next to the summary
+_FLIP = {"rising": "falling", "falling": "rising", "stable": "stable"}
+
+
+def _labels(records: Sequence[dict]) -> list[str]:
+    return [r["label"] for r in records]
+
+
+def _has_labels(records: Sequence[dict] | None) -> bool:
+    return bool(records) and all(r.get("label") in LABELS for r in records)
+
+
+def _macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
+    return float(f1_score(y_true, y_pred, average="macro", labels=list(LABELS), zero_division=0))
+
+
+SALES_FEATURE_NAMES = (
+    *SUMMARY_NAMES,
+    "history_periods",  # observed periods (young products have fewer)
+    *(f"log1p_units_t-{i}" for i in range(N_LAST - 1, -1, -1)),  # newest N_LAST periods, 0 before the history
+    "change_recent_vs_8_ago",  # rule's log ratio of the newest K periods vs the K ending N_LAST periods earlier
+    "sin_week", "cos_week", "sin_month", "cos_month",  # of the cutoff; always the last N_CALENDAR columns
+)
+
+
+def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int = 26) -> np.ndarray:
+    """Sales summary, the newest log1p units and the cutoff's calendar: SALES_FEATURE_NAMES per record.
+
+    Args:
+        records: normalised records.
+        rule: label rule; its K and alpha shape the summary statistics.
+        history: the periods a full history holds (scales `history_fraction`).
+    Returns:
+        float32 array (len(records), len(SALES_FEATURE_NAMES)).
+
+    >>> sales_calendar_matrix([{"sales": [0, 3, 5], "cutoff": "2011-06-05"}], LabelRule()).shape
+    (1, 25)
+    """
+    K, a = rule.K, rule.alpha
+    X = np.zeros((len(records), len(SALES_FEATURE_NAMES)), dtype=np.float32)
+    S, L = len(SUMMARY_NAMES), N_LAST
+    calendar: dict[str | None, np.ndarray] = {}  # few distinct cutoffs: compute each once
+    for i, r in enumerate(records):
+        units = np.asarray(r["sales"], dtype=np.float64)
+        X[i, :S] = summary_stats(units, history, K, a)
+        X[i, S] = len(units)
+        tail = np.log1p(units[-L:])
+        X[i, S + 1 + L - len(tail) : S + 1 + L] = tail
+        earlier = units[: -L][-K:]  # empty (mean 0) when the history is no longer than N_LAST
+        X[i, S + 1 + L] = np.log((units[-K:].mean() + a) / ((earlier.mean() if len(earlier) else 0.0) + a))
+        c = r.get("cutoff")
+        if c not in calendar:
+            calendar[c] = cutoff_calendar(r)
+        X[i, -N_CALENDAR:] = calendar[c]
+    return X
+
+
+class _Baseline:
+    """The common interface. `__init__` only stores arguments; what `fit` learns ends in `_`."""
+
+    name = "baseline"
+
+    def __init__(self, rule: LabelRule | None = None, seed: int = 0):
+        self.rule = rule or LabelRule()  # the benchmark's label rule (K, alpha, tau)
+        self.seed = seed  # random_state of the learned baselines
+
+    def fit(self, train_records: Sequence[dict], val_records: Sequence[dict] | None = None) -> "_Baseline":
+        """Learn from labelled training records.
+
+        Args:
+            train_records: labelled normalised records.
+            val_records: labelled records used only to choose hyper-parameters; None keeps the defaults.
+        Returns:
+            self.
+        """
+        return self
+
+    def predict(self, records: Sequence[dict]) -> list[str]:
+        """Labels (strings from LABELS), one per record."""
+        raise NotImplementedError
+
+
+class MajorityBaseline(_Baseline):
+    """Always the most frequent training label (ties go to the earlier label in LABELS)."""
+
+    name = "majority"
+
+    def fit(self, train_records, val_records=None):
+        counts = Counter(_labels(train_records))
+        self.label_ = max(LABELS, key=lambda lab: (counts[lab], -LABELS.index(lab)))
+        return self
+
+    def predict(self, records):
+        return [self.label_] * len(records)
+
+
+class PersistenceBaseline(_Baseline):
+    """The trend continues: the label the rule gives to the newest K periods against the K before.
+
+    >>> PersistenceBaseline().predict([{"sales": [1, 1, 1, 1, 5, 5, 5, 5]}])
+    ['rising']
+    """
+
+    name = "persistence"
+
+    def predict(self, records):
+        K = self.rule.K
+        recent = [np.mean(r["sales"][-K:]) for r in records]
+        # a history of K periods or fewer has nothing earlier to compare with: "no change"
+        prev = [np.mean(r["sales"][-2 * K : -K]) if len(r["sales"]) > K else m for r, m in zip(records, recent)]
+        return self.rule.labels_vectorized(prev, recent).tolist() if len(records) else []
+
+
+class MeanReversionBaseline(PersistenceBaseline):
+    """The trend reverses: persistence with rising and falling swapped, stable unchanged."""
+
+    name = "mean_reversion"
+
+    def predict(self, records):
+        return [_FLIP[lab] for lab in super().predict(records)]
+
+
+class _LogRegBaseline(_Baseline):
+    """Balanced logistic regression; the `grid` point with the best validation macro-F1 is kept."""
+
+    grid: list[dict] = []
+    default: dict = {}
+
+    def _fit_matrix(self, records):  # fits any feature transform on train, then returns the train matrix
+        return self._matrix(records)
+
+    def _matrix(self, records):
+        raise NotImplementedError
+
+    def _columns(self, X, params):
+        return X
+
+    def _model(self, params):
+        return LogisticRegression(C=params["C"], class_weight="balanced", max_iter=2000, random_state=self.seed)
+
+    def fit(self, train_records, val_records=None):
+        X, y = self._fit_matrix(train_records), _labels(train_records)
+        has_val = _has_labels(val_records)
+        Xv = self._matrix(val_records) if has_val else None
+        best = (-1.0, None, None)
+        for params in self.grid if has_val else [self.default]:
+            model = self._model(params).fit(self._columns(X, params), y)
+            score = _macro_f1(_labels(val_records), model.predict(self._columns(Xv, params))) if has_val else 0.0
+            if score > best[0]:
+                best = (score, params, model)
+        _, self.params_, self.model_ = best
+        self.val_macro_f1_ = best[0] if has_val else None
+        return self
+
+    def predict(self, records):
+        return self.model_.predict(self._columns(self._matrix(records), self.params_)).tolist() if len(records) else []
+
+
+class SalesLogRegBaseline(_LogRegBaseline):
+    """Balanced logistic regression on standardised sales summary + calendar features.
+
+    C and whether to keep the calendar columns are chosen on validation: the benchmark's validation
+    and test cutoffs fall in months the training cutoffs never cover, where the linear model
+    extrapolates sin/cos of the month far outside anything it was fitted on.
+    """
+
+    name = "sales_logreg"
+    grid = [dict(C=C, calendar=cal) for cal in (True, False) for C in (0.03, 0.1, 0.3, 1.0)]
+    default = dict(C=1.0, calendar=True)
+
+    def _matrix(self, records):
+        return sales_calendar_matrix(records, self.rule)
+
+    def _columns(self, X, params):
+        return X if params["calendar"] else X[:, :-N_CALENDAR]
+
+    def _model(self, params):
+        return make_pipeline(StandardScaler(), super()._model(params))
+
+
+class SalesHGBBaseline(_Baseline):
+    """HistGradientBoosting (balanced) on sales summary + calendar features.
+
+    The grid (learning rate x leaves x L2) and the number of boosting iterations (read off the staged
+    validation predictions every `eval_every` iterations) are chosen by validation macro-F1; the
+    chosen setting is then refit on train alone, so the model never sees the validation labels.
+    On Online Retail the validation curve is flat after ~50 iterations, hence the short `max_iter`.
+    """
+
+    name = "sales_hgb"
+    grid = [dict(learning_rate=lr, max_leaf_nodes=leaves, l2_regularization=l2)
+            for lr in (0.05, 0.1) for leaves in (15, 31) for l2 in (0.0, 1.0)]
+    max_iter = 150
+    eval_every = 10
+    default = dict(learning_rate=0.1, max_leaf_nodes=31, l2_regularization=0.0, max_iter=100)
+
+    def _model(self, **params):
+        return HistGradientBoostingClassifier(**{"max_iter": self.max_iter, **params}, class_weight="balanced",
+                                              early_stopping=False, random_state=self.seed)
+
+    def fit(self, train_records, val_records=None):
+        X, y = sales_calendar_matrix(train_records, self.rule), _labels(train_records)
+        self.params_, self.val_macro_f1_ = dict(self.default), None
+        if _has_labels(val_records):
+            Xv, yv = sales_calendar_matrix(val_records, self.rule), _labels(val_records)
+            best = (-1.0, None)
+            for params in self.grid:
+                model = self._model(**params).fit(X, y)
+                for it, pred in enumerate(model.staged_predict(Xv), start=1):
+                    if it % self.eval_every == 0 and (score := _macro_f1(yv, pred)) > best[0]:
+                        best = (score, {**params, "max_iter": it})
+            self.val_macro_f1_, self.params_ = best
+        self.model_ = self._model(**self.params_).fit(X, y)
+        return self
+
+    def predict(self, records):
+        return self.model_.predict(sales_calendar_matrix(records, self.rule)).tolist() if len(records) else []
+
+
+def record_text(record: dict) -> str:
+    """Title, description and every review of a record as one string; "_empty_" when it has none.
+
+    >>> record_text({"title": "Red mug", "reviews": ["nice"]})
+    'Red mug nice'
+    """
+    parts = (record.get("title"), record.get("description"), *(record.get("reviews") or []))
+    return " ".join(t.strip() for t in parts if t and t.strip()) or "_empty_"
+
+
+def _month_onehot(records: Sequence[dict]) -> sparse.csr_matrix:
+    months = [int(r["cutoff"][5:7]) - 1 if r.get("cutoff") else -1 for r in records]
+    rows = [i for i, m in enumerate(months) if m >= 0]
+    return sparse.csr_matrix((np.ones(len(rows)), (rows, [months[i] for i in rows])), shape=(len(records), 12))
+
+
+class TextTfidfBaseline(_LogRegBaseline):
+    """Balanced logistic regression on TF-IDF word 1-2-grams of the text plus the one-hot cutoff month.
+
+    A month never seen in training keeps a zero weight: it adds nothing. C is chosen on validation.
+    """
+
+    name = "text_tfidf_logreg"
+    grid = [dict(C=C) for C in (0.03, 0.1, 0.3, 1.0)]
+    default = dict(C=1.0)
+
+    def _fit_matrix(self, records):
+        texts = [record_text(r) for r in records]
+        try:
+            self.vectorizer_ = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit(texts)
+        except ValueError:  # no term in two documents (tiny data): keep every term rather than fail
+            self.vectorizer_ = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True).fit(texts)
+        return self._matrix(records)
+
+    def _matrix(self, records):
+        tfidf = self.vectorizer_.transform([record_text(r) for r in records])
+        return sparse.hstack([tfidf, _month_onehot(records)], format="csr")  # TF-IDF rows are L2-normalised
+
+
+BASELINES: dict[str, type[_Baseline]] = {cls.name: cls for cls in (
+    MajorityBaseline, PersistenceBaseline, MeanReversionBaseline, SalesLogRegBaseline, SalesHGBBaseline,
+    TextTfidfBaseline)}
+
+
+def make_baselines(rule: LabelRule, seed: int, names: Sequence[str] | None = None) -> list[_Baseline]:
+    """Instantiate baselines (all of BASELINES by default, in table order).
+
+    Args:
+        rule: the label rule of the benchmark (persistence applies it; features use its K and alpha).
+        seed: random_state of the learned baselines.
+        names: subset of BASELINES keys.
+    Returns:
+        list of unfitted baselines.
+
+    >>> [b.name for b in make_baselines(LabelRule(), 0, ["majority", "persistence"])]
+    ['majority', 'persistence']
+    """
+    unknown = sorted(set(names or ()) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {list(BASELINES)}")
+    return [BASELINES[n](rule=rule, seed=seed) for n in (names or BASELINES)]
+
+
+def _table_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict:
+    m = classification_metrics(y_true, y_pred, LABELS)
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "f1_per_class": m["f1"],
+            "precision_per_class": m["precision"], "recall_per_class": m["recall"],
+            "confusion_matrix": m["confusion_matrix"]}
+
+
+def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Sequence[dict], rule: LabelRule,
+                  seed: int, progress: bool = True, names: Sequence[str] | None = None,
+                  n_threads: int | None = 1) -> list[dict]:
+    """Fit every baseline on train (choices on val) and score it on test.
+
+    Args:
+        train, val, test: labelled normalised records; val may be None or empty (defaults are then used).
+        rule: the benchmark's label rule.
+        seed: random_state of the learned baselines.
+        progress: show a progress bar with the baseline being fitted.
+        names: subset of BASELINES keys; all by default.
+        n_threads: BLAS / OpenMP threads while fitting (None: the libraries' default). 1 because, on
+            shared cores, spinning threads made the logistic regressions ~30x, the boosting ~3x slower.
+    Returns:
+        one row per baseline: name, accuracy, macro_f1, f1/precision/recall_per_class ({label: value}),
+        confusion_matrix (rows true, columns predicted, LABELS order), val_macro_f1 (None without val),
+        params (the hyper-parameters chosen on val; None for the rule baselines) and seconds (fit + predict).
+    """
+    from threadpoolctl import threadpool_limits
+    from tqdm.auto import tqdm
+
+    rows = []
+    bar = tqdm(make_baselines(rule, seed, names), desc="baselines", disable=not progress)
+    with threadpool_limits(limits=n_threads):
+        for baseline in bar:
+            bar.set_postfix_str(baseline.name)
+            t0 = time.perf_counter()
+            baseline.fit(train, val)
+            val_f1 = _macro_f1(_labels(val), baseline.predict(val)) if _has_labels(val) else None
+            row = {"name": baseline.name, **_table_metrics(_labels(test), baseline.predict(test)),
+                   "val_macro_f1": val_f1, "params": getattr(baseline, "params_", None)}
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            rows.append(row)
+    return rows
