@@ -1,0 +1,411 @@
+"""Catalog-scale batch labeling: stream a records file through a saved model into a label table.
+
+    input (JSONL/CSV/Parquet) --read ahead `window` rows--> validate --> distinct texts of the window, sorted by
+    token length, encoded once each in dynamically padded batches --> scattered back to records --> sales
+    encoder + fusion head in big batches --> part file  OUTPUT.parts/part-{shard}-{window:06d}.{ext}
+Pooled text embeddings are also kept in a bounded LRU cache across windows (`text_cache` texts), since a
+catalog sorted by cutoff meets each product's text again a few thousand rows later.
+
+Output columns: product_id, cutoff, label, p_<label> per class in `model.labels` order, then any columns
+returned by the `extra_columns` hook. Every input row lands exactly once in the output or in the errors
+file (on_error="skip"); with on_error="raise" the first bad row stops the run with a RecordError naming
+file, row and field.
+
+Resume: parts are committed by write-to-temp + os.replace, then a per-shard manifest (rows consumed,
+rows/errors written) is replaced the same way, so a kill -9 at any moment loses or duplicates nothing: a
+rerun re-reads the input, recomputes only windows the manifest does not list, and overwrites any part
+left behind by the killed run. Window boundaries are fixed by `window`, so a rerun cuts the same windows.
+
+Shards: window k belongs to shard k % num_shards. Every shard reads and validates every row (duplicate
+(product_id, cutoff) detection needs all earlier valid rows) but encodes only its own windows; the main
+process merges all parts in window order, so the output equals the single-process one.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trendnlp.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
+                                  write_table)
+from trendnlp.records import RecordError, detect_format, iter_raw_rows, validate_record
+
+__all__ = ["KeySet", "ResumeMismatchError", "WindowLabeler", "add_arguments", "label_file", "main", "run"]
+
+ExtraColumns = Callable[[list[dict], np.ndarray], dict[str, list]]
+HEAD_BATCH = 1024  # records per sales-encoder + fusion-head pass: cheap per record, so batch big
+
+
+def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size: int = 64, window: int = 4096,
+               dtype: str = "fp32", on_error: str = "raise", errors: str | Path | None = None, resume: bool = True,
+               progress: bool = True, num_shards: int = 1, shard_index: int = 0,
+               text_cache: int = 16384, extra_columns: ExtraColumns | None = None, accelerator: Any = None) -> dict:
+    """Label every row of a records file; streaming, resumable, optionally sharded over processes.
+
+    Args:
+        model: a saved model folder (loaded with LoRA merged) or a `TrendClassifier`.
+        input: records file (.jsonl / .csv / .parquet), read in a stream.
+        output: result file; its suffix (.csv / .jsonl / .parquet) picks the format.
+        batch_size: distinct texts per text-encoder pass.
+        window: rows read ahead; texts are deduplicated over a whole window. Part of the resume fingerprint.
+        dtype: "fp32" or "bf16" (autocast; fp16 is refused on CPU).
+        on_error: "raise" stops at the first bad row; "skip" writes it to `errors`.
+        errors: errors file (.csv / .jsonl / .parquet); default `<output stem>.errors.csv` when skipping.
+        resume: continue from `OUTPUT.parts` when present; False starts over.
+        progress: show a progress bar (main process only).
+        text_cache: pooled text embeddings kept across windows (bounded LRU; 0: dedup within a window only).
+        num_shards, shard_index: this process's share of windows (set from the accelerator under
+            `accelerate launch`).
+        extra_columns: hook (records, probs (n, n_classes)) -> {name: values} appended to each part.
+        accelerator: an `accelerate.Accelerator`; created automatically when launched with WORLD_SIZE > 1.
+    Returns:
+        summary dict: output, errors, rows_read, rows_written, errors_written, seconds, rows_per_s, ...
+
+    >>> label_file("runs/demo/model", "catalog.parquet", "labels.csv")  # doctest: +SKIP
+    {'output': 'labels.csv', 'rows_written': 20000, ...}
+    """
+    t0 = time.perf_counter()
+    input, output = Path(input), Path(output)
+    out_fmt = detect_format(output)
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"dtype must be 'fp32' or 'bf16', found {dtype!r} (fp16 is not supported on CPU)")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+    if batch_size < 1 or window < 1:
+        raise ValueError(f"batch_size and window must be >= 1, found {batch_size} and {window}")
+    if on_error == "skip" and errors is None:
+        errors = output.with_name(output.name[: -len(output.suffix)] + ".errors.csv")
+    errors = Path(errors) if errors is not None else None
+    err_fmt = detect_format(errors) if errors is not None else None
+    if not input.is_file():
+        raise FileNotFoundError(f"{input}: no such records file")
+    if accelerator is None and num_shards == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if accelerator is not None:
+        num_shards, shard_index = accelerator.num_processes, accelerator.process_index
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be in [0, {num_shards}), found {shard_index}")
+    barrier = accelerator.wait_for_everyone if accelerator is not None else (lambda: None)
+    device = accelerator.device if accelerator is not None else None
+    clf = _load_model(model, device)
+    labeler = WindowLabeler(clf, batch_size=batch_size, dtype=dtype, text_cache=text_cache)
+
+    parts = output.with_name(output.name + ".parts")
+    fingerprint = {"input": str(input.resolve()), "input_size": input.stat().st_size,
+                   "input_mtime_ns": input.stat().st_mtime_ns, "model": _model_ref(model, clf),
+                   "options": {"window": window, "batch_size": batch_size, "dtype": dtype, "on_error": on_error,
+                               "num_shards": num_shards, "output": out_fmt, "errors": err_fmt,
+                               "labels": clf.labels}}
+    fingerprint = json.loads(json.dumps(fingerprint))  # as stored in the manifest (tuples become lists)
+    if not resume and shard_index == 0:
+        shutil.rmtree(parts, ignore_errors=True)
+    barrier()  # nobody writes parts before a --no-resume wipe is done
+    parts.mkdir(parents=True, exist_ok=True)
+    state = open_shard_state(parts, shard_index, fingerprint)
+    done_before = state["next_window"]
+
+    total = count_rows(input) if progress and shard_index == 0 else None
+    bar = _progress_bar(total, enabled=progress and shard_index == 0)
+    source, csv_encoded = str(input), detect_format(input) == "csv"
+    history, rule = clf.config.sales.history, clf.config.labels.rule()
+    seen, rows_read, computed = KeySet(), 0, 0
+    for k, chunk in enumerate(_windows(iter_raw_rows(input), window)):
+        rows_read += len(chunk)
+        good, bad = [], []
+        for n, raw in chunk:
+            try:
+                if isinstance(raw, RecordError):
+                    raise raw
+                rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded)
+                if not seen.add((rec["product_id"], rec["cutoff"])):
+                    raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = "
+                                      f"{(rec['product_id'], rec['cutoff'])}; each must be unique in a file",
+                                      rec["product_id"])
+                good.append(rec)
+            except RecordError as err:
+                if on_error == "raise":
+                    raise
+                bad.append(err.as_report())
+        if k % num_shards == shard_index and k >= state["next_window"]:
+            probs = labeler.predict_proba(good)
+            if good:
+                write_table(_result_columns(good, probs, clf.labels, extra_columns), parts / f"part-{shard_index}-"
+                            f"{k:06d}.{out_fmt}", out_fmt)
+            if bad:
+                write_table({c: [b[c] for b in bad] for c in bad[0]}, parts / f"errors-{shard_index}-{k:06d}."
+                            f"{err_fmt}", err_fmt)
+            state.update(next_window=k + 1, rows_consumed=rows_read, rows_written=state["rows_written"] + len(good),
+                         errors_written=state["errors_written"] + len(bad))
+            write_json(parts / f"manifest-{shard_index}.json", state)  # commit point of window k
+            computed += len(chunk)
+        bar.update(len(chunk))
+    bar.close()
+    state.update(done=True, rows_consumed=rows_read)
+    write_json(parts / f"manifest-{shard_index}.json", state)
+
+    barrier()
+    states = None
+    if shard_index == 0 or accelerator is None:
+        states = merge_if_complete(parts, output, errors, out_fmt, err_fmt, clf.labels, num_shards, fingerprint)
+    barrier()
+    seconds = time.perf_counter() - t0
+    totals = states or [state]  # after the merge: every shard's counts; otherwise this shard's
+    return {"output": str(output), "errors": str(errors) if errors else None, "rows_read": rows_read,
+            "rows_written": sum(s["rows_written"] for s in totals),
+            "errors_written": sum(s["errors_written"] for s in totals),
+            "windows_resumed": done_before, "rows_computed": computed, "texts_encoded": labeler.texts_encoded,
+            "texts_cached": labeler.texts_cached, "seconds": round(seconds, 3),
+            "rows_per_s": round(computed / seconds, 1) if seconds > 0 else None, "num_shards": num_shards,
+            "shard_index": shard_index, "merged": states is not None}
+
+
+class WindowLabeler:
+    """Probabilities for one window of validated records, each distinct text encoded once.
+
+    Pooled text embeddings also stay in a bounded LRU cache across windows: a catalog sorted by cutoff meets
+    the same product text again one cutoff (a few thousand rows) later. Cross-attention needs token states,
+    which are not cached.
+
+    Args:
+        model: a `TrendClassifier` in eval mode (LoRA merged for speed).
+        batch_size: distinct texts per encoder pass (dynamically padded, length-sorted).
+        dtype: "fp32" or "bf16" autocast.
+        text_cache: pooled embeddings kept across windows (H floats each; 0 disables).
+    """
+
+    def __init__(self, model, batch_size: int = 64, dtype: str = "fp32", text_cache: int = 16384):
+        self.model, self.batch_size, self.cache_size = model, batch_size, max(0, text_cache)
+        self.collator = model.make_collator(dedup=True)
+        self.device = next(model.parameters()).device
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if dtype == "bf16"
+                         else contextlib.nullcontext())
+        self._slots: OrderedDict[str, int] = OrderedDict()  # text -> row of _table, least recently used first
+        self._table: torch.Tensor | None = None
+        self.texts_encoded = self.texts_cached = 0
+
+    def predict_proba(self, records: list[dict]) -> np.ndarray:
+        """(n, n_classes) float32 probabilities in `model.labels` order, rows in `records` order."""
+        out = np.zeros((len(records), len(self.model.labels)), dtype=np.float32)
+        if not records:
+            return out
+        with torch.inference_mode(), self.autocast:
+            if self.model.text_encoder is None:
+                for s in range(0, len(records), HEAD_BATCH):
+                    out[s:s + HEAD_BATCH] = self._probs(self.collator(records[s:s + HEAD_BATCH]))
+                return out
+            texts, index = self.collator.texts(records)  # distinct over the whole window; -1 = no text
+            index = np.asarray(index, dtype=np.int64)
+            sales = self.collator.sales(records) if self.model.sales_encoder is not None else {}
+            if self.model.fusion.needs_tokens:
+                self._by_text_group(texts, index, sales, out)
+            else:
+                emb = self._encode(texts)  # (U, H)
+                for s in range(0, len(records), HEAD_BATCH):
+                    out[s:s + HEAD_BATCH] = self._head(emb, torch.from_numpy(index[s:s + HEAD_BATCH]),
+                                                       {k: v[s:s + HEAD_BATCH] for k, v in sales.items()})
+        return out
+
+    def _text_batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict]]:
+        """(text positions, padded input_ids / attention_mask) per batch of length-sorted distinct texts."""
+        if not texts:
+            return
+        tok = self.model.tokenizer
+        ids = tok(texts, truncation=True, max_length=self.model.config.text.max_length,
+                  return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        for s in range(0, len(order), self.batch_size):
+            pos = order[s:s + self.batch_size]
+            width = max(len(ids[u]) for u in pos)
+            input_ids = torch.full((len(pos), width), tok.pad_token_id or 0, dtype=torch.long)
+            mask = torch.zeros((len(pos), width), dtype=torch.long)
+            for j, u in enumerate(pos):
+                input_ids[j, : len(ids[u])] = torch.tensor(ids[u])
+                mask[j, : len(ids[u])] = 1
+            yield pos, {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        """(U, H) pooled embeddings of distinct texts: cached ones copied, the others encoded, then cached."""
+        emb = torch.zeros(len(texts), self.model.text_encoder.output_dim, device=self.device)
+        hit = [u for u, t in enumerate(texts) if t in self._slots]
+        for u in hit:
+            self._slots.move_to_end(texts[u])
+        if hit:
+            emb[hit] = self._table[[self._slots[texts[u]] for u in hit]]
+        miss = [u for u, t in enumerate(texts) if t not in self._slots]
+        for pos, batch in self._text_batches([texts[u] for u in miss]):
+            emb[[miss[j] for j in pos]] = self.model.text_encoder(**batch).float()
+        self.texts_encoded, self.texts_cached = self.texts_encoded + len(miss), self.texts_cached + len(hit)
+        if self.cache_size:
+            if self._table is None:
+                self._table = torch.empty(self.cache_size, emb.shape[1], device=self.device)
+            for u in miss[-self.cache_size:]:
+                if len(self._slots) < self.cache_size:
+                    slot = len(self._slots)
+                else:
+                    slot = self._slots.popitem(last=False)[1]  # evict the least recently used text
+                self._slots[texts[u]] = slot
+                self._table[slot] = emb[u]
+        return emb
+
+    def _head(self, emb: torch.Tensor, index: torch.Tensor, sales: dict) -> np.ndarray:
+        """Sales encoder + fusion head for records whose pooled texts are rows `index` of `emb` (-1: none)."""
+        m = self.model
+        index = index.to(self.device)
+        text = torch.where((index >= 0).unsqueeze(1), emb[index.clamp(min=0)], m.empty_text.float()) \
+            if len(emb) else m.empty_text.float().expand(len(index), -1)
+        sales_vec = m.sales_encoder(**{k: v.to(self.device) for k, v in sales.items()}) if sales else None
+        return torch.softmax(m.fusion(text, sales_vec).float(), dim=-1).cpu().numpy()
+
+    def _by_text_group(self, texts: list[str], index: np.ndarray, sales: dict, out: np.ndarray) -> None:
+        """Cross-attention needs token states per record: run the model's own forward per text batch with
+        all records sharing those texts, so token states live only for one batch of distinct texts."""
+        local = np.full(len(texts), -1, dtype=np.int64)
+        for pos, batch in self._text_batches(texts):
+            local[:] = -1
+            local[pos] = np.arange(len(pos))
+            rows = np.nonzero(np.isin(index, pos))[0]
+            for s in range(0, len(rows), HEAD_BATCH):
+                r = rows[s:s + HEAD_BATCH]
+                out[r] = self._probs({**batch, "text_index": torch.from_numpy(local[index[r]]),
+                                      **{k: v[r] for k, v in sales.items()}})
+        rows = np.nonzero(index < 0)[0]
+        for s in range(0, len(rows), HEAD_BATCH):
+            r = rows[s:s + HEAD_BATCH]
+            out[r] = self._probs({"input_ids": torch.zeros(0, 1, dtype=torch.long),
+                                  "attention_mask": torch.zeros(0, 1, dtype=torch.long),
+                                  "text_index": torch.full((len(r),), -1), **{k: v[r] for k, v in sales.items()}})
+
+    def _probs(self, batch: dict) -> np.ndarray:
+        batch.pop("labels", None)
+        logits = self.model(**{k: v.to(self.device) for k, v in batch.items()})["logits"]
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+class KeySet:
+    """Set of (product_id, cutoff) keys held as 8-byte hashes: ~8 bytes per row instead of ~200 for a set of
+    tuples, so memory stays flat on million-row catalogs. A false duplicate needs a 64-bit blake2b collision
+    (odds ~n^2 / 2^65, about 3e-8 at a million rows)."""
+
+    def __init__(self, flush: int = 1 << 16):
+        self.sorted, self.recent, self.flush = np.empty(0, dtype=np.uint64), set(), flush
+
+    def add(self, key: tuple) -> bool:
+        """Add `key`; False when it was already present."""
+        h = int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little")
+        if h in self.recent:
+            return False
+        i = int(np.searchsorted(self.sorted, np.uint64(h)))
+        if i < len(self.sorted) and int(self.sorted[i]) == h:
+            return False
+        self.recent.add(h)
+        if len(self.recent) >= self.flush:  # the new keys are distinct and absent: concatenate, sort in place
+            merged = np.concatenate([self.sorted, np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))])
+            merged.sort()
+            self.sorted, self.recent = merged, set()
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers: model loading, results, manifest
+# ---------------------------------------------------------------------------------------------
+def _load_model(model: Any, device):
+    from trendnlp.modeling import TrendClassifier
+
+    if isinstance(model, (str, Path)):
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return TrendClassifier.from_pretrained(model, merge_lora=True, device=device)
+    return model.to(device).eval() if device is not None else model.eval()
+
+
+def _model_ref(model: Any, clf) -> dict:
+    if isinstance(model, (str, Path)):
+        files = [p for p in Path(model).rglob("*") if p.is_file()]
+        return {"dir": str(Path(model).resolve()),
+                "files": sorted((str(p.relative_to(model)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)}
+    with torch.no_grad():  # an in-memory model: its config plus a cheap checksum of every weight
+        checksum = sum(float(p.double().sum()) for p in clf.state_dict().values() if p.is_floating_point())
+    return {"in_memory": True, "config": clf.config.to_dict(), "checksum": checksum}
+
+
+def _result_columns(records: list[dict], probs: np.ndarray, labels: list[str],
+                    extra: ExtraColumns | None) -> dict[str, list]:
+    cols = {"product_id": [r["product_id"] for r in records], "cutoff": [r["cutoff"] for r in records],
+            "label": [labels[i] for i in probs.argmax(axis=1)]}
+    for j, name in enumerate(labels):
+        cols[f"p_{name}"] = probs[:, j].astype(np.float64).tolist()
+    if extra is not None:
+        for name, values in extra(records, probs).items():
+            if name in cols or len(values) != len(records):
+                raise ValueError(f"extra_columns: column {name!r} clashes with a base column or has {len(values)} "
+                                 f"values for {len(records)} records")
+            cols[name] = list(values)
+    return cols
+
+
+def _windows(rows: Iterator, size: int) -> Iterator[list]:
+    chunk = []
+    for item in rows:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _progress_bar(total: int | None, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="rows", unit_scale=True, disable=not enabled, desc="labeling", smoothing=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# command line (the `trendnlp label` subcommand reuses add_arguments / run)
+# ---------------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the labeling options to a parser (used by `python -m trendnlp.labeling` and `trendnlp label`)."""
+    p.add_argument("--model", required=True, help="saved model folder (TrendClassifier.save_pretrained)")
+    p.add_argument("--input", required=True, help="records file: .jsonl, .csv or .parquet")
+    p.add_argument("--output", required=True, help="result file: .csv, .jsonl or .parquet")
+    p.add_argument("--batch-size", type=int, default=64, help="distinct texts per encoder pass")
+    p.add_argument("--window", type=int, default=4096, help="rows read ahead; texts are deduplicated per window")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (needs CPU bf16 support)")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="stop at a bad row, or skip it")
+    p.add_argument("--errors", default=None, help="errors file for skipped rows (default <output>.errors.csv)")
+    p.add_argument("--no-resume", action="store_true", help="ignore and remove an unfinished run's parts")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run `label_file` from parsed arguments and print its summary (main process only)."""
+    summary = label_file(args.model, args.input, args.output, batch_size=args.batch_size, window=args.window,
+                         dtype=args.dtype, on_error=args.on_error, errors=args.errors, resume=not args.no_resume,
+                         progress=not args.no_progress)
+    if summary["shard_index"] == 0:
+        print(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trendnlp.labeling --model DIR --input FILE --output FILE [...]`."""
+    run(add_arguments(argparse.ArgumentParser(prog="trendnlp label", description=__doc__.split("\n")[0]))
+        .parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
