@@ -1,0 +1,191 @@
+"""`trendnlp benchmark` end to end, scaled down: a synthetic Online Retail-format order log (always), the real
+file with a few hundred products (when ../shared is present), the report's HTML in headless Chromium (when
+installed), and the pieces (option parsing, aggregation over seeds, choosing `fused` on validation)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trendnlp import benchmark as bm
+from trendnlp.cli import main as cli_main
+from trendnlp.labels import LABELS
+from trendnlp.report import format_results_table, markdown_table, pick_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+ONLINE_RETAIL = ROOT.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
+NEURAL = list(bm.VARIANTS)
+BASELINE_NAMES = ["majority", "persistence", "mean_reversion", "sales_logreg", "sales_hgb", "text_tfidf_logreg"]
+FIGURES = ["per_class_f1.png", "validation_f1.png", "confusion_matrix_fused.png"]
+
+
+# ---- pieces --------------------------------------------------------------------------------------
+def test_parse_options():
+    assert bm.parse_range("2011-09-11:2011-09-25", "--val-cutoffs") == ("2011-09-11", "2011-09-25")
+    with pytest.raises(ValueError, match="--val-cutoffs: expected FROM:TO"):
+        bm.parse_range("2011-09-11", "--val-cutoffs")
+    assert bm.parse_seeds("0,1,2") == [0, 1, 2]
+    for bad in ("", "a", "1,1"):
+        with pytest.raises(ValueError, match="--seeds"):
+            bm.parse_seeds(bad)
+
+
+def test_subsample_keeps_whole_products_and_is_seeded():
+    recs = [{"product_id": f"p{i % 20}", "cutoff": f"2011-06-{5 + i // 20:02d}"} for i in range(60)]
+    a, b = bm.subsample_products(recs, 5), bm.subsample_products(recs, 5)
+    assert a == b and len({r["product_id"] for r in a}) == 5 and len(a) == 15
+    assert bm.subsample_products(recs, None) == recs and bm.subsample_products(recs, 100) == recs
+
+
+def _run(seed: int, val: float, test: float) -> dict:
+    f1 = {c: test for c in LABELS}
+    return {"seed": seed, "accuracy": test, "macro_f1": test, "f1_per_class": f1, "val_macro_f1": val,
+            "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "seconds": 1.0}
+
+
+def test_aggregate_and_fused_is_chosen_on_validation_not_test():
+    concat = bm.aggregate("fused_concat", [_run(0, 0.50, 0.70), _run(1, 0.52, 0.60)])
+    gated = bm.aggregate("fused_gated", [_run(0, 0.55, 0.40), _run(1, 0.57, 0.44)])
+    assert concat["macro_f1"] == pytest.approx(0.65) and concat["macro_f1_min"] == pytest.approx(0.60)
+    assert concat["macro_f1_std"] == pytest.approx(0.05) and concat["seeds"] == [0, 1]
+    assert concat["confusion_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+    fused = bm.select_fused([concat, gated, {"name": "sales_hgb", "val_macro_f1": 0.9}])
+    assert fused["name"] == "fused" and fused["variant"] == "fused_gated"  # higher validation, lower test
+    table = format_results_table([concat, fused])
+    assert table.splitlines()[0].split()[:2] == ["name", "test"] and "fused_concat" in table
+    assert "| **fused** |" in markdown_table([fused])
+
+
+def test_pick_examples_spreads_over_labels_at_the_last_cutoff():
+    recs = [{"product_id": f"p{i}", "cutoff": "2011-11-06" if i < 30 else "2011-10-30", "label": LABELS[i % 3]}
+            for i in range(40)]
+    picked = pick_examples(recs, 6)
+    assert len(picked) == 6 and {r["cutoff"] for r in picked} == {"2011-11-06"}
+    assert sorted(r["label"] for r in picked) == sorted(LABELS * 2)
+
+
+# ---- a synthetic order log in the Online Retail format --------------------------------------------
+def synthetic_order_log(n_products: int = 36, weeks: int = 36, seed: int = 0) -> pd.DataFrame:
+    """Order lines like UCI Online Retail II (Invoice, Price, Customer ID), with the product column renamed
+    to `SKU`; includes a cancellation and a non-product code that the preset's cleaning must drop."""
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2011-01-03")  # a Monday: week 1 ends Sunday 2011-01-09
+    rows = []
+    for p in range(n_products):
+        level, growth = rng.uniform(2, 20), rng.choice([-0.08, 0.0, 0.08])
+        season = rng.uniform(0, 2 * np.pi)
+        for w in range(weeks):
+            mean = level * np.exp(growth * (w - weeks / 2) + 0.6 * np.sin(2 * np.pi * w / 12 + season))
+            for _ in range(int(rng.poisson(mean / 3)) + (w == 0)):
+                rows.append({"Invoice": f"5{len(rows):05d}", "SKU": f"{20000 + p}", "Description": f"ITEM {p % 9} "
+                             f"{['RED MUG', 'LANTERN', 'BAG'][p % 3]}", "Quantity": int(rng.integers(1, 6)),
+                             "InvoiceDate": start + pd.Timedelta(days=7 * w + int(rng.integers(0, 7)), hours=10),
+                             "Price": 2.5, "Customer ID": 17850.0})
+    rows.append({**rows[0], "Invoice": "C500001", "Quantity": -3})  # a cancellation
+    rows.append({**rows[1], "SKU": "POST", "Description": "POSTAGE"})  # not a product
+    df = pd.DataFrame(rows)
+    df["InvoiceDate"] = df["InvoiceDate"].dt.strftime("%Y-%m-%d %H:%M")
+    return df
+
+
+SYNTH_SPLIT = ["--train-cutoffs", "2011-03-06:2011-05-22", "--val-cutoffs", "2011-06-19:2011-07-03",
+               "--test-cutoffs", "2011-07-31:2011-08-14"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tiny_bert_dir, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bench_synth")
+    synthetic_order_log().to_parquet(d / "orders.parquet")
+    out = d / "out"
+    rc = cli_main(["benchmark", "--preset", "online-retail", "--sales", str(d / "orders.parquet"), "--out", str(out),
+                   "--product-col", "SKU", "--history", "8", "--min-history-units", "1", *SYNTH_SPLIT,
+                   "--base-model", tiny_bert_dir, "--epochs", "2", "--seeds", "0,1", "--examples", "3",
+                   "--set", "train.batch_size=16", "--set", "text.lora_r=4", "--set", "sales.hidden_size=16",
+                   "--set", "fusion.hidden_size=32", "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def test_benchmark_on_synthetic_order_log(synthetic_run, capsys):
+    out = synthetic_run
+    results = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in results["rows"]]
+    assert names == BASELINE_NAMES + NEURAL + ["fused"]
+    for r in results["rows"]:
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
+        assert set(r["f1_per_class"]) == set(LABELS) and r["seeds"]
+    neural = {r["name"]: r for r in results["rows"] if r["kind"] == "neural"}
+    for r in neural.values():
+        assert r["seeds"] == [0, 1] and len(r["runs"]) == 2
+        assert r["macro_f1_min"] <= r["macro_f1"] and r["macro_f1_std"] >= 0
+        assert all(1 <= len(run["val_curve"]) <= 2 for run in r["runs"])
+        assert not (Path(r["runs"][0]["model_dir"]).parent / "checkpoints").exists()  # removed after training
+    fused = neural["fused"]
+    candidates = [neural[n] for n in NEURAL if n.startswith("fused_")]
+    assert fused["variant"] == max(candidates, key=lambda r: r["val_macro_f1"])["name"]
+    assert fused["macro_f1"] == neural[fused["variant"]]["macro_f1"]
+    assert results["split"]["val"] == ["2011-06-19", "2011-07-03"] and results["options"]["history"] == 8
+    assert {"prepare", "split", "baselines", "report", "total"} <= set(results["timings"])
+    # the split respects the ranges, and validation / test records are written sorted by product
+    test = pd.read_parquet(out / "data" / "test.parquet")
+    assert test["cutoff"].between("2011-07-31", "2011-08-14").all() and test["product_id"].is_monotonic_increasing
+    assert "POST" not in set(test["product_id"])
+    for name in FIGURES:
+        assert (out / name).stat().st_size > 1000
+    assert len(list((out / "products").glob("*.png"))) == 3
+    md = (out / "results.md").read_text()
+    assert "| **fused** |" in md and "sales_hgb" in md and "| total |" in md
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(FIGURES) + 3
+    assert "<table>" in page and "fused_cross_attention" in page
+
+
+def test_benchmark_errors_are_clear(tmp_path, capsys):
+    rc = cli_main(["benchmark", "--out", str(tmp_path)])
+    assert rc == 2 and "--sales PATH" in capsys.readouterr().err
+    rc = cli_main(["benchmark", "--sales", "x.parquet", "--out", str(tmp_path), "--val-cutoffs", "2011-09-11"])
+    assert rc == 2 and "--val-cutoffs: expected FROM:TO" in capsys.readouterr().err
+
+
+# ---- the report in a real browser ----------------------------------------------------------------
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_report_html_renders_in_headless_chromium(synthetic_run, tmp_path):
+    from matplotlib.image import imread
+
+    page = (synthetic_run / "report.html").resolve().as_uri()
+    shot = tmp_path / "report.png"
+    common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,2000", page], check=True, timeout=120,
+                   capture_output=True)
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (2000, 1200)
+    assert pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.001  # not blank: text, table lines, figures
+    dom = subprocess.run([*common, "--dump-dom", page], check=True, timeout=120, capture_output=True,
+                         text=True).stdout
+    assert dom.count("<img") == len(FIGURES) + 3 and "data:image/png;base64," in dom and "fused" in dom
+
+
+# ---- the real Online Retail file, a few hundred products ----------------------------------------
+@pytest.mark.skipif(not ONLINE_RETAIL.exists(), reason=f"{ONLINE_RETAIL} not present")
+def test_benchmark_on_online_retail_subset(tiny_bert_dir, tmp_path):
+    out = tmp_path / "out"
+    rc = cli_main(["benchmark", "--preset", "online-retail", "--sales", str(ONLINE_RETAIL), "--out", str(out),
+                   "--max-products", "200", "--base-model", tiny_bert_dir, "--epochs", "1", "--seeds", "0",
+                   "--examples", "2", "--set", "text.lora_r=4", "--set", "sales.hidden_size=16",
+                   "--set", "fusion.hidden_size=32", "--no-progress"])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in results["rows"]] == BASELINE_NAMES + NEURAL + ["fused"]
+    assert results["split"] == {k: list(v) for k, v in zip(("train", "val", "test"), bm.ONLINE_RETAIL_SPLIT.values())}
+    assert 0 < results["records"]["test"] < results["records"]["train"]
+    assert (out / "report.html").exists() and (out / "confusion_matrix_fused.png").exists()
