@@ -26,16 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # tiny models: thread hand-off costs more than it saves, and on a shared CPU OpenMP spinning made
     # 2-thread matmuls ~100x slower than 1 thread; the results do not depend on it
     torch.set_num_threads(1)
-    config.addinivalue_line("markers", "slow: loads the real shipped MiniLM encoder; runs only with -m slow")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.option.markexpr:  # an explicit -m expression decides
-        return
-    skip = pytest.mark.skip(reason="slow: run with -m slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    config.addinivalue_line("markers", "slow: loads the real shipped MiniLM encoder (deselect with -m 'not slow')")
 
 
 @pytest.fixture(scope="session")
