@@ -2,7 +2,7 @@
 
 The generating process (one numpy RNG, so a seed gives the same files byte for byte):
 
-* 78 weeks of trading, Monday 2023-01-02 to Sunday 2024-06-30; weeks end on Sunday.
+* 78 weeks of trading, Monday 2022-06-27 to Sunday 2023-12-24; weeks end on Sunday.
 * Each product has a popularity level (log-normal, ~2 to ~60 units a week), a pack size and a price.
 * Sales-only signal: the log demand level follows piecewise-constant trends (momentum) that slowly
   revert to the product's level (mean reversion), plus one-week promotions (price cut, demand x2.5-4)
