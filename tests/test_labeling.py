@@ -90,7 +90,7 @@ def test_every_row_once_with_probabilities(model, catalog, tmp_path, in_fmt, out
     assert (df["label"] == np.array(model.labels)[df[PROBS].to_numpy().argmax(1)]).all()
     expected = model.predict_proba(catalog["jsonl"])  # same rows, same order
     np.testing.assert_allclose(df[PROBS].to_numpy(), expected, atol=1e-5)
-    assert not out.with_name(out.name + ".parts").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no parts, trash or temporary files left
 
 
 @pytest.mark.parametrize("sections", [{"fusion": {"method": "cross_attention"}}, {"fusion": {"method": "concat"}},

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from trendnlp.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
@@ -70,7 +72,9 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         extra_columns: hook (records, probs (n, n_classes)) -> {name: values} appended to each part.
         accelerator: an `accelerate.Accelerator`; created automatically when launched with WORLD_SIZE > 1.
     Returns:
-        summary dict: output, errors, rows_read, rows_written, errors_written, seconds, rows_per_s, ...
+        summary dict: output, errors, rows_read, rows_written, errors_written, windows_resumed, rows_computed,
+            texts_encoded, texts_cached, seconds (wall, model loading included), rows_per_s (rows computed per
+            second of the read-label-write loop), num_shards, shard_index, merged.
 
     >>> label_file("runs/demo/model", "catalog.parquet", "labels.csv")  # doctest: +SKIP
     {'output': 'labels.csv', 'rows_written': 20000, ...}
@@ -115,14 +119,16 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     barrier()  # nobody writes parts before a --no-resume wipe is done
     parts.mkdir(parents=True, exist_ok=True)
     state = open_shard_state(parts, shard_index, fingerprint)
-    done_before = state["next_window"]
+    done_before, t_loop = state["next_window"], time.perf_counter()
 
     total = count_rows(input) if progress and shard_index == 0 else None
-    bar = _progress_bar(total, enabled=progress and shard_index == 0)
+    bar = tqdm(total=total, unit="rows", unit_scale=True, disable=not (progress and shard_index == 0),
+               desc="labeling", smoothing=0.1)  # shows rows/s and, with a total, the ETA
     source, csv_encoded = str(input), detect_format(input) == "csv"
     history, rule = clf.config.sales.history, clf.config.labels.rule()
     seen, rows_read, computed = KeySet(), 0, 0
-    for k, chunk in enumerate(_windows(iter_raw_rows(input), window)):
+    rows = iter_raw_rows(input)
+    for k, chunk in enumerate(iter(lambda: list(itertools.islice(rows, window)), [])):  # fixed windows
         rows_read += len(chunk)
         good, bad = [], []
         for n, raw in chunk:
@@ -161,14 +167,14 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     if shard_index == 0 or accelerator is None:
         states = merge_if_complete(parts, output, errors, out_fmt, err_fmt, clf.labels, num_shards, fingerprint)
     barrier()
-    seconds = time.perf_counter() - t0
+    seconds, loop_s = time.perf_counter() - t0, time.perf_counter() - t_loop
     totals = states or [state]  # after the merge: every shard's counts; otherwise this shard's
     return {"output": str(output), "errors": str(errors) if errors else None, "rows_read": rows_read,
             "rows_written": sum(s["rows_written"] for s in totals),
             "errors_written": sum(s["errors_written"] for s in totals),
             "windows_resumed": done_before, "rows_computed": computed, "texts_encoded": labeler.texts_encoded,
             "texts_cached": labeler.texts_cached, "seconds": round(seconds, 3),
-            "rows_per_s": round(computed / seconds, 1) if seconds > 0 else None, "num_shards": num_shards,
+            "rows_per_s": round(computed / loop_s, 1) if loop_s > 0 else None, "num_shards": num_shards,
             "shard_index": shard_index, "merged": states is not None}
 
 
@@ -353,23 +359,6 @@ def _result_columns(records: list[dict], probs: np.ndarray, labels: list[str],
                                  f"values for {len(records)} records")
             cols[name] = list(values)
     return cols
-
-
-def _windows(rows: Iterator, size: int) -> Iterator[list]:
-    chunk = []
-    for item in rows:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _progress_bar(total: int | None, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="rows", unit_scale=True, disable=not enabled, desc="labeling", smoothing=0.1)
 
 
 # ---------------------------------------------------------------------------------------------
