@@ -1,29 +1,32 @@
 """Generate the synthetic gift-shop data in `data_samples/`: order log, product text, reviews, records.
 
-The generating process (one numpy RNG, so a seed gives the same files byte for byte):
+The generating process (one numpy RNG: a seed gives the same files, byte for byte). Each source of
+signal is built so that only one input can see it coming:
 
-* 78 weeks of trading, Monday 2022-06-27 to Sunday 2023-12-24; weeks end on Sunday.
-* Each product has a popularity level (log-normal, ~2 to ~60 units a week), a pack size and a price.
-* Sales-only signal: the log demand level follows piecewise-constant trends (momentum) that slowly
-  revert to the product's level (mean reversion), plus one-week promotions (price cut, demand x2.5-4)
-  that fall back the week after. Units are negative binomial around the demand.
-* Seasonal products (~30%) name their season in the title or description (christmas, halloween,
-  valentine, easter, mother's day, garden spring, summer beach, father's day, back to school);
-  demand builds up over the weeks before the event and collapses after it. 26 weeks of sales rarely
-  show the last peak, so only the text plus the calendar tells that a rise is due.
-* Quality problems (~20% of products): from a random week, complaints ("broke after a week",
-  "returned it") appear in the reviews; demand falls 3-6 weeks later, so reviews lead the fall.
-* Viral products (~15%): glowing reviews ("bought three more") appear 2-4 weeks before demand
-  jumps 2-4x and then fades.
-* Edge cases: a few products launch mid-log (histories shorter than 26 weeks), three have no text at
-  all, four are discontinued early (their later records have all-zero sales).
+* Calendar: 78 weeks of trading, Monday 2022-06-27 to Sunday 2023-12-24; weeks end on Sunday.
+* Popularity: each product sells around its own level (log-normal, median 80 units a week) in
+  wholesale packs, at one price; units are negative binomial around the week's demand.
+* Sales only (momentum, mean reversion): the log demand drifts back towards the product's level,
+  and now and then trends up or down for 6-14 weeks; a one-week promotion (price -25%, demand x2.5-4)
+  borrows from the week after. Text never mentions either.
+* Text + calendar (seasons): ~35% of products name a season in the title or description (christmas,
+  halloween, valentine, easter, summer beach, back to school); their demand builds up exponentially
+  before the event day and collapses after it. 26 weeks of history rarely show the last peak.
+* Reviews lead demand (events): one after another, each product goes through quality problems and
+  viral crazes. Complaints ("Broke after a week.") or raves ("Bought three more for friends.") start
+  3 weeks before demand slides (x0.25-0.5) or jumps (x2-4) over 3 weeks; after a few weeks, praise
+  for the fixed batch or boredom with the craze ("Nice but overhyped.") again comes 3 weeks before
+  demand moves back. Ordinary reviews (mostly positive, some lukewarm) arrive all the time.
+* Edge cases: ~12% of products launch mid-log (shorter histories), three have no text and no
+  reviews, four are discontinued within the first 10 weeks (their later records are all zeros).
 
-Records (DESIGN §1) are windowed here from the weekly sums of the order log itself: 26 weeks of
-history (fewer when the product's first sale, or the log's start, is more recent), the next 4 weeks
-as `future_sales`, the default LabelRule for `label`, the title and description, and the 5 newest
-reviews dated on or before the cutoff. The split is by cutoff date with a 4-week purge between parts.
+Records (DESIGN §1) are windowed here from the weekly sums of the order log: up to 26 weeks of history
+(fewer when the product's first sale, or the log's start, is more recent; never padded), the next
+4 weeks as `future_sales`, the default LabelRule for `label`, the title and description, and the 5
+newest reviews dated on or before the cutoff. Each product gets 4 train, 1 validation and 2 test
+cutoffs, drawn from three blocks of Sundays separated by a 4-week purge (the horizon).
 
-Usage: python scripts/make_samples.py --out data_samples --seed 0 [--products 300]
+Usage: python scripts/make_samples.py --out data_samples --seed 0 [--products 250]
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ HISTORY, HORIZON = 26, 4
 # cutoff week indices (week w ends on START + 7w + 6 days); 4 weeks between parts, so no future overlaps
 SPLITS = {"train": range(8, 57), "val": range(60, 65), "test": range(68, 74)}
 PER_PRODUCT = {"train": 4, "val": 1, "test": 2}  # cutoffs drawn per product and split
-EVENT_GAP = 5  # mean quiet weeks between a product's quality problems / viral crazes, beyond 4
+EVENT_GAP = 3  # mean quiet weeks between a product's quality problems / viral crazes, beyond 3
 
 ADJ = ["Vintage", "Rustic", "Classic", "Retro", "Floral", "Scandi", "Hand Painted", "Sparkle", "Cosy", "Mini",
        "Large", "Enamel", "Woodland", "Polka Dot", "Botanical", "Charming", "Antique", "Lace", "Paisley", "Striped"]
@@ -68,8 +71,8 @@ SEASONS = {
                   ["A romantic valentine's day gift for someone special."]),
     "easter": (0.1, "04-05", 3, 1.0, ["Easter", "Bunny", "Spring Chick"], ["Egg Cup", "Egg Basket"],
                ["Ideal for the easter egg hunt."]),
-    "summer": (0.15, "07-15", 6, 4.0, ["Summer Beach", "Seaside", "Picnic"], ["Picnic Blanket", "Beach Bag", "Cool Bag"],
-               ["Made for summer holidays, the beach and picnics."]),
+    "summer": (0.15, "07-15", 6, 4.0, ["Summer Beach", "Seaside", "Picnic"],
+               ["Picnic Blanket", "Beach Bag", "Cool Bag"], ["Made for summer holidays, the beach and picnics."]),
     "back_to_school": (0.15, "08-28", 4, 1.2, ["Back To School", "School"], ["Pencil Case", "Lunch Box", "Ruler Set"],
                        ["Get ready for the new school term."]),
 }
@@ -100,10 +103,10 @@ def make_products(rng: np.random.Generator, n: int) -> list[dict]:
     products = []
     for i in range(n):
         p = {"product_id": f"P{i + 1:04d}", "season": None, "launch": 0, "stop": N_WEEKS,
-             "level": float(np.clip(rng.lognormal(np.log(40), 0.7), 5, 250)),
+             "level": float(np.clip(rng.lognormal(np.log(80), 0.7), 10, 500)),
              "price": round(float(rng.choice([0.85, 1.25, 1.65, 2.10, 2.95, 3.75, 4.95, 6.75, 8.50, 12.50])), 2)}
         adj, colour, mat, noun = rng.choice(ADJ), rng.choice(COLOUR), rng.choice(MATERIAL), rng.choice(NOUN)
-        lines = [f"A {adj.lower()} {noun.lower()} in {colour.lower()} {mat}."]
+        lines = [f"{'An' if adj[0] in 'AEIOU' else 'A'} {adj.lower()} {noun.lower()} in {colour.lower()} {mat}."]
         title = f"{adj} {colour} {noun}"
         if rng.random() < 0.35:
             p["season"] = name = str(rng.choice(list(SEASONS), p=[v[0] for v in SEASONS.values()]))
@@ -111,17 +114,17 @@ def make_products(rng: np.random.Generator, n: int) -> list[dict]:
             if rng.random() < 0.7:  # most name the season in the title, the rest only in the description
                 title = f"{rng.choice(words)} {rng.choice([adj, colour])} {rng.choice(nouns + [noun])}"
             lines.append(str(rng.choice(season_lines)))
-        lines += list(rng.choice(GENERIC_LINES, size=rng.integers(1, 3), replace=False))
+        lines.append(str(rng.choice(GENERIC_LINES)))
         p["title"], p["description"] = title, " ".join(lines)
         p["events"], w = [], int(rng.integers(0, 16))
         while w < N_WEEKS:  # quality problems and viral crazes, one at a time
             quality = rng.random() < 0.5
-            ev = {"kind": "quality" if quality else "viral", "start": w, "lag": int(rng.integers(2, 4)),
+            ev = {"kind": "quality" if quality else "viral", "start": w, "lag": 3,
                   "size": float(np.log(rng.uniform(0.25, 0.5) if quality else rng.uniform(2.0, 4.0))),
-                  "hold": int(rng.integers(3, 9) if quality else rng.integers(2, 7))}
+                  "hold": int(rng.integers(2, 6))}
             ev["end"] = w + ev["lag"] + 3 + ev["hold"]  # the fix ships / the craze fades from this week
             p["events"].append(ev)
-            w = ev["end"] + 4 + int(rng.geometric(1 / EVENT_GAP))
+            w = ev["end"] + 3 + int(rng.geometric(1 / EVENT_GAP))
         if rng.random() < 0.12:
             p["launch"] = int(rng.integers(8, 66))
         products.append(p)
@@ -164,7 +167,8 @@ def demand(rng: np.random.Generator, p: dict, ends: list[dt.date]) -> tuple[np.n
         down = 1 - np.clip((t - ev["end"] + 1) / 4, 0, 1)
         lam = lam * np.exp(ev["size"] * np.minimum(up, down))
     promo = rng.random(N_WEEKS) < 0.01  # a price cut lifts one week and borrows from the next
-    lam = lam * np.where(promo, rng.uniform(2.5, 4, N_WEEKS), 1.0) * np.where(np.roll(promo, 1), 0.6, 1.0)
+    after = np.concatenate([[False], promo[:-1]])
+    lam = lam * np.where(promo, rng.uniform(2.5, 4, N_WEEKS), 1.0) * np.where(after, 0.6, 1.0)
     lam[t < p["launch"]] = 0
     lam[t >= p["stop"]] = 0
     if p["launch"] > 0:  # a new product takes three weeks to reach its level
@@ -178,8 +182,8 @@ def simulate(rng: np.random.Generator, products: list[dict]) -> tuple[pd.DataFra
     orders, reviews = [], []
     for p in products:
         lam, promo = demand(rng, p, ends)
-        units = rng.negative_binomial(60, 60 / (60 + lam))  # mean lam, variance lam + lam^2/60
-        pack = min([1, 2, 3, 4, 6, 12, 24, 48], key=lambda k: abs(k - p["level"]))
+        units = rng.negative_binomial(100, 100 / (100 + lam))  # mean lam, variance lam + lam^2/100
+        pack = min([2, 3, 4, 6, 12, 24, 48, 96, 144, 288, 576], key=lambda k: abs(k - 2 * p["level"]))
         for w in np.flatnonzero(units):
             left, price = int(units[w]), round(p["price"] * (0.75 if promo[w] else 1.0), 2)
             while left > 0:
@@ -193,28 +197,29 @@ def simulate(rng: np.random.Generator, products: list[dict]) -> tuple[pd.DataFra
     log = pd.DataFrame(orders, columns=["product_id", "timestamp", "units", "price"]).sort_values(
         ["timestamp", "product_id"], kind="stable").reset_index(drop=True)
     log.insert(0, "order_id", np.arange(100001, 100001 + len(log)))
+    # one review per product and minute, so that "newest first" has exactly one answer
     rev = pd.DataFrame(reviews, columns=["product_id", "timestamp", "text"]).sort_values(
-        ["timestamp", "product_id"], kind="stable").reset_index(drop=True)
+        ["timestamp", "product_id"], kind="stable").drop_duplicates(["product_id", "timestamp"]).reset_index(drop=True)
     return log, rev
 
 
 def draw_reviews(rng: np.random.Generator, p: dict, units: np.ndarray) -> list[tuple]:
-    """Reviews per week: a few ordinary ones in proportion to sales, plus complaints or raves after events."""
+    """Reviews per week: a few ordinary ones (more when more sell), plus the event reviews that lead demand."""
     out = []
     for w in range(N_WEEKS):
-        n_ok = rng.poisson(0.3 + 0.001 * units[w])
+        n_ok = rng.poisson(0.15 + 0.0005 * units[w])
         texts = [str(rng.choice(REVIEWS_MEH if rng.random() < 0.15 else REVIEWS_OK)) for _ in range(n_ok)]
         if rng.random() < 0.0003 * units[w]:  # the odd complaint about a perfectly fine product
             texts.append(str(rng.choice(REVIEWS_BAD)))
         for ev in p["events"]:  # the reviews lead demand: complaints or raves, later praise for the fix or boredom
             onset, end = ev["start"] + ev["lag"], ev["end"]
-            if ev["start"] <= w < onset + 2:
+            if ev["start"] <= w < onset:
                 pool = REVIEWS_BAD if ev["kind"] == "quality" else REVIEWS_VIRAL
-            elif end - ev["lag"] <= w < end + 2:
+            elif end - ev["lag"] <= w < end:
                 pool = REVIEWS_FIXED if ev["kind"] == "quality" else REVIEWS_FADED
             else:
                 continue
-            texts += list(rng.choice(pool, size=rng.poisson(1.8 if w in (ev["start"], end - ev["lag"]) else 1.0)))
+            texts += list(rng.choice(pool, size=rng.poisson(2.5 if w in (ev["start"], end - ev["lag"]) else 1.0)))
         for text in texts:
             ts = dt.datetime.combine(START + dt.timedelta(days=7 * w + int(rng.integers(0, 7))),
                                      dt.time(int(rng.integers(7, 23)), int(rng.integers(0, 60))))
@@ -259,7 +264,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="data_samples", help="output folder")
     ap.add_argument("--seed", type=int, default=0, help="numpy RNG seed")
-    ap.add_argument("--products", type=int, default=300, help="number of products (at least 20)")
+    ap.add_argument("--products", type=int, default=250, help="number of products (at least 20)")
     args = ap.parse_args()
     if args.products < 20:
         ap.error(f"--products must be at least 20 (edge-case products use ids up to 14), got {args.products}")

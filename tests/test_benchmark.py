@@ -61,6 +61,26 @@ def test_aggregate_and_fused_is_chosen_on_validation_not_test():
     assert "| **fused** |" in markdown_table([fused])
 
 
+def test_generic_order_log_with_own_column_names(tmp_path):
+    """Without a preset, --product-col / --time-col / --units-col / --title-col name the columns of any log."""
+    from trendnlp.cli import build_parser
+    from trendnlp.config import TrendConfig
+
+    weeks = pd.date_range("2011-01-02", periods=12, freq="W-SUN")
+    log = pd.DataFrame({"sku": ["a"] * 12 + ["b"] * 12, "day": list(weeks) * 2, "qty": [3] * 12 + list(range(12)),
+                        "name": ["Red mug"] * 12 + ["Blue lamp"] * 12})
+    log.to_csv(tmp_path / "log.csv", index=False)
+    args = build_parser().parse_args([
+        "benchmark", "--preset", "none", "--sales", str(tmp_path / "log.csv"), "--out", str(tmp_path / "out"),
+        "--product-col", "sku", "--time-col", "day", "--units-col", "qty", "--title-col", "name", "--history", "4",
+        "--horizon", "2", "--F", "2", "--min-history-units", "1"])
+    config = TrendConfig.from_dict(bm.load_config_dict(args))
+    assert (config.sales.history, config.labels.F) == (4, 2)
+    records, notes = bm.prepare_records(args, config, progress=False)
+    assert {r["product_id"] for r in records} == {"a", "b"} and records[0]["title"] in ("Red mug", "Blue lamp")
+    assert all(len(r["sales"]) == 4 and len(r["future_sales"]) == 2 for r in records) and notes
+
+
 def test_pick_examples_spreads_over_labels_at_the_last_cutoff():
     recs = [{"product_id": f"p{i}", "cutoff": "2011-11-06" if i < 30 else "2011-10-30", "label": LABELS[i % 3]}
             for i in range(40)]
@@ -98,13 +118,25 @@ SYNTH_SPLIT = ["--train-cutoffs", "2011-03-06:2011-05-22", "--val-cutoffs", "201
 
 
 @pytest.fixture(scope="module")
-def synthetic_run(tiny_bert_dir, tmp_path_factory) -> Path:
+def small_hgb_grid():
+    """Two grid points and 20 boosting rounds: the boosting baseline is the slowest part of a tiny benchmark."""
+    from trendnlp.baselines import SalesHGBBaseline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SalesHGBBaseline, "grid", SalesHGBBaseline.grid[:2])
+        mp.setattr(SalesHGBBaseline, "max_iter", 20)
+        mp.setattr(SalesHGBBaseline, "eval_every", 5)
+        yield
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tiny_bert_dir, tmp_path_factory, small_hgb_grid) -> Path:
     d = tmp_path_factory.mktemp("bench_synth")
     synthetic_order_log().to_parquet(d / "orders.parquet")
     out = d / "out"
     rc = cli_main(["benchmark", "--preset", "online-retail", "--sales", str(d / "orders.parquet"), "--out", str(out),
                    "--product-col", "SKU", "--history", "8", "--min-history-units", "1", *SYNTH_SPLIT,
-                   "--base-model", tiny_bert_dir, "--epochs", "2", "--seeds", "0,1", "--examples", "3",
+                   "--base-model", tiny_bert_dir, "--epochs", "1", "--seeds", "0,1", "--examples", "3",
                    "--set", "train.batch_size=16", "--set", "text.lora_r=4", "--set", "sales.hidden_size=16",
                    "--set", "fusion.hidden_size=32", "--no-progress"])
     assert rc == 0
@@ -123,7 +155,7 @@ def test_benchmark_on_synthetic_order_log(synthetic_run, capsys):
     for r in neural.values():
         assert r["seeds"] == [0, 1] and len(r["runs"]) == 2
         assert r["macro_f1_min"] <= r["macro_f1"] and r["macro_f1_std"] >= 0
-        assert all(1 <= len(run["val_curve"]) <= 2 for run in r["runs"])
+        assert all(len(run["val_curve"]) == 1 and run["best_epoch"] == 1 for run in r["runs"])
         assert not (Path(r["runs"][0]["model_dir"]).parent / "checkpoints").exists()  # removed after training
     fused = neural["fused"]
     candidates = [neural[n] for n in NEURAL if n.startswith("fused_")]
@@ -177,7 +209,7 @@ def test_report_html_renders_in_headless_chromium(synthetic_run, tmp_path):
 
 # ---- the real Online Retail file, a few hundred products ----------------------------------------
 @pytest.mark.skipif(not ONLINE_RETAIL.exists(), reason=f"{ONLINE_RETAIL} not present")
-def test_benchmark_on_online_retail_subset(tiny_bert_dir, tmp_path):
+def test_benchmark_on_online_retail_subset(tiny_bert_dir, tmp_path, small_hgb_grid):
     out = tmp_path / "out"
     rc = cli_main(["benchmark", "--preset", "online-retail", "--sales", str(ONLINE_RETAIL), "--out", str(out),
                    "--max-products", "200", "--base-model", tiny_bert_dir, "--epochs", "1", "--seeds", "0",

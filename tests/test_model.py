@@ -102,6 +102,23 @@ def test_records_without_text_use_the_empty_embedding(tiny_config, sample_record
     torch.testing.assert_close(alone, mixed)
 
 
+@pytest.mark.parametrize("method", FUSIONS)
+def test_modality_dropout_trains_some_records_without_text(tiny_config, sample_records, method):
+    model = build(tiny_config, sample_records, fusion={"method": method}, text={"modality_dropout": 0.5})
+    with_text = [r for r in sample_records if r["title"]][:64]
+    batch = model.make_collator()(with_text)
+    torch.manual_seed(0)
+    text, tokens, mask = model.train()._text(batch["input_ids"], batch["attention_mask"], batch["text_index"])
+    dropped = (text == model.empty_text).all(1)
+    assert 16 < int(dropped.sum()) < 48  # about half of the records, all of which have text
+    if tokens is not None:  # cross attention: dropped records see only the null token
+        assert not mask[dropped, 1:].any() and mask[~dropped, 1:].any(1).all()
+    text, _, _ = model.eval()._text(batch["input_ids"], batch["attention_mask"], batch["text_index"])
+    assert not (text == model.empty_text).all(1).any()  # never at inference
+    with pytest.raises(ValueError, match="modality_dropout"):
+        make_config(tiny_config, text={"modality_dropout": 1.0})
+
+
 @pytest.mark.parametrize("sales", [[0.0], [3.0, 0.0, 5.0], [0.0] * 26, [1.0, 2.0, 3.0, 4.0, 5.0]])
 def test_short_and_zero_histories(tiny_config, sales):
     model = build(tiny_config).eval()

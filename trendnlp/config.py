@@ -38,6 +38,8 @@ class TextConfig:
     max_reviews: int = _f(3, "newest reviews appended to the text")
     pooling: str = _f("mean", "mean or cls pooling of token states")
     include_reviews: bool = _f(True, "append reviews to the text")
+    modality_dropout: float = _f(0.0, "training only: share of records treated as having no text (the learned "
+                                      "empty-text input), so the head cannot lean on text to memorise products")
 
 
 @dataclass
@@ -99,6 +101,8 @@ class TrainConfig:
     loss: str = _f("ce", "ce or focal")
     focal_gamma: float = _f(2.0, "focusing parameter of the focal loss")
     class_weights: bool = _f(True, "weight classes by inverse train frequency")
+    calibrate_bias: bool = _f(False, "fit per-class logit offsets on validation after each epoch (max macro-F1) "
+                                     "and apply them at inference: for class mixes that drift over time")
     patience: int = _f(2, "epochs without validation macro-F1 gain before stopping")
     save_steps: int = _f(0, "save resumable state every N optimizer steps (0: only at epoch end)")
     group_by_product: bool = _f(True, "sampler that puts records of the same product together so texts dedupe")
@@ -127,6 +131,8 @@ class TrendConfig:
         _choice("data.on_error", self.data.on_error, ("raise", "skip"))
         _choice("train.mixed_precision", self.train.mixed_precision, ("no", "bf16", "fp16"))
         _choice("train.loss", self.train.loss, ("ce", "focal"))
+        if not 0.0 <= self.text.modality_dropout < 1.0:
+            raise ValueError(f"config: text.modality_dropout must be in [0, 1), found {self.text.modality_dropout}")
         if not (self.text.enabled or self.sales.enabled):
             raise ValueError("config: text.enabled and sales.enabled are both false; enable at least one input")
         if sorted(self.labels.names) != sorted(LABELS):
@@ -160,8 +166,8 @@ class TrendConfig:
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply `section.key=value` strings (values parsed as YAML) to a raw config dict in place.
 
-    >>> apply_overrides({}, ["train.lr=3e-4", "fusion.method=concat"])
-    {'train': {'lr': '3e-4'}, 'fusion': {'method': 'concat'}}
+    >>> apply_overrides({}, ["train.lr=3e-4", "fusion.method=concat", "text.finetune=off"])
+    {'train': {'lr': '3e-4'}, 'fusion': {'method': 'concat'}, 'text': {'finetune': 'off'}}
     """
     for item in overrides:
         if "=" not in item:
@@ -173,7 +179,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ValueError(f"--set {item!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+            parsed = value.strip()  # YAML 1.1 reads off/no/on/yes as booleans: keep the word (text.finetune=off)
+        node[parts[-1]] = parsed
     return raw
 
 
@@ -211,8 +220,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if tp is bool:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-                return value.lower() in ("true", "yes", "1")
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+                return value.lower() in ("true", "yes", "on", "1")
             raise ValueError
         if tp is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -234,5 +243,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return list(value)
     except (TypeError, ValueError):
         name = getattr(tp, "__name__", str(tp))
-        raise ValueError(f"{where}: expected {name}, found {value!r}") from None
+        hint = " (YAML reads unquoted off/no/on/yes as booleans: quote the word)" if (
+            tp is str and isinstance(value, bool)) else ""
+        raise ValueError(f"{where}: expected {name}, found {value!r}{hint}") from None
     return value

@@ -273,7 +273,7 @@ class WindowLabeler:
         text = torch.where((index >= 0).unsqueeze(1), emb[index.clamp(min=0)], m.empty_text.float()) \
             if len(emb) else m.empty_text.float().expand(len(index), -1)
         sales_vec = m.sales_encoder(**{k: v.to(self.device) for k, v in sales.items()}) if sales else None
-        return torch.softmax(m.fusion(text, sales_vec).float(), dim=-1).cpu().numpy()
+        return torch.softmax(m.head(text, sales_vec).float(), dim=-1).cpu().numpy()
 
     def _by_text_group(self, texts: list[str], index: np.ndarray, sales: dict, out: np.ndarray) -> None:
         """Cross-attention needs token states per record: run the model's own forward per text batch with

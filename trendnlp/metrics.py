@@ -89,7 +89,7 @@ def format_metrics_table(metrics: Mapping | Sequence[tuple[str, Mapping]], digit
     header = ["name", "accuracy", "macro_f1"] + [f"f1_{c}" for c in labels]
     body = [[str(name), _num(m["accuracy"], digits), _num(m["macro_f1"], digits)]
             + [_num(m["f1"].get(c, float("nan")), digits) for c in labels] for name, m in rows]
-    return _render(header, body)
+    return render_table(header, body)
 
 
 def _single_table(m: Mapping, digits: int) -> str:
@@ -97,10 +97,11 @@ def _single_table(m: Mapping, digits: int) -> str:
     header = ["class", "precision", "recall", "f1", "support"]
     body = [[c, _num(m["precision"][c], digits), _num(m["recall"][c], digits), _num(m["f1"][c], digits),
              str(m["support"][c])] for c in labels]
-    lines = [_render(header, body), "",
+    lines = [render_table(header, body), "",
              f"accuracy {_num(m['accuracy'], digits)}   macro-F1 {_num(m['macro_f1'], digits)}   n {m.get('n', '')}",
              "", "confusion matrix (rows: true, columns: predicted)",
-             _render(["true \\ pred"] + labels, [[c] + [str(v) for v in row] for c, row in zip(labels, m["confusion_matrix"])])]
+             render_table(["true \\ pred"] + labels,
+                          [[c] + [str(v) for v in row] for c, row in zip(labels, m["confusion_matrix"])])]
     return "\n".join(lines)
 
 
@@ -108,8 +109,14 @@ def _num(x: float, digits: int) -> str:
     return "nan" if x != x else f"{x:.{digits}f}"
 
 
-def _render(header: list[str], body: list[list[str]]) -> str:
-    # first column left-aligned (names), the rest right-aligned (numbers)
+def render_table(header: list[str], body: list[list[str]]) -> str:
+    """A plain-text table: the first column left-aligned (names), the rest right-aligned (numbers).
+
+    >>> print(render_table(["name", "n"], [["a", "1"], ["bb", "22"]]))
+    name   n
+    a      1
+    bb    22
+    """
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     def line(r: list[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()

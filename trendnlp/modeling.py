@@ -11,7 +11,7 @@ The saved folder (DESIGN §4):
     adapter/             peft LoRA adapter (adapter_config.json + adapter_model.safetensors)  [finetune=lora]
     encoder/             the whole fine-tuned encoder (safetensors)                           [finetune=full]
     tokenizer/           tokenizer files
-    model.safetensors    sales encoder, fusion head, empty-text embedding, scaling buffers
+    model.safetensors    sales encoder, fusion head, empty-text embedding, scaling buffers, logit offsets
 """
 from __future__ import annotations
 
@@ -67,6 +67,9 @@ class TrendClassifier(nn.Module):
             # a learned key every record can attend to: the only one for records without text, and a
             # "nothing relevant here" sink for the others (also keeps softmax defined for all rows)
             self.null_token = nn.Parameter(torch.randn(1, 1, text_dim) * 0.02)
+        # per-class offsets added to the logits at inference (eval mode) only: zero unless fitted on validation
+        # after training (train.calibrate_bias, see calibration.py)
+        self.register_buffer("logit_bias", torch.zeros(len(config.labels.names)))
 
     @property
     def labels(self) -> list[str]:
@@ -78,6 +81,9 @@ class TrendClassifier(nn.Module):
         """(B, H_t) per-record text vectors, plus (B, 1 + L, H_t) tokens and (B, 1 + L) mask for cross attention."""
         B, U = text_index.shape[0], input_ids.shape[0]
         has_text = (text_index >= 0).unsqueeze(1)  # (B, 1)
+        drop = self.config.text.modality_dropout
+        if self.training and drop > 0:  # modality dropout: these records train as if they had no text
+            has_text = has_text & (torch.rand(B, 1, device=text_index.device) >= drop)
         idx = text_index.clamp(min=0)
         if U:
             states, mask = self.text_encoder.forward_tokens(input_ids, attention_mask)  # (U, L, H), (U, L)
@@ -106,9 +112,15 @@ class TrendClassifier(nn.Module):
         if self.text_encoder is not None:
             text, tokens, token_mask = self._text(input_ids, attention_mask, text_index)
         sales_vec = self.sales_encoder(sales, summary) if self.sales_encoder is not None else None
-        logits = self.fusion(text, sales_vec, tokens, token_mask)
+        logits = self.head(text, sales_vec, tokens, token_mask)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return {"logits": logits, "loss": loss}
+
+    def head(self, text: torch.Tensor | None, sales_vec: torch.Tensor | None, tokens: torch.Tensor | None = None,
+             token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Fusion head logits (B, n_classes) from encoded inputs; in eval mode plus `logit_bias`."""
+        logits = self.fusion(text, sales_vec, tokens, token_mask)
+        return logits if self.training else logits + self.logit_bias.to(logits.dtype)
 
     # ---- training helpers --------------------------------------------------------------------
     def make_collator(self, dedup: bool = True, pad_to_max_length: bool = False) -> TrendCollator:
@@ -219,7 +231,8 @@ class TrendClassifier(nn.Module):
         if config.text.enabled and config.text.finetune == "lora":
             model.text_encoder.load_adapter_weights(d / "adapter")
         result = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith(_ENCODER_PREFIX)]
+        # folders saved before logit_bias existed have none: zero offsets, as they were trained
+        missing = [k for k in result.missing_keys if not k.startswith(_ENCODER_PREFIX) and k != "logit_bias"]
         if missing or result.unexpected_keys:
             raise ValueError(f"{d / WEIGHTS_NAME}: weights do not match config.json (missing {missing[:5]}, "
                              f"unexpected {result.unexpected_keys[:5]})")

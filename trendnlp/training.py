@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from trendnlp.calibration import fit_logit_bias
 from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data import ProductGroupedSampler
 from trendnlp.metrics import classification_metrics
@@ -344,20 +345,30 @@ def _end_epoch(accelerator: Accelerator, model, val_loader, out: Path, state: Tr
                show: bool) -> None:
     """Validate, record the epoch, export the model if it is the best so far, early-stop, checkpoint."""
     t0, n = time.perf_counter(), state.epoch + 1
-    val = _scores(accelerator.unwrap_model(model).labels, *predict_loader(model, val_loader, accelerator,
-                                                                          "validation", show))
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.logit_bias.zero_()  # score the model itself, then (optionally) fit this epoch's offsets
+    probs, y = predict_loader(model, val_loader, accelerator, "validation", show)
+    val = _scores(unwrapped.labels, probs, y)
+    calibration = {}
+    if tc.calibrate_bias:  # every process fits the same offsets on the same gathered predictions
+        bias = fit_logit_bias(probs, y)
+        unwrapped.logit_bias.copy_(torch.from_numpy(bias))
+        calibration = {"logit_bias": bias.tolist(), "uncalibrated_macro_f1": val["macro_f1"]}
+        val = _scores(unwrapped.labels, np.log(np.clip(probs, 1e-12, 1.0)) + bias, y)
     loss_sum, count = accelerator.reduce(torch.tensor([state.loss_sum, state.loss_count], dtype=torch.float64,
                                                       device=accelerator.device), "sum").tolist()
     row = {"epoch": n, "step": state.step, "train_loss": loss_sum / max(count, 1),
            "validation": val, "train_seconds": state.train_seconds,
            "seconds_per_step": state.train_seconds / max(state.loss_count, 1) * tc.gradient_accumulation_steps,
            "eval_seconds": time.perf_counter() - t0,
-           "texts_per_record": state.texts / state.records if state.records else None}
+           "texts_per_record": state.texts / state.records if state.records else None, **calibration}
     state.history.append(row)
     accelerator.log({"val/macro_f1": val["macro_f1"], "val/accuracy": val["accuracy"],
                      "train/epoch_loss": row["train_loss"]}, step=state.step)
-    accelerator.print(f"epoch {n}: train loss {row['train_loss']:.4f}, validation macro-F1 {val['macro_f1']:.4f}, "
-                      f"accuracy {val['accuracy']:.4f} ({row['train_seconds']:.1f}s training)")
+    calibrated = (f" (offsets {np.round(calibration['logit_bias'], 2).tolist()}; "
+                  f"{calibration['uncalibrated_macro_f1']:.4f} without)" if calibration else "")
+    accelerator.print(f"epoch {n}: train loss {row['train_loss']:.4f}, validation macro-F1 {val['macro_f1']:.4f}"
+                      f"{calibrated}, accuracy {val['accuracy']:.4f} ({row['train_seconds']:.1f}s training)")
     if val["macro_f1"] > state.best_f1:
         state.best_f1, state.best_epoch, state.bad_epochs = val["macro_f1"], n, 0
         _export(accelerator, model, out, {"best_epoch": n, "step": state.step, "validation": val})

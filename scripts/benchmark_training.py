@@ -1,0 +1,127 @@
+"""Training cost on this machine (a reproducible experiment, not a feature): prints two tables.
+
+1. Seconds per optimizer step of configs/default.yaml (the shipped MiniLM with LoRA, fusion, LSTM) on
+   data_samples/train.jsonl at batch 16, fp32 against bf16 autocast. Each run trains --steps steps through
+   trendnlp.training.train; the step time is the median gap between consecutive optimizer steps after the first
+   --warmup steps, so data loading, collation and the optimizer are included and validation is not.
+   Also reported: trainable parameters and the size of the exported LoRA adapter.
+2. One training epoch on a prepared train split (e.g. Online Retail's, written by `trendnlp benchmark` to
+   OUT/data/train.parquet) under --epoch-config, with and without the speed-ups for texts that repeat across
+   cutoffs: unique-text dedup in the collator plus the product-grouping sampler, against neither.
+
+Usage:
+    python scripts/benchmark_training.py [--steps 40] [--threads 1] \
+        [--epoch-train runs/benchmark/data/train.parquet --epoch-validation runs/benchmark/data/validation.parquet]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def step_times(config, out: Path) -> tuple[list[float], dict]:
+    """Train config in out; the wall time of every optimizer step and the train() result."""
+    from trendnlp.training import train
+
+    stamps = [time.perf_counter()]
+    result = train(config, out, progress=False, on_step=lambda *_: stamps.append(time.perf_counter()))
+    return [b - a for a, b in zip(stamps, stamps[1:])], result
+
+
+def per_step(args: argparse.Namespace, work: Path) -> list[dict]:
+    from trendnlp.config import TrendConfig
+    from trendnlp.modeling import TrendClassifier
+
+    rows = []
+    for precision in ("no", "bf16"):
+        config = TrendConfig.from_yaml(args.config, overrides=[*args.set,
+            f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", "train.epochs=100",
+            f"train.mixed_precision={precision!r}", "train.save_steps=0", "train.log_with=none", "data.test=",
+            f"data.train={args.train}", f"data.validation={args.validation}"])
+        times, result = step_times(config, work / f"step_{precision}")
+        measured = times[args.warmup:]
+        adapter = sum(f.stat().st_size for f in (Path(result["model_dir"]) / "adapter").glob("*.safetensors"))
+        report = TrendClassifier(config).trainable_parameter_report()
+        rows.append({"precision": "fp32" if precision == "no" else "bf16", "steps": len(measured),
+                     "median_s": statistics.median(measured), "mean_s": statistics.fmean(measured),
+                     "adapter_bytes": adapter, **report})
+    return rows
+
+
+def per_epoch(args: argparse.Namespace, work: Path) -> list[dict]:
+    from trendnlp.config import TrendConfig
+
+    rows = []
+    for name, fast in (("dedup + product grouping", True), ("neither", False)):
+        config = TrendConfig.from_yaml(args.epoch_config, overrides=[*args.set,
+            "train.epochs=1", "train.max_steps=0", "train.save_steps=0", "train.log_with=none", "data.test=",
+            f"train.dedup_text={str(fast).lower()}", f"train.group_by_product={str(fast).lower()}",
+            f"data.train={args.epoch_train}", f"data.validation={args.epoch_validation}"])
+        _, result = step_times(config, work / f"epoch_{int(fast)}")
+        h = result["history"][0]
+        rows.append({"setting": name, "steps": h["step"], "epoch_s": h["train_seconds"],
+                     "texts_per_record": h["texts_per_record"], "batch_size": config.train.batch_size,
+                     "max_length": config.text.max_length})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=str(REPO / "configs/default.yaml"))
+    p.add_argument("--train", default=str(REPO / "data_samples/train.jsonl"))
+    p.add_argument("--validation", default=str(REPO / "data_samples/val.jsonl"))
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps per precision (default 40)")
+    p.add_argument("--warmup", type=int, default=5, help="first steps left out of the step time (default 5)")
+    p.add_argument("--epoch-config", default=str(REPO / "configs/benchmark_online_retail.yaml"))
+    p.add_argument("--epoch-train", default=None, help="prepared train records for the epoch table (skipped if unset)")
+    p.add_argument("--epoch-validation", default=None, help="prepared validation records (default: --epoch-train)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override for every run (e.g. text.base_model=PATH)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--work", default=None, help="folder for the runs (default: a temporary folder)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    if args.steps <= args.warmup:
+        p.error(f"--steps ({args.steps}) must exceed --warmup ({args.warmup})")
+    args.epoch_validation = args.epoch_validation or args.epoch_train
+
+    import torch
+
+    from trendnlp.metrics import render_table
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        steps = per_step(args, work)
+        epochs = per_epoch(args, work) if args.epoch_train else []
+    first = steps[0]
+    print(f"\nmachine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{args.threads} thread(s)")
+    print(f"trainable parameters: {first['trainable']:,} of {first['total']:,} ({first['percent']:.2f}%); "
+          f"LoRA adapter {first['adapter_bytes']:,} bytes")
+    print(f"\nseconds per optimizer step, {Path(args.config).name}, batch {args.batch_size}, {Path(args.train).name}:")
+    print(render_table(["precision", "steps timed", "median s/step", "mean s/step"],
+                       [[r["precision"], str(r["steps"]), f"{r['median_s']:.3f}", f"{r['mean_s']:.3f}"]
+                        for r in steps]))
+    if epochs:
+        print(f"\none epoch of {Path(args.epoch_train).name}, {Path(args.epoch_config).name} "
+              f"(batch {epochs[0]['batch_size']}, max_length {epochs[0]['max_length']}):")
+        print(render_table(["setting", "steps", "epoch s", "texts encoded per record"],
+                           [[r["setting"], str(r["steps"]), f"{r['epoch_s']:.1f}",
+                             "1.000" if r["texts_per_record"] is None else f"{r['texts_per_record']:.3f}"]
+                            for r in epochs]))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"steps": steps, "epochs": epochs}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
