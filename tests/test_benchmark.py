@@ -191,6 +191,22 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_calibration_check_script_on_the_synthetic_run(synthetic_run, small_hgb_grid, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "calibration_check.py"
+    spec = importlib.util.spec_from_file_location("calibration_check", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = synthetic_run / "runs" / "fused_concat" / "seed_0" / "model"
+    assert script.main(["--model", str(model), "--data", str(synthetic_run / "data"), "--test"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    held = [ln for ln in lines if "held-out validation" in ln]
+    n_cutoffs = pd.read_parquet(synthetic_run / "data" / "validation.parquet")["cutoff"].nunique()
+    assert n_cutoffs > 1 and len(held) == 2 * n_cutoffs  # each validation cutoff, for the model and the baseline
+    assert sum("test (offsets from all validation)" in ln for ln in lines) == 2
+
+
 def test_report_html_renders_in_headless_chromium(synthetic_run, tmp_path):
     from matplotlib.image import imread
 
