@@ -37,6 +37,10 @@ def hgb_probs(train: list[dict], parts: dict[str, list[dict]], labels: list[str]
     return {k: hgb.model_.predict_proba(sales_calendar_matrix(v, hgb.rule))[:, order] for k, v in parts.items()}
 
 
+def _fmt(bias: np.ndarray) -> str:
+    return " ".join(f"{float(v):+.2f}" for v in bias)
+
+
 def rows_for(name: str, probs: dict, y: dict, cutoffs: np.ndarray, with_test: bool) -> list[list[str]]:
     def f1(p, yy, b):
         return macro_f1_from_predictions(yy, (np.log(np.clip(p, 1e-12, 1)) + b).argmax(1), p.shape[1])
@@ -45,11 +49,11 @@ def rows_for(name: str, probs: dict, y: dict, cutoffs: np.ndarray, with_test: bo
     for held in np.unique(cutoffs):
         fit, out = cutoffs != held, cutoffs == held
         b = fit_logit_bias(pv[fit], yv[fit])
-        rows.append([name, f"held-out validation {held}", np.round(b, 2).tolist().__str__(),
+        rows.append([name, f"held-out validation {held}", _fmt(b),
                      f"{f1(pv[out], yv[out], 0):.4f}", f"{f1(pv[out], yv[out], b):.4f}"])
     if with_test:
         b = fit_logit_bias(pv, yv)
-        rows.append([name, "test (offsets from all validation)", np.round(b, 2).tolist().__str__(),
+        rows.append([name, "test (offsets from all validation)", _fmt(b),
                      f"{f1(probs['test'], y['test'], 0):.4f}", f"{f1(probs['test'], y['test'], b):.4f}"])
     return rows
 
