@@ -26,18 +26,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def step_times(config, out: Path) -> tuple[list[float], dict]:
-    """Train config in out; the wall time of every optimizer step and the train() result."""
+def step_times(config, out: Path) -> tuple[list[float], dict, dict]:
+    """Train config in out; the wall time of every optimizer step, the train() result and the trained model's
+    trainable-parameter report (one pass over the parameter list at the first step, well under a millisecond)."""
     from trendnlp.training import train
 
-    stamps = [time.perf_counter()]
-    result = train(config, out, progress=False, on_step=lambda *_: stamps.append(time.perf_counter()))
-    return [b - a for a, b in zip(stamps, stamps[1:])], result
+    stamps, report = [time.perf_counter()], {}
+
+    def on_step(step, model, accelerator):
+        if not report:
+            report.update(accelerator.unwrap_model(model).trainable_parameter_report())
+        stamps.append(time.perf_counter())
+
+    result = train(config, out, progress=False, on_step=on_step)
+    return [b - a for a, b in zip(stamps, stamps[1:])], result, report
 
 
 def per_step(args: argparse.Namespace, work: Path) -> list[dict]:
     from trendnlp.config import TrendConfig
-    from trendnlp.modeling import TrendClassifier
 
     rows = []
     for precision in ("no", "bf16"):
@@ -45,10 +51,9 @@ def per_step(args: argparse.Namespace, work: Path) -> list[dict]:
             f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", "train.epochs=100",
             f"train.mixed_precision={precision!r}", "train.save_steps=0", "train.log_with=none", "data.test=",
             f"data.train={args.train}", f"data.validation={args.validation}"])
-        times, result = step_times(config, work / f"step_{precision}")
+        times, result, report = step_times(config, work / f"step_{precision}")
         measured = times[args.warmup:]
         adapter = sum(f.stat().st_size for f in (Path(result["model_dir"]) / "adapter").glob("*.safetensors"))
-        report = TrendClassifier(config).trainable_parameter_report()
         rows.append({"precision": "fp32" if precision == "no" else "bf16", "steps": len(measured),
                      "median_s": statistics.median(measured), "mean_s": statistics.fmean(measured),
                      "adapter_bytes": adapter, **report})
@@ -64,7 +69,7 @@ def per_epoch(args: argparse.Namespace, work: Path) -> list[dict]:
             "train.epochs=1", "train.max_steps=0", "train.save_steps=0", "train.log_with=none", "data.test=",
             f"train.dedup_text={str(fast).lower()}", f"train.group_by_product={str(fast).lower()}",
             f"data.train={args.epoch_train}", f"data.validation={args.epoch_validation}"])
-        _, result = step_times(config, work / f"epoch_{int(fast)}")
+        _, result, _ = step_times(config, work / f"epoch_{int(fast)}")
         h = result["history"][0]
         rows.append({"setting": name, "steps": h["step"], "epoch_s": h["train_seconds"],
                      "texts_per_record": h["texts_per_record"], "batch_size": config.train.batch_size,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from trendnlp.baselines import SalesHGBBaseline, sales_calendar_matrix
-from trendnlp.calibration import fit_logit_bias, macro_f1_from_predictions
+from trendnlp.calibration import biased_scores, fit_logit_bias, macro_f1_from_predictions
 from trendnlp.labels import LABELS, LabelRule
 from trendnlp.metrics import render_table
 from trendnlp.records import read_records
@@ -43,7 +43,7 @@ def _fmt(bias: np.ndarray) -> str:
 
 def rows_for(name: str, probs: dict, y: dict, cutoffs: np.ndarray, with_test: bool) -> list[list[str]]:
     def f1(p, yy, b):
-        return macro_f1_from_predictions(yy, (np.log(np.clip(p, 1e-12, 1)) + b).argmax(1), p.shape[1])
+        return macro_f1_from_predictions(yy, biased_scores(p, b).argmax(1), p.shape[1])
 
     pv, yv, rows = probs["validation"], y["validation"], []
     for held in np.unique(cutoffs):

@@ -6,6 +6,9 @@ Session-scoped objects are shared by every test: copy before mutating, e.g.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -13,6 +16,9 @@ import torch
 
 from trendnlp.config import TrendConfig
 from trendnlp.labels import LabelRule
+from trendnlp.records import write_records
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 HISTORY = 26
 # words that go with each trend, so a model can learn something from the text of the synthetic records
@@ -96,3 +102,21 @@ def make_records(n_products: int = 50, cutoffs_per_product: int = 4, seed: int =
 def sample_records() -> list[dict]:
     """200 synthetic records (50 products x 4 weekly cutoffs); see `make_records`."""
     return make_records()
+
+
+@pytest.fixture(scope="session")
+def data_files(sample_records, tmp_path_factory) -> dict[str, str]:
+    """Train / validation files from the synthetic records, split by product (every 5th product validates)."""
+    d = tmp_path_factory.mktemp("training_data")
+    val_ids = {f"p{p:03d}" for p in range(0, 50, 5)}
+    write_records([r for r in sample_records if r["product_id"] not in val_ids], d / "train.jsonl")
+    write_records([r for r in sample_records if r["product_id"] in val_ids], d / "val.jsonl")
+    return {"train": str(d / "train.jsonl"), "validation": str(d / "val.jsonl")}
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/NAME.py imported as a module (the scripts are not a package), for tests that call its main()."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

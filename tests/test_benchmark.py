@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import load_script
 from trendnlp import benchmark as bm
 from trendnlp.cli import main as cli_main
 from trendnlp.labels import LABELS
@@ -192,12 +193,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_calibration_check_script_on_the_synthetic_run(synthetic_run, small_hgb_grid, capsys):
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "calibration_check.py"
-    spec = importlib.util.spec_from_file_location("calibration_check", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("calibration_check")
     model = synthetic_run / "runs" / "fused_concat" / "seed_0" / "model"
     assert script.main(["--model", str(model), "--data", str(synthetic_run / "data"), "--test"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -10,7 +10,6 @@ from sklearn.metrics import f1_score
 from trendnlp.calibration import fit_logit_bias, macro_f1_from_predictions
 from trendnlp.config import TrendConfig
 from trendnlp.modeling import TrendClassifier
-from trendnlp.records import write_records
 from trendnlp.training import train
 
 
@@ -45,20 +44,17 @@ def test_no_offsets_when_nothing_to_gain():
 
 
 @pytest.fixture(scope="module")
-def calibrated_run(tiny_config, sample_records, tmp_path_factory):
+def calibrated_run(tiny_config, data_files, tmp_path_factory):
     d = tmp_path_factory.mktemp("calibrated")
-    val_ids = {f"p{p:03d}" for p in range(0, 50, 5)}
-    write_records([r for r in sample_records if r["product_id"] not in val_ids], d / "train.jsonl")
-    write_records([r for r in sample_records if r["product_id"] in val_ids], d / "val.jsonl")
     raw = tiny_config.to_dict()
-    raw["data"].update(train=str(d / "train.jsonl"), validation=str(d / "val.jsonl"))
+    raw["data"].update(data_files)
     raw["train"].update(epochs=2, batch_size=16, lr=3e-3, calibrate_bias=True)
     result = train(TrendConfig.from_dict(raw), d / "run", progress=False)
-    return d, result
+    return d, result, data_files["validation"]
 
 
 def test_training_fits_offsets_each_epoch_and_exports_the_best(calibrated_run):
-    d, result = calibrated_run
+    d, result, val_file = calibrated_run
     for row in result["history"]:
         assert len(row["logit_bias"]) == 3 and row["logit_bias"][2] == 0
         assert row["validation"]["macro_f1"] >= row["uncalibrated_macro_f1"]
@@ -67,15 +63,15 @@ def test_training_fits_offsets_each_epoch_and_exports_the_best(calibrated_run):
     assert saved["logit_bias"].tolist() == pytest.approx(best["logit_bias"])
     # the reloaded model applies the offsets: its validation macro-F1 is the reported (calibrated) one
     clf = TrendClassifier.from_pretrained(d / "run" / "model")
-    probs = clf.predict_proba(str(d / "val.jsonl"))
+    probs = clf.predict_proba(val_file)
     from trendnlp.records import read_records
 
-    y = [clf.labels.index(r["label"]) for r in read_records(str(d / "val.jsonl"))]
+    y = [clf.labels.index(r["label"]) for r in read_records(val_file)]
     assert f1_score(y, probs.argmax(1), average="macro") == pytest.approx(best["validation"]["macro_f1"], abs=1e-6)
 
 
 def test_offsets_apply_in_eval_mode_only(calibrated_run):
-    d, _ = calibrated_run
+    d, _, _ = calibrated_run
     clf = TrendClassifier.from_pretrained(d / "run" / "model")
     text = torch.randn(4, clf.empty_text.shape[0])
     sales = torch.randn(4, clf.sales_encoder.output_dim)
@@ -94,7 +90,7 @@ def test_offsets_apply_in_eval_mode_only(calibrated_run):
 def test_folder_saved_before_offsets_existed_still_loads(calibrated_run, tmp_path):
     import shutil
 
-    d, _ = calibrated_run
+    d, _, _ = calibrated_run
     old = tmp_path / "old_model"
     shutil.copytree(d / "run" / "model", old)
     weights = load_file(str(old / "model.safetensors"))

@@ -2,7 +2,6 @@
 precision handling, config errors, and a real 2-process (gloo, CPU) data-parallel step."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -14,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import load_script
 from trendnlp import training
 from trendnlp.config import TrendConfig
 from trendnlp.modeling import TrendClassifier
@@ -21,16 +21,6 @@ from trendnlp.records import write_records
 from trendnlp.training import class_weights, evaluate, latest_checkpoint, loss_function, train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def data_files(sample_records, tmp_path_factory) -> dict[str, str]:
-    """Train / validation files from the synthetic records, split by product (every 5th product validates)."""
-    d = tmp_path_factory.mktemp("training_data")
-    val_ids = {f"p{p:03d}" for p in range(0, 50, 5)}
-    write_records([r for r in sample_records if r["product_id"] not in val_ids], d / "train.jsonl")
-    write_records([r for r in sample_records if r["product_id"] in val_ids], d / "val.jsonl")
-    return {"train": str(d / "train.jsonl"), "validation": str(d / "val.jsonl")}
 
 
 def make_config(tiny_config: TrendConfig, data: dict, **train_kw) -> TrendConfig:
@@ -70,9 +60,7 @@ def test_losses_match_cross_entropy_and_focal_definition(tiny_config):
 def test_finetune_script_trains_exports_and_evaluates(tiny_bert_dir, data_files, tmp_path):
     bad = tmp_path / "train_with_bad_row.jsonl"
     bad.write_text(Path(data_files["train"]).read_text() + '{"product_id": "broken", "sales": [1, -5]}\n')
-    spec = importlib.util.spec_from_file_location("finetune", ROOT / "scripts" / "finetune.py")
-    finetune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(finetune)
+    finetune = load_script("finetune")
     out = tmp_path / "run"
     overrides = [f"text.base_model={tiny_bert_dir}", f"data.train={bad}", "data.on_error=skip", "train.save_steps=4",
                  f"data.validation={data_files['validation']}", f"data.test={data_files['validation']}"]
@@ -266,9 +254,7 @@ def test_real_minilm_short_run(data_files, tmp_path):
 
 
 def test_training_benchmark_script_prints_both_tables(tiny_bert_dir, data_files, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("benchmark_training", ROOT / "scripts" / "benchmark_training.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("benchmark_training")
     out = tmp_path / "timings.json"
     rc = script.main(["--config", str(ROOT / "configs/tiny.yaml"), "--epoch-config", str(ROOT / "configs/tiny.yaml"),
                       "--set", f"text.base_model={tiny_bert_dir}", "--train", data_files["train"],

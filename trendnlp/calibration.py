@@ -28,6 +28,15 @@ def macro_f1_from_predictions(y: np.ndarray, pred: np.ndarray, n_classes: int) -
     return float(f1.mean())
 
 
+def biased_scores(probs: np.ndarray, bias: np.ndarray | float = 0.0) -> np.ndarray:
+    """log(probs) + bias: the scores whose argmax is the prediction of a model with logit offsets `bias`.
+
+    >>> biased_scores(np.array([[0.6, 0.4]]), np.array([0.0, 0.5])).argmax(1).tolist()
+    [1]
+    """
+    return np.log(np.clip(probs, 1e-12, 1.0)) + bias
+
+
 def fit_logit_bias(probs: np.ndarray, y: np.ndarray, grid: np.ndarray = GRID) -> np.ndarray:
     """Offsets b (n_classes,) maximising macro-F1 of argmax(log(probs) + b) on labelled records.
 
@@ -49,7 +58,7 @@ def fit_logit_bias(probs: np.ndarray, y: np.ndarray, grid: np.ndarray = GRID) ->
         return np.zeros(C, dtype=np.float32)
     if len(grid) ** (C - 1) > 250_000:
         raise ValueError(f"fit_logit_bias: {len(grid)} grid values over {C - 1} classes is too large a search")
-    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    logp = biased_scores(probs)
     y = np.asarray(y, dtype=np.int64)
     candidates = sorted(itertools.product(grid, repeat=C - 1), key=lambda b: (sum(abs(v) for v in b), b))
     best, bias = -1.0, np.zeros(C)

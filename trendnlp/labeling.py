@@ -269,9 +269,7 @@ class WindowLabeler:
     def _head(self, emb: torch.Tensor, index: torch.Tensor, sales: dict) -> np.ndarray:
         """Sales encoder + fusion head for records whose pooled texts are rows `index` of `emb` (-1: none)."""
         m = self.model
-        index = index.to(self.device)
-        text = torch.where((index >= 0).unsqueeze(1), emb[index.clamp(min=0)], m.empty_text.float()) \
-            if len(emb) else m.empty_text.float().expand(len(index), -1)
+        text = m.record_texts(emb, index.to(self.device))
         sales_vec = m.sales_encoder(**{k: v.to(self.device) for k, v in sales.items()}) if sales else None
         return torch.softmax(m.head(text, sales_vec).float(), dim=-1).cpu().numpy()
 

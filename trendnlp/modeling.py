@@ -85,12 +85,11 @@ class TrendClassifier(nn.Module):
         if self.training and drop > 0:  # modality dropout: these records train as if they had no text
             has_text = has_text & (torch.rand(B, 1, device=text_index.device) >= drop)
         idx = text_index.clamp(min=0)
+        pooled = None
         if U:
             states, mask = self.text_encoder.forward_tokens(input_ids, attention_mask)  # (U, L, H), (U, L)
             pooled = self.text_encoder.pool(states, mask)  # (U, H)
-            text = torch.where(has_text, pooled[idx], self.empty_text.to(pooled.dtype))  # (B, H)
-        else:
-            text = self.empty_text.unsqueeze(0).expand(B, -1)
+        text = self.record_texts(pooled, text_index, has_text)
         if not self.fusion.needs_tokens:
             return text, None, None
         tokens = self.null_token.expand(B, 1, -1)  # (B, 1, H)
@@ -115,6 +114,16 @@ class TrendClassifier(nn.Module):
         logits = self.head(text, sales_vec, tokens, token_mask)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return {"logits": logits, "loss": loss}
+
+    def record_texts(self, pooled: torch.Tensor | None, text_index: torch.Tensor,
+                     has_text: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H_t) per-record text vectors: row `text_index` of the pooled distinct texts (U, H_t), or the learned
+        empty-text vector where the record has no text (index -1, or has_text (B, 1) False)."""
+        if pooled is None or not len(pooled):
+            return self.empty_text.unsqueeze(0).expand(len(text_index), -1)
+        if has_text is None:
+            has_text = (text_index >= 0).unsqueeze(1)
+        return torch.where(has_text, pooled[text_index.clamp(min=0)], self.empty_text.to(pooled.dtype))
 
     def head(self, text: torch.Tensor | None, sales_vec: torch.Tensor | None, tokens: torch.Tensor | None = None,
              token_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from trendnlp.calibration import fit_logit_bias
+from trendnlp.calibration import biased_scores, fit_logit_bias
 from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data import ProductGroupedSampler
 from trendnlp.metrics import classification_metrics
@@ -354,7 +354,7 @@ def _end_epoch(accelerator: Accelerator, model, val_loader, out: Path, state: Tr
         bias = fit_logit_bias(probs, y)
         unwrapped.logit_bias.copy_(torch.from_numpy(bias))
         calibration = {"logit_bias": bias.tolist(), "uncalibrated_macro_f1": val["macro_f1"]}
-        val = _scores(unwrapped.labels, np.log(np.clip(probs, 1e-12, 1.0)) + bias, y)
+        val = _scores(unwrapped.labels, biased_scores(probs, bias), y)
     loss_sum, count = accelerator.reduce(torch.tensor([state.loss_sum, state.loss_count], dtype=torch.float64,
                                                       device=accelerator.device), "sum").tolist()
     row = {"epoch": n, "step": state.step, "train_loss": loss_sum / max(count, 1),
