@@ -5,7 +5,7 @@ rusage of a child would also count the driver's memory, inherited across fork + 
     (a) bare encoder   the base AutoModel's plain forward over one text per catalog row (no dedup), length-sorted,
                        dynamically padded batches, inference_mode; no LSTM, head, validation or IO. Tokenizing
                        is timed apart and not counted, so (a) is a ceiling for the text encoder alone.
-    (b) label fp32     trendnlp.labeling.label_file: streaming read + validation, window-wide text dedup,
+    (b) label fp32     trendnlp.inference.labeling.label_file: streaming read + validation, window-wide text dedup,
                        length-sorted dynamic padding, LoRA merged, big head batches, atomic parts + merge.
     (c) label bf16     the same under CPU bf16 autocast.
     (d) naive loop     records one batch at a time in file order, padded to max_length, LoRA unmerged, no dedup.
@@ -40,7 +40,7 @@ SCHEMA_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cuto
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from trendnlp.modeling import TrendClassifier
+    from trendnlp.model.classifier import TrendClassifier
 
     if args.worker == "encoder":
         return _bare_encoder(args)
@@ -49,7 +49,7 @@ def worker(args: argparse.Namespace) -> dict:
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     if args.worker == "label":
-        from trendnlp.labeling import label_file
+        from trendnlp.inference.labeling import label_file
 
         summary = label_file(model, args.input, args.output, batch_size=args.batch_size, window=args.window,
                              dtype=args.dtype, text_cache=args.text_cache, resume=False, progress=False)
@@ -66,9 +66,9 @@ def _bare_encoder(args: argparse.Namespace) -> dict:
     import torch
 
     from trendnlp.config import TrendConfig
-    from trendnlp.features import build_text
-    from trendnlp.records import read_records
-    from trendnlp.text_encoder import load_base_model, load_tokenizer
+    from trendnlp.data.features import build_text
+    from trendnlp.data.records import read_records
+    from trendnlp.model.text_encoder import load_base_model, load_tokenizer
 
     cfg = TrendConfig.from_dict(json.loads((Path(args.model) / "config.json").read_text())["config"])
     texts = [build_text(r, cfg.text) for r in read_records(args.input, history=cfg.sales.history)]
@@ -99,7 +99,7 @@ def _naive_loop(model, args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    from trendnlp.records import iter_raw_rows, validate_rows
+    from trendnlp.data.records import iter_raw_rows, validate_rows
 
     collate = model.make_collator(dedup=False, pad_to_max_length=True)
     c = model.config
@@ -191,7 +191,7 @@ def build_model(config: Path, records: list[dict], directory: Path) -> str:
     import torch
 
     from trendnlp.config import TrendConfig
-    from trendnlp.modeling import TrendClassifier
+    from trendnlp.model.classifier import TrendClassifier
 
     torch.manual_seed(0)
     model = TrendClassifier(TrendConfig.from_yaml(config)).fit_feature_scaling(records)
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import warnings
 
-    from trendnlp.presets import prepare_preset
+    from trendnlp.data.presets import prepare_preset
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' deprecation notes, not ours
 

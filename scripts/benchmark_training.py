@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from trendnlp.metrics import render_table
+    from trendnlp.evaluation.metrics import render_table
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

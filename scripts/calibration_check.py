@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from trendnlp.baselines import SalesHGBBaseline, sales_calendar_matrix
-from trendnlp.calibration import biased_scores, fit_logit_bias, macro_f1_from_predictions
+from trendnlp.benchmark.baselines import SalesHGBBaseline, sales_calendar_matrix
+from trendnlp.model.calibration import biased_scores, fit_logit_bias, macro_f1_from_predictions
 from trendnlp.labels import LABELS, LabelRule
-from trendnlp.metrics import render_table
-from trendnlp.records import read_records
+from trendnlp.evaluation.metrics import render_table
+from trendnlp.data.records import read_records
 
 
 def model_probs(model_dir: str, parts: dict[str, list[dict]]) -> dict[str, np.ndarray]:
-    from trendnlp.modeling import TrendClassifier
+    from trendnlp.model.classifier import TrendClassifier
 
     clf = TrendClassifier.from_pretrained(model_dir)
     clf.logit_bias.zero_()

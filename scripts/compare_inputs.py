@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from trendnlp.config import TrendConfig
-from trendnlp.metrics import format_metrics_table
+from trendnlp.evaluation.metrics import format_metrics_table
 from trendnlp.training import train
 
 VARIANTS = {"fused": [], "sales_only": ["text.enabled=false"], "text_only": ["sales.enabled=false"]}

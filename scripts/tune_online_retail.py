@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from trendnlp.benchmark import DEFAULT_CONFIG, VARIANTS, parse_seeds, variant_config, write_splits
+from trendnlp.benchmark.run import DEFAULT_CONFIG, VARIANTS, parse_seeds, variant_config, write_splits
 from trendnlp.config import TrendConfig, apply_overrides
 
 
@@ -29,8 +29,8 @@ def cached_splits(sales: str | None, cache: Path) -> dict[str, str]:
         return paths
     if not sales:
         raise SystemExit(f"no cached records in {cache / 'data'}; pass --sales PATH to prepare them once")
-    from trendnlp.presets import prepare_preset
-    from trendnlp.split import split_by_cutoff
+    from trendnlp.data.presets import prepare_preset
+    from trendnlp.data.split import split_by_cutoff
 
     train, val, _ = split_by_cutoff(prepare_preset("online-retail", sales).records)
     write_splits({"train": train, "validation": val}, cache / "data")

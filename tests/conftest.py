@@ -16,7 +16,7 @@ import torch
 
 from trendnlp.config import TrendConfig
 from trendnlp.labels import LabelRule
-from trendnlp.records import write_records
+from trendnlp.data.records import write_records
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trendnlp import baselines as bl
+from trendnlp.benchmark import baselines as bl
 from trendnlp.labels import LABELS, LabelRule
 
 ROW_KEYS = {"name", "accuracy", "macro_f1", "f1_per_class", "precision_per_class", "recall_per_class",

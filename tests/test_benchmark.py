@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from conftest import load_script
-from trendnlp import benchmark as bm
+from trendnlp.benchmark import run as bm
 from trendnlp.cli import main as cli_main
 from trendnlp.labels import LABELS
-from trendnlp.report import format_results_table, markdown_table, pick_examples
+from trendnlp.benchmark.report import format_results_table, markdown_table, pick_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 ONLINE_RETAIL = ROOT.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
@@ -121,7 +121,7 @@ SYNTH_SPLIT = ["--train-cutoffs", "2011-03-06:2011-05-22", "--val-cutoffs", "201
 @pytest.fixture(scope="module")
 def small_hgb_grid():
     """Two grid points and 20 boosting rounds: the boosting baseline is the slowest part of a tiny benchmark."""
-    from trendnlp.baselines import SalesHGBBaseline
+    from trendnlp.benchmark.baselines import SalesHGBBaseline
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(SalesHGBBaseline, "grid", SalesHGBBaseline.grid[:2])

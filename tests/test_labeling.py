@@ -17,9 +17,9 @@ import torch
 
 from conftest import make_records
 from trendnlp.config import TrendConfig
-from trendnlp.labeling import KeySet, ResumeMismatchError, label_file
-from trendnlp.modeling import TrendClassifier
-from trendnlp.records import RecordError, write_records
+from trendnlp.inference.labeling import KeySet, ResumeMismatchError, label_file
+from trendnlp.model.classifier import TrendClassifier
+from trendnlp.data.records import RecordError, write_records
 
 REPO = Path(__file__).resolve().parents[1]
 PROBS = ["p_rising", "p_falling", "p_stable"]
@@ -135,7 +135,7 @@ def test_skip_writes_every_bad_row_to_errors(model, tmp_path):
 
 
 def run_cli(args: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "trendnlp.labeling", *args, "--no-progress"], cwd=REPO, env=env(),
+    return subprocess.Popen([sys.executable, "-m", "trendnlp.inference.labeling", *args, "--no-progress"], cwd=REPO, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -195,7 +195,7 @@ def test_two_processes_equal_one(model_dir, catalog, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--num_cpu_threads_per_process", "1", "--main_process_port", str(free_port()),
-           "-m", "trendnlp.labeling", "--model", str(model_dir), "--input", str(catalog["csv"]),
+           "-m", "trendnlp.inference.labeling", "--model", str(model_dir), "--input", str(catalog["csv"]),
            "--output", str(out2), "--window", "100", "--no-progress"]
     proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

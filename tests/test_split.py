@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from trendnlp.split import ONLINE_RETAIL_SPLIT, split_by_cutoff, time_holdout
+from trendnlp.data.split import ONLINE_RETAIL_SPLIT, split_by_cutoff, time_holdout
 
 
 def weekly(first="2011-05-29", last="2011-11-06", products="ab"):

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from conftest import load_script
 from trendnlp import training
 from trendnlp.config import TrendConfig
-from trendnlp.modeling import TrendClassifier
-from trendnlp.records import write_records
+from trendnlp.model.classifier import TrendClassifier
+from trendnlp.data.records import write_records
 from trendnlp.training import class_weights, evaluate, latest_checkpoint, loss_function, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +197,7 @@ import hashlib, json, sys
 import torch
 from accelerate.utils import set_seed
 from trendnlp.config import TrendConfig
-from trendnlp.modeling import TrendClassifier
+from trendnlp.model.classifier import TrendClassifier
 from trendnlp.training import train
 
 cfg, out = TrendConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2]

@@ -9,7 +9,7 @@ __all__ = ["LABELS", "LabelRule", "TrendClassifier", "TrendConfig", "__version__
 def __getattr__(name: str):
     # the model pulls in torch/transformers; import it on first use so `trendnlp prepare` starts fast
     if name == "TrendClassifier":
-        from trendnlp.modeling import TrendClassifier
+        from trendnlp.model.classifier import TrendClassifier
 
         return TrendClassifier
     raise AttributeError(f"module 'trendnlp' has no attribute {name!r}")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from trendnlp.labels import LabelRule
-from trendnlp.records import RecordError
+from trendnlp.data.records import RecordError
 
 
 def _add_rule_args(p: argparse.ArgumentParser) -> None:
@@ -52,8 +52,8 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True) -> None
 
 def prepare_from_args(args: argparse.Namespace, progress: bool = True):
     """Run `prepare` / `prepare_preset` from parsed `prepare` options."""
-    from trendnlp.presets import prepare_preset
-    from trendnlp.prepare import prepare
+    from trendnlp.data.presets import prepare_preset
+    from trendnlp.data.prepare import prepare
 
     opts = {k: getattr(args, k) for k in ("freq", "history", "horizon", "stride", "min_history_units", "max_reviews")}
     opts = {k: v for k, v in opts.items() if v is not None}
@@ -66,7 +66,7 @@ def prepare_from_args(args: argparse.Namespace, progress: bool = True):
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from trendnlp.records import write_records
+    from trendnlp.data.records import write_records
 
     start = time.perf_counter()
     result = prepare_from_args(args)
@@ -78,7 +78,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from trendnlp.config import TrendConfig
-    from trendnlp.metrics import format_metrics_table
+    from trendnlp.evaluation.metrics import format_metrics_table
     from trendnlp.training import train
 
     config = TrendConfig.from_yaml(args.config, overrides=args.set)
@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from trendnlp.metrics import format_metrics_table
+    from trendnlp.evaluation.metrics import format_metrics_table
     from trendnlp.training import evaluate
 
     out = args.out or str(Path(args.model) / "eval")
@@ -103,14 +103,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from trendnlp.labeling import run
+    from trendnlp.inference.labeling import run
 
     run(args)
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from trendnlp.benchmark import run_benchmark_cli
+    from trendnlp.benchmark.run import run_benchmark_cli
 
     return run_benchmark_cli(args)
 
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise")
     p.set_defaults(func=cmd_evaluate)
 
-    from trendnlp.labeling import add_arguments
+    from trendnlp.inference.labeling import add_arguments
 
     p = sub.add_parser("label", help="label every row of a catalog file (streaming, resumable)")
     add_arguments(p)
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="Online Retail benchmark: prepare, split, train, baselines, report")
     try:
-        from trendnlp.benchmark import add_arguments as add_benchmark_arguments
+        from trendnlp.benchmark.run import add_arguments as add_benchmark_arguments
 
         add_benchmark_arguments(p)
     except ImportError:  # pragma: no cover - the benchmark module is optional during development

@@ -35,13 +35,13 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from trendnlp.calibration import biased_scores, fit_logit_bias
+from trendnlp.model.calibration import biased_scores, fit_logit_bias
 from trendnlp.config import TrainConfig, TrendConfig
-from trendnlp.data import ProductGroupedSampler
-from trendnlp.metrics import classification_metrics
-from trendnlp.modeling import TrendClassifier
-from trendnlp.plots import plot_confusion_matrix, plot_training_curves
-from trendnlp.records import ErrorReport, read_records
+from trendnlp.data.collate import ProductGroupedSampler
+from trendnlp.evaluation.metrics import classification_metrics
+from trendnlp.model.classifier import TrendClassifier
+from trendnlp.evaluation.plots import plot_confusion_matrix, plot_training_curves
+from trendnlp.data.records import ErrorReport, read_records
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: its presence marks the save complete
 KEEP_CHECKPOINTS = 2
@@ -148,7 +148,7 @@ def _checkpoint(accelerator: Accelerator, out: Path, state: TrainerState) -> Non
 def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[list, list, list | None]:
     """Validated, labelled train, validation and (optional) test records of config.data.
 
-    An empty data.validation holds out the latest cutoffs of train (trendnlp.split.time_holdout).
+    An empty data.validation holds out the latest cutoffs of train (trendnlp.data.split.time_holdout).
     Rows skipped under data.on_error=skip are written to `errors_path`.
     """
     d = config.data
@@ -160,7 +160,7 @@ def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[l
     if d.validation:
         val = read_records(d.validation, **kw)
     else:
-        from trendnlp.split import time_holdout
+        from trendnlp.data.split import time_holdout
 
         train, val = time_holdout(train, d.val_fraction, config.labels.F)
     test = read_records(d.test, **kw) if d.test else None

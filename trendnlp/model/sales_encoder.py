@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from trendnlp.config import SalesConfig
-from trendnlp.features import N_SALES_CHANNELS
+from trendnlp.data.features import N_SALES_CHANNELS
 
 MASK_CHANNEL = 1  # features.py: 1 for a real period, 0 for left padding
 SUMMARY_CLIP = 5.0  # standardised summaries beyond +-5 std are clipped: a few wild series must not dominate

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from trendnlp.prepare import PERIOD_CODES
-from trendnlp.records import FREQS
+from trendnlp.data.prepare import PERIOD_CODES
+from trendnlp.data.records import FREQS
 
 Range = tuple[str, str]
 

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from trendnlp.features import period_ends
+from trendnlp.data.features import period_ends
 from trendnlp.labels import LabelRule
 
 _TREND_COLORS = {"rising": "#2a9d8f", "falling": "#e76f51", "stable": "#8d99ae"}
@@ -37,7 +37,7 @@ def plot_confusion_matrix(metrics: Mapping, path: str | Path, title: str = "Conf
     Returns:
         the written path.
 
-    >>> from trendnlp.metrics import classification_metrics
+    >>> from trendnlp.evaluation.metrics import classification_metrics
     >>> m = classification_metrics([0, 1, 2], [0, 1, 1], ["rising", "falling", "stable"])
     >>> plot_confusion_matrix(m, "/tmp/cm.png").name
     'cm.png'

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Sampler
 
 from trendnlp.config import SalesConfig, TextConfig
-from trendnlp.features import build_text, sales_features
+from trendnlp.data.features import build_text, sales_features
 
 
 class TrendCollator:

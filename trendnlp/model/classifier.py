@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from trendnlp.config import TrendConfig
-from trendnlp.data import TrendCollator
-from trendnlp.features import N_SALES_CHANNELS, SUMMARY_NAMES, build_text, summary_stats
-from trendnlp.fusion import FusionHead
-from trendnlp.records import read_records
-from trendnlp.sales_encoder import SalesEncoder
-from trendnlp.text_encoder import TextEncoder, load_base_model, load_tokenizer
+from trendnlp.data.collate import TrendCollator
+from trendnlp.data.features import N_SALES_CHANNELS, SUMMARY_NAMES, build_text, summary_stats
+from trendnlp.model.fusion import FusionHead
+from trendnlp.data.records import read_records
+from trendnlp.model.sales_encoder import SalesEncoder
+from trendnlp.model.text_encoder import TextEncoder, load_base_model, load_tokenizer
 
 FORMAT_VERSION = 1
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"

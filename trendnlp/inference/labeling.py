@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from trendnlp.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
+from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
-from trendnlp.records import RecordError, detect_format, iter_raw_rows, validate_record
+from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
 
 __all__ = ["KeySet", "ResumeMismatchError", "WindowLabeler", "add_arguments", "label_file", "main", "run"]
 
@@ -326,7 +326,7 @@ class KeySet:
 # helpers: model loading, results, manifest
 # ---------------------------------------------------------------------------------------------
 def _load_model(model: Any, device):
-    from trendnlp.modeling import TrendClassifier
+    from trendnlp.model.classifier import TrendClassifier
 
     if isinstance(model, (str, Path)):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -363,7 +363,7 @@ def _result_columns(records: list[dict], probs: np.ndarray, labels: list[str],
 # command line (the `trendnlp label` subcommand reuses add_arguments / run)
 # ---------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the labeling options to a parser (used by `python -m trendnlp.labeling` and `trendnlp label`)."""
+    """Add the labeling options to a parser (used by `python -m trendnlp.inference.labeling` and `trendnlp label`)."""
     p.add_argument("--model", required=True, help="saved model folder (TrendClassifier.save_pretrained)")
     p.add_argument("--input", required=True, help="records file: .jsonl, .csv or .parquet")
     p.add_argument("--output", required=True, help="result file: .csv, .jsonl or .parquet")
@@ -388,7 +388,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m trendnlp.labeling --model DIR --input FILE --output FILE [...]`."""
+    """`python -m trendnlp.inference.labeling --model DIR --input FILE --output FILE [...]`."""
     run(add_arguments(argparse.ArgumentParser(prog="trendnlp label", description=__doc__.split("\n")[0]))
         .parse_args(argv))
     return 0

@@ -20,9 +20,9 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from trendnlp.features import N_CALENDAR, SUMMARY_NAMES, cutoff_calendar, summary_stats
+from trendnlp.data.features import N_CALENDAR, SUMMARY_NAMES, cutoff_calendar, summary_stats
 from trendnlp.labels import LABELS, LabelRule
-from trendnlp.metrics import classification_metrics
+from trendnlp.evaluation.metrics import classification_metrics
 
 N_LAST = 8  # raw log1p units of the newest periods given to the sales models next to the summary
 _FLIP = {"rising": "falling", "falling": "rising", "stable": "stable"}

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from trendnlp.labels import LABELS, LabelRule
-from trendnlp.records import FREQS, RecordError, detect_format
+from trendnlp.data.records import FREQS, RecordError, detect_format
 
 PERIOD_CODES = {"W": "W-SUN", "D": "D", "M": "M"}  # weeks end on Sunday, as in the Online Retail benchmark
 SERIES_STARTS = ("data", "first_sale")
@@ -317,7 +317,7 @@ def summarize(records: list[dict]) -> RecordSummary:
     """Counts, cutoff range and label distribution of normalised records.
 
     Args:
-        records: record dicts (as from `prepare` or `trendnlp.records.read_records`).
+        records: record dicts (as from `prepare` or `trendnlp.data.records.read_records`).
     Returns:
         a RecordSummary; print it for a table. Labels are listed in LABELS order, then "unlabeled" if any.
 

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from trendnlp.labels import LABELS
-from trendnlp.plots import _save, plot_confusion_matrix, plot_product_history
+from trendnlp.evaluation.plots import _save, plot_confusion_matrix, plot_product_history
 
 _COLUMNS = ("name", "test accuracy", "test macro-F1", "std", "min", *(f"F1 {c}" for c in LABELS), "val macro-F1",
             "seeds")
@@ -141,7 +141,7 @@ def pick_examples(records: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
 
 def plot_examples(model_dir: str | Path, records: Sequence[dict], out_dir: Path, rule=None) -> list[Path]:
     """History + predicted trend plots (plots.plot_product_history) of `records` under a saved model."""
-    from trendnlp.modeling import TrendClassifier
+    from trendnlp.model.classifier import TrendClassifier
 
     if not records:
         return []

@@ -30,9 +30,9 @@ import yaml
 
 from trendnlp.config import TrendConfig, apply_overrides
 from trendnlp.labels import LABELS
-from trendnlp.split import ONLINE_RETAIL_SPLIT
+from trendnlp.data.split import ONLINE_RETAIL_SPLIT
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "benchmark_online_retail.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "benchmark_online_retail.yaml"
 DEFAULT_SEEDS = (0, 1, 2)
 
 # the neural rows: the benchmark config with one switch flipped each (applied after the user's --set)
@@ -125,9 +125,9 @@ def prepare_records(args: argparse.Namespace, config: TrendConfig, progress: boo
     Returns:
         (records, notes): normalised record dicts, and printable lines about what preparing did.
     """
-    from trendnlp.presets import prepare_preset
-    from trendnlp.prepare import prepare
-    from trendnlp.records import read_records
+    from trendnlp.data.presets import prepare_preset
+    from trendnlp.data.prepare import prepare
+    from trendnlp.data.records import read_records
 
     rule = config.labels.rule()
     if args.records:
@@ -149,7 +149,7 @@ def _read_renamed(path: str, renames: dict[str, str]):
     """The sales file as a DataFrame with the user's column names mapped to the preset's."""
     import pandas as pd
 
-    from trendnlp.records import detect_format
+    from trendnlp.data.records import detect_format
 
     fmt = detect_format(path)
     df = (pd.read_csv(path, dtype=str) if fmt == "csv" else pd.read_parquet(path) if fmt == "parquet"
@@ -164,8 +164,8 @@ def _read_renamed(path: str, renames: dict[str, str]):
 
 
 def _has_text_columns(path: str, cols: dict) -> bool:
-    from trendnlp.prepare import _file_columns
-    from trendnlp.records import detect_format
+    from trendnlp.data.prepare import _file_columns
+    from trendnlp.data.records import detect_format
 
     names = set(_file_columns(path, detect_format(path)))
     return bool({cols["title_col"], cols["description_col"]} & names)
@@ -177,7 +177,7 @@ def write_splits(parts: dict[str, list[dict]], data_dir: Path) -> dict[str, str]
     Evaluation batches follow file order, so sorting by product puts each product's cutoffs in one batch
     and its text is encoded once per batch instead of once per record.
     """
-    from trendnlp.records import write_records
+    from trendnlp.data.records import write_records
 
     paths = {}
     for name, recs in parts.items():
@@ -260,8 +260,8 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
     >>> run_benchmark(parts, TrendConfig().to_dict(), "runs/bench", seeds=[0])["rows"][0]["name"]  # doctest: +SKIP
     'majority'
     """
-    from trendnlp.baselines import run_baselines
-    from trendnlp.report import write_report
+    from trendnlp.benchmark.baselines import run_baselines
+    from trendnlp.benchmark.report import write_report
 
     out, timer = Path(out_dir), timer or Timer()
     out.mkdir(parents=True, exist_ok=True)
@@ -384,8 +384,8 @@ def load_config_dict(args: argparse.Namespace) -> dict:
 
 def run_benchmark_cli(args: argparse.Namespace) -> int:
     """`trendnlp benchmark`: prepare, split, run everything, write the report, print the table and timings."""
-    from trendnlp.report import format_results_table
-    from trendnlp.split import split_by_cutoff
+    from trendnlp.benchmark.report import format_results_table
+    from trendnlp.data.split import split_by_cutoff
 
     if not (args.sales or args.records):
         raise ValueError("give the order log with --sales PATH (or prepared records with --records PATH)")
