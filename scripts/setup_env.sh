@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create ./.venv (if missing) and install trendnlp with its dev extra.
+# Create ./.venv (if missing) and install trendnlp with its dev extra and every optional extra (serve, explain, onnx, forecast).
 # torch==2.13.0 goes in first: it is the local CPU wheel here, so nothing later pulls a CUDA build.
 # Elsewhere set TORCH_SPEC (e.g. TORCH_SPEC="torch" for your platform's default build).
 set -euo pipefail
@@ -13,6 +13,6 @@ stamp=.venv/.trendnlp-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "$TORCH_SPEC"
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,all]"
   touch "$stamp"
 fi
