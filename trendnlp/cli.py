@@ -96,9 +96,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from trendnlp.training import evaluate
 
     out = args.out or str(Path(args.model) / "eval")
-    metrics = evaluate(args.model, args.data, out_dir=out, batch_size=args.batch_size, on_error=args.on_error)
+    metrics = evaluate(args.model, args.data, out_dir=out, batch_size=args.batch_size, on_error=args.on_error,
+                       min_confidence=args.min_confidence)
     print(format_metrics_table(metrics))
-    print(f"metrics.json and confusion_matrix.png in {out}")
+    c = metrics["calibration"]
+    print(f"\ncalibration (temperature {c['temperature']:.3f}): ECE ({c['n_bins']} bins) {c['ece_before']:.4f} before, "
+          f"{c['ece_after']:.4f} after; Brier {c['brier_before']:.4f} before, {c['brier_after']:.4f} after")
+    if args.min_confidence is not None:
+        m = metrics["min_confidence"]
+        print(f"min confidence {m['min_confidence']:g}: coverage {m['coverage']:.1%} ({m['n']} of {metrics['n']}), "
+              f"accuracy of those {m['accuracy']:.4f} (all: {metrics['accuracy']:.4f})")
+    print(f"metrics.json, confusion_matrix.png and reliability.png in {out}")
     return 0
 
 
@@ -141,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for metrics.json and confusion_matrix.png (default MODEL/eval)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                   help="also print coverage and accuracy of the records whose top probability is at least P")
     p.set_defaults(func=cmd_evaluate)
 
     from trendnlp.inference.labeling import add_arguments

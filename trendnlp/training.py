@@ -467,6 +467,8 @@ def evaluate(model_dir: str | Path, data: Any, out_dir: str | Path | None = None
 
     >>> evaluate("runs/default/model", "data_samples/test.jsonl")["macro_f1"]  # doctest: +SKIP
     """
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be a probability in [0, 1], found {min_confidence}")
     clf = TrendClassifier.from_pretrained(model_dir)
     report = ErrorReport()
     recs = read_records(data, on_error=on_error, history=clf.config.sales.history, rule=clf.config.labels.rule(),
