@@ -4,6 +4,7 @@
     trendnlp train     fine-tune a model from a YAML config (alias: finetune)
     trendnlp evaluate  metrics table, metrics.json and a confusion-matrix PNG for a saved model
     trendnlp label     label a whole catalog file, streaming and resumable
+    trendnlp explain   per-record explanations (text vs sales, salient weeks, top words) as JSONL and HTML
     trendnlp benchmark the Online Retail benchmark: every baseline and ablation in one table
 """
 from __future__ import annotations
@@ -117,6 +118,32 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    from trendnlp.data.records import read_records
+    from trendnlp.inference.explain import explain
+    from trendnlp.model.classifier import TrendClassifier
+
+    start = time.perf_counter()
+    clf = TrendClassifier.from_pretrained(args.model)
+    records = read_records(args.input, history=clf.config.sales.history, rule=clf.config.labels.rule())
+    records = records[: args.limit] if args.limit else records
+    explanations = explain(clf, records, top_words=args.top_words, batch_size=args.batch_size)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for e in explanations:
+            f.write(json.dumps(e) + "\n")
+    print(f"explained {len(explanations)} records in {time.perf_counter() - start:.1f} s -> {out}")
+    if args.html:
+        from trendnlp.inference.explain_report import write_explanations_html
+
+        write_explanations_html(records, explanations, args.html)
+        print(f"HTML report -> {args.html}")
+    return 0
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from trendnlp.benchmark.run import run_benchmark_cli
 
@@ -158,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="label every row of a catalog file (streaming, resumable)")
     add_arguments(p)
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("explain", help="why each prediction: text vs sales, salient weeks, top words (JSONL, HTML)")
+    p.add_argument("--model", required=True, help="saved model folder")
+    p.add_argument("--input", required=True, help="records (.jsonl, .csv, .parquet)")
+    p.add_argument("--output", required=True, help="explanations, one JSON object per line (.jsonl)")
+    p.add_argument("--html", default=None, help="also write an HTML page with one figure per product")
+    p.add_argument("--limit", type=int, default=0, help="explain only the first N records (0: all)")
+    p.add_argument("--top-words", type=int, default=8, help="words kept per record")
+    p.add_argument("--batch-size", type=int, default=256, help="records per pass")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("benchmark", help="Online Retail benchmark: prepare, split, train, baselines, report")
     try:

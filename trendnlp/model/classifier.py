@@ -308,6 +308,18 @@ class TrendClassifier(nn.Module):
         proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error)
         return [self.labels[i] for i in proba.argmax(axis=1)]
 
+    def explain(self, records: Any, **kwargs) -> list[dict]:
+        """One JSON-ready explanation per record: label, probabilities, text vs sales Shapley split, sales
+        saliency per period, top words, most influential review (see `trendnlp.inference.explain.explain`).
+
+        >>> clf = TrendClassifier(TrendConfig.from_dict({"text": {"enabled": False}}))
+        >>> clf.explain({"product_id": "a", "sales": [1, 2, 5]})[0]["label"] in clf.labels
+        True
+        """
+        from trendnlp.inference.explain import explain  # noqa: PLC0415 (layering: the API reaches up lazily)
+
+        return explain(self, records, **kwargs)
+
 
 def _versions() -> dict:
     out = {}
