@@ -129,7 +129,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     clf = TrendClassifier.from_pretrained(args.model)
     records = read_records(args.input, history=clf.config.sales.history, rule=clf.config.labels.rule())
     records = records[: args.limit] if args.limit else records
-    explanations = explain(clf, records, top_words=args.top_words, batch_size=args.batch_size)
+    explanations = explain(clf, records, top_words=args.top_words, batch_size=args.batch_size,
+                           text_steps=args.text_steps)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
@@ -194,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="explain only the first N records (0: all)")
     p.add_argument("--top-words", type=int, default=8, help="words kept per record")
     p.add_argument("--batch-size", type=int, default=256, help="records per pass")
+    p.add_argument("--text-steps", type=int, default=8, help="Integrated Gradients steps over the text (0: no top "
+                   "words, several times faster)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("benchmark", help="Online Retail benchmark: prepare, split, train, baselines, report")

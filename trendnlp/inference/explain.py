@@ -44,6 +44,7 @@ from trendnlp.data.records import read_records
 SALES_STEPS = 32  # IG steps over the sales history: the LSTM + head are cheap, so batch them all
 TEXT_STEPS = 8  # Gauss-Legendre steps for the text: the encoder dominates the cost, 8 already converge well
 TOP_WORDS, TOP_PERIODS = 8, 4
+TEXT_CHUNK = 64  # (text, class) groups per LayerIG call, length-sorted
 
 
 # ---- differentiable sales features ---------------------------------------------------------------
@@ -170,7 +171,8 @@ def explain(model, records: Any, top_words: int = TOP_WORDS, top_periods: int = 
         records: one record dict, a list of dicts, a DataFrame or a records file path (as `predict_proba`).
         top_words: words kept per record (largest |attribution|).
         top_periods: periods listed in `top_periods` (largest positive saliency).
-        sales_steps, text_steps: integration steps of the sales and text Integrated Gradients.
+        sales_steps, text_steps: integration steps of the sales and text Integrated Gradients; text_steps=0
+            leaves the words out (`top_words` empty): the text encoder's backward passes are most of the cost.
         batch_size: records per pass.
         dedupe_text: attribute text once per (distinct text, predicted class) in a batch.
     Returns:
@@ -236,7 +238,7 @@ def _explain_batch(model, recs, top_words, top_periods, sales_steps, text_steps,
     if has_sales:
         sal, delta_s = _sales_saliency(model, b, pooled, states, amask, pred, sales_steps)
     words, delta_t = ([[] for _ in recs], [None] * len(recs))
-    if has_text and b.texts:
+    if has_text and b.texts and text_steps > 0:
         words, delta_t = _text_words(model, b, s_full, pred, top_words, text_steps, dedupe_text)
     reviews = _review_effects(model, recs, pred, v_full.exp())
 
@@ -291,8 +293,6 @@ def _sales_saliency(model, b: _Batch, pooled, states, amask, pred, steps):
 
 def _text_words(model, b: _Batch, s_full, pred, top_k, steps, dedupe):
     """LayerIG on the word embeddings per (text, class) group; words (merged pieces) per record."""
-    from captum.attr import LayerIntegratedGradients
-
     idx = b.index.cpu().numpy()
     p = pred.cpu().numpy()
     groups: dict[tuple, list[int]] = {}
@@ -305,16 +305,32 @@ def _text_words(model, b: _Batch, s_full, pred, top_k, steps, dedupe):
     if not keys:
         return words, deltas
     ids_all, mask_all = b.tokenized()
-    g_text = torch.tensor([k[0] for k in keys], device=b.device)
-    input_ids, attention_mask = ids_all[g_text], mask_all[g_text]  # (G, L)
+    lengths = mask_all.sum(1).cpu().numpy()
+    keys.sort(key=lambda k: lengths[k[0]])  # chunks of similar length: little padding
+    for s in range(0, len(keys), TEXT_CHUNK):
+        chunk = keys[s:s + TEXT_CHUNK]
+        width = int(max(lengths[k[0]] for k in chunk))
+        g_text = torch.tensor([k[0] for k in chunk], device=b.device)
+        top, delta = _text_chunk(model, b, s_full, pred, ids_all[g_text, :width], mask_all[g_text, :width],
+                                 [groups[k] for k in chunk], top_k, steps)
+        for g, k in enumerate(chunk):
+            for i in groups[k]:
+                words[i], deltas[i] = top[g], float(delta[g])
+    return words, deltas
+
+
+def _text_chunk(model, b: _Batch, s_full, pred, input_ids, attention_mask, members: list[list[int]], top_k, steps):
+    """LayerIG for G texts (G, L) at once; members[g]: the records whose mean log p_c text g explains."""
+    from captum.attr import LayerIntegratedGradients
+
     tokz = model.tokenizer
     base_ids = input_ids.clone()
     special_ids = set(tokz.all_special_ids)
     is_special = torch.tensor([[t in special_ids for t in row] for row in input_ids.tolist()], device=b.device)
     base_ids[~is_special] = tokz.pad_token_id
     # group g -> its records; rows of the expanded batch (step s, group g) = s * G + g
-    G = len(keys)
-    member = [(g, i) for g, k in enumerate(keys) for i in groups[k]]
+    G = len(members)
+    member = [(g, i) for g, recs in enumerate(members) for i in recs]
     mg = torch.tensor([g for g, _ in member], device=b.device)
     mi = torch.tensor([i for _, i in member], device=b.device)
     counts = torch.bincount(mg, minlength=G).float()
@@ -338,13 +354,12 @@ def _text_words(model, b: _Batch, s_full, pred, top_k, steps, dedupe):
             input_ids, baselines=base_ids, additional_forward_args=(attention_mask,), n_steps=steps,
             return_convergence_delta=True)
     per_token = attr.sum(-1).detach().cpu().numpy()  # (G, L)
-    for g, k in enumerate(keys):
+    tops = []
+    for g in range(G):
         merged = _merge_words(tokz.convert_ids_to_tokens(input_ids[g].tolist()), per_token[g],
                               is_special[g].cpu().numpy() | (attention_mask[g].cpu().numpy() == 0))
-        top = sorted(merged, key=lambda w: -abs(w["attribution"]))[:top_k]
-        for i in groups[k]:
-            words[i], deltas[i] = top, float(delta[g])
-    return words, deltas
+        tops.append(sorted(merged, key=lambda w: -abs(w["attribution"]))[:top_k])
+    return tops, delta.detach().cpu().numpy()
 
 
 def _merge_words(tokens: list[str], values: np.ndarray, skip: np.ndarray) -> list[dict]:
