@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     recs = read_records(args.data, history=clf.config.sales.history, rule=clf.config.labels.rule())
     rng = np.random.default_rng(args.seed)
     sample = [recs[i] for i in rng.choice(len(recs), min(args.n, len(recs)), replace=False)]
-    steps = {k: v for k, v in (("sales_steps", args.sales_steps), ("text_steps", args.text_steps)) if v}
+    steps = {k: v for k, v in (("sales_steps", args.sales_steps), ("text_steps", args.text_steps)) if v is not None}
 
     clf.explain(sample[:8], **steps)  # warm-up: first calls pay for lazy imports and allocator growth
     WindowLabeler(clf).predict_proba(sample[:8])
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| label (WindowLabeler) | {label_s:.2f} | {1000 * label_s / len(sample):.2f} |")
     print(f"| explain | {explain_s:.2f} | {1000 * explain_s / len(sample):.2f} |")
     print(f"| ratio explain / label | {explain_s / label_s:.1f}x | |")
-    print(f"\nIG completeness error |delta| (log-prob.): sales median {np.median(delta_s):.4f}, "
-          f"text median {np.median(delta_t) if len(delta_t) else float('nan'):.4f}")
+    med_t = f"{np.median(delta_t):.4f}" if len(delta_t) else "n/a (no words)"
+    print(f"\nIG completeness error |delta| (log-prob.): sales median {np.median(delta_s):.4f}, text median {med_t}")
     if args.faithfulness_n:
         sub, sub_ex = sample[:args.faithfulness_n], ex[:args.faithfulness_n]
         r = deletion_check(clf, sub, sub_ex, k=args.k, n_random=5, seed=args.seed)

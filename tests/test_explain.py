@@ -70,17 +70,19 @@ def test_explanation_matches_the_model_and_its_baselines(trained):
         assert all(p["saliency"] > 0 for p in e["top_periods"])
 
 
-def test_integrated_gradients_are_complete_without_the_zero_share_jump(tiny_config, sample_records):
-    """With summary statistics off the sales path is smooth: saliency sums to v(text, sales) - v(text)."""
+def test_integrated_gradients_are_complete(trained, tiny_config, sample_records):
+    """The sales saliency sums to the change of log p_c along its path: small completeness errors."""
+    clf, recs, _ = trained
+    ex = explain(clf, recs, sales_steps=32)
+    assert max(abs(e["ig_delta"]["sales"]) for e in ex) < 0.02
+    # without summary statistics there is no zero-share step: saliency sums to v(text, sales) - v(text)
     raw = tiny_config.to_dict()
     raw["sales"]["summary_stats"] = False
     torch.manual_seed(0)
-    clf = TrendClassifier(TrendConfig.from_dict(raw)).eval()
-    ex = explain(clf, sample_records[:20], sales_steps=64)
-    for e in ex:
-        total = sum(e["sales_saliency"])
+    smooth = TrendClassifier(TrendConfig.from_dict(raw)).eval()
+    for e in explain(smooth, sample_records[:20], sales_steps=64):
         gap = e["shapley"]["coalitions"]["text+sales"] - e["shapley"]["coalitions"]["text"]
-        assert total == pytest.approx(gap, abs=2e-3 + 0.02 * abs(gap))
+        assert sum(e["sales_saliency"]) == pytest.approx(gap, abs=2e-3 + 0.02 * abs(gap))
 
 
 def test_top_words_come_from_the_text_and_dedupe_is_exact_for_one_record_per_text(trained):

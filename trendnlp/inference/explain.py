@@ -20,7 +20,15 @@ Per record (`explain` returns one dict each, see `explain`):
   scaled-units channel and the summary statistics) are recomputed differentiably from those units
   (`sales_inputs`), so each period's value includes what it does through the statistics too (the other
   channels, mask and calendar, are not sales and stay fixed). One value per observed period, oldest first;
-  positive values pushed toward c. `top_periods` lists the periods that pushed most.
+  positive values pushed toward c. `top_periods` lists the periods that pushed most. A period with 0 units
+  equals the baseline and gets 0: the saliency says which sold units mattered, the Shapley value what the
+  history as a whole (zeros included) did. The zero-share and coefficient-of-variation statistics jump at
+  exactly all-zero units, which no path integral sees: the saliency sums to v(T,S) minus log p_c just after
+  the baseline (`ig_delta` is the remaining integration error), not to v(T,S) - v(T). A period with 0 units
+  equals the baseline and gets 0: the saliency says which sold units mattered, the Shapley value says what
+  the history as a whole (zeros included) did. The zero-share statistic jumps only at the exact baseline, so
+  the saliency sums to v(T,S) minus v(T) with the record's own zero share (`ig_delta` is the remaining
+  integration error); Shapley's v(T) has the all-zero one.
 - text tokens: Captum LayerIntegratedGradients on the encoder's word embeddings, from a baseline where
   every non-special token is [PAD], merged from word pieces to words (sum). Text work is deduplicated:
   attributions are computed once per (distinct text, predicted class) among the records of one call, for
@@ -44,6 +52,7 @@ from trendnlp.data.records import read_records
 SALES_STEPS = 32  # IG steps over the sales history: the LSTM + head are cheap, so batch them all
 TEXT_STEPS = 8  # Gauss-Legendre steps for the text: the encoder dominates the cost, 8 already converge well
 TOP_WORDS, TOP_PERIODS = 8, 4
+START = 1e-4  # the sales path's start for the completeness check: z * START, just after the jumps at z = 0
 TEXT_CHUNK = 64  # (text, class) groups per LayerIG call, length-sorted
 
 
@@ -285,10 +294,13 @@ def _sales_saliency(model, b: _Batch, pooled, states, amask, pred, steps):
 
     args = (b.mask, b.extra, vec, tokens, tmask)
     with torch.enable_grad():
-        attr, delta = IntegratedGradients(f).attribute(
-            b.z, baselines=torch.zeros_like(b.z), target=pred, additional_forward_args=args, n_steps=steps,
-            return_convergence_delta=True)
-    return attr.detach().cpu().numpy(), delta.detach().cpu().numpy()
+        attr = IntegratedGradients(f).attribute(b.z, baselines=torch.zeros_like(b.z), target=pred,
+                                                additional_forward_args=args, n_steps=steps)
+    # completeness against the path's start just after the baseline: two summary statistics (zero share,
+    # coefficient of variation) jump at exactly all-zero units, a step no path integral can see
+    with torch.no_grad():
+        gap = (f(b.z, *args) - f(b.z * START, *args)).gather(1, pred[:, None]).squeeze(1)
+    return attr.detach().cpu().numpy(), (attr.sum(1) - gap).detach().cpu().numpy()
 
 
 def _text_words(model, b: _Batch, s_full, pred, top_k, steps, dedupe):
