@@ -17,7 +17,7 @@ from trendnlp.data.features import build_text
 from trendnlp.data.records import read_records, write_records
 from trendnlp.inference.explain import _Batch, deletion_check, explain, sales_inputs
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.training import train
+from conftest import train_tiny
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
@@ -26,10 +26,7 @@ CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "goog
 def trained(tiny_config, data_files, tmp_path_factory):
     """A tiny fused (gated) model trained 3 epochs on the synthetic records, whose sales carry the trend."""
     d = tmp_path_factory.mktemp("explain")
-    raw = tiny_config.to_dict()
-    raw["data"].update(data_files)
-    raw["train"].update(epochs=3, batch_size=16, lr=5e-3, calibrate_temperature=True)
-    train(TrendConfig.from_dict(raw), d / "run", progress=False)
+    train_tiny(tiny_config, data_files, d / "run", epochs=3, batch_size=16, lr=5e-3)
     return TrendClassifier.from_pretrained(d / "run" / "model"), read_records(data_files["validation"]), d / "run"
 
 

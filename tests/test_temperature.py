@@ -7,16 +7,14 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from trendnlp.cli import main as cli_main
-from trendnlp.config import TrendConfig
 from trendnlp.inference.labeling import label_file
 from trendnlp.model.calibration import (brier_score, calibration_report, coverage_accuracy,
                                         expected_calibration_error, fit_temperature, temper)
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.training import train
+from conftest import train_tiny
 
 
 def _overconfident(n: int = 20000, true_t: float = 2.5, seed: int = 0):
@@ -54,10 +52,8 @@ def test_ece_and_coverage_by_hand():
 @pytest.fixture(scope="module")
 def tempered_run(tiny_config, data_files, tmp_path_factory):
     d = tmp_path_factory.mktemp("tempered")
-    raw = tiny_config.to_dict()
-    raw["data"].update(data_files, test=data_files["validation"])
-    raw["train"].update(epochs=2, batch_size=16, lr=3e-3, calibrate_bias=True, calibrate_temperature=True)
-    result = train(TrendConfig.from_dict(raw), d / "run", progress=False)
+    result = train_tiny(tiny_config, {**data_files, "test": data_files["validation"]}, d / "run", epochs=2,
+                        batch_size=16, lr=3e-3, calibrate_bias=True, calibrate_temperature=True)
     return d / "run", result, data_files["validation"]
 
 

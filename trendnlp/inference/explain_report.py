@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from trendnlp.evaluation.plots import _period_axis
 
@@ -57,6 +58,7 @@ def explanation_figure(record: Mapping, explanation: Mapping) -> Figure:
         ax_w.set_yticks(range(len(words)), [w["word"] for w in words], fontsize=8)
         ax_w.axvline(0, color="grey", lw=0.8)
         ax_w.tick_params(axis="x", labelsize=7)
+        ax_w.xaxis.set_major_locator(MaxNLocator(3))  # small signed numbers: more ticks overlap
     else:
         ax_w.text(0.5, 0.5, "no text", ha="center", va="center", transform=ax_w.transAxes, fontsize=9)
         ax_w.set_xticks([])
