@@ -118,3 +118,18 @@ def test_label_and_evaluate_min_confidence(tempered_run, tmp_path, capsys):
     assert kept["n"] == int((top >= 0.5).sum()) and f"coverage {kept['coverage']:.1%}" in printed
     assert "ECE (15 bins)" in printed and (tmp_path / "ev" / "reliability.png").is_file()
     assert cli_main(["evaluate", "--model", str(run / "model"), "--data", val, "--min-confidence", "1.5"]) == 2
+
+
+def test_benchmark_rows_and_report_carry_test_calibration():
+    from trendnlp.benchmark.report import calibration_lines, results_markdown
+    from trendnlp.benchmark.run import aggregate
+
+    cal = [{"ece_before": 0.05, "ece_after": 0.02, "brier_before": 0.6, "brier_after": 0.58, "temperature": 1.2},
+           {"ece_before": 0.07, "ece_after": 0.02, "brier_before": 0.62, "brier_after": 0.6, "temperature": 1.3}]
+    runs = [{"seed": s, "accuracy": 0.5, "macro_f1": 0.5, "f1_per_class": {c: 0.5 for c in ("rising", "falling",
+             "stable")}, "val_macro_f1": 0.5, "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "seconds": 1.0,
+             "calibration": c} for s, c in enumerate(cal)]
+    row = aggregate("fused_gated", runs)
+    assert row["ece_before"] == pytest.approx(0.06) and row["brier_after"] == pytest.approx(0.59)
+    assert calibration_lines([row])[2] == "| fused_gated | 0.0600 | 0.0200 | 0.6100 | 0.5900 |"
+    assert "ECE before" in results_markdown({"rows": [row], "seeds": [0, 1]})
