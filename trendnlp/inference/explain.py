@@ -164,10 +164,13 @@ class _Batch:
         return vec, tokens, tmask
 
     def tokenized(self):
+        """(input_ids, attention_mask) of the distinct texts, tokenized once per batch (None without texts)."""
         if not self.texts:
             return None
-        t = self.collator.tokenize(self.texts)
-        return t["input_ids"].to(self.device), t["attention_mask"].to(self.device)
+        if not hasattr(self, "_tokens"):
+            t = self.collator.tokenize(self.texts)
+            self._tokens = t["input_ids"].to(self.device), t["attention_mask"].to(self.device)
+        return self._tokens
 
 
 def explain(model, records: Any, top_words: int = TOP_WORDS, top_periods: int = TOP_PERIODS,
