@@ -120,3 +120,13 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def train_tiny(config: TrendConfig, data: dict, out_dir: Path, **train: object) -> dict:
+    """training.train on a copy of `config` with `data` (data.* keys) and train.* overrides; its result dict."""
+    from trendnlp.training import train as run
+
+    raw = config.to_dict()
+    raw["data"].update(data)
+    raw["train"].update(train)
+    return run(TrendConfig.from_dict(raw), out_dir, progress=False)

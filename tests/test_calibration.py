@@ -73,6 +73,7 @@ def test_training_fits_offsets_each_epoch_and_exports_the_best(calibrated_run):
 def test_offsets_apply_in_eval_mode_only(calibrated_run):
     d, _, _ = calibrated_run
     clf = TrendClassifier.from_pretrained(d / "run" / "model")
+    clf.temperature.fill_(1.0)  # the offsets alone; tests/test_temperature.py covers the temperature
     text = torch.randn(4, clf.empty_text.shape[0])
     sales = torch.randn(4, clf.sales_encoder.output_dim)
 

@@ -4,6 +4,7 @@
     trendnlp train     fine-tune a model from a YAML config (alias: finetune)
     trendnlp evaluate  metrics table, metrics.json and a confusion-matrix PNG for a saved model
     trendnlp label     label a whole catalog file, streaming and resumable
+    trendnlp explain   per-record explanations (text vs sales, salient weeks, top words) as JSONL and HTML
     trendnlp benchmark the Online Retail benchmark: every baseline and ablation in one table
 """
 from __future__ import annotations
@@ -96,9 +97,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from trendnlp.training import evaluate
 
     out = args.out or str(Path(args.model) / "eval")
-    metrics = evaluate(args.model, args.data, out_dir=out, batch_size=args.batch_size, on_error=args.on_error)
+    metrics = evaluate(args.model, args.data, out_dir=out, batch_size=args.batch_size, on_error=args.on_error,
+                       min_confidence=args.min_confidence)
     print(format_metrics_table(metrics))
-    print(f"metrics.json and confusion_matrix.png in {out}")
+    c = metrics["calibration"]
+    print(f"\ncalibration (temperature {c['temperature']:.3f}): ECE ({c['n_bins']} bins) {c['ece_before']:.4f} before, "
+          f"{c['ece_after']:.4f} after; Brier {c['brier_before']:.4f} before, {c['brier_after']:.4f} after")
+    if args.min_confidence is not None:
+        m = metrics["min_confidence"]
+        print(f"min confidence {m['min_confidence']:g}: coverage {m['coverage']:.1%} ({m['n']} of {metrics['n']}), "
+              f"accuracy of those {m['accuracy']:.4f} (all: {metrics['accuracy']:.4f})")
+    print(f"metrics.json, confusion_matrix.png and reliability.png in {out}")
     return 0
 
 
@@ -106,6 +115,33 @@ def cmd_label(args: argparse.Namespace) -> int:
     from trendnlp.inference.labeling import run
 
     run(args)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    from trendnlp.data.records import read_records
+    from trendnlp.inference.explain import explain
+    from trendnlp.model.classifier import TrendClassifier
+
+    start = time.perf_counter()
+    clf = TrendClassifier.from_pretrained(args.model)
+    records = read_records(args.input, history=clf.config.sales.history, rule=clf.config.labels.rule())
+    records = records[: args.limit] if args.limit else records
+    explanations = explain(clf, records, top_words=args.top_words, batch_size=args.batch_size,
+                           text_steps=args.text_steps)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for e in explanations:
+            f.write(json.dumps(e) + "\n")
+    print(f"explained {len(explanations)} records in {time.perf_counter() - start:.1f} s -> {out}")
+    if args.html:
+        from trendnlp.inference.explain_report import write_explanations_html
+
+        write_explanations_html(records, explanations, args.html)
+        print(f"HTML report -> {args.html}")
     return 0
 
 
@@ -141,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for metrics.json and confusion_matrix.png (default MODEL/eval)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                   help="also print coverage and accuracy of the records whose top probability is at least P")
     p.set_defaults(func=cmd_evaluate)
 
     from trendnlp.inference.labeling import add_arguments
@@ -148,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="label every row of a catalog file (streaming, resumable)")
     add_arguments(p)
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("explain", help="why each prediction: text vs sales, salient weeks, top words (JSONL, HTML)")
+    p.add_argument("--model", required=True, help="saved model folder")
+    p.add_argument("--input", required=True, help="records (.jsonl, .csv, .parquet)")
+    p.add_argument("--output", required=True, help="explanations, one JSON object per line (.jsonl)")
+    p.add_argument("--html", default=None, help="also write an HTML page with one figure per product")
+    p.add_argument("--limit", type=int, default=0, help="explain only the first N records (0: all)")
+    p.add_argument("--top-words", type=int, default=8, help="words kept per record")
+    p.add_argument("--batch-size", type=int, default=256, help="records per pass")
+    p.add_argument("--text-steps", type=int, default=8, help="Integrated Gradients steps over the text (0: no top "
+                   "words, several times faster)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("benchmark", help="Online Retail benchmark: prepare, split, train, baselines, report")
     try:

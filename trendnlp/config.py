@@ -103,6 +103,8 @@ class TrainConfig:
     class_weights: bool = _f(True, "weight classes by inverse train frequency")
     calibrate_bias: bool = _f(False, "fit per-class logit offsets on validation after each epoch (max macro-F1) "
                                      "and apply them at inference: for class mixes that drift over time")
+    calibrate_temperature: bool = _f(True, "after training (and the offsets), fit one temperature on validation "
+                                           "(min NLL) so probabilities match accuracy; applied at inference")
     patience: int = _f(2, "epochs without validation macro-F1 gain before stopping")
     save_steps: int = _f(0, "save resumable state every N optimizer steps (0: only at epoch end)")
     group_by_product: bool = _f(True, "sampler that puts records of the same product together so texts dedupe")

@@ -35,12 +35,13 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from trendnlp.model.calibration import biased_scores, fit_logit_bias
+from trendnlp.model.calibration import (biased_scores, calibration_report, coverage_accuracy, fit_logit_bias,
+                                        fit_temperature, temper)
 from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.collate import ProductGroupedSampler
 from trendnlp.evaluation.metrics import classification_metrics
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.evaluation.plots import plot_confusion_matrix, plot_training_curves
+from trendnlp.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_curves
 from trendnlp.data.records import ErrorReport, read_records
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: its presence marks the save complete
@@ -336,6 +337,8 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
         bar.close()
         state.train_seconds += time.perf_counter() - t0
         _end_epoch(accelerator, model, val_loader, out, state, tc, show)
+    if tc.calibrate_temperature and state.best_epoch:
+        _fit_temperature(accelerator, config, out, val_recs, state, show)
     result = _finish(accelerator, config, out, state, test_recs, show)
     accelerator.end_training()
     return result
@@ -385,6 +388,27 @@ def _end_epoch(accelerator: Accelerator, model, val_loader, out: Path, state: Tr
     _checkpoint(accelerator, out, state)
 
 
+def _fit_temperature(accelerator: Accelerator, config: TrendConfig, out: Path, val_recs: list, state: TrainerState,
+                     show: bool) -> None:
+    """Fit the exported best model's temperature on validation (its offsets applied first) and re-save it."""
+    clf = TrendClassifier.from_pretrained(out / "model", merge_lora=False)  # unmerged: it is saved again
+    clf.temperature.fill_(1.0)
+    loader = _loader(val_recs, clf.make_collator(), config.train.eval_batch_size, config.train.seed)
+    prepared = accelerator.prepare_model(clf, evaluation_mode=True)
+    probs, y = predict_loader(prepared, accelerator.prepare_data_loader(loader), accelerator, "temperature", show)
+    T = fit_temperature(probs, y)  # every process fits the same T on the same gathered predictions
+    clf.temperature.fill_(T)
+    rep = calibration_report(temper(probs, T), y, T)
+    best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    best["temperature"] = T
+    accelerator.print(f"temperature {T:.3f} (validation ECE {rep['ece_before']:.4f} -> {rep['ece_after']:.4f})")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        clf.save_pretrained(out / "model")
+        _write_json(out / "metrics" / "history.json", state.history)
+    accelerator.wait_for_everyone()
+
+
 def _export(accelerator: Accelerator, model, out: Path, metrics: dict) -> None:
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
@@ -409,21 +433,26 @@ def _finish(accelerator: Accelerator, config: TrendConfig, out: Path, state: Tra
     clf = accelerator.prepare_model(TrendClassifier.from_pretrained(out / "model"), evaluation_mode=True)
     loader = accelerator.prepare_data_loader(_loader(test_recs, clf.make_collator(), config.train.eval_batch_size,
                                                      config.train.seed))
-    result["test"] = test = _scores(clf.labels, *predict_loader(clf, loader, accelerator, "test", show))
+    probs, y = predict_loader(clf, loader, accelerator, "test", show)
+    result["test"] = test = _scores(clf.labels, probs, y)
+    calib = calibration_report(probs, y, float(accelerator.unwrap_model(clf).temperature))
+    test["calibration"] = summary = {k: v for k, v in calib.items() if not k.startswith("bins")}
     accelerator.print(f"test (best epoch {state.best_epoch}): macro-F1 {test['macro_f1']:.4f}, "
-                      f"accuracy {test['accuracy']:.4f}")
+                      f"accuracy {test['accuracy']:.4f}, ECE {summary['ece_before']:.4f} -> {summary['ece_after']:.4f} "
+                      f"(temperature {summary['temperature']:.3f})")
     if accelerator.is_main_process:
         _write_json(out / "metrics" / "test.json", test)
         _write_json(out / "model" / "metrics.json", {"best_epoch": state.best_epoch, "step": best["step"],
                                                      "validation": best["validation"], "test": test})
         plot_confusion_matrix(test, out / "confusion_matrix_test.png", "test, best model")
+        plot_reliability_diagram(calib, out / "reliability_test.png", "test, best model")
     return result
 
 
 # ---- evaluation of a saved model -----------------------------------------------------------------
 def evaluate(model_dir: str | Path, data: Any, out_dir: str | Path | None = None, batch_size: int = 128,
-             on_error: str = "raise") -> dict:
-    """Score a saved model on labelled records.
+             on_error: str = "raise", min_confidence: float | None = None) -> dict:
+    """Score a saved model on labelled records (metrics.json, confusion_matrix.png and reliability.png in out_dir).
 
     Args:
         model_dir: a folder written by TrendClassifier.save_pretrained (e.g. runs/x/model).
@@ -431,11 +460,15 @@ def evaluate(model_dir: str | Path, data: Any, out_dir: str | Path | None = None
         out_dir: when given, metrics.json and confusion_matrix.png (and errors.csv of skipped rows) go there.
         batch_size: records per forward pass.
         on_error: "raise" on the first bad row, or "skip" it (reported in out_dir/errors.csv).
+        min_confidence: also report coverage and accuracy of the records whose top probability is >= this.
     Returns:
-        the `metrics.classification_metrics` dict.
+        the `metrics.classification_metrics` dict plus "calibration" (ECE and Brier before / after the model's
+        temperature) and, with min_confidence, "min_confidence" (threshold, coverage, n, accuracy).
 
     >>> evaluate("runs/default/model", "data_samples/test.jsonl")["macro_f1"]  # doctest: +SKIP
     """
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be a probability in [0, 1], found {min_confidence}")
     clf = TrendClassifier.from_pretrained(model_dir)
     report = ErrorReport()
     recs = read_records(data, on_error=on_error, history=clf.config.sales.history, rule=clf.config.labels.rule(),
@@ -446,11 +479,17 @@ def evaluate(model_dir: str | Path, data: Any, out_dir: str | Path | None = None
                          f"have neither, e.g. product_id={missing[:3]}")
     probs = clf.predict_proba(recs, batch_size=batch_size)
     metrics = classification_metrics([r["label"] for r in recs], probs.argmax(1), clf.labels)
+    y = np.array([clf.labels.index(r["label"]) for r in recs])
+    calib = calibration_report(probs, y, float(clf.temperature))
+    metrics["calibration"] = {k: v for k, v in calib.items() if not k.startswith("bins")}
+    if min_confidence is not None:
+        metrics["min_confidence"] = coverage_accuracy(probs, y, [min_confidence])[0]
     if out_dir is not None:
         out = Path(out_dir)
         _write_json(out / "metrics.json", metrics)
         name = Path(data).name if isinstance(data, (str, Path)) else "records"
         plot_confusion_matrix(metrics, out / "confusion_matrix.png", name)
+        plot_reliability_diagram(calib, out / "reliability.png", name)
         if len(report):
             report.write(out / "errors.csv")
     return metrics

@@ -202,12 +202,26 @@ def results_markdown(results: Mapping, timings: Mapping[str, float] | None = Non
         lines.append(f"`fused` is `{fused['variant']}`, chosen by {fused['selected_by']}.")
     lines.append(f"Neural rows: mean over seeds {results.get('seeds')}; std and min of test macro-F1 over seeds. "
                  "Baselines choose their hyper-parameters on validation.")
+    calib = calibration_lines(rows)
+    if calib:
+        lines += ["", "Calibration on test (ECE: 15 equal-width bins on top-class confidence; mean over seeds):", "",
+                  *calib, ""]
     if results.get("records"):
         lines.append("Records: " + ", ".join(f"{k} {v:,}" for k, v in results["records"].items()) + ".")
     if timings:
         lines += ["", "| stage | seconds |", "|---|---:|"] + [f"| {k} | {v:.1f} |" for k, v in timings.items()]
         lines.append(f"| total | {sum(timings.values()):.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def calibration_lines(rows: Sequence[Mapping]) -> list[str]:
+    """A markdown table of test ECE and Brier score before / after temperature scaling (neural rows that have it)."""
+    rows = [r for r in rows if "ece_after" in r]
+    if not rows:
+        return []
+    return ["| name | ECE before | ECE after | Brier before | Brier after |", "|---|---:|---:|---:|---:|"] + [
+        f"| {r['name']} | {r['ece_before']:.4f} | {r['ece_after']:.4f} | {r['brier_before']:.4f} | "
+        f"{r['brier_after']:.4f} |" for r in rows]
 
 
 def write_html(results: Mapping, files: Mapping[str, Path], path: Path,
@@ -228,6 +242,13 @@ def write_html(results: Mapping, files: Mapping[str, Path], path: Path,
         times = "<h2>Time per stage</h2><table><tr><th>stage</th><th>seconds</th></tr>" + "".join(
             f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in timings.items()) + \
             f"<tr><td>total</td><td>{sum(timings.values()):.1f}</td></tr></table>"
+    calib = [r for r in rows if "ece_after" in r]
+    if calib:  # test ECE / Brier before and after temperature scaling
+        times = ("<h2>Calibration on test (temperature scaling)</h2><table><tr><th>name</th><th>ECE before</th>"
+                 "<th>ECE after</th><th>Brier before</th><th>Brier after</th></tr>" + "".join(
+                     f"<tr><td>{html.escape(r['name'])}</td>" + "".join(f"<td>{r[k]:.4f}</td>" for k in (
+                         "ece_before", "ece_after", "brier_before", "brier_after")) + "</tr>" for r in calib)
+                 + "</table>" + times)
     fused = next((r for r in rows if r["name"] == "fused"), None)
     note = f"<p><code>fused</code> is <code>{html.escape(fused['variant'])}</code>, chosen by " \
            f"{html.escape(fused['selected_by'])}.</p>" if fused else ""

@@ -44,6 +44,7 @@ VARIANTS: dict[str, list[str]] = {
     "fused_cross_attention": ["fusion.method=cross_attention"],
 }
 FUSED_PREFIX = "fused_"
+CALIBRATION_KEYS = ("ece_before", "ece_after", "brier_before", "brier_after")  # test, mean over seeds
 
 # --preset online-retail: the file's own column -> the name the preset expects (only for --*-col options given)
 _PRESET_COLUMNS = {"product_col": "StockCode", "time_col": "InvoiceDate", "units_col": "Quantity",
@@ -211,7 +212,8 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
             "confusion_matrix": test["confusion_matrix"], "val_macro_f1": result["validation"]["macro_f1"],
             "best_epoch": result["best_epoch"], "epochs": result["epochs"],
             "val_curve": [h["validation"]["macro_f1"] for h in result["history"]],
-            "model_dir": result["model_dir"], "seconds": round(time.perf_counter() - t0, 1)}
+            "model_dir": result["model_dir"], "seconds": round(time.perf_counter() - t0, 1),
+            "calibration": test.get("calibration")}  # test ECE / Brier before and after the temperature
 
 
 def aggregate(name: str, runs: list[dict]) -> dict:
@@ -223,7 +225,9 @@ def aggregate(name: str, runs: list[dict]) -> dict:
             "seeds": [r["seed"] for r in runs], "macro_f1_std": float(f1.std()), "macro_f1_min": float(f1.min()),
             "accuracy_std": float(acc.std()), "val_macro_f1": float(np.mean([r["val_macro_f1"] for r in runs])),
             "confusion_matrix": np.sum([r["confusion_matrix"] for r in runs], axis=0).tolist(),
-            "seconds": round(sum(r["seconds"] for r in runs), 1), "runs": runs}
+            "seconds": round(sum(r["seconds"] for r in runs), 1), "runs": runs,
+            **{k: float(np.mean([r["calibration"][k] for r in runs])) for k in CALIBRATION_KEYS
+               if all(r.get("calibration") for r in runs)}}
 
 
 def select_fused(rows: Sequence[dict]) -> dict | None:

@@ -170,3 +170,68 @@ def _period_axis(cutoff: str | None, freq: str, n: int, h: int) -> tuple[list, l
 def _add_months(d: dt.date, k: int) -> str:
     y, m = divmod(d.month - 1 + k, 12)
     return dt.date(d.year + y, m + 1, 28).isoformat()
+
+
+def plot_reliability_diagram(report: Mapping, path: str | Path, title: str = "Reliability") -> Path:
+    """Accuracy against confidence per bin, before and after temperature scaling, with bin counts below.
+
+    Args:
+        report: a `model.calibration.calibration_report` dict (bins_before, bins_after, ECE, temperature).
+        path: PNG file to write.
+        title: figure title.
+    Returns:
+        the written path.
+
+    >>> import numpy as np
+    >>> from trendnlp.model.calibration import calibration_report
+    >>> r = calibration_report(np.array([[0.7, 0.3], [0.2, 0.8]]), np.array([0, 0]), temperature=1.5)
+    >>> plot_reliability_diagram(r, "/tmp/rel.png").name
+    'rel.png'
+    """
+    fig = Figure(figsize=(5.2, 5.4))
+    ax, ax_n = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="perfect calibration")
+    for key, color, name in (("before", "#e76f51", "before"), ("after", "#2a9d8f", f"after (T={report['temperature']:.2f})")):
+        bins = [b for b in report[f"bins_{key}"] if b["count"]]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color=color,
+                label=f"{name}: ECE {report[f'ece_{key}']:.3f}, Brier {report[f'brier_{key}']:.3f}")
+        mids = [(b["lo"] + b["hi"]) / 2 for b in report[f"bins_{key}"]]
+        width = (report[f"bins_{key}"][0]["hi"] - report[f"bins_{key}"][0]["lo"]) / 2
+        ax_n.bar([m + (width / 2 if key == "after" else -width / 2) for m in mids],
+                 [b["count"] for b in report[f"bins_{key}"]], width=width, color=color, alpha=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} ({report['n_bins']} bins on top-class confidence)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    ax_n.set_xlabel("confidence of the predicted class")
+    ax_n.set_ylabel("records")
+    ax_n.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_coverage_accuracy(rows: Sequence[Mapping], path: str | Path, title: str = "Coverage vs accuracy") -> Path:
+    """Accuracy of the records kept and their share, as the minimum confidence P rises.
+
+    Args:
+        rows: `model.calibration.coverage_accuracy` dicts (min_confidence, coverage, accuracy).
+        path: PNG file to write.
+        title: figure title.
+    Returns:
+        the written path.
+
+    >>> plot_coverage_accuracy([{"min_confidence": 0.0, "coverage": 1.0, "accuracy": 0.5}], "/tmp/cov.png").name
+    'cov.png'
+    """
+    t = [r["min_confidence"] for r in rows]
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
+    ax.plot(t, [r["coverage"] for r in rows], marker=".", color="#264653", label="coverage (share labelled)")
+    ax.plot(t, [r["accuracy"] for r in rows], marker=".", color="#2a9d8f", label="accuracy of the labelled")
+    ax.set_xlabel("--min-confidence P (top probability below P: uncertain)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)

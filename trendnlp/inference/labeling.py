@@ -46,13 +46,15 @@ from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, val
 __all__ = ["KeySet", "ResumeMismatchError", "WindowLabeler", "add_arguments", "label_file", "main", "run"]
 
 ExtraColumns = Callable[[list[dict], np.ndarray], dict[str, list]]
+UNCERTAIN = "uncertain"  # the label of rows under --min-confidence
 HEAD_BATCH = 1024  # records per sales-encoder + fusion-head pass: cheap per record, so batch big
 
 
 def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size: int = 64, window: int = 4096,
                dtype: str = "fp32", on_error: str = "raise", errors: str | Path | None = None, resume: bool = True,
                progress: bool = True, num_shards: int = 1, shard_index: int = 0,
-               text_cache: int = 16384, extra_columns: ExtraColumns | None = None, accelerator: Any = None) -> dict:
+               text_cache: int = 16384, extra_columns: ExtraColumns | None = None, accelerator: Any = None,
+               min_confidence: float | None = None) -> dict:
     """Label every row of a records file; streaming, resumable, optionally sharded over processes.
 
     Args:
@@ -71,6 +73,7 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
             `accelerate launch`).
         extra_columns: hook (records, probs (n, n_classes)) -> {name: values} appended to each part.
         accelerator: an `accelerate.Accelerator`; created automatically when launched with WORLD_SIZE > 1.
+        min_confidence: label a row `uncertain` when its top probability is below this (the p_* columns stay).
     Returns:
         summary dict: output, errors, rows_read, rows_written, errors_written, windows_resumed, rows_computed,
             texts_encoded, texts_cached, seconds (wall, model loading included), rows_per_s (rows computed per
@@ -86,6 +89,8 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         raise ValueError(f"dtype must be 'fp32' or 'bf16', found {dtype!r} (fp16 is not supported on CPU)")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be a probability in [0, 1], found {min_confidence}")
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, found {batch_size} and {window}")
     if on_error == "skip" and errors is None:
@@ -113,6 +118,8 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
                    "options": {"window": window, "batch_size": batch_size, "dtype": dtype, "on_error": on_error,
                                "num_shards": num_shards, "output": out_fmt, "errors": err_fmt,
                                "labels": clf.labels}}
+    if min_confidence is not None:  # only when set: folders of earlier runs keep their fingerprint
+        fingerprint["options"]["min_confidence"] = min_confidence
     fingerprint = json.loads(json.dumps(fingerprint))  # as stored in the manifest (tuples become lists)
     if not resume and shard_index == 0:
         shutil.rmtree(parts, ignore_errors=True)
@@ -148,7 +155,7 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         if k % num_shards == shard_index and k >= state["next_window"]:
             probs = labeler.predict_proba(good)
             if good:
-                write_table(_result_columns(good, probs, clf.labels, extra_columns), parts / f"part-{shard_index}-"
+                write_table(_result_columns(good, probs, clf.labels, extra_columns, min_confidence), parts / f"part-{shard_index}-"
                             f"{k:06d}.{out_fmt}", out_fmt)
             if bad:
                 write_table({c: [b[c] for b in bad] for c in bad[0]}, parts / f"errors-{shard_index}-{k:06d}."
@@ -345,9 +352,12 @@ def _model_ref(model: Any, clf) -> dict:
 
 
 def _result_columns(records: list[dict], probs: np.ndarray, labels: list[str],
-                    extra: ExtraColumns | None) -> dict[str, list]:
+                    extra: ExtraColumns | None, min_confidence: float | None = None) -> dict[str, list]:
+    names = [labels[i] for i in probs.argmax(axis=1)]
+    if min_confidence is not None:
+        names = [UNCERTAIN if p < min_confidence else n for n, p in zip(names, probs.max(axis=1))]
     cols = {"product_id": [r["product_id"] for r in records], "cutoff": [r["cutoff"] for r in records],
-            "label": [labels[i] for i in probs.argmax(axis=1)]}
+            "label": names}
     for j, name in enumerate(labels):
         cols[f"p_{name}"] = probs[:, j].astype(np.float64).tolist()
     if extra is not None:
@@ -374,6 +384,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--errors", default=None, help="errors file for skipped rows (default <output>.errors.csv)")
     p.add_argument("--no-resume", action="store_true", help="ignore and remove an unfinished run's parts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                   help=f"label a row '{UNCERTAIN}' when its top probability is below P (probabilities still written)")
     return p
 
 
@@ -381,7 +393,7 @@ def run(args: argparse.Namespace) -> dict:
     """Run `label_file` from parsed arguments and print its summary (main process only)."""
     summary = label_file(args.model, args.input, args.output, batch_size=args.batch_size, window=args.window,
                          dtype=args.dtype, on_error=args.on_error, errors=args.errors, resume=not args.no_resume,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, min_confidence=args.min_confidence)
     if summary["shard_index"] == 0:
         print(json.dumps(summary, indent=1))
     return summary

@@ -70,6 +70,9 @@ class TrendClassifier(nn.Module):
         # per-class offsets added to the logits at inference (eval mode) only: zero unless fitted on validation
         # after training (train.calibrate_bias, see calibration.py)
         self.register_buffer("logit_bias", torch.zeros(len(config.labels.names)))
+        # temperature dividing the offset logits at inference (eval mode) only: 1 unless fitted on validation
+        # after training and the offsets (train.calibrate_temperature, see calibration.py)
+        self.register_buffer("temperature", torch.ones(()))
 
     @property
     def labels(self) -> list[str]:
@@ -127,9 +130,11 @@ class TrendClassifier(nn.Module):
 
     def head(self, text: torch.Tensor | None, sales_vec: torch.Tensor | None, tokens: torch.Tensor | None = None,
              token_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Fusion head logits (B, n_classes) from encoded inputs; in eval mode plus `logit_bias`."""
+        """Fusion head logits (B, n_classes) from encoded inputs; in eval mode (logits + `logit_bias`) / `temperature`."""
         logits = self.fusion(text, sales_vec, tokens, token_mask)
-        return logits if self.training else logits + self.logit_bias.to(logits.dtype)
+        if self.training:
+            return logits
+        return (logits + self.logit_bias.to(logits.dtype)) / self.temperature.to(logits.dtype)
 
     # ---- training helpers --------------------------------------------------------------------
     def make_collator(self, dedup: bool = True, pad_to_max_length: bool = False) -> TrendCollator:
@@ -195,7 +200,9 @@ class TrendClassifier(nn.Module):
                 "base_model": c.text.base_model if c.text.enabled else None,
                 "feature_scaling": ({"summary_names": list(SUMMARY_NAMES), **self.sales_encoder.scaling_stats()}
                                     if self.sales_encoder is not None else None),
-                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions()}
+                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions(),
+                # also in model.safetensors (what loading reads); here for people reading the folder
+                "calibration": {"logit_bias": self.logit_bias.tolist(), "temperature": float(self.temperature)}}
         (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if self.text_encoder is not None:
             self.text_encoder.save(d)
@@ -240,8 +247,9 @@ class TrendClassifier(nn.Module):
         if config.text.enabled and config.text.finetune == "lora":
             model.text_encoder.load_adapter_weights(d / "adapter")
         result = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
-        # folders saved before logit_bias existed have none: zero offsets, as they were trained
-        missing = [k for k in result.missing_keys if not k.startswith(_ENCODER_PREFIX) and k != "logit_bias"]
+        # folders saved before logit_bias / temperature existed have none: zero offsets and T = 1, as trained
+        missing = [k for k in result.missing_keys if not k.startswith(_ENCODER_PREFIX)
+                   and k not in ("logit_bias", "temperature")]
         if missing or result.unexpected_keys:
             raise ValueError(f"{d / WEIGHTS_NAME}: weights do not match config.json (missing {missing[:5]}, "
                              f"unexpected {result.unexpected_keys[:5]})")
@@ -299,6 +307,18 @@ class TrendClassifier(nn.Module):
         """
         proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error)
         return [self.labels[i] for i in proba.argmax(axis=1)]
+
+    def explain(self, records: Any, **kwargs) -> list[dict]:
+        """One JSON-ready explanation per record: label, probabilities, text vs sales Shapley split, sales
+        saliency per period, top words, most influential review (see `trendnlp.inference.explain.explain`).
+
+        >>> clf = TrendClassifier(TrendConfig.from_dict({"text": {"enabled": False}}))
+        >>> clf.explain({"product_id": "a", "sales": [1, 2, 5]})[0]["label"] in clf.labels
+        True
+        """
+        from trendnlp.inference.explain import explain  # noqa: PLC0415 (layering: the API reaches up lazily)
+
+        return explain(self, records, **kwargs)
 
 
 def _versions() -> dict:
