@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from trendnlp.data.records import read_records
-    from trendnlp.inference.explain import deletion_check
+    from trendnlp.model.explain import deletion_check
     from trendnlp.inference.labeling import WindowLabeler
     from trendnlp.model.classifier import TrendClassifier
 

@@ -1,4 +1,4 @@
-"""Explanations (trendnlp.inference.explain): baselines, Shapley split, Integrated Gradients, words, reviews,
+"""Explanations (trendnlp.model.explain): baselines, Shapley split, Integrated Gradients, words, reviews,
 faithfulness on a trained model, the CLI's JSONL + HTML and the HTML in headless Chromium."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from trendnlp.cli import main as cli_main
 from trendnlp.config import TrendConfig
 from trendnlp.data.features import build_text
 from trendnlp.data.records import read_records, write_records
-from trendnlp.inference.explain import _Batch, deletion_check, explain, sales_inputs
+from trendnlp.model.explain import _Batch, deletion_check, explain, sales_inputs
 from trendnlp.model.classifier import TrendClassifier
 from conftest import train_tiny
 

@@ -122,7 +122,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import json
 
     from trendnlp.data.records import read_records
-    from trendnlp.inference.explain import explain
+    from trendnlp.model.explain import explain
     from trendnlp.model.classifier import TrendClassifier
 
     start = time.perf_counter()

@@ -310,13 +310,13 @@ class TrendClassifier(nn.Module):
 
     def explain(self, records: Any, **kwargs) -> list[dict]:
         """One JSON-ready explanation per record: label, probabilities, text vs sales Shapley split, sales
-        saliency per period, top words, most influential review (see `trendnlp.inference.explain.explain`).
+        saliency per period, top words, most influential review (see `trendnlp.model.explain.explain`).
 
         >>> clf = TrendClassifier(TrendConfig.from_dict({"text": {"enabled": False}}))
         >>> clf.explain({"product_id": "a", "sales": [1, 2, 5]})[0]["label"] in clf.labels
         True
         """
-        from trendnlp.inference.explain import explain  # noqa: PLC0415 (layering: the API reaches up lazily)
+        from trendnlp.model.explain import explain  # captum is an optional extra: import on first use
 
         return explain(self, records, **kwargs)
 
