@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from trendnlp.labels import LabelRule
-from trendnlp.data.records import RecordError
 
 
 def _add_rule_args(p: argparse.ArgumentParser) -> None:
@@ -161,13 +161,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one `trendnlp` command; returns the exit code (0 ok, 2 any failure, 130 interrupted).
+
+    A failure prints one line, `trendnlp <verb>: error: <message>`, to stderr and no traceback; `--debug`
+    (anywhere on the line) re-raises instead, for the traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("TRENDNLP_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    _one_line_usage_errors(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed as one line
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.func(args)
-    except (RecordError, ValueError, FileNotFoundError) as e:
-        # bad input or options: one clear line, exit code 2 (argparse's convention for usage errors)
-        print(f"trendnlp {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"trendnlp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns every failure into one line
+        if debug:
+            raise
+        print(f"trendnlp {args.command}: error: {describe_error(e)}", file=sys.stderr)
         return 2
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for an exception: the message of an understood error, a summary plus a hint otherwise."""
+    from trendnlp.errors import TrendError
+
+    if isinstance(e, (TrendError, ValueError)):
+        msg = str(e)
+    elif isinstance(e, OSError) and e.filename is not None:  # names the file, without "[Errno 13]"
+        msg = f"{e.filename}: {e.strerror or e}" + (f" -> {e.filename2}" if e.filename2 else "")
+    elif isinstance(e, OSError):
+        msg = str(e)
+    elif isinstance(e, MemoryError):
+        msg = "out of memory; lower the batch size (--batch-size / --set train.batch_size=...) or the window"
+    else:
+        msg = f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)"
+    return " ".join(msg.split()) or type(e).__name__
+
+
+def _one_line_usage_errors(parser: argparse.ArgumentParser) -> None:
+    """argparse prints the whole usage before a bad option; print one line and point to --help instead."""
+    parsers = [parser] + [p for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                          for p in a.choices.values()]
+    for p in parsers:
+        def error(message: str, prog: str = p.prog) -> None:
+            sys.stderr.write(f"{prog}: error: {message} (see {prog} --help)\n")
+            raise SystemExit(2)
+        p.error = error
 
 
 if __name__ == "__main__":

