@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a usage error already printed as one line
         return e.code if isinstance(e.code, int) else 2
     try:
+        check_paths(args)
         return args.func(args)
     except KeyboardInterrupt:
         print(f"trendnlp {args.command}: interrupted", file=sys.stderr)
@@ -186,6 +187,29 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"trendnlp {args.command}: error: {describe_error(e)}", file=sys.stderr)
         return 2
+
+
+_INPUT_OPTIONS = ("input", "data", "sales", "texts", "reviews", "records", "config")
+_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson", ".parquet", ".pq", ".html", ".onnx")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Before any work: every output option must be creatable and must not be one of the inputs.
+
+    Applies to any verb by option name: --output-dir (a folder), --output / --errors (files), --out (a file
+    when it has a table suffix, else a folder).
+    """
+    from trendnlp.errors import check_not_input, check_writable
+
+    inputs = {f"--{k}": getattr(args, k) for k in _INPUT_OPTIONS if isinstance(getattr(args, k, None), str)}
+    for dest in ("output_dir", "out", "output", "errors"):
+        value = getattr(args, dest, None)
+        if not isinstance(value, str) or not value:
+            continue
+        option = "--" + dest.replace("_", "-")
+        is_dir = dest == "output_dir" or (dest == "out" and not value.lower().endswith(_FILE_SUFFIXES))
+        check_writable(value, option, is_dir=is_dir)
+        check_not_input(value, inputs, option)
 
 
 def describe_error(e: BaseException) -> str:

@@ -66,7 +66,8 @@ def check_writable(path: str | Path, what: str = "output", *, is_dir: bool = Fal
     if not probe.is_dir():
         raise OutputPathError(f"{what} {p}: {probe} is a file, not a folder, so nothing can be created under it; "
                               "choose another path")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    # the mode bits too: root may write anywhere, but a folder without write bits was made read-only on purpose
+    if not os.access(probe, os.W_OK | os.X_OK) or not probe.stat().st_mode & 0o222:
         raise OutputPathError(f"{what} {p}: folder {probe} is not writable (permission denied); choose a folder "
                               "you can write to")
     if p.exists() and not p.is_dir() and not os.access(p, os.W_OK):

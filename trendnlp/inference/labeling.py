@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
 from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
+from trendnlp.errors import check_not_input
 
 __all__ = ["KeySet", "ResumeMismatchError", "WindowLabeler", "add_arguments", "label_file", "main", "run"]
 
@@ -92,6 +93,9 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         errors = output.with_name(output.name[: -len(output.suffix)] + ".errors.csv")
     errors = Path(errors) if errors is not None else None
     err_fmt = detect_format(errors) if errors is not None else None
+    check_not_input(output, {"input": input}, "output")  # writing the output must never destroy the catalog
+    if errors is not None:
+        check_not_input(errors, {"input": input, "output": output}, "errors")
     if not input.is_file():
         raise FileNotFoundError(f"{input}: no such records file")
     if accelerator is None and num_shards == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
