@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,15 @@ from torch import nn
 from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
 from trendnlp.data.features import N_SALES_CHANNELS, SUMMARY_NAMES, build_text, summary_stats
+from trendnlp.errors import ModelFolderError
+from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer, load_weights, read_meta,
+                                   required_files, resolve_stored_path)
 from trendnlp.model.fusion import FusionHead
 from trendnlp.data.records import read_records
 from trendnlp.model.sales_encoder import SalesEncoder
 from trendnlp.model.text_encoder import TextEncoder, load_base_model, load_tokenizer
 
 FORMAT_VERSION = 1
-CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 _ENCODER_PREFIX = "text_encoder."  # weights saved by peft (adapter/) or transformers (encoder/), not in model.safetensors
 
 
@@ -187,15 +190,23 @@ class TrendClassifier(nn.Module):
         """
         from safetensors.torch import save_file
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(directory) as d:  # a crash mid-save leaves the previous model (or none), never half
+            self._write_folder(d, save_file)
+
+    def _write_folder(self, d: Path, save_file) -> None:
         c = self.config
-        meta = {"format": "trendnlp", "format_version": FORMAT_VERSION, "config": c.to_dict(),
+        stored = c.to_dict()
+        if c.text.enabled and not Path(c.text.base_model).is_absolute() and Path(c.text.base_model).exists():
+            # a path relative to today's working directory would break tomorrow: store it absolute
+            stored["text"]["base_model"] = str(Path(c.text.base_model).resolve())
+        meta = {"format": "trendnlp", "format_version": FORMAT_VERSION, "config": stored,
                 "labels": self.labels, "label_rule": dataclasses.asdict(c.labels.rule()),
                 "base_model": c.text.base_model if c.text.enabled else None,
                 "feature_scaling": ({"summary_names": list(SUMMARY_NAMES), **self.sales_encoder.scaling_stats()}
                                     if self.sales_encoder is not None else None),
-                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions()}
+                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions(), "files": required_files(c)}
+        if self.text_encoder is not None:  # identity checks on load: vocabulary, and which base encoder it needs
+            meta.update(tokenizer_vocab_size=len(self.tokenizer), base_fingerprint=self.text_encoder.base_fingerprint)
         (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if self.text_encoder is not None:
             self.text_encoder.save(d)
@@ -217,33 +228,40 @@ class TrendClassifier(nn.Module):
         Returns:
             the model in eval mode.
         """
-        from safetensors.torch import load_file
-
         d = Path(directory)
-        if not (d / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{d}: not a trendnlp model folder (no {CONFIG_NAME}); expected a folder "
-                                    "written by TrendClassifier.save_pretrained, e.g. runs/<name>/model")
-        meta = json.loads((d / CONFIG_NAME).read_text(encoding="utf-8"))
-        if meta.get("format") != "trendnlp" or meta.get("format_version", 0) > FORMAT_VERSION:
+        meta = read_meta(d)
+        if meta.get("format") != "trendnlp" or not isinstance(meta.get("format_version"), int) or \
+                meta.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(f"{d / CONFIG_NAME}: expected trendnlp format_version <= {FORMAT_VERSION}, found "
                              f"{meta.get('format')!r} version {meta.get('format_version')!r}; upgrade trendnlp")
-        config = TrendConfig.from_dict(meta["config"], source=str(d / CONFIG_NAME))
-        if base_model is not None:
-            config.text.base_model = base_model
+        try:
+            config = TrendConfig.from_dict(meta["config"], source=str(d / CONFIG_NAME))
+        except ValueError as e:
+            raise ModelFolderError(f"{e} (the model folder's config.json is damaged or from another version)") from None
+        check_files(d, config, meta)
+        stored = config.text.base_model
+        config.text.base_model = base_model if base_model is not None else resolve_stored_path(d, stored)
         base = tokenizer = None
         if config.text.enabled:
             tokenizer = load_tokenizer(str(d / "tokenizer"))
+            check_tokenizer(d, tokenizer, meta)
             full = config.text.finetune == "full"
             base = load_base_model(str(d / "encoder"), use_safetensors=True) if full else \
                 load_base_model(config.text.base_model)
         model = cls(config, base_model=base, tokenizer=tokenizer)
+        if config.text.enabled and config.text.finetune != "full":
+            _warn_other_base(d, meta, stored, config.text.base_model, model.text_encoder.base_fingerprint)
         if config.text.enabled and config.text.finetune == "lora":
             model.text_encoder.load_adapter_weights(d / "adapter")
-        result = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
+        try:
+            result = model.load_state_dict(load_weights(d / WEIGHTS_NAME), strict=False)
+        except RuntimeError as e:  # size mismatch: config.json and the weights disagree
+            raise ModelFolderError(f"{d / WEIGHTS_NAME}: weights do not match config.json "
+                                   f"({' '.join(str(e).split())[:300]})") from None
         # folders saved before logit_bias existed have none: zero offsets, as they were trained
         missing = [k for k in result.missing_keys if not k.startswith(_ENCODER_PREFIX) and k != "logit_bias"]
         if missing or result.unexpected_keys:
-            raise ValueError(f"{d / WEIGHTS_NAME}: weights do not match config.json (missing {missing[:5]}, "
+            raise ModelFolderError(f"{d / WEIGHTS_NAME}: weights do not match config.json (missing {missing[:5]}, "
                              f"unexpected {result.unexpected_keys[:5]})")
         if merge_lora and model.text_encoder is not None:
             model.text_encoder.merge_lora()
@@ -299,6 +317,14 @@ class TrendClassifier(nn.Module):
         """
         proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error)
         return [self.labels[i] for i in proba.argmax(axis=1)]
+
+
+def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: str) -> None:
+    saved = meta.get("base_fingerprint")
+    if saved and saved != fingerprint:
+        warnings.warn(f"{d}: this model was trained on the base encoder {stored!r} (weights fingerprint {saved}), "
+                      f"but is being loaded on {used!r} (fingerprint {fingerprint}); its predictions will be "
+                      "wrong unless both are the same encoder", UserWarning, stacklevel=3)
 
 
 def _versions() -> dict:
