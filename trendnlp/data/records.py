@@ -393,6 +393,26 @@ def read_records(source: Any, *, on_error: str = "raise", history: int | None = 
                                             csv_encoded=csv_encoded, report=report)]
 
 
+def read_records_aligned(source: Any, *, on_error: str = "raise", history: int | None = None,
+                         rule: LabelRule | None = None, report: ErrorReport | None = None
+                         ) -> tuple[list[dict], list[int], int]:
+    """Like `read_records`, plus where each valid record sits in the input, so results can be aligned with it.
+
+    Returns:
+        (records, positions (0-based input row of each record), number of input rows)
+
+    >>> recs, pos, n = read_records_aligned([{"product_id": "a", "sales": [1]}, {"sales": [2]}], on_error="skip")
+    >>> pos, n
+    ([0], 2)
+    """
+    rows, name, csv_encoded = _rows_of(source)
+    rows = list(rows)
+    position = {n: i for i, (n, _) in enumerate(rows)}
+    good = list(validate_rows(rows, source=name, on_error=on_error, history=history, rule=rule,
+                              csv_encoded=csv_encoded, report=report))
+    return [rec for _, rec in good], [position[n] for n, _ in good], len(rows)
+
+
 def _rows_of(source: Any) -> tuple[Iterable, str, bool]:
     if isinstance(source, (str, Path)):
         return iter_raw_rows(source), str(source), detect_format(source) == "csv"

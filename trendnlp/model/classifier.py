@@ -34,7 +34,7 @@ from trendnlp.errors import ModelFolderError
 from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer, load_weights, read_meta,
                                    required_files, resolve_stored_path)
 from trendnlp.model.fusion import FusionHead
-from trendnlp.data.records import read_records
+from trendnlp.data.records import ErrorReport, read_records_aligned
 from trendnlp.model.sales_encoder import SalesEncoder
 from trendnlp.model.text_encoder import TextEncoder, load_base_model, load_tokenizer
 
@@ -268,15 +268,18 @@ class TrendClassifier(nn.Module):
         return model.to(device or "cpu").eval()
 
     # ---- inference ---------------------------------------------------------------------------
-    def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise") -> np.ndarray:
+    def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise",
+                      report: ErrorReport | None = None) -> np.ndarray:
         """Class probabilities, columns in `self.labels` order.
 
         Args:
             records: one record dict, a list of dicts, a pandas DataFrame or a .jsonl/.csv/.parquet path.
             batch_size: records per forward pass (batches are formed from records of similar text length).
             on_error: "raise" on the first bad record (RecordError naming row and field), or "skip" it.
+            report: an `ErrorReport` that receives each skipped record's row, field and reason.
         Returns:
-            (n, n_classes) float32 array, rows summing to 1, in input order (skipped rows left out).
+            (n, n_classes) float32 array, one row per input record in input order, summing to 1; a record
+            skipped under on_error="skip" keeps its row, filled with NaN (see `report` for why).
 
         >>> cfg = TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"hidden_size": 8}})
         >>> clf = TrendClassifier(cfg)  # sales-only, untrained: probabilities are not meaningful yet
@@ -288,7 +291,8 @@ class TrendClassifier(nn.Module):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, found {batch_size}")
         c = self.config
-        recs = read_records(records, on_error=on_error, history=c.sales.history, rule=c.labels.rule())
+        recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
+                                                   rule=c.labels.rule(), report=report)
         out = np.zeros((len(recs), len(self.labels)), dtype=np.float32)
         collate = self.make_collator()
         lengths = [len(build_text(r, c.text)) if c.text.enabled else 0 for r in recs]
@@ -306,17 +310,21 @@ class TrendClassifier(nn.Module):
                     out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         finally:
             self.train(was_training)
-        return out
+        aligned = np.full((n_rows, len(self.labels)), np.nan, dtype=np.float32)  # skipped records stay NaN
+        aligned[where] = out
+        return aligned
 
-    def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise") -> list[str]:
-        """Most probable label per record (arguments as `predict_proba`).
+    def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise",
+                report: ErrorReport | None = None) -> list[str | None]:
+        """Most probable label per input record (arguments as `predict_proba`); None for a skipped record.
 
         >>> clf = TrendClassifier(TrendConfig.from_dict({"text": {"enabled": False}}))
         >>> clf.predict({"product_id": "a", "sales": [1]})[0] in clf.labels
         True
         """
-        proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error)
-        return [self.labels[i] for i in proba.argmax(axis=1)]
+        proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error, report=report)
+        ok = ~np.isnan(proba).any(axis=1)
+        return [self.labels[i] if good else None for i, good in zip(np.nan_to_num(proba).argmax(axis=1), ok)]
 
 
 def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: str) -> None:
