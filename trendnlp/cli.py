@@ -47,6 +47,9 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True) -> None
     p.add_argument("--max-reviews", type=int, default=None, help="newest reviews kept per record (default 5)")
     if with_out:
         p.add_argument("--out", required=True, help="output records: .parquet, .jsonl or .csv")
+        p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="stop at the first bad input "
+                       "row, or skip every bad row and list it (file, line, column, reason) in --errors")
+        p.add_argument("--errors", default=None, help="errors file for skipped rows (default <out>.errors.csv)")
     _add_rule_args(p)
 
 
@@ -57,6 +60,8 @@ def prepare_from_args(args: argparse.Namespace, progress: bool = True):
 
     opts = {k: getattr(args, k) for k in ("freq", "history", "horizon", "stride", "min_history_units", "max_reviews")}
     opts = {k: v for k, v in opts.items() if v is not None}
+    if getattr(args, "on_error", "raise") != "raise":
+        opts["on_error"] = args.on_error
     if args.preset:
         return prepare_preset(args.preset, args.sales, reviews=args.reviews, rule=_rule(args), progress=progress,
                               **opts)
@@ -72,6 +77,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     result = prepare_from_args(args)
     n = write_records(result.records, args.out)
     print(result.summary())
+    if args.on_error == "skip":
+        out = Path(args.out)
+        errors = args.errors or str(out.with_name(out.name[: -len(out.suffix)] + ".errors.csv"))
+        result.errors.write(errors)
+        print(f"{len(result.errors):,} bad input rows skipped, listed in {errors}")
     print(f"wrote {n:,} records to {args.out} in {time.perf_counter() - start:.1f} s")
     return 0
 
