@@ -10,6 +10,7 @@ The base model is wrapped, never subclassed (peft's pattern): `self.model` is ei
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -111,12 +112,19 @@ def load_base_model(name: str, *, use_safetensors: bool | None = None) -> nn.Mod
 
     if not os.path.exists(resolve_base_model(name)):  # local files only: transformers would ask the Hub first
         raise _load_error("weights", name, FileNotFoundError(name))
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise on a CLI's stderr
     try:
         model = AutoModel.from_pretrained(resolve_base_model(name), attn_implementation="sdpa",
                                           trust_remote_code=False, local_files_only=_offline(),
                                           use_safetensors=use_safetensors)
     except (OSError, ValueError, KeyError) as e:
         raise _load_error("weights", name, e) from e
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     return model
 
 
@@ -156,7 +164,9 @@ class TextEncoder(nn.Module):
 
             lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules=list(cfg.lora_target_modules), bias="none")
-            model = get_peft_model(model, lora)  # freezes every base weight; only lora_A / lora_B train
+            with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x: not the user's
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                model = get_peft_model(model, lora)  # freezes every base weight; only lora_A / lora_B train
         else:
             model.requires_grad_(cfg.finetune == "full")
         self.model = model
