@@ -45,8 +45,9 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
         raise OutputPathError(f"{target}: the folder is not empty and holds no trendnlp model ({CONFIG_NAME}); "
                               "save_pretrained replaces the whole folder, so choose a new or empty one")
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.saving-*"):  # left by a save that was killed (kill -9)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = target.with_name(f".{target.name}.saving-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
