@@ -43,7 +43,7 @@ from trendnlp.evaluation.metrics import classification_metrics
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.evaluation.plots import plot_confusion_matrix, plot_training_curves
 from trendnlp.data.records import ErrorReport, read_records
-from trendnlp.data.fingerprint import fingerprint_diff, run_fingerprint
+from trendnlp.data.fingerprint import fingerprint_diff, flatten, run_fingerprint
 from trendnlp.errors import ResumeError
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: its presence marks the save complete
@@ -521,12 +521,6 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def _flat(d: dict) -> dict:
     """Nested config -> {"section.key": scalar} for tracker hyper-parameters (lists become strings)."""
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(d).items()}

@@ -34,7 +34,7 @@ def run_fingerprint(config: TrendConfig) -> dict:
     >>> sorted(run_fingerprint(TrendConfig()))
     ['config', 'data']
     """
-    flat = _flat(config.to_dict())
+    flat = flatten(config.to_dict())
     data = {}
     for key in ("train", "validation"):
         path = getattr(config.data, key)
@@ -63,11 +63,16 @@ def fingerprint_diff(old: dict, new: dict) -> list[str]:
     return diffs
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dict -> {"section.key": value}.
+
+    >>> flatten({"train": {"lr": 0.1}})
+    {'train.lr': 0.1}
+    """
     out: dict = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
     return out
