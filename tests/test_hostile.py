@@ -404,3 +404,30 @@ def test_real_process_prints_one_line_and_exits_2(world, argv):
     err_lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     assert len(err_lines) == 1 and err_lines[0].startswith(f"trendnlp {argv[0]}: error: "), proc.stderr
+
+
+# ---- interrupted training, through the CLI ----------------------------------------------------------------
+def test_cli_resume_with_another_config_is_one_line_and_resume_anyway_runs(tiny_config, data_files, tmp_path,
+                                                                           capsys):
+    from trendnlp.training import train
+
+    raw = tiny_config.to_dict()
+    raw["data"].update(data_files)
+    raw["train"].update(epochs=1, save_steps=2, max_steps=4)
+    TrendConfig.from_dict(raw).save_yaml(tmp_path / "config.yaml")
+    run = tmp_path / "run"
+
+    def stop(step, model, accelerator):
+        if step == 2:
+            raise KeyboardInterrupt  # a Ctrl-C after the step-2 checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrendConfig.from_yaml(tmp_path / "config.yaml"), run, progress=False, on_step=stop)
+    argv = ["train", "--config", tmp_path / "config.yaml", "--output-dir", run, "--no-progress", "--resume",
+            "--set", "train.lr=0.05"]
+    line = one_line_error(capsys, argv)
+    assert "train.lr: 0.001 -> 0.05" in line and "--resume-anyway" in line
+    assert main([str(a) for a in argv if a != "--resume"] + ["--resume-anyway"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "trendnlp train: warning: resuming" in err  # one line, not a Python warning
+    assert json.loads((run / "model" / "metrics.json").read_text())["step"] == 4

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from trendnlp.labels import LabelRule
@@ -189,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a usage error already printed as one line
         return e.code if isinstance(e.code, int) else 2
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, category, *rest, **kw: print(  # one line per warning, like errors
+        f"trendnlp {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
     try:
         check_paths(args)
         return args.func(args)
@@ -200,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"trendnlp {args.command}: error: {describe_error(e)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
 
 
 _INPUT_OPTIONS = ("input", "data", "sales", "texts", "reviews", "records", "config")
