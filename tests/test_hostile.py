@@ -219,6 +219,13 @@ CASES = [
         d, lambda m: m["config"]["text"].__setitem__("lora_r", 4))), w), ["adapter_model.safetensors"]),
     ("evaluate-missing-tokenizer-json", lambda w: evaluate_args(broken_model(w, "mtj", lambda d: (
         d / "tokenizer" / "tokenizer.json").unlink()), w), ["tokenizer/tokenizer.json", "missing"]),
+    ("evaluate-truncated-tokenizer-json", lambda w: evaluate_args(broken_model(w, "ttj", lambda d: truncate(
+        d / "tokenizer" / "tokenizer.json", 200)), w), ["tokenizer", "unreadable"]),
+    ("evaluate-weights-of-another-model", lambda w: evaluate_args(broken_model(w, "wam", lambda d: shutil.copy(
+        w / "broken" / "wam" / "adapter" / "adapter_model.safetensors", d / "model.safetensors")), w),
+     ["model.safetensors", "do not match"]),
+    ("evaluate-config-bad-type", lambda w: evaluate_args(broken_model(w, "cbt", lambda d: edit_config(
+        d, lambda m: m["config"]["text"].__setitem__("enabled", "maybe"))), w), ["config.json", "enabled", "maybe"]),
     ("evaluate-base-outside-folder", lambda w: evaluate_args(broken_model(w, "bof", lambda d: edit_config(
         d, lambda m: m["config"]["text"].__setitem__("base_model", "../../model"))), w),
      ["config.json", "outside the model folder"]),
@@ -328,7 +335,7 @@ def one_line_error(capsys, argv: list) -> str:
 def test_every_failure_is_one_named_line(case, world, capsys):
     _, argv, needles = case
     line = one_line_error(capsys, argv(world))
-    assert "error:" in line and "unexpected" not in line, line
+    assert "error:" in line and ": error: unexpected " not in line, line  # understood, not the fallback summary
     for needle in needles:
         assert needle in line, f"{needle!r} not in {line!r}"
 

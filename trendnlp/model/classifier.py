@@ -36,7 +36,7 @@ from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, che
 from trendnlp.model.fusion import FusionHead
 from trendnlp.data.records import ErrorReport, read_records_aligned
 from trendnlp.model.sales_encoder import SalesEncoder
-from trendnlp.model.text_encoder import TextEncoder, load_base_model, load_tokenizer
+from trendnlp.model.text_encoder import BaseModelError, TextEncoder, load_base_model, load_tokenizer
 
 FORMAT_VERSION = 1
 _ENCODER_PREFIX = "text_encoder."  # weights saved by peft (adapter/) or transformers (encoder/), not in model.safetensors
@@ -243,7 +243,12 @@ class TrendClassifier(nn.Module):
         config.text.base_model = base_model if base_model is not None else resolve_stored_path(d, stored)
         base = tokenizer = None
         if config.text.enabled:
-            tokenizer = load_tokenizer(str(d / "tokenizer"))
+            try:
+                tokenizer = load_tokenizer(str(d / "tokenizer"))
+            except BaseModelError as e:  # the folder's own files, not a base-model reference: say so
+                raise ModelFolderError(f"{d / 'tokenizer'}: the model folder's tokenizer files are unreadable "
+                                       f"({' '.join(str(e.__cause__ or e).split())[:160]}); export the model again "
+                                       "or restore the folder") from None
             check_tokenizer(d, tokenizer, meta)
             full = config.text.finetune == "full"
             base = load_base_model(str(d / "encoder"), use_safetensors=True) if full else \
