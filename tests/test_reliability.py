@@ -116,6 +116,16 @@ def test_config_rejects_out_of_range_values(key, value):
         TrendConfig.from_dict({section: {name: value}})
 
 
+def test_config_accepts_numpy_numbers():
+    from trendnlp.config import TrainConfig
+
+    cfg = TrendConfig.from_dict({"train": {"epochs": np.int64(3), "lr": np.float32(1e-3), "class_weights": np.bool_(0)},
+                                 "labels": {"K": np.int64(2)}})
+    assert (cfg.train.epochs, cfg.train.class_weights, cfg.labels.K) == (3, False, 2)
+    direct = TrendConfig(train=TrainConfig(epochs=np.int64(2), batch_size=np.int32(8)))  # built directly, too
+    assert type(direct.train.epochs) is int and json.dumps(direct.to_dict())
+
+
 def test_config_errors_name_the_key_and_value():
     with pytest.raises(ConfigError, match=r"train\.epochs must be >= 1, found 0"):
         TrendConfig.from_dict({"train": {"epochs": 0}})

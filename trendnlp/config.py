@@ -6,6 +6,7 @@ YAML -> `TrendConfig.from_dict` (unknown keys fail, values converted by field ty
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -138,6 +139,7 @@ class TrendConfig:
             raise ValueError("config: text.enabled and sales.enabled are both false; enable at least one input")
         if sorted(self.labels.names) != sorted(LABELS):
             raise ValueError(f"config: labels.names must be a permutation of {list(LABELS)}, got {self.labels.names}")
+        _plain_numbers(self)
         self.labels.rule()  # validates K, F, alpha, tau
         check_ranges(self)
 
@@ -180,6 +182,16 @@ RANGES = {
 }
 
 
+def _plain_numbers(config: "TrendConfig") -> None:
+    """numpy scalars given to the dataclasses directly become Python numbers (YAML and JSON cannot hold them)."""
+    for section in dataclasses.fields(config):
+        part = getattr(config, section.name)
+        for f in dataclasses.fields(part):
+            v = getattr(part, f.name)
+            if type(v).__module__ == "numpy" and hasattr(v, "item"):
+                setattr(part, f.name, v.item())
+
+
 def check_ranges(config: "TrendConfig") -> None:
     """Refuse out-of-range numbers (epochs=0, a negative learning rate, NaN, ...), naming key and value.
 
@@ -188,7 +200,7 @@ def check_ranges(config: "TrendConfig") -> None:
     for key, (lo, lo_open, hi, hi_open) in RANGES.items():
         section, name = key.split(".")
         v = getattr(getattr(config, section), name)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
         ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
         if not ok:
             want = (f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}" if hi is not None
@@ -252,8 +264,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return None if value is None else _convert(value, args[0], where)
     try:
         if tp is bool:
-            if isinstance(value, bool):
-                return value
+            if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy booleans too
+                return bool(value)
             if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
                 return value.lower() in ("true", "yes", "on", "1")
             raise ValueError
