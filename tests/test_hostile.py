@@ -438,3 +438,27 @@ def test_cli_resume_with_another_config_is_one_line_and_resume_anyway_runs(tiny_
     err = capsys.readouterr().err
     assert "Traceback" not in err and "trendnlp train: warning: resuming" in err  # one line, not a Python warning
     assert json.loads((run / "model" / "metrics.json").read_text())["step"] == 4
+
+
+# ---- the API against the same malformed files -------------------------------------------------------------
+@pytest.mark.parametrize("name,needle", [("empty.jsonl", "empty"), ("empty.csv", "empty"), ("garbage.parquet",
+                                         "could not read"), ("latin_header.csv", "UTF-8"), ("afile", "unknown file"),
+                                         ("readonly", "unknown file")])
+def test_api_readers_name_the_bad_file(world, name, needle):
+    from trendnlp.data.records import read_records
+    from trendnlp.errors import TrendError
+
+    with pytest.raises((TrendError, ValueError), match=needle) as info:
+        read_records(world / name)
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize("damage", ["model.safetensors", "adapter/adapter_model.safetensors", "config.json",
+                                    "tokenizer/tokenizer.json"])
+def test_api_load_of_a_truncated_file_names_it(world, damage):
+    from trendnlp.errors import TrendError
+
+    d = broken_model(world, "api-" + damage.replace("/", "-"), lambda d: truncate(d / damage, 40))
+    with pytest.raises(TrendError) as info:
+        TrendClassifier.from_pretrained(d)
+    assert str(Path(d) / Path(damage).parent) in str(info.value)
