@@ -31,8 +31,8 @@ from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
 from trendnlp.data.features import N_SALES_CHANNELS, SUMMARY_NAMES, build_text, summary_stats
 from trendnlp.errors import ModelFolderError
-from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer, load_weights, read_meta,
-                                   required_files, resolve_stored_path)
+from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer,
+                                   check_weights, read_meta, record_identity, resolve_stored_path)
 from trendnlp.model.fusion import FusionHead
 from trendnlp.data.records import ErrorReport, read_records_aligned
 from trendnlp.model.sales_encoder import SalesEncoder
@@ -192,6 +192,7 @@ class TrendClassifier(nn.Module):
 
         with atomic_folder(directory) as d:  # a crash mid-save leaves the previous model (or none), never half
             self._write_folder(d, save_file)
+            record_identity(d, self)  # files list, vocabulary size, base encoder fingerprint into config.json
 
     def _write_folder(self, d: Path, save_file) -> None:
         c = self.config
@@ -204,9 +205,7 @@ class TrendClassifier(nn.Module):
                 "base_model": c.text.base_model if c.text.enabled else None,
                 "feature_scaling": ({"summary_names": list(SUMMARY_NAMES), **self.sales_encoder.scaling_stats()}
                                     if self.sales_encoder is not None else None),
-                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions(), "files": required_files(c)}
-        if self.text_encoder is not None:  # identity checks on load: vocabulary, and which base encoder it needs
-            meta.update(tokenizer_vocab_size=len(self.tokenizer), base_fingerprint=self.text_encoder.base_fingerprint)
+                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions()}
         (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if self.text_encoder is not None:
             self.text_encoder.save(d)
@@ -228,6 +227,8 @@ class TrendClassifier(nn.Module):
         Returns:
             the model in eval mode.
         """
+        from safetensors.torch import load_file
+
         d = Path(directory)
         meta = read_meta(d)
         if meta.get("format") != "trendnlp" or not isinstance(meta.get("format_version"), int) or \
@@ -258,15 +259,12 @@ class TrendClassifier(nn.Module):
             _warn_other_base(d, meta, stored, config.text.base_model, model.text_encoder.base_fingerprint)
         if config.text.enabled and config.text.finetune == "lora":
             model.text_encoder.load_adapter_weights(d / "adapter")
-        try:
-            result = model.load_state_dict(load_weights(d / WEIGHTS_NAME), strict=False)
-        except RuntimeError as e:  # size mismatch: config.json and the weights disagree
-            raise ModelFolderError(f"{d / WEIGHTS_NAME}: weights do not match config.json "
-                                   f"({' '.join(str(e).split())[:300]})") from None
+        check_weights(d / WEIGHTS_NAME, model.state_dict())  # readable, and shaped as config.json says
+        result = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
         # folders saved before logit_bias existed have none: zero offsets, as they were trained
         missing = [k for k in result.missing_keys if not k.startswith(_ENCODER_PREFIX) and k != "logit_bias"]
         if missing or result.unexpected_keys:
-            raise ModelFolderError(f"{d / WEIGHTS_NAME}: weights do not match config.json (missing {missing[:5]}, "
+            raise ValueError(f"{d / WEIGHTS_NAME}: weights do not match config.json (missing {missing[:5]}, "
                              f"unexpected {result.unexpected_keys[:5]})")
         if merge_lora and model.text_encoder is not None:
             model.text_encoder.merge_lora()

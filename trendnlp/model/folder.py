@@ -154,6 +154,28 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
                                "truncated or corrupt: export the model again or restore the folder") from None
 
 
+def check_weights(path: Path, expected: dict[str, torch.Tensor]) -> None:
+    """model.safetensors is readable and every tensor it shares with the model has the model's shape."""
+    found = load_weights(path)
+    wrong = [f"{k} {tuple(v.shape)} (config.json gives {tuple(expected[k].shape)})" for k, v in found.items()
+             if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise ModelFolderError(f"{path}: weights do not match config.json: {'; '.join(wrong[:3])}"
+                               f"{' ...' if len(wrong) > 3 else ''}; config.json was edited or belongs to another "
+                               "model: export the model again")
+
+
+def record_identity(folder: Path, model) -> None:
+    """Add to a just-written config.json what a load checks: the required files, the tokenizer's vocabulary
+    size and the base encoder's weights fingerprint."""
+    path = folder / CONFIG_NAME
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["files"] = required_files(model.config)
+    if model.text_encoder is not None:
+        meta.update(tokenizer_vocab_size=len(model.tokenizer), base_fingerprint=model.text_encoder.base_fingerprint)
+    path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
 def weights_fingerprint(module: nn.Module) -> str:
     """16 hex digits identifying a module's weights (names, shapes and values), e.g. the base encoder's.
 
