@@ -269,7 +269,8 @@ def test_bad_record_names_row_and_field(tiny_config, sample_records):
     bad = [sample_records[0], {"product_id": "x", "sales": [1.0, -2.0]}]
     with pytest.raises(RecordError, match=r"row 2.*'sales'.*negative"):
         model.predict_proba(bad)
-    assert model.predict_proba(bad, on_error="skip").shape == (1, 3)
+    proba = model.predict_proba(bad, on_error="skip")  # aligned with the input: the bad record's row is NaN
+    assert proba.shape == (2, 3) and not np.isnan(proba[0]).any() and np.isnan(proba[1]).all()
 
 
 def test_any_bert_family_folder_works(tmp_path, sample_records, tiny_config):

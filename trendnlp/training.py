@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ from trendnlp.evaluation.metrics import classification_metrics
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_curves
 from trendnlp.data.records import ErrorReport, read_records
+from trendnlp.data.fingerprint import fingerprint_diff, flatten, run_fingerprint
+from trendnlp.errors import ResumeError
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: its presence marks the save complete
 KEEP_CHECKPOINTS = 2
@@ -116,6 +119,7 @@ class TrainerState:
     bad_epochs: int = 0
     stopped: str = ""  # why training ended before the last epoch: "early_stopping" or "max_steps"
     history: list = field(default_factory=list)
+    fingerprint: dict = field(default_factory=dict)  # config + data digests of the run (data.fingerprint)
 
     def new_epoch(self) -> None:
         self.epoch, self.batches_done = self.epoch + 1, 0
@@ -143,6 +147,48 @@ def _checkpoint(accelerator: Accelerator, out: Path, state: TrainerState) -> Non
         for old in done[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def check_resumable(ckpt: Path, fingerprint: dict, anyway: bool) -> None:
+    """Refuse to resume a checkpoint written with another config or other data files, unless `anyway`."""
+    try:
+        saved = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8")).get("fingerprint") or {}
+    except (OSError, ValueError) as e:
+        raise ResumeError(f"{ckpt / STATE_FILE}: unreadable ({e}); train without --resume") from None
+    diffs = fingerprint_diff(saved, fingerprint) if saved else []
+    if diffs and not anyway:
+        raise ResumeError(f"{ckpt}: cannot resume, this run differs from the checkpoint's: {'; '.join(diffs[:6])}"
+                          f"{' ...' if len(diffs) > 6 else ''}. Restore the old config/data, train without --resume, "
+                          "or pass --resume-anyway to continue with the new settings")
+    if diffs:
+        warnings.warn(f"resuming {ckpt} with changed settings: {'; '.join(diffs[:6])}", UserWarning, stacklevel=3)
+
+
+def apply_new_hyperparameters(optimizer, scheduler, model, tc: TrainConfig) -> None:
+    """After load_state: the restored optimizer and scheduler carry the checkpoint's learning rates; put this
+    run's lr / encoder_lr / weight_decay in their place, at the scheduler's current position."""
+    unwrapped = getattr(model, "module", model)  # DDP wraps the model
+    new = {g["name"]: g for g in unwrapped.param_groups(tc.lr, tc.encoder_lr, tc.weight_decay)}
+    sched = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps the torch scheduler
+    for i, group in enumerate(optimizer.param_groups):  # same groups, same order as built (names restored)
+        g = new[group["name"]]
+        group["initial_lr"], group["weight_decay"] = g["lr"], g["weight_decay"]
+        sched.base_lrs[i] = g["lr"]
+        group["lr"] = g["lr"] * sched.lr_lambdas[i](sched.last_epoch)
+    sched._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def warn_on_class_coverage(train_recs: list, val_recs: list, names: Sequence[str]) -> None:
+    """Warn when training sees a single class, or validation lacks a class training has (its F1 is then 0)."""
+    seen = {r["label"] for r in train_recs}
+    if len(seen) < 2:
+        warnings.warn(f"training records hold a single class ({sorted(seen)}); the model cannot learn to tell "
+                      "trends apart. Check the label rule (labels.tau) or the data", UserWarning, stacklevel=3)
+    absent = [n for n in names if n in seen and n not in {r["label"] for r in val_recs}]
+    if absent:
+        warnings.warn(f"validation records hold no {absent} record(s): macro-F1 counts those classes as 0 and "
+                      "early stopping is noisier; use a larger or later validation window", UserWarning,
+                      stacklevel=3)
 
 
 # ---- data and accelerator ------------------------------------------------------------------------
@@ -224,7 +270,7 @@ def _scores(labels: list, probs: np.ndarray, y: np.ndarray) -> dict:
 
 # ---- training ------------------------------------------------------------------------------------
 def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, progress: bool = True,
-          on_step: Callable[[int, Any, Accelerator], None] | None = None) -> dict:
+          on_step: Callable[[int, Any, Accelerator], None] | None = None, resume_anyway: bool = False) -> dict:
     """Fine-tune a TrendClassifier on config.data; export the best epoch (validation macro-F1) to output_dir/model.
 
     Args:
@@ -235,6 +281,8 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
         progress: show progress bars and summaries (main process only).
         on_step: called on every process after each optimizer step (and its checkpoint) with
             (step, model, accelerator); an exception raised there interrupts the run, `resume=True` continues it.
+        resume_anyway: resume even when the config or the data files differ from the checkpoint's (otherwise a
+            ResumeError lists the differences); the new learning rates and weight decay then apply from here on.
     Returns:
         dict with best_epoch, validation (the best epoch's metrics), test (or None), steps, epochs,
         stopped ("epochs", "early_stopping" or "max_steps"), model_dir, history and is_main_process.
@@ -249,6 +297,9 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
     if resume and ckpt is None:
         raise FileNotFoundError(f"resume=True but {out / 'checkpoints'} holds no complete checkpoint; "
                                 "run without --resume")
+    fingerprint = run_fingerprint(config)
+    if ckpt is not None:
+        check_resumable(ckpt, fingerprint, resume_anyway)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         for old in ("checkpoints", "metrics"):  # a later --resume must never pick up an older run's state
@@ -257,6 +308,8 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
         config.save_yaml(out / "config.yaml")
     accelerator.wait_for_everyone()
     train_recs, val_recs, test_recs = load_splits(config, out / "errors.csv" if main else None)
+    if main:
+        warn_on_class_coverage(train_recs, val_recs, config.labels.names)
 
     set_seed(tc.seed)
     model = TrendClassifier(config).fit_feature_scaling(train_recs)
@@ -281,10 +334,17 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
     accelerator.register_save_state_pre_hook(
         lambda models, weights, _: [w.pop(k, None) for w in weights for k in frozen])
 
-    state = TrainerState()
+    state = TrainerState(fingerprint=fingerprint)
     if ckpt is not None:
-        accelerator.load_state(str(ckpt), strict=False)  # strict=False: the frozen weights are not in the file
-        state = TrainerState(**json.loads((ckpt / STATE_FILE).read_text()))
+        try:
+            accelerator.load_state(str(ckpt), strict=False)  # strict=False: the frozen weights are not in the file
+        except (RuntimeError, ValueError, KeyError) as e:  # size mismatch, another optimizer layout
+            raise ResumeError(f"{ckpt}: the checkpoint does not fit this model ({' '.join(str(e).split())[:200]}); "
+                              "model sizes changed since it was saved. Train without --resume (into a new "
+                              "--output-dir to keep the old run)") from None
+        state = TrainerState(**{**json.loads((ckpt / STATE_FILE).read_text()), "fingerprint": fingerprint})
+        if resume_anyway:
+            apply_new_hyperparameters(optimizer, scheduler, model, tc)
         if state.stopped == "max_steps" and (not tc.max_steps or state.step < tc.max_steps):
             state.stopped = ""  # resumed with a larger step budget
         accelerator.print(f"resuming from {ckpt} (epoch {state.epoch + 1}, step {state.step})")
@@ -500,12 +560,6 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def _flat(d: dict) -> dict:
     """Nested config -> {"section.key": scalar} for tracker hyper-parameters (lists become strings)."""
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(d).items()}

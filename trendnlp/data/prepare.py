@@ -18,11 +18,13 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import Progress
 
+from trendnlp.errors import ConfigError, DataError
 from trendnlp.labels import LABELS, LabelRule
-from trendnlp.data.records import FREQS, RecordError, detect_format
+from trendnlp.data.records import FREQS, ErrorReport, RecordError, detect_format, unreadable_as_data_error
 
 PERIOD_CODES = {"W": "W-SUN", "D": "D", "M": "M"}  # weeks end on Sunday, as in the Online Retail benchmark
 SERIES_STARTS = ("data", "first_sale")
+MAX_PERIODS = 100_000  # bound on history / horizon / stride: ~270 years of days; larger is a typo
 
 
 @dataclass
@@ -38,6 +40,7 @@ class PrepareResult:
     n_products: int
     dropped_partial: str | None = None
     notes: list[str] = field(default_factory=list)
+    errors: ErrorReport = field(default_factory=ErrorReport)  # input rows skipped under on_error="skip"
 
     def __len__(self) -> int:
         return len(self.records)
@@ -56,7 +59,7 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
             description_col: str | None = "description", review_col: str = "text", freq: str = "W",
             history: int = 26, horizon: int = 4, stride: int = 1, min_history_units: float = 10.0,
             max_reviews: int = 5, series_start: str = "data", rule: LabelRule | None = None,
-            progress: bool = True) -> PrepareResult:
+            progress: bool = True, on_error: str = "raise") -> PrepareResult:
     """Slide a cutoff over period ends and build one leakage-safe record per (product, cutoff).
 
     Args:
@@ -80,6 +83,8 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
             young products get shorter `sales` lists.
         rule: label rule (default `LabelRule()`).
         progress: show a progress bar on stderr.
+        on_error: "raise" stops at the first bad row of a table; "skip" leaves every bad row out and lists it
+            (file, line, column, reason) in the result's `errors` report.
     Returns:
         a PrepareResult; `.records` are normalised record dicts sorted by cutoff, then product_id.
     Raises:
@@ -99,11 +104,19 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
                                                    "units": [units_col], "price": [price_col] if price_col else []})
         if len(df) == 0:
             raise RecordError(src, None, units_col, "the sales table has no rows")
-        ids = _product_ids(df, src, off, product_col)
-        ts = parse_times(df["time"], src, off, time_col)
-        units = parse_units(df["units"], src, off, units_col)
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+        report = ErrorReport()
+        skip = SkippedRows(len(df), report) if on_error == "skip" else None
+        ids = _product_ids(df, src, off, product_col, skip)
+        ts = parse_times(df["time"], src, off, time_col, skip)
+        units = parse_units(df["units"], src, off, units_col, skip=skip)
         if "price" in df:
-            parse_units(df["price"], src, off, price_col, what="price")
+            parse_units(df["price"], src, off, price_col, what="price", skip=skip)
+        if skip is not None and skip.mask.any():
+            ids, ts, units = skip.apply(ids, ts, units)
+            if len(ids) == 0:
+                raise DataError(f"{src}: every one of its {len(df):,} rows is bad (see the errors report)")
 
         bar.update(stage, description="aggregating units per period")
         pid, uniques = pd.factorize(ids, sort=True)  # sorted ids -> records ordered by product
@@ -111,6 +124,7 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
         grid = _Grid(np.asarray(uniques, dtype=object), int(per.min()), PERIOD_CODES[freq])
         units_pt, dropped = grid.unit_matrix(pid, per - grid.p0, units, ts.max())  # (P, T)
         T = units_pt.shape[1]
+        _check_finite_sums(units_pt, grid, src, units_col)
 
         bar.update(stage, description="sliding cutoffs")
         cut = np.arange(history - 1, T - horizon, stride)  # period index of each cutoff
@@ -131,8 +145,9 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
         labels = _labels(hist, length, fut, rule)
 
         bar.update(stage, description="text as of each cutoff")
-        title, desc = _texts_as_of(texts, grid, p, c, product_col, time_col, title_col, description_col)
-        revs = _reviews_as_of(reviews, grid, p, c, product_col, time_col, review_col, max_reviews)
+        title, desc = _texts_as_of(texts, grid, p, c, product_col, time_col, title_col, description_col, report,
+                                   on_error)
+        revs = _reviews_as_of(reviews, grid, p, c, product_col, time_col, review_col, max_reviews, report, on_error)
 
         bar.update(stage, description="building records", total=len(p), completed=0)
         records = []
@@ -143,7 +158,11 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
                             "cutoff": cu, "freq": freq, "label": lab, "future_sales": fu})
             if i % 20000 == 0:
                 bar.update(stage, completed=i)
-    return PrepareResult(records, cutoffs, int((first < T).sum()), dropped)
+    report.errors.sort(key=lambda e: (e.source, e.row or 0))  # in file order, whichever check found them
+    result = PrepareResult(records, cutoffs, int((first < T).sum()), dropped, errors=report)
+    if len(report):
+        result.notes.append(f"skipped {len(report):,} bad input rows (on_error=skip)")
+    return result
 
 
 @dataclass
@@ -175,22 +194,38 @@ class _Grid:
         return pd.Index(self.products).get_indexer(ids)  # -1: a product that never appears in the sales
 
 
+def _check_finite_sums(units_pt: np.ndarray, grid: "_Grid", src: str, col: str) -> None:
+    """Units per period, and their running totals over a window, must stay finite: a sum that overflows to inf
+    would write records that the records reader itself rejects."""
+    with np.errstate(over="ignore"):
+        csum = units_pt.cumsum(axis=1)
+    bad = ~np.isfinite(csum)
+    if bad.any():
+        p, t = np.argwhere(bad)[0]
+        raise DataError(f"{src}: column {col!r}: the units of product {grid.products[p]!r} up to the period ending "
+                        f"{grid.end_dates(np.array([t]))[0]} sum to infinity (float overflow); check that column for "
+                        "absurdly large values")
+
+
 def _check_options(freq, history, horizon, stride, min_history_units, max_reviews, series_start) -> None:
     if freq not in FREQS:
         raise ValueError(f"freq must be one of {list(FREQS)}, found {freq!r}")
-    for name, value in (("history", history), ("horizon", horizon), ("stride", stride)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a whole number >= 1, found {value!r}")
-    if min_history_units < 0 or max_reviews < 0:
-        raise ValueError(f"min_history_units and max_reviews must be >= 0, found {min_history_units}, {max_reviews}")
+    for name, value in (("history", history), ("horizon", horizon), ("stride", stride), ("max_reviews", max_reviews)):
+        low = 0 if name == "max_reviews" else 1
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= MAX_PERIODS:
+            raise ConfigError(f"{name} must be a whole number in [{low}, {MAX_PERIODS:,}], found {value!r}")
+    if isinstance(min_history_units, bool) or not 0 <= min_history_units < np.inf:  # NaN fails too
+        raise ConfigError(f"min_history_units must be a finite number >= 0, found {min_history_units!r}")
     if series_start not in SERIES_STARTS:
         raise ValueError(f"series_start must be one of {list(SERIES_STARTS)}, found {series_start!r}")
 
 
-def _product_ids(df: pd.DataFrame, src: str, off: int, col: str) -> np.ndarray:
+def _product_ids(df: pd.DataFrame, src: str, off: int, col: str, skip: "SkippedRows | None" = None) -> np.ndarray:
     ids = df["product"].astype("string").str.strip()
     missing = (ids.isna() | (ids == "")).to_numpy()
-    if missing.any():
+    if missing.any() and skip is not None:
+        skip.add(df, missing, src, off, col, "missing product id; every row needs one", df["product"])
+    elif missing.any():
         row = int(df.index[missing.argmax()]) + off
         raise RecordError(src, row, col, f"missing product id ({int(missing.sum())} such rows); every row needs one")
     return ids.to_numpy(dtype=object)
@@ -204,7 +239,8 @@ def _labels(hist: np.ndarray, length: np.ndarray, fut: np.ndarray, rule: LabelRu
     return rule.labels_vectorized(recent, future).tolist()
 
 
-def _texts_as_of(texts, grid: _Grid, p, c, product_col, time_col, title_col, description_col):
+def _texts_as_of(texts, grid: _Grid, p, c, product_col, time_col, title_col, description_col, report=None,
+                 on_error="raise"):
     n = len(p)
     if texts is None:
         return [""] * n, [""] * n
@@ -213,6 +249,7 @@ def _texts_as_of(texts, grid: _Grid, p, c, product_col, time_col, title_col, des
     df, src, off = read_table(texts, "texts", wanted, optional=("time", "title", "description"))
     if "title" not in df and "description" not in df:
         raise RecordError(src, None, f"{title_col} / {description_col}", "the texts table has neither column")
+    df = _drop_bad_rows(df, src, off, wanted["product"][0], time_col, report, on_error)
     pid = grid.product(_product_ids(df, src, off, wanted["product"][0]))
     title = text_column(df, "title")
     desc = text_column(df, "description")
@@ -258,12 +295,14 @@ def _mode_as_of(pid, per, val, when, q_pid, q_per) -> np.ndarray:
     return np.where(idx >= 0, best_val[idx], -1)
 
 
-def _reviews_as_of(reviews, grid: _Grid, p, c, product_col, time_col, review_col, max_reviews):
+def _reviews_as_of(reviews, grid: _Grid, p, c, product_col, time_col, review_col, max_reviews, report=None,
+                   on_error="raise"):
     n = len(p)
     if reviews is None or max_reviews == 0:
         return [[] for _ in range(n)]
     wanted = {"product": [product_col, "product_id"], "time": [time_col, "timestamp"], "text": [review_col, "review"]}
     df, src, off = read_table(reviews, "reviews", wanted)
+    df = _drop_bad_rows(df, src, off, wanted["product"][0], time_col, report, on_error)
     pid = grid.product(_product_ids(df, src, off, wanted["product"][0]))
     when = parse_times(df["time"], src, off, time_col)
     text = text_column(df, "text")
@@ -275,6 +314,18 @@ def _reviews_as_of(reviews, grid: _Grid, p, c, product_col, time_col, review_col
     end = last_at_or_before(spid, sper, p, c) + 1  # one past the newest review at or before the cutoff
     start = np.maximum(np.searchsorted(spid, p, side="left"), end - max_reviews)
     return [stext[s:e][::-1] if e > 0 else [] for s, e in zip(start.tolist(), end.tolist())]
+
+
+def _drop_bad_rows(df: pd.DataFrame, src: str, off: int, product_col: str, time_col: str, report, on_error: str):
+    """Texts / reviews under on_error="skip": rows without a product id or with a bad timestamp are reported and
+    dropped (the original index is kept, so later messages still name the file's line)."""
+    if on_error != "skip" or report is None:
+        return df
+    skip = SkippedRows(len(df), report)
+    _product_ids(df, src, off, product_col, skip)
+    if "time" in df:
+        parse_times(df["time"], src, off, time_col, skip)
+    return df[~skip.mask]
 
 
 def last_at_or_before(obs_pid: np.ndarray, obs_per: np.ndarray, q_pid: np.ndarray, q_per: np.ndarray) -> np.ndarray:
@@ -356,7 +407,8 @@ def read_table(source: Any, what: str, wanted: dict[str, list[str]],
     else:
         src, fmt = str(source), detect_format(source)
         off = 2 if fmt == "csv" else 1  # CSV errors name the line, the header being line 1
-        columns = _file_columns(source, fmt)
+        with unreadable_as_data_error(src, what):
+            columns = _file_columns(source, fmt)
     chosen = {}
     for name, candidates in wanted.items():
         hit = next((c for c in candidates if c in columns), None)
@@ -370,33 +422,62 @@ def read_table(source: Any, what: str, wanted: dict[str, list[str]],
         df = source[list(chosen.values())]
         if not pd.api.types.is_integer_dtype(df.index) or not df.index.is_unique:
             df = df.reset_index(drop=True)
-    elif fmt == "csv":  # strings everywhere: ids keep leading zeros, numbers are checked row by row below
-        df = pd.read_csv(source, usecols=list(chosen.values()), dtype=str)
-    elif fmt == "parquet":
-        df = pd.read_parquet(source, columns=list(chosen.values()))
     else:
-        df = pd.read_json(source, lines=True, dtype=False)[list(chosen.values())]
+        with unreadable_as_data_error(src, what):
+            df = _read_columns(source, fmt, list(chosen.values()))
     return df.rename(columns={v: k for k, v in chosen.items()}), src, off
+
+
+def _read_columns(path: Any, fmt: str, cols: list[str]) -> pd.DataFrame:
+    if fmt == "csv":  # strings everywhere: ids keep leading zeros, numbers are checked row by row below
+        return pd.read_csv(path, usecols=cols, dtype=str, encoding="utf-8")
+    if fmt == "parquet":
+        return pd.read_parquet(path, columns=cols)
+    return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")[cols]
 
 
 def _file_columns(path: Any, fmt: str) -> list[str]:
     import pyarrow.parquet as pq
 
     if fmt == "csv":
-        return list(pd.read_csv(path, nrows=0).columns)
+        return list(pd.read_csv(path, nrows=0, encoding="utf-8").columns)
     if fmt == "parquet":
         return list(pq.read_schema(path).names)
     return list(pd.read_json(path, lines=True, nrows=1).columns)
 
 
-def _fail(df: pd.DataFrame, bad: np.ndarray, src: str, off: int, col: str, reason: str, values: pd.Series) -> None:
+class SkippedRows:
+    """Bad rows of one input table under on_error="skip": each goes to `report` (file, line, column, reason)
+    and is marked in `mask` (positional), so the caller drops them all at once instead of stopping at the first."""
+
+    def __init__(self, n: int, report: ErrorReport):
+        self.mask, self.report = np.zeros(n, dtype=bool), report
+
+    def add(self, df: pd.DataFrame, bad: np.ndarray, src: str, off: int, col: str, reason: str,
+            values: pd.Series) -> None:
+        for pos in np.nonzero(bad & ~self.mask)[0]:  # a row is reported once, for its first problem
+            self.report.add(RecordError(src, int(df.index[pos]) + off, col, f"{reason}, found {values.iloc[pos]!r}"))
+        self.mask |= bad
+
+    def apply(self, *arrays):
+        """The positional arrays (numpy or Series) without the skipped rows."""
+        keep = ~self.mask
+        return [a[keep] if isinstance(a, np.ndarray) else a[keep].reset_index(drop=True) for a in arrays]
+
+
+def _fail(df: pd.DataFrame, bad: np.ndarray, src: str, off: int, col: str, reason: str, values: pd.Series,
+          skip: SkippedRows | None = None) -> None:
+    if skip is not None:
+        skip.add(df, bad, src, off, col, reason, values)
+        return
     pos = int(bad.argmax())
     more = f" ({int(bad.sum()) - 1} more rows like it)" if bad.sum() > 1 else ""
     raise RecordError(src, int(df.index[pos]) + off, col, f"{reason}, found {values.iloc[pos]!r}{more}")
 
 
-def parse_times(s: pd.Series, src: str, off: int, col: str) -> pd.Series:
-    """Timestamps as naive datetimes (time zones dropped, wall time kept); an unparsable or missing one is an error."""
+def parse_times(s: pd.Series, src: str, off: int, col: str, skip: SkippedRows | None = None) -> pd.Series:
+    """Timestamps as naive datetimes (time zones dropped, wall time kept); an unparsable or missing one is an error
+    (or, with `skip`, a reported row left as NaT)."""
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         raise RecordError(src, None, col, f"expected dates like 2011-06-05 or 2011-06-05 14:30, found numbers "
                           f"({s.iloc[0]!r}...); convert them to dates first")
@@ -414,20 +495,32 @@ def parse_times(s: pd.Series, src: str, off: int, col: str) -> pd.Series:
         t = t.dt.tz_localize(None)
     bad = t.isna().to_numpy()
     if bad.any():
-        _fail(s.to_frame(), bad, src, off, col, "missing or unparsable timestamp; expected a date like 2011-06-05", s)
+        _fail(s.to_frame(), bad, src, off, col, "missing or unparsable timestamp; expected a date like 2011-06-05", s,
+              skip)
     return t
 
 
-def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units") -> np.ndarray:
-    """Finite, non-negative numbers as float64; anything else is an error naming the first bad row."""
-    x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units",
+                skip: SkippedRows | None = None) -> np.ndarray:
+    """Finite, non-negative numbers as float64; anything else is an error naming the first bad row (or, with
+    `skip`, reported rows left as NaN)."""
+    if pd.api.types.is_bool_dtype(s):
+        is_bool = s.notna().to_numpy()
+    elif s.dtype == object:
+        is_bool = s.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+    else:
+        is_bool = np.zeros(len(s), dtype=bool)
+    # pandas would read True / False as 1 / 0: a boolean is not a count of units
+    x = np.where(is_bool, np.nan, pd.to_numeric(s.where(~is_bool), errors="coerce").to_numpy(dtype=float,
+                                                                                            na_value=np.nan))
     frame = s.to_frame()
-    for bad, reason in ((np.isnan(x) & s.notna().to_numpy(), f"{what} must be a number"),
+    for bad, reason in ((is_bool, f"{what} must be a number, not a boolean"),
+                        (np.isnan(x) & s.notna().to_numpy(), f"{what} must be a number"),
                         (s.isna().to_numpy(), f"missing {what}; use 0 for none"),
                         (np.isinf(x), f"{what} must be finite"),
                         (x < 0, f"{what} must be >= 0 (net out returns and cancellations before preparing)")):
         if bad.any():
-            _fail(frame, bad, src, off, col, reason, s)
+            _fail(frame, bad, src, off, col, reason, s, skip)
     return x
 
 

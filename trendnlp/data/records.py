@@ -11,16 +11,19 @@ validated records in chunks for catalog-scale labeling.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
 import json
 import math
+import numbers
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trendnlp.errors import DataError, TrendError
 from trendnlp.labels import LABELS, LabelRule
 
 FREQS = ("W", "D", "M")
@@ -28,7 +31,7 @@ RECORD_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cuto
 _LIST_FIELDS = ("sales", "future_sales", "reviews")
 
 
-class RecordError(ValueError):
+class RecordError(DataError):
     """A bad input row: names the file, row, field and (when known) the product id."""
 
     def __init__(self, source: str, row: int | None, field: str, reason: str, product_id: str | None = None):
@@ -101,8 +104,10 @@ class _Bad(Exception):
 def _numbers(values: list, name: str) -> list[float]:
     out = []
     for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) and not _is_numeric_str(v):
-            raise _Bad(name, f"element {i} must be a number, found {v!r}")
+        # numbers.Real takes numpy scalars (np.int64, np.float32); booleans (Python or numpy) are not units
+        if _is_bool(v) or not isinstance(v, numbers.Real) and not _is_numeric_str(v):
+            raise _Bad(name, f"element {i} must be a number, found {v!r}"
+                       + (" (a boolean is not a count of units)" if _is_bool(v) else ""))
         x = float(v)
         if math.isnan(x) or math.isinf(x):
             raise _Bad(name, f"element {i} is {x}; units must be finite (replace missing periods by 0)")
@@ -110,6 +115,10 @@ def _numbers(values: list, name: str) -> list[float]:
             raise _Bad(name, f"element {i} is negative ({x}); units must be >= 0 (net out returns before)")
         out.append(x)
     return out
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool) or (type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_"))
 
 
 def _is_numeric_str(v: Any) -> bool:
@@ -139,8 +148,13 @@ def _cutoff(value: Any) -> str | None:
         return value.isoformat()
     if hasattr(value, "date") and callable(value.date):  # pandas Timestamp
         return value.date().isoformat()
+    s = str(value).strip()
+    try:  # the whole string must parse: "2011-06-05-garbage" or "2011-06-05T99:99" are errors, not truncated
+        return dt.date.fromisoformat(s).isoformat()
+    except ValueError:
+        pass
     try:
-        return dt.date.fromisoformat(str(value)[:10]).isoformat()
+        return dt.datetime.fromisoformat(s).date().isoformat()
     except ValueError:
         raise _Bad("cutoff", f"expected an ISO date like 2011-06-05, found {value!r}") from None
 
@@ -218,6 +232,32 @@ def detect_format(path: str | Path) -> str:
     return fmt
 
 
+@contextlib.contextmanager
+def unreadable_as_data_error(src: str | Path, what: str = "records") -> Iterator[None]:
+    """Turn a reader's low-level failure (pandas, pyarrow, codecs) on file `src` into a DataError naming it.
+
+    >>> with unreadable_as_data_error("x.csv", "sales"):
+    ...     pass
+    """
+    try:
+        yield
+    except TrendError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{src}: no such {what} file; check the path") from None
+    except IsADirectoryError:
+        raise DataError(f"{src}: is a folder, but a {what} file is needed") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{src}: not valid UTF-8 (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
+                        f"re-save the {what} file as UTF-8") from None
+    except (ValueError, OSError) as e:  # pandas EmptyDataError / ParserError, pyarrow ArrowInvalid / ArrowIOError
+        if type(e).__name__ == "EmptyDataError" or (Path(src).is_file() and Path(src).stat().st_size == 0):
+            raise DataError(f"{src}: the {what} file is empty; expected a header line and at least one row") from None
+        msg = " ".join(str(e).split())[:200]
+        raise DataError(f"{src}: could not read the {what} file ({type(e).__name__}: {msg}); check that it is a "
+                        f"valid {Path(src).suffix.lstrip('.').upper() or 'data'} file") from None
+
+
 def iter_raw_rows(path: str | Path) -> Iterator[tuple[int, dict | RecordError]]:
     """Stream a records file as (row, raw dict) pairs; unreadable rows come as RecordError instead.
 
@@ -227,12 +267,18 @@ def iter_raw_rows(path: str | Path) -> Iterator[tuple[int, dict | RecordError]]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such records file")
     fmt = detect_format(path)
-    if fmt == "jsonl":
-        yield from _iter_jsonl(path)
-    elif fmt == "csv":
-        yield from _iter_csv(path)
-    else:
-        yield from _iter_parquet(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, but a records file (.jsonl, .csv, .parquet) is needed")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the records file is empty (0 bytes); expected "
+                        + ("a header line and rows" if fmt == "csv" else "at least one record"))
+    with unreadable_as_data_error(path):
+        if fmt == "jsonl":
+            yield from _iter_jsonl(path)
+        elif fmt == "csv":
+            yield from _iter_csv(path)
+        else:
+            yield from _iter_parquet(path)
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
@@ -266,7 +312,9 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
     bad: dict[int, int] = {}
     reader = csv.DictReader(lines())
     if reader.fieldnames is None:
-        return
+        raise DataError(f"{path}: the CSV file has no header line; expected columns like product_id,sales,...")
+    if 1 in bad:
+        raise DataError(f"{path}: line 1 (the header) is not valid UTF-8 (byte {bad[1]}); re-save the file as UTF-8")
     for rec in reader:
         n = reader.line_num
         if n in bad:
@@ -343,6 +391,26 @@ def read_records(source: Any, *, on_error: str = "raise", history: int | None = 
     rows, name, csv_encoded = _rows_of(source)
     return [rec for _, rec in validate_rows(rows, source=name, on_error=on_error, history=history, rule=rule,
                                             csv_encoded=csv_encoded, report=report)]
+
+
+def read_records_aligned(source: Any, *, on_error: str = "raise", history: int | None = None,
+                         rule: LabelRule | None = None, report: ErrorReport | None = None
+                         ) -> tuple[list[dict], list[int], int]:
+    """Like `read_records`, plus where each valid record sits in the input, so results can be aligned with it.
+
+    Returns:
+        (records, positions (0-based input row of each record), number of input rows)
+
+    >>> recs, pos, n = read_records_aligned([{"product_id": "a", "sales": [1]}, {"sales": [2]}], on_error="skip")
+    >>> pos, n
+    ([0], 2)
+    """
+    rows, name, csv_encoded = _rows_of(source)
+    rows = list(rows)
+    position = {n: i for i, (n, _) in enumerate(rows)}
+    good = list(validate_rows(rows, source=name, on_error=on_error, history=history, rule=rule,
+                              csv_encoded=csv_encoded, report=report))
+    return [rec for _, rec in good], [position[n] for n, _ in good], len(rows)
 
 
 def _rows_of(source: Any) -> tuple[Iterable, str, bool]:

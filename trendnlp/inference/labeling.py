@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import shutil
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from tqdm.auto import tqdm
 from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
 from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
+from trendnlp.errors import check_not_input
 
 __all__ = ["KeySet", "ResumeMismatchError", "WindowLabeler", "add_arguments", "label_file", "main", "run"]
 
@@ -97,6 +99,9 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         errors = output.with_name(output.name[: -len(output.suffix)] + ".errors.csv")
     errors = Path(errors) if errors is not None else None
     err_fmt = detect_format(errors) if errors is not None else None
+    check_not_input(output, {"input": input}, "output")  # writing the output must never destroy the catalog
+    if errors is not None:
+        check_not_input(errors, {"input": input, "output": output}, "errors")
     if not input.is_file():
         raise FileNotFoundError(f"{input}: no such records file")
     if accelerator is None and num_shards == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -208,6 +213,9 @@ class WindowLabeler:
         self._slots: OrderedDict[str, int] = OrderedDict()  # text -> row of _table, least recently used first
         self._table: torch.Tensor | None = None
         self.texts_encoded = self.texts_cached = 0
+        # serving calls one labeler from several threads: every read or write of the cache (slots, table rows,
+        # counters) happens under this lock; the encoder itself runs outside it
+        self._lock = threading.Lock()
 
     def predict_proba(self, records: list[dict]) -> np.ndarray:
         """(n, n_classes) float32 probabilities in `model.labels` order, rows in `records` order."""
@@ -252,26 +260,36 @@ class WindowLabeler:
     def _encode(self, texts: list[str]) -> torch.Tensor:
         """(U, H) pooled embeddings of distinct texts: cached ones copied, the others encoded, then cached."""
         emb = torch.zeros(len(texts), self.model.text_encoder.output_dim, device=self.device)
-        hit = [u for u, t in enumerate(texts) if t in self._slots]
-        for u in hit:
-            self._slots.move_to_end(texts[u])
-        if hit:
-            emb[hit] = self._table[[self._slots[texts[u]] for u in hit]]
-        miss = [u for u, t in enumerate(texts) if t not in self._slots]
+        with self._lock:  # copy the hits out before another thread can evict and reuse their slots
+            hit = [u for u, t in enumerate(texts) if t in self._slots]
+            for u in hit:
+                self._slots.move_to_end(texts[u])
+            if hit:
+                emb[hit] = self._table[[self._slots[texts[u]] for u in hit]]
+        hit_set = set(hit)
+        miss = [u for u in range(len(texts)) if u not in hit_set]
         for pos, batch in self._text_batches([texts[u] for u in miss]):
             emb[[miss[j] for j in pos]] = self.model.text_encoder(**batch).float()
-        self.texts_encoded, self.texts_cached = self.texts_encoded + len(miss), self.texts_cached + len(hit)
+        with self._lock:
+            self.texts_encoded, self.texts_cached = self.texts_encoded + len(miss), self.texts_cached + len(hit)
+            self._store(texts, miss, emb)
+        return emb
+
+    def _store(self, texts: list[str], miss: list[int], emb: torch.Tensor) -> None:
+        """Put freshly encoded texts into the LRU table (caller holds the lock)."""
         if self.cache_size:
             if self._table is None:
                 self._table = torch.empty(self.cache_size, emb.shape[1], device=self.device)
             for u in miss[-self.cache_size:]:
+                if texts[u] in self._slots:  # another thread encoded and stored it meanwhile
+                    self._slots.move_to_end(texts[u])
+                    continue
                 if len(self._slots) < self.cache_size:
                     slot = len(self._slots)
                 else:
                     slot = self._slots.popitem(last=False)[1]  # evict the least recently used text
                 self._slots[texts[u]] = slot
                 self._table[slot] = emb[u]
-        return emb
 
     def _head(self, emb: torch.Tensor, index: torch.Tensor, sales: dict) -> np.ndarray:
         """Sales encoder + fusion head for records whose pooled texts are rows `index` of `emb` (-1: none)."""

@@ -17,8 +17,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from trendnlp.errors import ResumeError
 
-class ResumeMismatchError(RuntimeError):
+
+class ResumeMismatchError(ResumeError):
     """The parts folder was written by a run with another model, input or options."""
 
 
@@ -124,8 +126,12 @@ def open_shard_state(parts: Path, shard: int, fingerprint: dict) -> dict:
         for stale in parts.glob(f"*-{shard}-*"):  # parts of a run killed before its first commit
             stale.unlink()
         return fresh
-    state = json.loads(path.read_text(encoding="utf-8"))
-    old = state.get("fingerprint", {})
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResumeMismatchError(f"{path}: the manifest of an unfinished labeling run is damaged ({e}); rerun with "
+                                  f"--no-resume (resume=False) to start over, or remove {parts}") from None
+    old = state.get("fingerprint", {}) if isinstance(state, dict) else {}
     diff = [k for k in fingerprint if old.get(k) != fingerprint[k]]
     if diff:
         raise ResumeMismatchError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,15 @@ from torch import nn
 from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
 from trendnlp.data.features import N_SALES_CHANNELS, SUMMARY_NAMES, build_text, summary_stats
+from trendnlp.errors import ModelFolderError
+from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer,
+                                   check_weights, read_meta, record_identity, resolve_stored_path)
 from trendnlp.model.fusion import FusionHead
-from trendnlp.data.records import read_records
+from trendnlp.data.records import ErrorReport, read_records_aligned
 from trendnlp.model.sales_encoder import SalesEncoder
-from trendnlp.model.text_encoder import TextEncoder, load_base_model, load_tokenizer
+from trendnlp.model.text_encoder import BaseModelError, TextEncoder, load_base_model, load_tokenizer
 
 FORMAT_VERSION = 1
-CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 _ENCODER_PREFIX = "text_encoder."  # weights saved by peft (adapter/) or transformers (encoder/), not in model.safetensors
 
 
@@ -192,10 +195,17 @@ class TrendClassifier(nn.Module):
         """
         from safetensors.torch import save_file
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(directory) as d:  # a crash mid-save leaves the previous model (or none), never half
+            self._write_folder(d, save_file)
+            record_identity(d, self)  # files list, vocabulary size, base encoder fingerprint into config.json
+
+    def _write_folder(self, d: Path, save_file) -> None:
         c = self.config
-        meta = {"format": "trendnlp", "format_version": FORMAT_VERSION, "config": c.to_dict(),
+        stored = c.to_dict()
+        if c.text.enabled and not Path(c.text.base_model).is_absolute() and Path(c.text.base_model).exists():
+            # a path relative to today's working directory would break tomorrow: store it absolute
+            stored["text"]["base_model"] = str(Path(c.text.base_model).resolve())
+        meta = {"format": "trendnlp", "format_version": FORMAT_VERSION, "config": stored,
                 "labels": self.labels, "label_rule": dataclasses.asdict(c.labels.rule()),
                 "base_model": c.text.base_model if c.text.enabled else None,
                 "feature_scaling": ({"summary_names": list(SUMMARY_NAMES), **self.sales_encoder.scaling_stats()}
@@ -227,25 +237,36 @@ class TrendClassifier(nn.Module):
         from safetensors.torch import load_file
 
         d = Path(directory)
-        if not (d / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{d}: not a trendnlp model folder (no {CONFIG_NAME}); expected a folder "
-                                    "written by TrendClassifier.save_pretrained, e.g. runs/<name>/model")
-        meta = json.loads((d / CONFIG_NAME).read_text(encoding="utf-8"))
-        if meta.get("format") != "trendnlp" or meta.get("format_version", 0) > FORMAT_VERSION:
+        meta = read_meta(d)
+        if meta.get("format") != "trendnlp" or not isinstance(meta.get("format_version"), int) or \
+                meta.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(f"{d / CONFIG_NAME}: expected trendnlp format_version <= {FORMAT_VERSION}, found "
                              f"{meta.get('format')!r} version {meta.get('format_version')!r}; upgrade trendnlp")
-        config = TrendConfig.from_dict(meta["config"], source=str(d / CONFIG_NAME))
-        if base_model is not None:
-            config.text.base_model = base_model
+        try:
+            config = TrendConfig.from_dict(meta["config"], source=str(d / CONFIG_NAME))
+        except ValueError as e:
+            raise ModelFolderError(f"{e} (the model folder's config.json is damaged or from another version)") from None
+        check_files(d, config, meta)
+        stored = config.text.base_model
+        config.text.base_model = base_model if base_model is not None else resolve_stored_path(d, stored)
         base = tokenizer = None
         if config.text.enabled:
-            tokenizer = load_tokenizer(str(d / "tokenizer"))
+            try:
+                tokenizer = load_tokenizer(str(d / "tokenizer"))
+            except BaseModelError as e:  # the folder's own files, not a base-model reference: say so
+                raise ModelFolderError(f"{d / 'tokenizer'}: the model folder's tokenizer files are unreadable "
+                                       f"({' '.join(str(e.__cause__ or e).split())[:160]}); export the model again "
+                                       "or restore the folder") from None
+            check_tokenizer(d, tokenizer, meta)
             full = config.text.finetune == "full"
             base = load_base_model(str(d / "encoder"), use_safetensors=True) if full else \
                 load_base_model(config.text.base_model)
         model = cls(config, base_model=base, tokenizer=tokenizer)
+        if config.text.enabled and config.text.finetune != "full":
+            _warn_other_base(d, meta, stored, config.text.base_model, model.text_encoder.base_fingerprint)
         if config.text.enabled and config.text.finetune == "lora":
             model.text_encoder.load_adapter_weights(d / "adapter")
+        check_weights(d / WEIGHTS_NAME, model.state_dict())  # readable, and shaped as config.json says
         result = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
         # folders saved before logit_bias / temperature existed have none: zero offsets and T = 1, as trained
         missing = [k for k in result.missing_keys if not k.startswith(_ENCODER_PREFIX)
@@ -258,15 +279,18 @@ class TrendClassifier(nn.Module):
         return model.to(device or "cpu").eval()
 
     # ---- inference ---------------------------------------------------------------------------
-    def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise") -> np.ndarray:
+    def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise",
+                      report: ErrorReport | None = None) -> np.ndarray:
         """Class probabilities, columns in `self.labels` order.
 
         Args:
             records: one record dict, a list of dicts, a pandas DataFrame or a .jsonl/.csv/.parquet path.
             batch_size: records per forward pass (batches are formed from records of similar text length).
             on_error: "raise" on the first bad record (RecordError naming row and field), or "skip" it.
+            report: an `ErrorReport` that receives each skipped record's row, field and reason.
         Returns:
-            (n, n_classes) float32 array, rows summing to 1, in input order (skipped rows left out).
+            (n, n_classes) float32 array, one row per input record in input order, summing to 1; a record
+            skipped under on_error="skip" keeps its row, filled with NaN (see `report` for why).
 
         >>> cfg = TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"hidden_size": 8}})
         >>> clf = TrendClassifier(cfg)  # sales-only, untrained: probabilities are not meaningful yet
@@ -278,7 +302,8 @@ class TrendClassifier(nn.Module):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, found {batch_size}")
         c = self.config
-        recs = read_records(records, on_error=on_error, history=c.sales.history, rule=c.labels.rule())
+        recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
+                                                   rule=c.labels.rule(), report=report)
         out = np.zeros((len(recs), len(self.labels)), dtype=np.float32)
         collate = self.make_collator()
         lengths = [len(build_text(r, c.text)) if c.text.enabled else 0 for r in recs]
@@ -296,17 +321,29 @@ class TrendClassifier(nn.Module):
                     out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         finally:
             self.train(was_training)
-        return out
+        aligned = np.full((n_rows, len(self.labels)), np.nan, dtype=np.float32)  # skipped records stay NaN
+        aligned[where] = out
+        return aligned
 
-    def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise") -> list[str]:
-        """Most probable label per record (arguments as `predict_proba`).
+    def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise",
+                report: ErrorReport | None = None) -> list[str | None]:
+        """Most probable label per input record (arguments as `predict_proba`); None for a skipped record.
 
         >>> clf = TrendClassifier(TrendConfig.from_dict({"text": {"enabled": False}}))
         >>> clf.predict({"product_id": "a", "sales": [1]})[0] in clf.labels
         True
         """
-        proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error)
-        return [self.labels[i] for i in proba.argmax(axis=1)]
+        proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error, report=report)
+        ok = ~np.isnan(proba).any(axis=1)
+        return [self.labels[i] if good else None for i, good in zip(np.nan_to_num(proba).argmax(axis=1), ok)]
+
+
+def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: str) -> None:
+    saved = meta.get("base_fingerprint")
+    if saved and saved != fingerprint:
+        warnings.warn(f"{d}: this model was trained on the base encoder {stored!r} (weights fingerprint {saved}), "
+                      f"but is being loaded on {used!r} (fingerprint {fingerprint}); its predictions will be "
+                      "wrong unless both are the same encoder", UserWarning, stacklevel=3)
 
     def explain(self, records: Any, **kwargs) -> list[dict]:
         """One JSON-ready explanation per record: label, probabilities, text vs sales Shapley split, sales

