@@ -464,7 +464,12 @@ def _fit_temperature(accelerator: Accelerator, config: TrendConfig, out: Path, v
     accelerator.print(f"temperature {T:.3f} (validation ECE {rep['ece_before']:.4f} -> {rep['ece_after']:.4f})")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        # save_pretrained replaces the folder atomically: carry the exported metrics.json over
+        metrics_path = out / "model" / "metrics.json"
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
         clf.save_pretrained(out / "model")
+        if metrics is not None:
+            _write_json(metrics_path, {**metrics, "temperature": T})
         _write_json(out / "metrics" / "history.json", state.history)
     accelerator.wait_for_everyone()
 
