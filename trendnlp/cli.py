@@ -29,8 +29,9 @@ def _rule(args: argparse.Namespace) -> LabelRule:
     return LabelRule(K=args.K, F=args.F, alpha=args.alpha, tau=args.tau)
 
 
-def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True) -> None:
-    p.add_argument("--sales", required=True, help="long-format sales table (.csv or .parquet): one row per order line")
+def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_label: bool = False) -> None:
+    p.add_argument("--sales", required=not for_label, help="long-format sales table (.csv or .parquet): one row per "
+                   "order line" + (" (label every product active in it; instead of --input)" if for_label else ""))
     p.add_argument("--preset", default=None, help="known dataset with its cleaning rules, e.g. online-retail")
     p.add_argument("--texts", default=None, help="product text table: product id, title, description [, timestamp]")
     p.add_argument("--reviews", default=None, help="reviews table: product id, timestamp, text")
@@ -39,30 +40,47 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True) -> None
     p.add_argument("--units-col", default="units", help="units column (default units)")
     p.add_argument("--price-col", default=None, help="optional price column (validated)")
     p.add_argument("--freq", choices=("W", "D", "M"), default=None, help="period: W (weeks ending Sunday), D or M")
-    p.add_argument("--history", type=int, default=None, help="periods of history per record (default 26)")
-    p.add_argument("--horizon", type=int, default=None, help="future periods per record (default 4)")
-    p.add_argument("--stride", type=int, default=None, help="periods between cutoffs (default 1)")
+    p.add_argument("--history", type=int, default=None, help="periods of history per record (default "
+                   + ("the model's)" if for_label else "26)"))
+    if not for_label:
+        p.add_argument("--horizon", type=int, default=None, help="future periods per record (default 4)")
+        p.add_argument("--stride", type=int, default=None, help="periods between cutoffs (default 1)")
     p.add_argument("--min-history-units", type=float, default=None, help="keep records with at least this many "
-                   "units in their history (default 10)")
+                   "units in their history (default " + ("1 with --sales: every active product)" if for_label
+                                                          else "10)"))
     p.add_argument("--max-reviews", type=int, default=None, help="newest reviews kept per record (default 5)")
+    if for_label:
+        p.add_argument("--as-of", default="latest", metavar="DATE", help="cutoff: the last period ending on or "
+                       "before DATE (default: the log's last complete period)")
+        return
+    p.add_argument("--as-of", nargs="?", const="latest", default=None, metavar="DATE",
+                   help="one record per product at the last period ending on or before DATE, no future and no "
+                   "label, for labeling (no DATE: the log's last complete period); --horizon / --stride do not apply")
     if with_out:
         p.add_argument("--out", required=True, help="output records: .parquet, .jsonl or .csv")
     _add_rule_args(p)
 
 
+def prepare_options(args: argparse.Namespace) -> dict:
+    """`prepare` keyword options from parsed `prepare` (or `label --sales`) options; unset ones left out."""
+    opts = {k: getattr(args, k, None) for k in ("freq", "history", "horizon", "stride", "min_history_units",
+                                                 "max_reviews")}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    opts["reviews"] = args.reviews
+    if hasattr(args, "K"):
+        opts["rule"] = _rule(args)
+    if not args.preset:  # a preset fixes its columns and text source
+        opts.update(product_col=args.product_col, time_col=args.time_col, units_col=args.units_col,
+                    price_col=args.price_col, texts=args.texts)
+    return opts
+
+
 def prepare_from_args(args: argparse.Namespace, progress: bool = True):
     """Run `prepare` / `prepare_preset` from parsed `prepare` options."""
-    from trendnlp.data.presets import prepare_preset
-    from trendnlp.data.prepare import prepare
+    from trendnlp.data.presets import prepare_log
 
-    opts = {k: getattr(args, k) for k in ("freq", "history", "horizon", "stride", "min_history_units", "max_reviews")}
-    opts = {k: v for k, v in opts.items() if v is not None}
-    if args.preset:
-        return prepare_preset(args.preset, args.sales, reviews=args.reviews, rule=_rule(args), progress=progress,
-                              **opts)
-    return prepare(args.sales, product_col=args.product_col, time_col=args.time_col, units_col=args.units_col,
-                   price_col=args.price_col, texts=args.texts, reviews=args.reviews, rule=_rule(args),
-                   progress=progress, **opts)
+    return prepare_log(args.sales, preset=args.preset, as_of=getattr(args, "as_of", None), progress=progress,
+                       **prepare_options(args))
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -103,9 +121,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from trendnlp.inference.labeling import run
+    if (args.input is None) == (args.sales is None):
+        raise ValueError("give either --sales ORDER_LOG (label every active product as of a date) or --input "
+                         "RECORDS (label ready-made records), not both")
+    if args.sales is None:
+        from trendnlp.inference.labeling import run
 
-    run(args)
+        run(args)
+        return 0
+    from trendnlp.inference.as_of import label_log
+
+    summary = label_log(args.model, args.sales, args.output, preset=args.preset, as_of=args.as_of,
+                        prepare_options=prepare_options(args), progress=not args.no_progress,
+                        batch_size=args.batch_size, window=args.window, dtype=args.dtype, on_error=args.on_error,
+                        errors=args.errors)
+    when = "the log's last complete period" if args.as_of == "latest" else f"as of {args.as_of}"
+    print(f"labelled {summary['products']:,} products active in the history window up to cutoff "
+          f"{summary['cutoff']} ({when}) -> {summary['output']} in {summary['seconds']:.1f} s")
     return 0
 
 
@@ -145,8 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from trendnlp.inference.labeling import add_arguments
 
-    p = sub.add_parser("label", help="label every row of a catalog file (streaming, resumable)")
-    add_arguments(p)
+    p = sub.add_parser("label", help="label every active product of an order log as of a date (--sales), or every "
+                       "row of a records file (--input; streaming, resumable)")
+    add_arguments(p, input_required=False)
+    _add_prepare_args(p.add_argument_group("order log (--sales; as for `trendnlp prepare`)"), for_label=True)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("benchmark", help="Online Retail benchmark: prepare, split, train, baselines, report")
