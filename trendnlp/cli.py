@@ -100,7 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trendnlp.training import train
 
     config = TrendConfig.from_yaml(args.config, overrides=args.set)
-    result = train(config, args.output_dir, resume=args.resume, progress=not args.no_progress)
+    result = train(config, args.output_dir, resume=args.resume, progress=not args.no_progress,
+                   init_from=args.init_from)
     if result.get("is_main_process", True):
         for split in ("validation", "test"):
             if result.get(split):
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
         p.add_argument("--resume", action="store_true", help="continue from the latest saved state in DIR/checkpoints")
+        p.add_argument("--init-from", default=None, metavar="MODEL_DIR", help="warm-start every weight, the logit "
+                       "offsets and the feature scaling from an exported model (e.g. to update it with newer weeks)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=cmd_train)
 
