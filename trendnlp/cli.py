@@ -3,7 +3,8 @@
     trendnlp prepare   order log (+ texts, reviews) -> product records
     trendnlp train     fine-tune a model from a YAML config (alias: finetune)
     trendnlp evaluate  metrics table, metrics.json and a confusion-matrix PNG for a saved model
-    trendnlp label     label a whole catalog file, streaming and resumable
+    trendnlp label     label every active product of an order log as of a date, or a whole records file
+    trendnlp serve     serve a saved model over HTTP (/health, /v1/metadata, /v1/predict)
     trendnlp benchmark the Online Retail benchmark: every baseline and ablation in one table
 """
 from __future__ import annotations
@@ -142,6 +143,18 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from trendnlp.inference.serve import MissingExtraError, serve
+
+    try:
+        serve(args.model, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
+              max_records=args.max_records, batch_size=args.batch_size, log_level=args.log_level)
+    except MissingExtraError as e:
+        print(f"trendnlp serve: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from trendnlp.benchmark.run import run_benchmark_cli
 
@@ -185,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, input_required=False)
     _add_prepare_args(p.add_argument_group("order log (--sales; as for `trendnlp prepare`)"), for_label=True)
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("serve", help="serve a saved model over HTTP (FastAPI + uvicorn; pip install trendnlp[serve])")
+    p.add_argument("--model", required=True, help="saved model folder, loaded once")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="larger request bodies get a 413 "
+                   "(default 8 MiB)")
+    p.add_argument("--max-records", type=int, default=10_000, help="more records per request get a 413 "
+                   "(default 10000)")
+    p.add_argument("--batch-size", type=int, default=64, help="records per forward pass within a request")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("benchmark", help="Online Retail benchmark: prepare, split, train, baselines, report")
     try:
