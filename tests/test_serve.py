@@ -82,6 +82,11 @@ def test_predict_equals_predict_proba(server, model_dir, sample_records):
     assert np.allclose(got, expected, atol=1e-5)
     assert [x["label"] for x in body["results"]] == [clf.labels[i] for i in expected.argmax(1)]
     assert body["results"][0]["cutoff"] == records[0]["cutoff"]
+    # asked again, the texts come from the server's embedding cache: the same answer
+    cached_before = httpx.get(f"{url}/v1/metadata").json()["text_cache"]["texts_cached"]
+    again = httpx.post(f"{url}/v1/predict", json={"records": records}, timeout=60).json()
+    assert httpx.get(f"{url}/v1/metadata").json()["text_cache"]["texts_cached"] > cached_before
+    assert np.allclose([[x["probabilities"][n] for n in clf.labels] for x in again["results"]], expected, atol=1e-5)
 
 
 def test_health_and_metadata(server):

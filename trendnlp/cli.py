@@ -148,7 +148,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         serve(args.model, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
-              max_records=args.max_records, batch_size=args.batch_size, log_level=args.log_level)
+              max_records=args.max_records, batch_size=args.batch_size, text_cache=args.text_cache,
+              log_level=args.log_level)
     except MissingExtraError as e:
         print(f"trendnlp serve: error: {e}", file=sys.stderr)
         return 2
@@ -207,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 8 MiB)")
     p.add_argument("--max-records", type=int, default=10_000, help="more records per request get a 413 "
                    "(default 10000)")
-    p.add_argument("--batch-size", type=int, default=64, help="records per forward pass within a request")
+    p.add_argument("--batch-size", type=int, default=64, help="distinct texts per encoder pass within a request")
+    p.add_argument("--text-cache", type=int, default=16384, help="pooled text embeddings kept across requests "
+                   "(0: none)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)
 

@@ -9,8 +9,10 @@ Requests pass three gates before the model sees them: the body size (413 above `
 the Content-Length header and on the bytes actually received), pydantic models generated from the §1 schema
 table `trendnlp.data.records.RECORD_SCHEMA`, then `validate_record` (the rules every reader applies, e.g.
 history length); a bad record is a 422 naming its index and field. More than `max_records` records is a 413.
-A request's records are scored in one `predict_proba` call; calls are serialised by a lock (one model, one
-set of buffers), so concurrent requests queue instead of interleaving. Endpoints are plain functions that
+A request's records are scored in one call of the batch labeler (`WindowLabeler`, as `trendnlp label`: each
+distinct text encoded once, pooled text embeddings kept in a bounded LRU cache across requests, since a shop
+asks about the same products again and again; the probabilities equal `predict_proba`'s). Calls are
+serialised by a lock (one model, one cache), so concurrent requests queue instead of interleaving. Endpoints are plain functions that
 FastAPI runs in its thread pool: /health answers while a batch is scored.
 
 FastAPI, pydantic and uvicorn are imported only inside this module's functions, so the rest of trendnlp
@@ -50,15 +52,17 @@ class ModelService:
 
     Args:
         model: a saved model folder or a `TrendClassifier`.
-        batch_size: records per forward pass inside one request.
+        batch_size: distinct texts per text-encoder pass inside one request.
+        text_cache: pooled text embeddings kept across requests (0: none).
     """
 
-    def __init__(self, model: Any, batch_size: int = 64):
+    def __init__(self, model: Any, batch_size: int = 64, text_cache: int = 16384):
+        from trendnlp.inference.labeling import WindowLabeler
         from trendnlp.model.classifier import TrendClassifier
 
         self.model_dir = str(model) if isinstance(model, (str, Path)) else None
         self.clf = TrendClassifier.from_pretrained(model) if self.model_dir else model.eval()
-        self.batch_size = batch_size
+        self.labeler = WindowLabeler(self.clf, batch_size=batch_size, text_cache=text_cache)
         self.lock = threading.Lock()
 
     def validate(self, records: Sequence[dict]) -> list[dict]:
@@ -82,7 +86,7 @@ class ModelService:
 
     def predict(self, records: list[dict]) -> list[dict]:
         """One result per validated record: product_id, cutoff, label and probabilities (one model call)."""
-        probs = self.call(lambda recs: self.clf.predict_proba(recs, batch_size=self.batch_size), records)
+        probs = self.call(self.labeler.predict_proba, records)
         labels = self.clf.labels
         return [{"product_id": r["product_id"], "cutoff": r["cutoff"], "label": labels[int(np.argmax(p))],
                  "probabilities": {name: float(v) for name, v in zip(labels, p)}} for r, p in zip(records, probs)]
@@ -165,14 +169,15 @@ def _describe(item: dict) -> str:
 
 # ---- the app -------------------------------------------------------------------------------------
 def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS,
-               batch_size: int = 64):
+               batch_size: int = 64, text_cache: int = 16384):
     """The FastAPI app serving one model (loaded here, once).
 
     Args:
         model: a saved model folder or a `TrendClassifier`.
         max_body_bytes: larger request bodies get a 413 before they are parsed.
         max_records: more records in one request get a 413.
-        batch_size: records per forward pass within a request.
+        batch_size: distinct texts per text-encoder pass within a request.
+        text_cache: pooled text embeddings kept across requests (0: none).
     Returns:
         a `fastapi.FastAPI` application (run it with uvicorn, or `serve`).
 
@@ -186,7 +191,7 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
 
     import trendnlp
 
-    service = ModelService(model, batch_size=batch_size)
+    service = ModelService(model, batch_size=batch_size, text_cache=text_cache)
     Records = request_model(record_model())
     app = FastAPI(title="trendnlp", version=getattr(trendnlp, "__version__", "0"),
                   description="Sales-trend labels (rising / falling / stable) for product records (DESIGN §1).")
@@ -220,7 +225,9 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
 
     @app.get("/v1/metadata")
     def metadata() -> dict:
-        return {**service.metadata(), "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records}}
+        return {**service.metadata(), "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records},
+                "text_cache": {"size": text_cache, "texts_encoded": service.labeler.texts_encoded,
+                               "texts_cached": service.labeler.texts_cached}}
 
     @app.post("/v1/predict")
     def predict(body: Records) -> dict:
@@ -269,13 +276,14 @@ class BodyLimit:
 
 
 def serve(model: Any, host: str = "127.0.0.1", port: int = 8000, *, max_body_bytes: int = MAX_BODY_BYTES,
-          max_records: int = MAX_RECORDS, batch_size: int = 64, log_level: str = "info") -> None:
+          max_records: int = MAX_RECORDS, batch_size: int = 64, text_cache: int = 16384,
+          log_level: str = "info") -> None:
     """Load the model once and serve it with uvicorn (one process) until interrupted.
 
     Args:
         model: a saved model folder.
         host, port: where to listen; the default host accepts connections from this machine only.
-        max_body_bytes, max_records, batch_size: as for `create_app`.
+        max_body_bytes, max_records, batch_size, text_cache: as for `create_app`.
         log_level: uvicorn's log level.
 
     >>> serve("runs/demo/model", port=8000)  # doctest: +SKIP
@@ -283,5 +291,6 @@ def serve(model: Any, host: str = "127.0.0.1", port: int = 8000, *, max_body_byt
     _require_extra()
     import uvicorn
 
-    app = create_app(model, max_body_bytes=max_body_bytes, max_records=max_records, batch_size=batch_size)
+    app = create_app(model, max_body_bytes=max_body_bytes, max_records=max_records, batch_size=batch_size,
+                     text_cache=text_cache)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, timeout_keep_alive=5)
