@@ -94,6 +94,11 @@ def run(url: str, records: list[dict], n: int, concurrency: int, size: int, time
             "first_error": errors[0] if errors else None}
 
 
+def cache_stats(url: str) -> dict:
+    cache = httpx.get(f"{url}/v1/metadata", timeout=30).json().get("text_cache") or {}
+    return {"texts_encoded": cache.get("texts_encoded", 0), "texts_cached": cache.get("texts_cached", 0)}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     records = [json.loads(line) for line in Path(args.records).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -102,13 +107,18 @@ def main(argv=None) -> int:
     rows = []
     for size in args.batch_sizes:
         run(args.url, records, min(args.concurrency * 2, args.requests), args.concurrency, size, args.timeout)  # warm-up
+        before = cache_stats(args.url)
         rows.append(run(args.url, records, args.requests, args.concurrency, size, args.timeout))
+        after = cache_stats(args.url)  # how many texts the server encoded vs. took from its embedding cache
+        rows[-1].update({k: after[k] - before[k] for k in ("texts_encoded", "texts_cached")})
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| batch size | requests | concurrency | seconds | requests/s | records/s | p50 ms | p99 ms | errors |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| batch size | requests | concurrency | seconds | requests/s | records/s | p50 ms | p99 ms | errors "
+          "| texts encoded / from cache |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['batch_size']} | {r['requests']:,} | {r['concurrency']} | {r['seconds']} | {r['requests_per_s']} "
-              f"| {r['records_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
+              f"| {r['records_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "
+              f"| {r['texts_encoded']:,} / {r['texts_cached']:,} |")
     return 1 if any(r["errors"] for r in rows) else 0
 
 

@@ -174,3 +174,19 @@ def test_missing_extra_gives_one_line(model_dir, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "pip install 'trendnlp[serve]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_load_test_script_runs_bounded_against_loopback_only(server, sample_records, tmp_path, capsys):
+    from conftest import load_script
+
+    url, _ = server
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in as_json(sample_records[:40])))
+    load_test = load_script("load_test")
+    argv = ["--requests", "12", "--concurrency", "3", "--batch-sizes", "1", "5", "--records", str(records)]
+    assert load_test.main(["--url", url, *argv]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 | 12 | 3 |" in out and "| 5 | 12 | 3 |" in out
+    with pytest.raises(SystemExit) as exc:
+        load_test.main(["--url", "http://10.0.0.1:8000", *argv])
+    assert exc.value.code == 2
