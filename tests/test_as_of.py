@@ -190,3 +190,20 @@ def test_online_retail_default_cutoff_and_active_products():
     sales = clean.rename(columns={"StockCode": "product_id", "InvoiceDate": "timestamp", "Quantity": "units"})
     sales["product_id"] = sales["product_id"].astype(str).str.strip()
     assert sorted(r["product_id"] for r in res.records) == sorted(active_products(sales, "2011-12-04", 26))
+
+
+def test_prepare_command_as_of(tmp_path, capsys):
+    from trendnlp.cli import main
+    from trendnlp.data.records import read_records
+
+    tables = shop()
+    tables["sales"].to_csv(tmp_path / "orders.csv", index=False)
+    out = tmp_path / "today.jsonl"
+    args = ["prepare", "--sales", str(tmp_path / "orders.csv"), "--history", "5", "--min-history-units", "4",
+            "--out", str(out)]
+    assert main([*args, "--as-of"]) == 0  # no DATE: the last complete period
+    assert "as of " + end(13) in capsys.readouterr().out
+    recs = read_records(out)
+    assert recs and {r["cutoff"] for r in recs} == {end(13)} and all(r["label"] is None for r in recs)
+    assert main([*args, "--as-of", stamp(11, 2)]) == 0
+    assert {r["cutoff"] for r in read_records(out)} == {end(10)}
