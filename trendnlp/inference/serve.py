@@ -7,7 +7,7 @@
 
 Requests pass three gates before the model sees them: the body size (413 above `max_body_bytes`, checked on
 the Content-Length header and on the bytes actually received), pydantic models generated from the §1 schema
-table `trendnlp.data.records.RECORD_SCHEMA`, then `validate_record` (the rules every reader applies, e.g.
+table `trendnlp.data.records.RECORD_SCHEMA`, then `validate_rows` (the rules every reader applies, e.g.
 history length); a bad record is a 422 naming its index and field. More than `max_records` records is a 413.
 A request's records are scored in one call of the batch labeler (`WindowLabeler`, as `trendnlp label`: each
 distinct text encoded once, pooled text embeddings kept in a bounded LRU cache across requests, since a shop
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from trendnlp.data.records import RECORD_SCHEMA, RecordError, validate_record
+from trendnlp.data.records import RECORD_SCHEMA, RecordError, validate_rows
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # ~10k typical records; bounds the memory and parse time of one request
 MAX_RECORDS = 10_000
@@ -66,18 +66,10 @@ class ModelService:
         self.lock = threading.Lock()
 
     def validate(self, records: Sequence[dict]) -> list[dict]:
-        """Normalised records, as `predict_proba` would read them; RecordError (row = index) on the first bad one."""
+        """Normalised records, as `predict_proba` reads them; RecordError (row = index) on the first bad one."""
         c = self.clf.config
-        out, seen = [], {}
-        for i, raw in enumerate(records):
-            rec = validate_record(raw, source="request", row=i, history=c.sales.history, rule=c.labels.rule())
-            key = (rec["product_id"], rec["cutoff"])
-            if key in seen:
-                raise RecordError("request", i, "product_id", f"duplicate (product_id, cutoff) = {key}, also record "
-                                  f"{seen[key]}; each must be unique in a request", rec["product_id"])
-            seen[key] = i
-            out.append(rec)
-        return out
+        rows = validate_rows(enumerate(records), source="request", history=c.sales.history, rule=c.labels.rule())
+        return [rec for _, rec in rows]
 
     def call(self, fn: Callable[[list[dict]], Any], records: list[dict]) -> Any:
         """fn(records) under the model lock: one model call at a time."""
