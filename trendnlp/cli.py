@@ -3,8 +3,9 @@
     trendnlp prepare   order log (+ texts, reviews) -> product records
     trendnlp train     fine-tune a model from a YAML config (alias: finetune)
     trendnlp evaluate  metrics table, metrics.json and a confusion-matrix PNG for a saved model
-    trendnlp label     label a whole catalog file, streaming and resumable
+    trendnlp label     label every active product of an order log as of a date, or a whole records file
     trendnlp explain   per-record explanations (text vs sales, salient weeks, top words) as JSONL and HTML
+    trendnlp serve     serve a saved model over HTTP (/health, /v1/metadata, /v1/predict, /v1/explain)
     trendnlp benchmark the Online Retail benchmark: every baseline and ablation in one table
 """
 from __future__ import annotations
@@ -31,8 +32,9 @@ def _rule(args: argparse.Namespace) -> LabelRule:
     return LabelRule(K=args.K, F=args.F, alpha=args.alpha, tau=args.tau)
 
 
-def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True) -> None:
-    p.add_argument("--sales", required=True, help="long-format sales table (.csv or .parquet): one row per order line")
+def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_label: bool = False) -> None:
+    p.add_argument("--sales", required=not for_label, help="long-format sales table (.csv or .parquet): one row per "
+                   "order line" + (" (label every product active in it; instead of --input)" if for_label else ""))
     p.add_argument("--preset", default=None, help="known dataset with its cleaning rules, e.g. online-retail")
     p.add_argument("--texts", default=None, help="product text table: product id, title, description [, timestamp]")
     p.add_argument("--reviews", default=None, help="reviews table: product id, timestamp, text")
@@ -41,12 +43,22 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True) -> None
     p.add_argument("--units-col", default="units", help="units column (default units)")
     p.add_argument("--price-col", default=None, help="optional price column (validated)")
     p.add_argument("--freq", choices=("W", "D", "M"), default=None, help="period: W (weeks ending Sunday), D or M")
-    p.add_argument("--history", type=int, default=None, help="periods of history per record (default 26)")
-    p.add_argument("--horizon", type=int, default=None, help="future periods per record (default 4)")
-    p.add_argument("--stride", type=int, default=None, help="periods between cutoffs (default 1)")
+    p.add_argument("--history", type=int, default=None, help="periods of history per record (default "
+                   + ("the model's)" if for_label else "26)"))
+    if not for_label:
+        p.add_argument("--horizon", type=int, default=None, help="future periods per record (default 4)")
+        p.add_argument("--stride", type=int, default=None, help="periods between cutoffs (default 1)")
     p.add_argument("--min-history-units", type=float, default=None, help="keep records with at least this many "
-                   "units in their history (default 10)")
+                   "units in their history (default " + ("1 with --sales: every active product)" if for_label
+                                                          else "10)"))
     p.add_argument("--max-reviews", type=int, default=None, help="newest reviews kept per record (default 5)")
+    if for_label:
+        p.add_argument("--as-of", default="latest", metavar="DATE", help="cutoff: the last period ending on or "
+                       "before DATE (default: the log's last complete period)")
+        return
+    p.add_argument("--as-of", nargs="?", const="latest", default=None, metavar="DATE",
+                   help="one record per product at the last period ending on or before DATE, no future and no "
+                   "label, for labeling (no DATE: the log's last complete period); --horizon / --stride do not apply")
     if with_out:
         p.add_argument("--out", required=True, help="output records: .parquet, .jsonl or .csv")
         p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="stop at the first bad input "
@@ -55,21 +67,29 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True) -> None
     _add_rule_args(p)
 
 
+def prepare_options(args: argparse.Namespace) -> dict:
+    """`prepare` keyword options from parsed `prepare` (or `label --sales`) options; unset ones left out."""
+    opts = {k: getattr(args, k, None) for k in ("freq", "history", "horizon", "stride", "min_history_units",
+                                                 "max_reviews")}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    opts["reviews"] = args.reviews
+    if hasattr(args, "K"):
+        opts["rule"] = _rule(args)
+    if not args.preset:  # a preset fixes its columns and text source
+        opts.update(product_col=args.product_col, time_col=args.time_col, units_col=args.units_col,
+                    price_col=args.price_col, texts=args.texts)
+    return opts
+
+
 def prepare_from_args(args: argparse.Namespace, progress: bool = True):
     """Run `prepare` / `prepare_preset` from parsed `prepare` options."""
-    from trendnlp.data.presets import prepare_preset
-    from trendnlp.data.prepare import prepare
+    from trendnlp.data.presets import prepare_log
 
-    opts = {k: getattr(args, k) for k in ("freq", "history", "horizon", "stride", "min_history_units", "max_reviews")}
-    opts = {k: v for k, v in opts.items() if v is not None}
+    opts = prepare_options(args)
     if getattr(args, "on_error", "raise") != "raise":
         opts["on_error"] = args.on_error
-    if args.preset:
-        return prepare_preset(args.preset, args.sales, reviews=args.reviews, rule=_rule(args), progress=progress,
-                              **opts)
-    return prepare(args.sales, product_col=args.product_col, time_col=args.time_col, units_col=args.units_col,
-                   price_col=args.price_col, texts=args.texts, reviews=args.reviews, rule=_rule(args),
-                   progress=progress, **opts)
+    return prepare_log(args.sales, preset=args.preset, as_of=getattr(args, "as_of", None), progress=progress,
+                       **opts)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -95,7 +115,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = TrendConfig.from_yaml(args.config, overrides=args.set)
     result = train(config, args.output_dir, resume=args.resume or getattr(args, "resume_anyway", False),
-                   progress=not args.no_progress, resume_anyway=getattr(args, "resume_anyway", False))
+                   progress=not args.no_progress, resume_anyway=getattr(args, "resume_anyway", False),
+                   init_from=args.init_from)
     if result.get("is_main_process", True):
         for split in ("validation", "test"):
             if result.get(split):
@@ -124,9 +145,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from trendnlp.inference.labeling import run
+    if (args.input is None) == (args.sales is None):
+        raise ValueError("give either --sales ORDER_LOG (label every active product as of a date) or --input "
+                         "RECORDS (label ready-made records), not both")
+    if args.sales is None:
+        from trendnlp.inference.labeling import run
 
-    run(args)
+        run(args)
+        return 0
+    from trendnlp.inference.as_of import label_log
+
+    summary = label_log(args.model, args.sales, args.output, preset=args.preset, as_of=args.as_of,
+                        prepare_options=prepare_options(args), progress=not args.no_progress,
+                        batch_size=args.batch_size, window=args.window, dtype=args.dtype, on_error=args.on_error,
+                        errors=args.errors)
+    when = "the log's last complete period" if args.as_of == "latest" else f"as of {args.as_of}"
+    print(f"labelled {summary['products']:,} products active in the history window up to cutoff "
+          f"{summary['cutoff']} ({when}) -> {summary['output']} in {summary['seconds']:.1f} s")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from trendnlp.inference.serve import MissingExtraError, serve
+
+    try:
+        serve(args.model, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
+              max_records=args.max_records, batch_size=args.batch_size, text_cache=args.text_cache,
+              log_level=args.log_level)
+    except MissingExtraError as e:
+        print(f"trendnlp serve: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -182,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue from the latest saved state in DIR/checkpoints")
         p.add_argument("--resume-anyway", action="store_true", help="resume even though the config or data files "
                        "differ from the checkpoint's (the new learning rates apply from there on)")
+        p.add_argument("--init-from", default=None, metavar="MODEL_DIR", help="warm-start every weight, the logit "
+                       "offsets and the feature scaling from an exported model (e.g. to update it with newer weeks)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=cmd_train)
 
@@ -197,8 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from trendnlp.inference.labeling import add_arguments
 
-    p = sub.add_parser("label", help="label every row of a catalog file (streaming, resumable)")
-    add_arguments(p)
+    p = sub.add_parser("label", help="label every active product of an order log as of a date (--sales), or every "
+                       "row of a records file (--input; streaming, resumable)")
+    add_arguments(p, input_required=False)
+    _add_prepare_args(p.add_argument_group("order log (--sales; as for `trendnlp prepare`)"), for_label=True)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("explain", help="why each prediction: text vs sales, salient weeks, top words (JSONL, HTML)")
@@ -212,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-steps", type=int, default=8, help="Integrated Gradients steps over the text (0: no top "
                    "words, several times faster)")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("serve", help="serve a saved model over HTTP (FastAPI + uvicorn; pip install trendnlp[serve])")
+    p.add_argument("--model", required=True, help="saved model folder, loaded once")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="larger request bodies get a 413 "
+                   "(default 8 MiB)")
+    p.add_argument("--max-records", type=int, default=10_000, help="more records per request get a 413 "
+                   "(default 10000)")
+    p.add_argument("--batch-size", type=int, default=64, help="distinct texts per encoder pass within a request")
+    p.add_argument("--text-cache", type=int, default=16384, help="pooled text embeddings kept across requests "
+                   "(0: none)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("benchmark", help="Online Retail benchmark: prepare, split, train, baselines, report")
     try:

@@ -270,7 +270,8 @@ def _scores(labels: list, probs: np.ndarray, y: np.ndarray) -> dict:
 
 # ---- training ------------------------------------------------------------------------------------
 def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, progress: bool = True,
-          on_step: Callable[[int, Any, Accelerator], None] | None = None, resume_anyway: bool = False) -> dict:
+          on_step: Callable[[int, Any, Accelerator], None] | None = None, resume_anyway: bool = False,
+          init_from: str | Path | None = None) -> dict:
     """Fine-tune a TrendClassifier on config.data; export the best epoch (validation macro-F1) to output_dir/model.
 
     Args:
@@ -283,6 +284,8 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
             (step, model, accelerator); an exception raised there interrupts the run, `resume=True` continues it.
         resume_anyway: resume even when the config or the data files differ from the checkpoint's (otherwise a
             ResumeError lists the differences); the new learning rates and weight decay then apply from here on.
+        init_from: an exported model folder to warm-start from (`warm_start`): every weight, the logit offsets
+            and the feature scaling come from it instead of a fresh initialisation and a refit on the new data.
     Returns:
         dict with best_epoch, validation (the best epoch's metrics), test (or None), steps, epochs,
         stopped ("epochs", "early_stopping" or "max_steps"), model_dir, history and is_main_process.
@@ -312,7 +315,8 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
         warn_on_class_coverage(train_recs, val_recs, config.labels.names)
 
     set_seed(tc.seed)
-    model = TrendClassifier(config).fit_feature_scaling(train_recs)
+    model = TrendClassifier(config)
+    model = warm_start(model, init_from) if init_from else model.fit_feature_scaling(train_recs)
     collate = model.make_collator(dedup=tc.dedup_text)
     sampler = (ProductGroupedSampler([r["product_id"] for r in train_recs], seed=tc.seed,
                                      chunk=max(1, tc.batch_size // 4))
@@ -402,6 +406,42 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
     result = _finish(accelerator, config, out, state, test_recs, show)
     accelerator.end_training()
     return result
+
+
+# configuration that only regularises training: it may differ between a model and its warm-started update
+_TRAINING_ONLY = {("text", "lora_dropout"), ("text", "modality_dropout"), ("sales", "dropout"), ("fusion", "dropout")}
+
+
+def warm_start(model: TrendClassifier, directory: str | Path) -> TrendClassifier:
+    """Copy every weight of an exported model into a freshly built one with the same architecture.
+
+    LoRA adapter (or fully fine-tuned encoder), sales encoder, fusion head, empty-text vector, logit offsets
+    and the feature scaling statistics all come from `directory`; the scaling is kept, not refitted on the
+    new data, so the update sees its inputs scaled as the model learned them. Only the training-only
+    settings (dropouts) may differ between the two configs.
+
+    Args:
+        model: a new `TrendClassifier` built from the run's config.
+        directory: a folder written by `save_pretrained` (e.g. runs/x/model).
+    Returns:
+        `model`, with the exported weights loaded.
+    Raises:
+        ValueError naming the config keys that differ, or the weights that do not match.
+
+    >>> model = warm_start(TrendClassifier(config), "runs/last_month/model")  # doctest: +SKIP
+    """
+    source = TrendClassifier.from_pretrained(directory, merge_lora=False)
+    old, new = source.config.to_dict(), model.config.to_dict()
+    differ = [f"{sec}.{key} ({old[sec][key]!r} there, {value!r} here)" for sec in ("text", "sales", "fusion", "labels")
+              for key, value in new[sec].items() if value != old[sec].get(key) and (sec, key) not in _TRAINING_ONLY]
+    if differ:
+        raise ValueError(f"--init-from {directory}: the config differs from the exported model's in "
+                         f"{'; '.join(differ)}; use the model's own values (its config.json) or train from scratch")
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"--init-from {directory}: its weights do not fit this model: {str(e)[:300]}") from None
+    return model
 
 
 def _end_epoch(accelerator: Accelerator, model, val_loader, out: Path, state: TrainerState, tc: TrainConfig,

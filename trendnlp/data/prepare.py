@@ -59,7 +59,7 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
             description_col: str | None = "description", review_col: str = "text", freq: str = "W",
             history: int = 26, horizon: int = 4, stride: int = 1, min_history_units: float = 10.0,
             max_reviews: int = 5, series_start: str = "data", rule: LabelRule | None = None,
-            progress: bool = True, on_error: str = "raise") -> PrepareResult:
+            as_of: str | None = None, progress: bool = True, on_error: str = "raise") -> PrepareResult:
     """Slide a cutoff over period ends and build one leakage-safe record per (product, cutoff).
 
     Args:
@@ -82,6 +82,10 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
             the §6 benchmark convention); "first_sale" starts each history at the product's first sale, so
             young products get shorter `sales` lists.
         rule: label rule (default `LabelRule()`).
+        as_of: None builds training records (every cutoff with a complete future). A date (or "latest": the
+            last complete period of the log) builds one record per product at the last period ending on or
+            before it, with no `future_sales` and no `label`, by the same windowing as training records;
+            `horizon` and `stride` do not apply. Histories that would start before the log are shorter.
         progress: show a progress bar on stderr.
         on_error: "raise" stops at the first bad row of a table; "skip" leaves every bad row out and lists it
             (file, line, column, reason) in the result's `errors` report.
@@ -94,75 +98,153 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
     ...                    "units": [5, 5, 9]})
     >>> prepare(df, history=2, horizon=1, min_history_units=1, progress=False).records[0]["sales"]
     [5.0, 5.0]
+    >>> prepare(df, history=2, min_history_units=1, as_of="latest", progress=False).records
+    [{'product_id': 'a', 'title': '', 'description': '', 'reviews': [], 'sales': [5.0, 9.0], 'cutoff': '2024-01-21', 'freq': 'W'}]
     """
     rule = rule or LabelRule()
     _check_options(freq, history, horizon, stride, min_history_units, max_reviews, series_start)
     history, horizon, stride = int(history), int(horizon), int(stride)
     with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
         stage = bar.add_task("reading sales", total=None)
-        df, src, off = read_table(sales, "sales", {"product": [product_col], "time": [time_col],
-                                                   "units": [units_col], "price": [price_col] if price_col else []})
-        if len(df) == 0:
-            raise RecordError(src, None, units_col, "the sales table has no rows")
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
         report = ErrorReport()
-        skip = SkippedRows(len(df), report) if on_error == "skip" else None
-        ids = _product_ids(df, src, off, product_col, skip)
-        ts = parse_times(df["time"], src, off, time_col, skip)
-        units = parse_units(df["units"], src, off, units_col, skip=skip)
-        if "price" in df:
-            parse_units(df["price"], src, off, price_col, what="price", skip=skip)
-        if skip is not None and skip.mask.any():
-            ids, ts, units = skip.apply(ids, ts, units)
-            if len(ids) == 0:
-                raise DataError(f"{src}: every one of its {len(df):,} rows is bad (see the errors report)")
+        log = _read_log(sales, product_col, time_col, units_col, price_col, freq, report, on_error)
+        T = log.units.shape[1]
 
-        bar.update(stage, description="aggregating units per period")
-        pid, uniques = pd.factorize(ids, sort=True)  # sorted ids -> records ordered by product
-        per = ts.dt.to_period(PERIOD_CODES[freq]).array.asi8
-        grid = _Grid(np.asarray(uniques, dtype=object), int(per.min()), PERIOD_CODES[freq])
-        units_pt, dropped = grid.unit_matrix(pid, per - grid.p0, units, ts.max())  # (P, T)
-        T = units_pt.shape[1]
-        _check_finite_sums(units_pt, grid, src, units_col)
-
-        bar.update(stage, description="sliding cutoffs")
-        cut = np.arange(history - 1, T - horizon, stride)  # period index of each cutoff
-        if len(cut) == 0:
-            raise ValueError(f"{src}: {T} complete {freq} periods, but history + horizon = {history + horizon} are "
-                             "needed for one cutoff; lower --history / --horizon or give a longer log")
-        cutoffs = grid.end_dates(cut)
-        csum = np.concatenate([np.zeros((len(grid.products), 1)), units_pt.cumsum(axis=1)], axis=1)  # (P, T + 1)
-        totals = csum[:, cut + 1] - csum[:, cut + 1 - history]  # (P, C) units in each history window
-        first = np.where(units_pt.any(axis=1), (units_pt > 0).argmax(axis=1), T)  # (P,) first period with a sale
-        # a product exists at a cutoff only once it has sold: choosing products by later sales would leak
-        keep = (first[:, None] <= cut[None, :]) & (totals >= min_history_units - 1e-9)
-        ci, p = np.nonzero(keep.T)  # cutoff-major, so records come out sorted by cutoff, then product
-        c = cut[ci]
-        hist = units_pt[p[:, None], c[:, None] - history + 1 + np.arange(history)]  # (N, history)
-        fut = units_pt[p[:, None], c[:, None] + 1 + np.arange(horizon)]  # (N, horizon)
-        length = np.full(len(p), history) if series_start == "data" else np.minimum(history, c - first[p] + 1)
-        labels = _labels(hist, length, fut, rule)
-
-        bar.update(stage, description="text as of each cutoff")
-        title, desc = _texts_as_of(texts, grid, p, c, product_col, time_col, title_col, description_col, report,
-                                   on_error)
-        revs = _reviews_as_of(reviews, grid, p, c, product_col, time_col, review_col, max_reviews, report, on_error)
-
-        bar.update(stage, description="building records", total=len(p), completed=0)
-        records = []
-        pids, cuts, starts = grid.products[p].tolist(), np.asarray(cutoffs)[ci].tolist(), (history - length).tolist()
-        rows = zip(pids, title, desc, revs, hist.tolist(), starts, cuts, labels, fut.tolist())
-        for i, (pid_i, t, d, rv, h, s0, cu, lab, fu) in enumerate(rows):
-            records.append({"product_id": pid_i, "title": t, "description": d, "reviews": rv, "sales": h[s0:],
-                            "cutoff": cu, "freq": freq, "label": lab, "future_sales": fu})
-            if i % 20000 == 0:
-                bar.update(stage, completed=i)
+        bar.update(stage, description="choosing cutoffs")
+        if as_of is None:
+            cut = np.arange(history - 1, T - horizon, stride)  # period index of each cutoff
+            if len(cut) == 0:
+                raise ValueError(f"{log.source}: {T} complete {freq} periods, but history + horizon = "
+                                 f"{history + horizon} are needed for one cutoff; lower --history / --horizon or "
+                                 "give a longer log")
+        else:
+            cut, horizon = np.array([_as_of_period(log, as_of)]), 0  # inference: no future, no label
+        cutoffs = log.grid.end_dates(cut)
+        ci, p = _active(log, cut, history, min_history_units)
+        records = _build_records(log, p, cut[ci], history=history, horizon=horizon, series_start=series_start,
+                                 rule=rule, texts=texts, reviews=reviews, product_col=product_col, time_col=time_col,
+                                 title_col=title_col, description_col=description_col, review_col=review_col,
+                                 max_reviews=max_reviews, freq=freq, bar=(bar, stage), report=report,
+                                 on_error=on_error)
     report.errors.sort(key=lambda e: (e.source, e.row or 0))  # in file order, whichever check found them
-    result = PrepareResult(records, cutoffs, int((first < T).sum()), dropped, errors=report)
+    notes = []
+    if as_of is not None:
+        notes.append(f"as of {cutoffs[0]}: {len(records):,} products with at least {min_history_units:g} units in "
+                     f"the {history} {freq} periods up to it (no future_sales, no label)")
     if len(report):
-        result.notes.append(f"skipped {len(report):,} bad input rows (on_error=skip)")
-    return result
+        notes.append(f"skipped {len(report):,} bad input rows (on_error=skip)")
+    return PrepareResult(records, cutoffs, int((log.first < T).sum()), log.dropped, notes, errors=report)
+
+
+@dataclass
+class _Log:
+    """An order log as units per (product, complete period), with what every window lookup needs."""
+
+    grid: "_Grid"
+    units: np.ndarray  # (P, T) units per product and period, 0 where nothing sold
+    first: np.ndarray  # (P,) first period with a sale (T: never)
+    dropped: str | None  # end date of the incomplete last period that was left out
+    source: str
+
+
+def _read_log(sales, product_col, time_col, units_col, price_col, freq, report: ErrorReport,
+              on_error: str) -> _Log:
+    df, src, off = read_table(sales, "sales", {"product": [product_col], "time": [time_col],
+                                               "units": [units_col], "price": [price_col] if price_col else []})
+    if len(df) == 0:
+        raise RecordError(src, None, units_col, "the sales table has no rows")
+    skip = SkippedRows(len(df), report) if on_error == "skip" else None
+    ids = _product_ids(df, src, off, product_col, skip)
+    ts = parse_times(df["time"], src, off, time_col, skip)
+    units = parse_units(df["units"], src, off, units_col, skip=skip)
+    if "price" in df:
+        parse_units(df["price"], src, off, price_col, what="price", skip=skip)
+    if skip is not None and skip.mask.any():
+        ids, ts, units = skip.apply(ids, ts, units)
+        if len(ids) == 0:
+            raise DataError(f"{src}: every one of its {len(df):,} rows is bad (see the errors report)")
+    pid, uniques = pd.factorize(ids, sort=True)  # sorted ids -> records ordered by product
+    per = ts.dt.to_period(PERIOD_CODES[freq]).array.asi8
+    grid = _Grid(np.asarray(uniques, dtype=object), int(per.min()), PERIOD_CODES[freq])
+    units_pt, dropped = grid.unit_matrix(pid, per - grid.p0, units, ts.max())  # (P, T)
+    T = units_pt.shape[1]
+    _check_finite_sums(units_pt, grid, src, units_col)
+    first = np.where(units_pt.any(axis=1), (units_pt > 0).argmax(axis=1), T)  # (P,) first period with a sale
+    return _Log(grid, units_pt, first, dropped, src)
+
+
+def _as_of_period(log: _Log, as_of: Any) -> int:
+    """Period index of the last complete period ending on or before `as_of` ("latest": the log's last one)."""
+    T, grid = log.units.shape[1], log.grid
+    if T == 0:
+        raise ValueError(f"{log.source}: no complete period in the log; nothing to build records as of")
+    last = grid.end_dates(np.array([T - 1]))[0]
+    if str(as_of).strip().lower() in ("latest", "last", ""):
+        return T - 1
+    try:
+        day = pd.Timestamp(str(as_of)).normalize()
+    except ValueError:
+        raise ValueError(f"--as-of: expected a date like 2011-12-04 or 'latest', found {as_of!r}") from None
+    k = int(pd.Period(day, freq=grid.code).ordinal) - grid.p0
+    if day < pd.Period(ordinal=grid.p0 + k, freq=grid.code).end_time.normalize():
+        k -= 1  # the period containing as_of has not ended by then: use the one before
+    if k > T - 1:
+        raise ValueError(f"--as-of {as_of}: the log's last complete period ends {last}; periods after it are not in "
+                         f"the data (use --as-of {last} or leave --as-of out)")
+    if k < 0:
+        raise ValueError(f"--as-of {as_of}: before the end of the log's first period "
+                         f"({grid.end_dates(np.array([0]))[0]})")
+    return k
+
+
+def _active(log: _Log, cut: np.ndarray, history: int, min_history_units: float) -> tuple[np.ndarray, np.ndarray]:
+    """(cutoff position, product) pairs that get a record, cutoff-major (sorted by cutoff, then product)."""
+    csum = np.concatenate([np.zeros((len(log.units), 1)), log.units.cumsum(axis=1)], axis=1)  # (P, T + 1)
+    totals = csum[:, cut + 1] - csum[:, np.maximum(cut + 1 - history, 0)]  # (P, C) units in each history window
+    # a product exists at a cutoff only once it has sold: choosing products by later sales would leak
+    keep = (log.first[:, None] <= cut[None, :]) & (totals >= min_history_units - 1e-9)
+    ci, p = np.nonzero(keep.T)
+    return ci, p
+
+
+def _build_records(log: _Log, p: np.ndarray, c: np.ndarray, *, history: int, horizon: int, series_start: str,
+                   rule: LabelRule, texts, reviews, product_col, time_col, title_col, description_col, review_col,
+                   max_reviews: int, freq: str, bar, report: ErrorReport, on_error: str) -> list[dict]:
+    """The record of each (product p[i], cutoff period c[i]): training and as-of records both come from here.
+
+    Only periods <= c enter `sales`, text and reviews. With horizon > 0 the next `horizon` periods become
+    `future_sales` and the label; horizon 0 (as-of) leaves both keys out.
+    """
+    progress, stage = bar
+    units = log.units
+    # histories that would start before the log (possible for an as-of cutoff) are cut at its first period
+    length = np.minimum(history, c + 1) if series_start == "data" else np.minimum(history, c - log.first[p] + 1)
+    hist = units[p[:, None], np.maximum(c[:, None] - history + 1 + np.arange(history), 0)]  # (N, history)
+    fut = units[p[:, None], c[:, None] + 1 + np.arange(horizon)]  # (N, horizon)
+    labels = _labels(hist, length, fut, rule) if horizon else [None] * len(p)
+
+    progress.update(stage, description="text as of each cutoff")
+    title, desc = _texts_as_of(texts, log.grid, p, c, product_col, time_col, title_col, description_col, report,
+                               on_error)
+    revs = _reviews_as_of(reviews, log.grid, p, c, product_col, time_col, review_col, max_reviews, report, on_error)
+
+    progress.update(stage, description="building records", total=len(p), completed=0)
+    records = []
+    uc, inv = np.unique(c, return_inverse=True)
+    cuts = np.asarray(log.grid.end_dates(uc), dtype=object)[inv].tolist()
+    pids, starts = log.grid.products[p].tolist(), (history - length).tolist()
+    rows = zip(pids, title, desc, revs, hist.tolist(), starts, cuts, labels, fut.tolist())
+    for i, (pid_i, t, d, rv, h, s0, cu, lab, fu) in enumerate(rows):
+        rec = {"product_id": pid_i, "title": t, "description": d, "reviews": rv, "sales": h[s0:], "cutoff": cu,
+               "freq": freq}
+        if horizon:
+            rec.update(label=lab, future_sales=fu)
+        records.append(rec)
+        if i % 20000 == 0:
+            progress.update(stage, completed=i)
+    return records
 
 
 @dataclass

@@ -131,3 +131,22 @@ def prepare_preset(name: str, sales: Any, *, reviews: Any = None, progress: bool
     result = prepare(clean, texts=texts, reviews=reviews, progress=progress, **preset.columns, **kwargs)
     result.notes[:0] = notes
     return result
+
+
+def prepare_log(sales: Any, *, preset: str | None = None, **options: Any) -> PrepareResult:
+    """`prepare_preset(preset, sales, ...)` when a preset is named, else `prepare(sales, ...)`: one entry point
+    for the command line and `trendnlp.inference.as_of`.
+
+    Args:
+        sales: the order log (path or DataFrame).
+        preset: a preset name, or None for a generic log.
+        **options: `prepare` options (column names and `texts` only without a preset).
+    Returns:
+        the PrepareResult.
+
+    >>> prepare_log("data_samples/orders.csv", as_of="latest", progress=False).cutoffs  # doctest: +SKIP
+    ['2023-12-24']
+    """
+    if preset:
+        return prepare_preset(preset, sales, **options)
+    return prepare(sales, **options)

@@ -30,6 +30,24 @@ FREQS = ("W", "D", "M")
 RECORD_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cutoff", "freq", "label", "future_sales")
 _LIST_FIELDS = ("sales", "future_sales", "reviews")
 
+# DESIGN §1 as a table: field -> (type, required, meaning). Types: "str", "date" (ISO), "float", "list[str]",
+# "list[float]" (finite, >= 0), "list[float?]" (nulls allowed), "freq", "label". The HTTP server generates its
+# pydantic request models from it (trendnlp.inference.serve), so the API and the readers share one schema.
+RECORD_SCHEMA: dict[str, tuple[str, bool, str]] = {
+    "product_id": ("str", True, "unique per (product, cutoff); errors name it"),
+    "title": ("str", False, "short product name"),
+    "description": ("str", False, "longer product text"),
+    "reviews": ("list[str]", False, "reviews written on or before cutoff, newest first"),
+    "sales": ("list[float]", True, "units per period, oldest to newest; 1..history periods"),
+    "cutoff": ("date", False, "end of the last sales period (recommended: drives calendar features)"),
+    "freq": ("freq", False, "period length: W (default), D or M"),
+    "label": ("label", False, "rising / falling / stable (for training and evaluation)"),
+    "future_sales": ("list[float]", False, "the next periods' units (training and evaluation)"),
+    "price": ("list[float?]", False, "average unit price per sales period (null where nothing sold)"),
+    "category": ("str", False, "product group"),
+    "change": ("float", False, "derived by the label rule, never read as input"),
+}
+
 
 class RecordError(DataError):
     """A bad input row: names the file, row, field and (when known) the product id."""

@@ -390,10 +390,11 @@ def _result_columns(records: list[dict], probs: np.ndarray, labels: list[str],
 # ---------------------------------------------------------------------------------------------
 # command line (the `trendnlp label` subcommand reuses add_arguments / run)
 # ---------------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the labeling options to a parser (used by `python -m trendnlp.inference.labeling` and `trendnlp label`)."""
+def add_arguments(p: argparse.ArgumentParser, input_required: bool = True) -> argparse.ArgumentParser:
+    """Add the labeling options to a parser (used by `python -m trendnlp.inference.labeling` and `trendnlp label`,
+    where `--input` is optional because `--sales` can replace it)."""
     p.add_argument("--model", required=True, help="saved model folder (TrendClassifier.save_pretrained)")
-    p.add_argument("--input", required=True, help="records file: .jsonl, .csv or .parquet")
+    p.add_argument("--input", required=input_required, help="records file: .jsonl, .csv or .parquet")
     p.add_argument("--output", required=True, help="result file: .csv, .jsonl or .parquet")
     p.add_argument("--batch-size", type=int, default=64, help="distinct texts per encoder pass")
     p.add_argument("--window", type=int, default=4096, help="rows read ahead; texts are deduplicated per window")

@@ -337,14 +337,6 @@ class TrendClassifier(nn.Module):
         ok = ~np.isnan(proba).any(axis=1)
         return [self.labels[i] if good else None for i, good in zip(np.nan_to_num(proba).argmax(axis=1), ok)]
 
-
-def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: str) -> None:
-    saved = meta.get("base_fingerprint")
-    if saved and saved != fingerprint:
-        warnings.warn(f"{d}: this model was trained on the base encoder {stored!r} (weights fingerprint {saved}), "
-                      f"but is being loaded on {used!r} (fingerprint {fingerprint}); its predictions will be "
-                      "wrong unless both are the same encoder", UserWarning, stacklevel=3)
-
     def explain(self, records: Any, **kwargs) -> list[dict]:
         """One JSON-ready explanation per record: label, probabilities, text vs sales Shapley split, sales
         saliency per period, top words, most influential review (see `trendnlp.model.explain.explain`).
@@ -356,6 +348,14 @@ def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: s
         from trendnlp.model.explain import explain  # captum is an optional extra: import on first use
 
         return explain(self, records, **kwargs)
+
+
+def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: str) -> None:
+    saved = meta.get("base_fingerprint")
+    if saved and saved != fingerprint:
+        warnings.warn(f"{d}: this model was trained on the base encoder {stored!r} (weights fingerprint {saved}), "
+                      f"but is being loaded on {used!r} (fingerprint {fingerprint}); its predictions will be "
+                      "wrong unless both are the same encoder", UserWarning, stacklevel=3)
 
 
 def _versions() -> dict:
