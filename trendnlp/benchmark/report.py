@@ -22,7 +22,7 @@ from trendnlp.labels import LABELS
 from trendnlp.evaluation.plots import _save, plot_confusion_matrix, plot_product_history
 
 _COLUMNS = ("name", "test accuracy", "test macro-F1", "std", "min", *(f"F1 {c}" for c in LABELS), "val macro-F1",
-            "seeds")
+            "new-product macro-F1", "seeds")
 
 
 def _cells(row: Mapping) -> list[str]:
@@ -32,7 +32,7 @@ def _cells(row: Mapping) -> list[str]:
     neural = row.get("kind") == "neural"
     return [row["name"], num(row["accuracy"]), num(row["macro_f1"]), num(row.get("macro_f1_std")) if neural else "",
             num(row.get("macro_f1_min")) if neural else "", *(num(row["f1_per_class"][c]) for c in LABELS),
-            num(row.get("val_macro_f1")), ",".join(map(str, row.get("seeds", [])))]
+            num(row.get("val_macro_f1")), num(row.get("slice_macro_f1")), ",".join(map(str, row.get("seeds", [])))]
 
 
 def format_results_table(rows: Sequence[Mapping]) -> str:
@@ -202,6 +202,9 @@ def results_markdown(results: Mapping, timings: Mapping[str, float] | None = Non
         lines.append(f"`fused` is `{fused['variant']}`, chosen by {fused['selected_by']}.")
     lines.append(f"Neural rows: mean over seeds {results.get('seeds')}; std and min of test macro-F1 over seeds. "
                  "Baselines choose their hyper-parameters on validation.")
+    if results.get("slice"):
+        lines.append(f"New-product macro-F1: {results['slice']}.")
+    lines += [f"Note: {n}" for n in results.get("notes", [])]
     if results.get("records"):
         lines.append("Records: " + ", ".join(f"{k} {v:,}" for k, v in results["records"].items()) + ".")
     if timings:

@@ -102,8 +102,7 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
         ids = _product_ids(df, src, off, product_col)
         ts = parse_times(df["time"], src, off, time_col)
         units = parse_units(df["units"], src, off, units_col)
-        if "price" in df:
-            parse_units(df["price"], src, off, price_col, what="price")
+        price = parse_units(df["price"], src, off, price_col, what="price") if "price" in df else None
 
         bar.update(stage, description="aggregating units per period")
         pid, uniques = pd.factorize(ids, sort=True)  # sorted ids -> records ordered by product
@@ -143,7 +142,52 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
                             "cutoff": cu, "freq": freq, "label": lab, "future_sales": fu})
             if i % 20000 == 0:
                 bar.update(stage, completed=i)
+        add_context_fields(records, grid, units_pt, _price_matrix(pid, per - grid.p0, units, price, units_pt.shape),
+                           p, c, first, history - length, rule)
     return PrepareResult(records, cutoffs, int((first < T).sum()), dropped)
+
+
+def _price_matrix(pid, per, units, price, shape) -> np.ndarray | None:
+    """(P, T) average unit price per (product, period), units-weighted; NaN where nothing sold (or no price)."""
+    if price is None:
+        return None
+    ok = per < shape[1]  # the dropped partial period
+    flat_u = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok], minlength=shape[0] * shape[1])
+    flat_r = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok] * price[ok], minlength=shape[0] * shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(flat_u > 0, flat_r / flat_u, np.nan).reshape(shape)
+
+
+def add_context_fields(records: list[dict], grid: "_Grid", units_pt: np.ndarray, price_pt: np.ndarray | None,
+                       p: np.ndarray, c: np.ndarray, first: np.ndarray, starts: np.ndarray,
+                       rule: LabelRule) -> None:
+    """Add the §1 context fields to records built at (product p, cutoff period c), in place.
+
+    `price` and `market_sales` cover exactly the periods of `sales` (so nothing after the cutoff), `first_sale`
+    is the end date of the product's first period with a sale (at or before the cutoff, since a product enters
+    only once it has sold), and `change` is the label rule's log ratio (from `future_sales`; never an input).
+
+    Args:
+        records: the records, in the order of p and c.
+        grid: the product/period grid; units_pt (P, T) units; price_pt (P, T) prices or None.
+        p, c: (N,) product and cutoff-period index of each record; first (P,) first-sale period per product.
+        starts: (N,) offset of each record's `sales` inside its `history`-long window.
+        rule: the label rule (K, F, alpha) for `change`.
+    """
+    if not records:
+        return
+    history = len(records[0]["sales"]) + int(starts[0])
+    window = c[:, None] - history + 1 + np.arange(history)  # (N, history) period indices, all <= cutoff
+    market = units_pt.sum(axis=0)  # (T,) the whole shop's units per period
+    first_dates = np.asarray(grid.end_dates(first[p]), dtype=object)
+    prices = price_pt[p[:, None], window] if price_pt is not None else None
+    for i, r in enumerate(records):
+        s0 = int(starts[i])
+        r["market_sales"] = market[window[i, s0:]].tolist()
+        if prices is not None:
+            r["price"] = [None if np.isnan(v) else round(float(v), 4) for v in prices[i, s0:]]
+        r["first_sale"] = first_dates[i]
+        r["change"] = rule.change(r["sales"], r["future_sales"]) if r["future_sales"] else None
 
 
 @dataclass

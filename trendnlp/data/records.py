@@ -24,8 +24,12 @@ from typing import Any
 from trendnlp.labels import LABELS, LabelRule
 
 FREQS = ("W", "D", "M")
-RECORD_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cutoff", "freq", "label", "future_sales")
-_LIST_FIELDS = ("sales", "future_sales", "reviews")
+# optional context fields (None when absent): per-period average unit price and the whole shop's units over the
+# same periods as `sales`, the date of the product's first sale, and the label rule's `change` (never an input)
+CONTEXT_FIELDS = ("price", "market_sales", "first_sale", "change")
+RECORD_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cutoff", "freq", "label", "future_sales",
+                 *CONTEXT_FIELDS)
+_LIST_FIELDS = ("sales", "future_sales", "reviews", "price", "market_sales")
 
 
 class RecordError(ValueError):
@@ -109,6 +113,32 @@ def _numbers(values: list, name: str) -> list[float]:
         if x < 0:
             raise _Bad(name, f"element {i} is negative ({x}); units must be >= 0 (net out returns before)")
         out.append(x)
+    return out
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _context_fields(raw: dict, n_sales: int, csv_encoded: bool) -> dict:
+    """The CONTEXT_FIELDS of a raw row, checked; lists must be as long as `sales`."""
+    out: dict[str, Any] = {}
+    price = _as_list(raw.get("price"), "price", csv_encoded)
+    if price is not None:  # null where nothing sold that period
+        out["price"] = [None if _missing(v) else v for v in price]
+        out["price"] = [None if v is None else _numbers([v], "price")[0] for v in out["price"]]
+    market = _as_list(raw.get("market_sales"), "market_sales", csv_encoded)
+    out["market_sales"] = _numbers(market, "market_sales") if market is not None else None
+    for name in ("price", "market_sales"):
+        if out.get(name) is not None and len(out[name]) != n_sales:
+            raise _Bad(name, f"{len(out[name])} periods, but sales has {n_sales}; they must cover the same periods")
+    out.setdefault("price", None)
+    try:
+        out["first_sale"] = _cutoff(raw.get("first_sale"))
+    except _Bad as b:
+        raise _Bad("first_sale", b.reason) from None
+    change = raw.get("change")
+    out["change"] = None if _missing(change) else float(change)
     return out
 
 
@@ -201,6 +231,7 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
         elif label not in LABELS:
             raise _Bad("label", f"unknown label {label!r}; expected one of {list(LABELS)}")
         rec["label"] = label
+        rec.update(_context_fields(raw, len(rec["sales"]), csv_encoded))
         return rec
     except _Bad as b:
         raise RecordError(source, row, b.field, b.reason, pid) from None
@@ -383,6 +414,9 @@ def record_features():
         "sales": datasets.Sequence(datasets.Value("float64")), "cutoff": datasets.Value("string"),
         "freq": datasets.Value("string"), "label": datasets.Value("string"),
         "future_sales": datasets.Sequence(datasets.Value("float64")),
+        "price": datasets.Sequence(datasets.Value("float64")),
+        "market_sales": datasets.Sequence(datasets.Value("float64")),
+        "first_sale": datasets.Value("string"), "change": datasets.Value("float64"),
     })
 
 
