@@ -338,7 +338,8 @@ def table_row(name: str, y_true: Sequence[str], y_pred: Sequence[str], slice_mas
               **extra) -> dict:
     """One table row: test metrics of `y_pred` (label strings), the new-product slice when a mask is given.
 
-    >>> table_row("x", ["rising", "stable"], ["rising", "falling"], np.array([True, False]))["slice_macro_f1"]
+    >>> y = ["rising", "falling", "stable", "stable"]
+    >>> table_row("x", y, ["rising", "falling", "stable", "rising"], np.array([True, True, True, False]))["slice_macro_f1"]
     1.0
     """
     return {"name": name, **_table_metrics(list(y_true), list(y_pred), slice_mask), **extra}

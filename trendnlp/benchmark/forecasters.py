@@ -44,7 +44,7 @@ def forecast_means(records: Sequence[dict], names: Sequence[str] = FORECASTERS, 
         horizon: periods forecast (the rule's F).
         n_jobs: statsforecast worker processes.
     Returns:
-        {name: (n,) float64 mean forecast, clipped at 0}.
+        {name: (n,) float64 mean forecast, clipped at 0}; a series too short for a model gets its mean.
 
     >>> forecast_means([{"sales": [1.0] * 10}], ["ADIDA"], horizon=2)["ADIDA"].round(2).tolist()
     [1.0]
@@ -64,7 +64,9 @@ def forecast_means(records: Sequence[dict], names: Sequence[str] = FORECASTERS, 
     y = np.concatenate([np.asarray(r["sales"], dtype=np.float64) for r in records])
     df = pd.DataFrame({"unique_id": ids, "ds": ds, "y": y})
     models = [sfm.AutoETS(season_length=1) if n == "AutoETS" else getattr(sfm, n)() for n in names]
-    fc = StatsForecast(models=models, freq=1, n_jobs=n_jobs).forecast(df=df, h=horizon)
+    # a series too short for a model (ETS needs a few periods) falls back to the historic average
+    fc = StatsForecast(models=models, freq=1, n_jobs=n_jobs, fallback_model=sfm.HistoricAverage()).forecast(
+        df=df, h=horizon)
     fc = fc.sort_values(["unique_id", "ds"])
     return {n: np.clip(fc[n].to_numpy(dtype=np.float64).reshape(len(records), horizon).mean(1), 0.0, None)
             for n in names}
@@ -91,8 +93,8 @@ def threshold_labels(change: np.ndarray, t_rise: float, t_fall: float) -> np.nda
 def fit_thresholds(change: np.ndarray, y: np.ndarray, grid: np.ndarray = THRESHOLDS) -> tuple[float, float]:
     """(t_rise, t_fall) from the grid with the best macro-F1 of `threshold_labels` against y (class indices).
 
-    >>> fit_thresholds(np.array([0.3, 0.1, -0.3, 0.0]), np.array([0, 0, 1, 2]), np.array([0.05, 0.2]))
-    (0.05, 0.2)
+    >>> fit_thresholds(np.array([0.3, 0.1, -0.3, 0.0]), np.array([0, 2, 1, 2]), np.array([0.05, 0.2]))
+    (0.2, 0.05)
     """
     best = (-1.0, 0.0, 0.0)
     for tr in grid:

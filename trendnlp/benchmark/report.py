@@ -205,6 +205,10 @@ def results_markdown(results: Mapping, timings: Mapping[str, float] | None = Non
     if results.get("slice"):
         lines.append(f"New-product macro-F1: {results['slice']}.")
     lines += [f"Note: {n}" for n in results.get("notes", [])]
+    for r in rows:
+        if r.get("change_mae") is not None and r["name"] != "fused":
+            lines.append(f"`{r['name']}` change head: test MAE of `expected_change` {r['change_mae']:.3f}, "
+                         f"persistence (change = 0) {r['persistence_change_mae']:.3f}.")
     if results.get("records"):
         lines.append("Records: " + ", ".join(f"{k} {v:,}" for k, v in results["records"].items()) + ".")
     if timings:

@@ -225,6 +225,11 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
             np.save(out_dir / f"probs_{k}.npy", v)
         extra["probs"] = probs
         extra.update(_slice_score(parts["test"], probs["test"].argmax(1), slice_mask))
+        if clf.fusion.change_head is not None:  # the regression head against persistence (change = 0)
+            rule = config.labels.rule()
+            true = np.array([rule.change(r["sales"], r["future_sales"]) for r in parts["test"]])
+            pred = clf.predict_change(parts["test"], batch_size=config.train.eval_batch_size)
+            extra.update(change_mae=float(np.abs(pred - true).mean()), persistence_change_mae=float(np.abs(true).mean()))
     return {**extra, "seed": config.train.seed, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
             "f1_per_class": test["f1"], "precision_per_class": test["precision"], "recall_per_class": test["recall"],
             "confusion_matrix": test["confusion_matrix"], "val_macro_f1": result["validation"]["macro_f1"],
@@ -301,8 +306,9 @@ def aggregate(name: str, runs: list[dict]) -> dict:
             "accuracy_std": float(acc.std()), "val_macro_f1": float(np.mean([r["val_macro_f1"] for r in runs])),
             "confusion_matrix": np.sum([r["confusion_matrix"] for r in runs], axis=0).tolist(),
             "seconds": round(sum(r["seconds"] for r in runs), 1), "runs": runs,
-            **({"slice_macro_f1": float(np.mean([r["slice_macro_f1"] for r in runs]))}
-               if all("slice_macro_f1" in r for r in runs) else {})}
+            **{k: float(np.mean([r[k] for r in runs])) for k in ("slice_macro_f1", "change_mae",
+                                                                   "persistence_change_mae")
+               if all(k in r for r in runs)}}
 
 
 def select_fused(rows: Sequence[dict]) -> dict | None:

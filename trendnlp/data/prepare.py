@@ -184,8 +184,7 @@ def add_context_fields(records: list[dict], grid: "_Grid", units_pt: np.ndarray,
     for i, r in enumerate(records):
         s0 = int(starts[i])
         r["market_sales"] = market[window[i, s0:]].tolist()
-        if prices is not None:
-            r["price"] = [None if np.isnan(v) else round(float(v), 4) for v in prices[i, s0:]]
+        r["price"] = None if prices is None else [None if np.isnan(v) else round(float(v), 4) for v in prices[i, s0:]]
         r["first_sale"] = first_dates[i]
         r["change"] = rule.change(r["sales"], r["future_sales"]) if r["future_sales"] else None
 

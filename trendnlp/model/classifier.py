@@ -28,7 +28,7 @@ from torch import nn
 
 from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
-from trendnlp.data.features import N_SALES_CHANNELS, SUMMARY_NAMES, build_text, summary_stats
+from trendnlp.data.features import SUMMARY_NAMES, build_text, n_sales_channels, sales_channel_names, summary_stats
 from trendnlp.model.fusion import FusionHead
 from trendnlp.data.records import read_records
 from trendnlp.model.sales_encoder import SalesEncoder
@@ -60,7 +60,7 @@ class TrendClassifier(nn.Module):
             # records without text (text_index == -1) get this learned vector instead of a pooled encoding
             self.empty_text = nn.Parameter(torch.randn(text_dim) * 0.02)
         if config.sales.enabled:
-            self.sales_encoder = SalesEncoder(config.sales, len(SUMMARY_NAMES), N_SALES_CHANNELS)
+            self.sales_encoder = SalesEncoder(config.sales, len(SUMMARY_NAMES), n_sales_channels(config.sales))
             sales_dim = self.sales_encoder.output_dim
         self.fusion = FusionHead(config.fusion, text_dim, sales_dim, n_classes=len(config.labels.names))
         if self.fusion.needs_tokens:
@@ -101,19 +101,29 @@ class TrendClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 text_index: torch.Tensor | None = None, sales: torch.Tensor | None = None,
-                summary: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
+                summary: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                change_target: torch.Tensor | None = None) -> dict:
         """Logits for a collated batch (keys as produced by `make_collator()`).
 
         Returns:
-            {"logits": (B, n_classes), "loss": plain cross-entropy when `labels` is given, else None}
+            {"logits": (B, n_classes), "loss": plain cross-entropy when `labels` is given, else None,
+             "change": (B,) expected change with fusion.change_head (else None), "change_loss": its Huber loss
+             against `change_target` when given (else None)}
         """
         text = tokens = token_mask = None
         if self.text_encoder is not None:
             text, tokens, token_mask = self._text(input_ids, attention_mask, text_index)
         sales_vec = self.sales_encoder(sales, summary) if self.sales_encoder is not None else None
-        logits = self.head(text, sales_vec, tokens, token_mask)
+        change = change_loss = None
+        if self.fusion.change_head is None:
+            logits = self.head(text, sales_vec, tokens, token_mask)
+        else:
+            logits, change = self.fusion.forward_with_change(text, sales_vec, tokens, token_mask)
+            logits = logits if self.training else logits + self.logit_bias.to(logits.dtype)
+            if change_target is not None:
+                change_loss = F.smooth_l1_loss(change.float(), change_target.float())
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
-        return {"logits": logits, "loss": loss}
+        return {"logits": logits, "loss": loss, "change": change, "change_loss": change_loss}
 
     def record_texts(self, pooled: torch.Tensor | None, text_index: torch.Tensor,
                      has_text: torch.Tensor | None = None) -> torch.Tensor:
@@ -136,7 +146,8 @@ class TrendClassifier(nn.Module):
         """The collator that turns normalised records into this model's batches."""
         c = self.config
         return TrendCollator(self.tokenizer, c.text, c.sales, self.labels, K=c.labels.K, alpha=c.labels.alpha,
-                             dedup=dedup, pad_to_max_length=pad_to_max_length)
+                             dedup=dedup, pad_to_max_length=pad_to_max_length,
+                             change_rule=c.labels.rule() if c.fusion.change_head else None)
 
     def fit_feature_scaling(self, records) -> "TrendClassifier":
         """Fit the summary-statistics standardisation on training records (call once, before training).
@@ -195,7 +206,8 @@ class TrendClassifier(nn.Module):
                 "base_model": c.text.base_model if c.text.enabled else None,
                 "feature_scaling": ({"summary_names": list(SUMMARY_NAMES), **self.sales_encoder.scaling_stats()}
                                     if self.sales_encoder is not None else None),
-                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions()}
+                "n_sales_channels": n_sales_channels(c.sales), "sales_channels": sales_channel_names(c.sales),
+                "versions": _versions()}
         (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if self.text_encoder is not None:
             self.text_encoder.save(d)
@@ -289,6 +301,37 @@ class TrendClassifier(nn.Module):
         finally:
             self.train(was_training)
         return out
+
+    def predict_change(self, records: Any, batch_size: int = 64, on_error: str = "raise") -> np.ndarray:
+        """`expected_change`: the regression head's estimate of the label rule's change (log ratio of the future
+        to the recent mean), one per record; needs a model trained with fusion.change_head=true.
+
+        Args:
+            records, batch_size, on_error: as `predict_proba`.
+        Returns:
+            (n,) float32 array in input order.
+
+        >>> cfg = TrendConfig.from_dict({"text": {"enabled": False}, "fusion": {"change_head": True}})
+        >>> TrendClassifier(cfg).predict_change([{"product_id": "a", "sales": [1, 2]}]).shape
+        (1,)
+        """
+        if self.fusion.change_head is None:
+            raise ValueError("this model has no change head; train it with --set fusion.change_head=true")
+        c = self.config
+        recs = read_records(records, on_error=on_error, history=c.sales.history, rule=c.labels.rule())
+        collate, device, out = self.make_collator(), next(self.parameters()).device, []
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(recs), batch_size):
+                    batch = collate(recs[start:start + batch_size])
+                    batch.pop("labels", None)
+                    batch.pop("change_target", None)
+                    out.append(self(**{k: v.to(device) for k, v in batch.items()})["change"].float().cpu().numpy())
+        finally:
+            self.train(was_training)
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
     def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise") -> list[str]:
         """Most probable label per record (arguments as `predict_proba`).
