@@ -117,24 +117,26 @@ def _numbers(values: list, name: str) -> list[float]:
 
 
 def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    # None, or a NaN scalar of any float type (an empty CSV / pandas cell); NaN is the one value != itself
+    return v is None or (not hasattr(v, "__len__") and v != v)
 
 
 def _context_fields(raw: dict, n_sales: int, csv_encoded: bool) -> dict:
     """The CONTEXT_FIELDS of a raw row, checked; lists must be as long as `sales`."""
     out: dict[str, Any] = {}
-    price = _as_list(raw.get("price"), "price", csv_encoded)
+    price = None if _missing(raw.get("price")) else _as_list(raw.get("price"), "price", csv_encoded)
     if price is not None:  # null where nothing sold that period
         out["price"] = [None if _missing(v) else v for v in price]
         out["price"] = [None if v is None else _numbers([v], "price")[0] for v in out["price"]]
-    market = _as_list(raw.get("market_sales"), "market_sales", csv_encoded)
+    market = None if _missing(raw.get("market_sales")) else _as_list(raw.get("market_sales"), "market_sales",
+                                                                      csv_encoded)
     out["market_sales"] = _numbers(market, "market_sales") if market is not None else None
     for name in ("price", "market_sales"):
         if out.get(name) is not None and len(out[name]) != n_sales:
             raise _Bad(name, f"{len(out[name])} periods, but sales has {n_sales}; they must cover the same periods")
     out.setdefault("price", None)
     try:
-        out["first_sale"] = _cutoff(raw.get("first_sale"))
+        out["first_sale"] = None if _missing(raw.get("first_sale")) else _cutoff(raw.get("first_sale"))
     except _Bad as b:
         raise _Bad("first_sale", b.reason) from None
     change = raw.get("change")
@@ -435,7 +437,7 @@ def write_records(records: Iterable[dict], path: str | Path) -> int:
     elif fmt == "csv":
         df = pd.DataFrame(recs, columns=list(RECORD_FIELDS))
         for col in _LIST_FIELDS:
-            df[col] = [json.dumps(v) if v is not None else "" for v in df[col]]
+            df[col] = [json.dumps(v) if not _missing(v) else "" for v in df[col]]  # a missing key reads as NaN
         df.to_csv(path, index=False)
     else:
         pd.DataFrame(recs, columns=list(RECORD_FIELDS)).to_parquet(path, index=False)
