@@ -16,12 +16,14 @@ from conftest import load_script
 from trendnlp.benchmark import run as bm
 from trendnlp.cli import main as cli_main
 from trendnlp.labels import LABELS
+from trendnlp.benchmark.forecasters import FORECASTERS, statsforecast_available
 from trendnlp.benchmark.report import format_results_table, markdown_table, pick_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 ONLINE_RETAIL = ROOT.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
 NEURAL = list(bm.VARIANTS)
 BASELINE_NAMES = ["majority", "persistence", "mean_reversion", "sales_logreg", "sales_hgb", "text_tfidf_logreg"]
+PROBABILISTIC = ("sales_logreg", "sales_hgb", "text_tfidf_logreg")  # these also get a `+offsets` row
 FIGURES = ["per_class_f1.png", "validation_f1.png", "confusion_matrix_fused.png"]
 
 
@@ -148,10 +150,15 @@ def test_benchmark_on_synthetic_order_log(synthetic_run, capsys):
     out = synthetic_run
     results = json.loads((out / "results.json").read_text())
     names = [r["name"] for r in results["rows"]]
-    assert names == BASELINE_NAMES + NEURAL + ["fused"]
+    with_offsets = [n for b in BASELINE_NAMES for n in ([b, f"{b}+offsets"] if b in PROBABILISTIC else [b])]
+    forecasters = list(FORECASTERS) if statsforecast_available() else []
+    assert names == with_offsets + forecasters + NEURAL + ["fused", "ensemble"]
     for r in results["rows"]:
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
-        assert set(r["f1_per_class"]) == set(LABELS) and r["seeds"]
+        assert set(r["f1_per_class"]) == set(LABELS) and (r["seeds"] or r["kind"] == "forecaster")
+    ensemble = results["rows"][-1]
+    assert [run["seed"] for run in ensemble["runs"]] == [0, 1] and 0 <= ensemble["runs"][0]["weight_fused"] <= 1
+    assert (out / "runs" / "fused_concat" / "seed_0" / "probs_test.npy").is_file()
     neural = {r["name"]: r for r in results["rows"] if r["kind"] == "neural"}
     for r in neural.values():
         assert r["seeds"] == [0, 1] and len(r["runs"]) == 2

@@ -29,7 +29,7 @@ def _cells(row: Mapping) -> list[str]:
     def num(x):
         return "" if x is None else f"{x:.3f}"
 
-    neural = row.get("kind") == "neural"
+    neural = row.get("kind") in ("neural", "ensemble")  # rows with several seeds
     return [row["name"], num(row["accuracy"]), num(row["macro_f1"]), num(row.get("macro_f1_std")) if neural else "",
             num(row.get("macro_f1_min")) if neural else "", *(num(row["f1_per_class"][c]) for c in LABELS),
             num(row.get("val_macro_f1")), num(row.get("slice_macro_f1")), ",".join(map(str, row.get("seeds", [])))]
