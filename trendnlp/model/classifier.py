@@ -114,12 +114,10 @@ class TrendClassifier(nn.Module):
         if self.text_encoder is not None:
             text, tokens, token_mask = self._text(input_ids, attention_mask, text_index)
         sales_vec = self.sales_encoder(sales, summary) if self.sales_encoder is not None else None
+        logits = self.head(text, sales_vec, tokens, token_mask)
         change = change_loss = None
-        if self.fusion.change_head is None:
-            logits = self.head(text, sales_vec, tokens, token_mask)
-        else:
-            logits, change = self.fusion.forward_with_change(text, sales_vec, tokens, token_mask)
-            logits = logits if self.training else logits + self.logit_bias.to(logits.dtype)
+        if self.fusion.change_head is not None:  # a second pass through the (small) fusion MLP only
+            change = self.fusion.expected_change(text, sales_vec, tokens, token_mask)
             if change_target is not None:
                 change_loss = F.smooth_l1_loss(change.float(), change_target.float())
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None

@@ -92,9 +92,10 @@ class FusionHead(nn.Module):
         """
         return self.mlp(self.fuse(text, sales, tokens, token_mask))
 
-    def forward_with_change(self, text, sales, tokens=None, token_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, n_classes), expected change (B,)) from one pass; needs `cfg.change_head`."""
+    def expected_change(self, text, sales, tokens=None, token_mask=None) -> torch.Tensor:
+        """(B,) the regression head's estimate of the label rule's change, from the MLP's hidden layer (B, D);
+        needs `cfg.change_head`. Arguments as `forward`."""
         if self.change_head is None:
-            raise ValueError("forward_with_change needs fusion.change_head=true")
-        hidden = self.mlp[:-1](self.fuse(text, sales, tokens, token_mask))  # (B, D)
-        return self.mlp[-1](hidden), self.change_head(hidden).squeeze(-1)
+            raise ValueError("expected_change needs fusion.change_head=true")
+        hidden = self.mlp[:-1](self.fuse(text, sales, tokens, token_mask))  # (B, D): all but the class layer
+        return self.change_head(hidden).squeeze(-1)
