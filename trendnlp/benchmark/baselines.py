@@ -358,7 +358,7 @@ def offsets_row(name: str, baseline, val: Sequence[dict], test: Sequence[dict], 
     test_pred = [LABELS[i] for i in biased_scores(pt, bias).argmax(1)]
     return table_row(f"{name}+offsets", _labels(test), test_pred, slice_mask,
                      val_macro_f1=_macro_f1(_labels(val), val_pred),
-                     params={**(getattr(baseline, "params_", None) or {}), "logit_bias": bias.round(3).tolist()},
+                     params={**(getattr(baseline, "params_", None) or {}), "logit_bias": [round(float(b), 3) for b in bias]},
                      seconds=round(time.perf_counter() - t0, 3))
 
 

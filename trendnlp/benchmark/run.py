@@ -289,7 +289,7 @@ def ensemble_row(fused: dict, hgb_probs: tuple[np.ndarray, np.ndarray], parts: d
         m = classification_metrics(yt, [LABELS[i] for i in pred], LABELS)
         runs.append({"seed": run["seed"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "f1_per_class": m["f1"],
                      "confusion_matrix": m["confusion_matrix"], "val_macro_f1": score, "weight_fused": w,
-                     "logit_bias": bias.round(3).tolist(), "seconds": round(time.perf_counter() - t0, 1),
+                     "logit_bias": [round(float(b), 3) for b in bias], "seconds": round(time.perf_counter() - t0, 1),
                      **_slice_score(parts["test"], pred, slice_mask)})
     row = {**aggregate("ensemble", runs), "kind": "ensemble"}
     row["selected_by"] = f"{fused.get('variant', fused['name'])} x sales_hgb, weight and offsets on validation"
