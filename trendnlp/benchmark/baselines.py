@@ -339,7 +339,8 @@ def table_row(name: str, y_true: Sequence[str], y_pred: Sequence[str], slice_mas
     """One table row: test metrics of `y_pred` (label strings), the new-product slice when a mask is given.
 
     >>> y = ["rising", "falling", "stable", "stable"]
-    >>> table_row("x", y, ["rising", "falling", "stable", "rising"], np.array([True, True, True, False]))["slice_macro_f1"]
+    >>> pred = ["rising", "falling", "stable", "rising"]
+    >>> table_row("x", y, pred, np.array([True, True, True, False]))["slice_macro_f1"]
     1.0
     """
     return {"name": name, **_table_metrics(list(y_true), list(y_pred), slice_mask), **extra}
@@ -358,7 +359,8 @@ def offsets_row(name: str, baseline, val: Sequence[dict], test: Sequence[dict], 
     test_pred = [LABELS[i] for i in biased_scores(pt, bias).argmax(1)]
     return table_row(f"{name}+offsets", _labels(test), test_pred, slice_mask,
                      val_macro_f1=_macro_f1(_labels(val), val_pred),
-                     params={**(getattr(baseline, "params_", None) or {}), "logit_bias": [round(float(b), 3) for b in bias]},
+                     params={**(getattr(baseline, "params_", None) or {}),
+                             "logit_bias": [round(float(b), 3) for b in bias]},
                      seconds=round(time.perf_counter() - t0, 3))
 
 

@@ -229,7 +229,8 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
             rule = config.labels.rule()
             true = np.array([rule.change(r["sales"], r["future_sales"]) for r in parts["test"]])
             pred = clf.predict_change(parts["test"], batch_size=config.train.eval_batch_size)
-            extra.update(change_mae=float(np.abs(pred - true).mean()), persistence_change_mae=float(np.abs(true).mean()))
+            extra.update(change_mae=float(np.abs(pred - true).mean()),
+                         persistence_change_mae=float(np.abs(true).mean()))
     return {**extra, "seed": config.train.seed, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
             "f1_per_class": test["f1"], "precision_per_class": test["precision"], "recall_per_class": test["recall"],
             "confusion_matrix": test["confusion_matrix"], "val_macro_f1": result["validation"]["macro_f1"],
@@ -344,8 +345,8 @@ def _forecaster_rows(parts, rule, names, slice_mask, timer: Timer, notes: list[s
 
 def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str | Path, seeds: Sequence[int],
                   variants: Sequence[str] | None = None, baselines: Sequence[str] | None = None,
-                  forecasters: Sequence[str] | None = None, timer: Timer | None = None, progress: bool = True, n_examples: int = 6,
-                  meta: dict | None = None) -> dict:
+                  forecasters: Sequence[str] | None = None, timer: Timer | None = None, progress: bool = True,
+                  n_examples: int = 6, meta: dict | None = None) -> dict:
     """Baselines and every neural variant over the seeds on prepared, split records; writes the report.
 
     Args:
