@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     parts = {k: read_records(f"{args.data}/{k}.parquet") for k in ("train", "validation", "test")}
     mask = bm.new_product_mask(parts["test"])
+    clf = TrendClassifier.from_pretrained(args.model)
     hgb: dict = {}
     with threadpool_limits(limits=1):
-        run_baselines(parts["train"], parts["validation"], parts["test"], TrendClassifier.from_pretrained(
-            args.model).config.labels.rule(), seed=args.seed, progress=False, names=["sales_hgb"], probs_out=hgb)
-    clf = TrendClassifier.from_pretrained(args.model)
+        run_baselines(parts["train"], parts["validation"], parts["test"], clf.config.labels.rule(), seed=args.seed,
+                      progress=False, names=["sales_hgb"], probs_out=hgb)
     probs = {k: clf.predict_proba(parts[k], batch_size=256) for k in ("validation", "test")}
     y = np.array([LABELS.index(r["label"]) for r in parts["test"]])
     pred = probs["test"].argmax(1)
