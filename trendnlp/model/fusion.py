@@ -59,7 +59,7 @@ class FusionHead(nn.Module):
             nn.Linear(D, n_classes))
         self.output_dim = n_classes
         # multi-task: the label rule's change regressed from the same hidden layer as the logits
-        self.change_head = nn.Linear(D, 1) if getattr(cfg, "change_head", False) else None
+        self.change_head = nn.Linear(D, 1) if cfg.change_head else None
 
     def fuse(self, text: torch.Tensor | None, sales: torch.Tensor | None, tokens: torch.Tensor | None = None,
              token_mask: torch.Tensor | None = None) -> torch.Tensor:
