@@ -162,7 +162,7 @@ def summary_stats(units: np.ndarray, history: int, K: int, alpha: float) -> np.n
 
 
 def sales_features(record: dict, cfg: SalesConfig, K: int = 4, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-period channels (history, n_sales_channels(cfg)) and summary vector (len(SUMMARY_NAMES),) of one record."""
+    """Per-period channels (history, n_sales_channels(cfg)) and summary vector (len(SUMMARY_NAMES),)."""
     units = np.asarray(record["sales"], dtype=np.float64)[-cfg.history :]
     n, T = len(units), cfg.history
     x = np.zeros((T, n_sales_channels(cfg)), dtype=np.float32)
