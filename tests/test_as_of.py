@@ -21,7 +21,7 @@ from trendnlp.model.classifier import TrendClassifier
 REPO = Path(__file__).resolve().parents[1]
 ONLINE_RETAIL = REPO / ".." / "shared" / "data" / "online_retail" / "online_retail.parquet"
 SUNDAY = dt.date(2024, 1, 7)  # week 0 ends here
-FUTURE_KEYS = ("future_sales", "label")
+FUTURE_KEYS = ("future_sales", "label", "change")  # change is derived from the future
 
 
 def stamp(week: int, weekday: int = 6, hour: int = 10) -> str:

@@ -125,9 +125,24 @@ def test_make_baselines_registry():
 
 def test_run_baselines_rows_and_determinism(fast_hgb):
     train, val, test = _records(240, 11), _records(60, 12), _records(60, 13)
-    rows = bl.run_baselines(train, val, test, LabelRule(), seed=3, progress=False)
-    assert [r["name"] for r in rows] == list(bl.BASELINES)
+    probs: dict = {}
+    rows = bl.run_baselines(train, val, test, LabelRule(), seed=3, progress=False, probs_out=probs)
+    probabilistic = ("sales_logreg", "sales_hgb", "text_tfidf_logreg")
+    assert [r["name"] for r in rows] == [n for b in bl.BASELINES for n in (
+        [b, f"{b}+offsets"] if b in probabilistic else [b])]
+    assert sorted(probs) == sorted(probabilistic)
+    for name, (pv, pt) in probs.items():
+        assert pv.shape == (len(val), 3) and pt.shape == (len(test), 3) and np.allclose(pt.sum(1), 1)
+        base = next(r for r in rows if r["name"] == name)
+        assert (np.array(LABELS)[pt.argmax(1)] == np.array(bl.BASELINES[name](LabelRule(), 3).fit(
+            train, val).predict(test))).all()  # predict_proba columns are in LABELS order
+        assert base["params"] is None or "logit_bias" not in base["params"]
     for r in rows:
+        if r["name"].endswith("+offsets"):
+            assert len(r["params"]["logit_bias"]) == 3 and r["params"]["logit_bias"][-1] == 0
+            base = next(b for b in rows if b["name"] == r["name"].split("+")[0])
+            assert r["val_macro_f1"] >= base["val_macro_f1"] - 1e-9  # offsets never lower the score they maximise
+            continue
         assert set(r) == ROW_KEYS
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1 and 0 <= r["val_macro_f1"] <= 1
         for key in ("f1_per_class", "precision_per_class", "recall_per_class"):
@@ -139,4 +154,13 @@ def test_run_baselines_rows_and_determinism(fast_hgb):
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(rows) == strip(again)
     no_val = bl.run_baselines(train, None, test, LabelRule(), seed=3, progress=False, names=["sales_logreg"])
-    assert no_val[0]["val_macro_f1"] is None
+    assert len(no_val) == 1 and no_val[0]["val_macro_f1"] is None  # no offsets row without validation
+
+
+def test_slice_column_scores_only_the_masked_records(fast_hgb):
+    train, val, test = _records(240, 11), _records(60, 12), _records(60, 13)
+    mask = np.arange(len(test)) < 20
+    rows = bl.run_baselines(train, val, test, LabelRule(), seed=3, progress=False, names=["persistence"],
+                            slice_mask=mask)
+    pred = bl.PersistenceBaseline(LabelRule()).predict(test)
+    assert rows[0]["slice_macro_f1"] == pytest.approx(bl._macro_f1([r["label"] for r in test[:20]], pred[:20]))

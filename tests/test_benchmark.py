@@ -16,12 +16,14 @@ from conftest import load_script
 from trendnlp.benchmark import run as bm
 from trendnlp.cli import main as cli_main
 from trendnlp.labels import LABELS
+from trendnlp.benchmark.forecasters import FORECASTERS, statsforecast_available
 from trendnlp.benchmark.report import format_results_table, markdown_table, pick_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 ONLINE_RETAIL = ROOT.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
 NEURAL = list(bm.VARIANTS)
 BASELINE_NAMES = ["majority", "persistence", "mean_reversion", "sales_logreg", "sales_hgb", "text_tfidf_logreg"]
+PROBABILISTIC = ("sales_logreg", "sales_hgb", "text_tfidf_logreg")  # these also get a `+offsets` row
 FIGURES = ["per_class_f1.png", "validation_f1.png", "confusion_matrix_fused.png"]
 
 
@@ -148,10 +150,15 @@ def test_benchmark_on_synthetic_order_log(synthetic_run, capsys):
     out = synthetic_run
     results = json.loads((out / "results.json").read_text())
     names = [r["name"] for r in results["rows"]]
-    assert names == BASELINE_NAMES + NEURAL + ["fused"]
+    with_offsets = [n for b in BASELINE_NAMES for n in ([b, f"{b}+offsets"] if b in PROBABILISTIC else [b])]
+    forecasters = list(FORECASTERS) if statsforecast_available() else []
+    assert names == with_offsets + forecasters + NEURAL + ["fused", "ensemble"]
     for r in results["rows"]:
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
-        assert set(r["f1_per_class"]) == set(LABELS) and r["seeds"]
+        assert set(r["f1_per_class"]) == set(LABELS) and (r["seeds"] or r["kind"] == "forecaster")
+    ensemble = results["rows"][-1]
+    assert [run["seed"] for run in ensemble["runs"]] == [0, 1] and 0 <= ensemble["runs"][0]["weight_fused"] <= 1
+    assert (out / "runs" / "fused_concat" / "seed_0" / "probs_test.npy").is_file()
     neural = {r["name"]: r for r in results["rows"] if r["kind"] == "neural"}
     for r in neural.values():
         assert r["seeds"] == [0, 1] and len(r["runs"]) == 2
@@ -233,3 +240,26 @@ def test_benchmark_on_online_retail_subset(tiny_bert_dir, tmp_path, small_hgb_gr
     assert results["split"] == {k: list(v) for k, v in zip(("train", "val", "test"), bm.ONLINE_RETAIL_SPLIT.values())}
     assert 0 < results["records"]["test"] < results["records"]["train"]
     assert (out / "report.html").exists() and (out / "confusion_matrix_fused.png").exists()
+
+
+# ---- fair rows: new-product slice and the ensemble ------------------------------------------------
+def test_new_product_mask_uses_first_sale_and_needs_it():
+    recs = [{"cutoff": "2011-10-23", "first_sale": d, "freq": "W"} for d in ("2011-08-28", "2011-08-21", "2010-12-05")]
+    assert bm.new_product_mask(recs).tolist() == [True, False, False]  # 8 weeks before the cutoff is still new
+    assert bm.new_product_mask([{"cutoff": "2011-10-23", "freq": "W"}]) is None
+
+
+def test_ensemble_weight_and_offsets_come_from_validation():
+    rng = np.random.default_rng(0)
+    yv, yt = rng.integers(3, size=300), rng.integers(3, size=300)
+    noisy = lambda y, s: np.eye(3)[y] * s + rng.dirichlet(np.ones(3), size=len(y))  # noqa: E731
+    good_v, good_t = noisy(yv, 1.0), noisy(yt, 1.0)  # the "fused" model is informative
+    bad_v, bad_t = rng.dirichlet(np.ones(3), size=300), rng.dirichlet(np.ones(3), size=300)  # HGB stand-in: noise
+    norm = lambda p: p / p.sum(1, keepdims=True)  # noqa: E731
+    parts = {"validation": [{"label": LABELS[i]} for i in yv], "test": [{"label": LABELS[i]} for i in yt]}
+    fused = {"name": "fused", "variant": "fused_concat",
+             "runs": [{"seed": 0, "probs": {"validation": norm(good_v), "test": norm(good_t)}}]}
+    row = bm.ensemble_row(fused, (norm(bad_v), norm(bad_t)), parts, slice_mask=np.arange(300) < 100)
+    run = row["runs"][0]
+    assert row["name"] == "ensemble" and run["weight_fused"] >= 0.7  # validation says: trust the fused model
+    assert row["macro_f1"] > 0.6 and "slice_macro_f1" in row and len(run["logit_bias"]) == 3

@@ -55,6 +55,10 @@ class SalesConfig:
     scaling: str = _f("log1p_center", "log1p_center: log1p(units) minus the series' mean log1p; log1p: raw log1p")
     calendar: bool = _f(True, "add week-of-year and month sin/cos per period, derived from cutoff")
     summary_stats: bool = _f(True, "concatenate hand-made summary statistics to the LSTM state")
+    price_channels: bool = _f(False, "add per-period price channels from the record's `price`: log price relative "
+                                     "to the product's median price in the history, and log price change")
+    market_channels: bool = _f(False, "add a per-period channel from the record's `market_sales` (the whole "
+                                      "shop's units over the same periods), centred log1p: the shop's momentum")
 
 
 @dataclass
@@ -63,6 +67,8 @@ class FusionConfig:
     hidden_size: int = _f(128, "width of the fusion MLP")
     dropout: float = _f(0.1, "dropout in the head")
     num_heads: int = _f(4, "heads for cross_attention")
+    change_head: bool = _f(False, "add a regression head on the label rule's continuous `change` (multi-task; "
+                                  "its prediction is `expected_change`); weighted in the loss by train.change_weight")
 
 
 @dataclass
@@ -103,6 +109,8 @@ class TrainConfig:
     loss: str = _f("ce", "ce or focal")
     focal_gamma: float = _f(2.0, "focusing parameter of the focal loss")
     class_weights: bool = _f(True, "weight classes by inverse train frequency")
+    change_weight: float = _f(0.5, "weight of the change regression (Huber) loss next to the class loss, when "
+                                   "fusion.change_head is on")
     calibrate_bias: bool = _f(False, "fit per-class logit offsets on validation after each epoch (max macro-F1) "
                                      "and apply them at inference: for class mixes that drift over time")
     calibrate_temperature: bool = _f(True, "after training (and the offsets), fit one temperature on validation "

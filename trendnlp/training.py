@@ -371,7 +371,10 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
         for batch in loader:
             with accelerator.accumulate(model):
                 y = batch.pop("labels")
-                loss = loss_fn(model(**batch)["logits"], y)
+                outputs = model(**batch)
+                loss = loss_fn(outputs["logits"], y)
+                if outputs.get("change_loss") is not None:  # fusion.change_head: multi-task regression on `change`
+                    loss = loss + tc.change_weight * outputs["change_loss"]
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)

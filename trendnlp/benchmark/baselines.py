@@ -81,6 +81,14 @@ def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int
     return X
 
 
+def _in_label_order(model, proba: np.ndarray) -> np.ndarray:
+    """Columns of a scikit-learn `predict_proba` reordered to LABELS (a class absent from training gets 0)."""
+    out = np.zeros((len(proba), len(LABELS)))
+    for j, c in enumerate(model.classes_):  # a Pipeline exposes its last step's classes_
+        out[:, LABELS.index(c)] = proba[:, j]
+    return out
+
+
 class _Baseline:
     """The common interface. `__init__` only stores arguments; what `fit` learns ends in `_`."""
 
@@ -181,6 +189,11 @@ class _LogRegBaseline(_Baseline):
     def predict(self, records):
         return self.model_.predict(self._columns(self._matrix(records), self.params_)).tolist() if len(records) else []
 
+    def predict_proba(self, records):
+        """(n, 3) class probabilities in LABELS order."""
+        return _in_label_order(self.model_, self.model_.predict_proba(self._columns(self._matrix(records),
+                                                                                     self.params_)))
+
 
 class SalesLogRegBaseline(_LogRegBaseline):
     """Balanced logistic regression on standardised sales summary + calendar features.
@@ -241,6 +254,10 @@ class SalesHGBBaseline(_Baseline):
 
     def predict(self, records):
         return self.model_.predict(sales_calendar_matrix(records, self.rule)).tolist() if len(records) else []
+
+    def predict_proba(self, records):
+        """(n, 3) class probabilities in LABELS order."""
+        return _in_label_order(self.model_, self.model_.predict_proba(sales_calendar_matrix(records, self.rule)))
 
 
 def record_text(record: dict) -> str:
@@ -306,17 +323,55 @@ def make_baselines(rule: LabelRule, seed: int, names: Sequence[str] | None = Non
     return [BASELINES[n](rule=rule, seed=seed) for n in (names or BASELINES)]
 
 
-def _table_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict:
+def _table_metrics(y_true: Sequence[str], y_pred: Sequence[str], slice_mask: np.ndarray | None = None) -> dict:
     m = classification_metrics(y_true, y_pred, LABELS)
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "f1_per_class": m["f1"],
-            "precision_per_class": m["precision"], "recall_per_class": m["recall"],
-            "confusion_matrix": m["confusion_matrix"]}
+    row = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "f1_per_class": m["f1"],
+           "precision_per_class": m["precision"], "recall_per_class": m["recall"],
+           "confusion_matrix": m["confusion_matrix"]}
+    if slice_mask is not None and slice_mask.any():
+        idx = np.flatnonzero(slice_mask)
+        row["slice_macro_f1"] = _macro_f1([y_true[i] for i in idx], [y_pred[i] for i in idx])
+    return row
+
+
+def table_row(name: str, y_true: Sequence[str], y_pred: Sequence[str], slice_mask: np.ndarray | None = None,
+              **extra) -> dict:
+    """One table row: test metrics of `y_pred` (label strings), the new-product slice when a mask is given.
+
+    >>> y = ["rising", "falling", "stable", "stable"]
+    >>> pred = ["rising", "falling", "stable", "rising"]
+    >>> table_row("x", y, pred, np.array([True, True, True, False]))["slice_macro_f1"]
+    1.0
+    """
+    return {"name": name, **_table_metrics(list(y_true), list(y_pred), slice_mask), **extra}
+
+
+def offsets_row(name: str, baseline, val: Sequence[dict], test: Sequence[dict], slice_mask=None) -> dict:
+    """`<name>+offsets`: the baseline's probabilities with per-class offsets fitted on validation by
+    `calibration.fit_logit_bias`, exactly as our model gets them."""
+    from trendnlp.model.calibration import biased_scores, fit_logit_bias
+
+    t0 = time.perf_counter()
+    yv = np.array([LABELS.index(lab) for lab in _labels(val)])
+    pv, pt = baseline.predict_proba(val), baseline.predict_proba(test)
+    bias = fit_logit_bias(pv, yv)
+    val_pred = [LABELS[i] for i in biased_scores(pv, bias).argmax(1)]
+    test_pred = [LABELS[i] for i in biased_scores(pt, bias).argmax(1)]
+    return table_row(f"{name}+offsets", _labels(test), test_pred, slice_mask,
+                     val_macro_f1=_macro_f1(_labels(val), val_pred),
+                     params={**(getattr(baseline, "params_", None) or {}),
+                             "logit_bias": [round(float(b), 3) for b in bias]},
+                     seconds=round(time.perf_counter() - t0, 3))
 
 
 def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Sequence[dict], rule: LabelRule,
                   seed: int, progress: bool = True, names: Sequence[str] | None = None,
-                  n_threads: int | None = 1) -> list[dict]:
+                  n_threads: int | None = 1, slice_mask: np.ndarray | None = None,
+                  probs_out: dict | None = None) -> list[dict]:
     """Fit every baseline on train (choices on val) and score it on test.
+
+    Each probabilistic baseline (sales_logreg, sales_hgb, text_tfidf_logreg) also gets a `<name>+offsets`
+    row when validation is labelled.
 
     Args:
         train, val, test: labelled normalised records; val may be None or empty (defaults are then used).
@@ -326,6 +381,9 @@ def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Seque
         names: subset of BASELINES keys; all by default.
         n_threads: BLAS / OpenMP threads while fitting (None: the libraries' default). 1 because, on
             shared cores, spinning threads made the logistic regressions ~30x, the boosting ~3x slower.
+        slice_mask: (len(test),) bool, the new-product slice; rows then carry `slice_macro_f1`.
+        probs_out: when given, filled with {name: (validation probs, test probs)} of the probabilistic baselines
+            (for the ensemble row).
     Returns:
         one row per baseline: name, accuracy, macro_f1, f1/precision/recall_per_class ({label: value}),
         confusion_matrix (rows true, columns predicted, LABELS order), val_macro_f1 (None without val),
@@ -342,8 +400,12 @@ def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Seque
             t0 = time.perf_counter()
             baseline.fit(train, val)
             val_f1 = _macro_f1(_labels(val), baseline.predict(val)) if _has_labels(val) else None
-            row = {"name": baseline.name, **_table_metrics(_labels(test), baseline.predict(test)),
-                   "val_macro_f1": val_f1, "params": getattr(baseline, "params_", None)}
+            row = table_row(baseline.name, _labels(test), baseline.predict(test), slice_mask, val_macro_f1=val_f1,
+                            params=getattr(baseline, "params_", None))
             row["seconds"] = round(time.perf_counter() - t0, 3)
             rows.append(row)
+            if hasattr(baseline, "predict_proba") and _has_labels(val):
+                rows.append(offsets_row(baseline.name, baseline, val, test, slice_mask))
+                if probs_out is not None:
+                    probs_out[baseline.name] = (baseline.predict_proba(val), baseline.predict_proba(test))
     return rows

@@ -22,17 +22,17 @@ from trendnlp.labels import LABELS
 from trendnlp.evaluation.plots import _save, plot_confusion_matrix, plot_product_history
 
 _COLUMNS = ("name", "test accuracy", "test macro-F1", "std", "min", *(f"F1 {c}" for c in LABELS), "val macro-F1",
-            "seeds")
+            "new-product macro-F1", "seeds")
 
 
 def _cells(row: Mapping) -> list[str]:
     def num(x):
         return "" if x is None else f"{x:.3f}"
 
-    neural = row.get("kind") == "neural"
+    neural = row.get("kind") in ("neural", "ensemble")  # rows with several seeds
     return [row["name"], num(row["accuracy"]), num(row["macro_f1"]), num(row.get("macro_f1_std")) if neural else "",
             num(row.get("macro_f1_min")) if neural else "", *(num(row["f1_per_class"][c]) for c in LABELS),
-            num(row.get("val_macro_f1")), ",".join(map(str, row.get("seeds", [])))]
+            num(row.get("val_macro_f1")), num(row.get("slice_macro_f1")), ",".join(map(str, row.get("seeds", [])))]
 
 
 def format_results_table(rows: Sequence[Mapping]) -> str:
@@ -206,6 +206,13 @@ def results_markdown(results: Mapping, timings: Mapping[str, float] | None = Non
     if calib:
         lines += ["", "Calibration on test (ECE: 15 equal-width bins on top-class confidence; mean over seeds):", "",
                   *calib, ""]
+    if results.get("slice"):
+        lines.append(f"New-product macro-F1: {results['slice']}.")
+    lines += [f"Note: {n}" for n in results.get("notes", [])]
+    for r in rows:
+        if r.get("change_mae") is not None and r["name"] != "fused":
+            lines.append(f"`{r['name']}` change head: test MAE of `expected_change` {r['change_mae']:.3f}, "
+                         f"persistence (change = 0) {r['persistence_change_mae']:.3f}.")
     if results.get("records"):
         lines.append("Records: " + ", ".join(f"{k} {v:,}" for k, v in results["records"].items()) + ".")
     if timings:

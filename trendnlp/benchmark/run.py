@@ -31,6 +31,7 @@ import yaml
 from trendnlp.config import TrendConfig, apply_overrides
 from trendnlp.labels import LABELS
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT
+from trendnlp.evaluation.metrics import classification_metrics
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "benchmark_online_retail.yaml"
 DEFAULT_SEEDS = (0, 1, 2)
@@ -45,6 +46,8 @@ VARIANTS: dict[str, list[str]] = {
 }
 FUSED_PREFIX = "fused_"
 CALIBRATION_KEYS = ("ece_before", "ece_after", "brier_before", "brier_after")  # test, mean over seeds
+NEW_PRODUCT_AGE = 8  # DESIGN §6: the new-product slice, first sale at most 8 periods before the cutoff
+ENSEMBLE_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))  # weight of the fused model in the ensemble
 
 # --preset online-retail: the file's own column -> the name the preset expects (only for --*-col options given)
 _PRESET_COLUMNS = {"product_col": "StockCode", "time_col": "InvoiceDate", "units_col": "Quantity",
@@ -198,8 +201,13 @@ def variant_config(base: dict, variant: str, seed: int, data: dict[str, str]) ->
     return TrendConfig.from_dict(raw, source=f"benchmark variant {variant}")
 
 
-def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, keep_checkpoints: bool = False) -> dict:
-    """Train one run (training.train) and return its test metrics, best validation macro-F1 and curve."""
+def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, keep_checkpoints: bool = False,
+                  parts: dict[str, list[dict]] | None = None, slice_mask: np.ndarray | None = None) -> dict:
+    """Train one run (training.train) and return its test metrics, best validation macro-F1 and curve.
+
+    With `parts`, the exported model also predicts validation and test (saved as probs_{part}.npy in the run
+    folder and kept under `probs` for the ensemble row), and `slice_mask` gives the new-product macro-F1.
+    """
     from trendnlp.training import train
 
     t0 = time.perf_counter()
@@ -207,13 +215,88 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
     if not keep_checkpoints:  # resumable state holds the whole encoder and the optimizer: ~100 MB a run
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     test = result["test"]
-    return {"seed": config.train.seed, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
+    extra = {}
+    if parts is not None:
+        from trendnlp.model.classifier import TrendClassifier
+
+        clf = TrendClassifier.from_pretrained(result["model_dir"])
+        probs = {k: clf.predict_proba(parts[k], batch_size=config.train.eval_batch_size)
+                 for k in ("validation", "test")}
+        for k, v in probs.items():
+            np.save(out_dir / f"probs_{k}.npy", v)
+        extra["probs"] = probs
+        extra.update(_slice_score(parts["test"], probs["test"].argmax(1), slice_mask))
+        if clf.fusion.change_head is not None:  # the regression head against persistence (change = 0)
+            rule = config.labels.rule()
+            true = np.array([rule.change(r["sales"], r["future_sales"]) for r in parts["test"]])
+            pred = clf.predict_change(parts["test"], batch_size=config.train.eval_batch_size)
+            extra.update(change_mae=float(np.abs(pred - true).mean()),
+                         persistence_change_mae=float(np.abs(true).mean()))
+    return {**extra, "seed": config.train.seed, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
             "f1_per_class": test["f1"], "precision_per_class": test["precision"], "recall_per_class": test["recall"],
             "confusion_matrix": test["confusion_matrix"], "val_macro_f1": result["validation"]["macro_f1"],
             "best_epoch": result["best_epoch"], "epochs": result["epochs"],
             "val_curve": [h["validation"]["macro_f1"] for h in result["history"]],
             "model_dir": result["model_dir"], "seconds": round(time.perf_counter() - t0, 1),
             "calibration": test.get("calibration")}  # test ECE / Brier before and after the temperature
+
+
+def _slice_score(records: Sequence[dict], pred: np.ndarray, mask: np.ndarray | None) -> dict:
+    """{"slice_macro_f1": macro-F1 of class indices `pred` on the masked records} ({} without a mask)."""
+    from trendnlp.model.calibration import macro_f1_from_predictions
+
+    if mask is None or not mask.any():
+        return {}
+    y = np.array([LABELS.index(r["label"]) for r in records])
+    return {"slice_macro_f1": macro_f1_from_predictions(y[mask], np.asarray(pred)[mask], len(LABELS))}
+
+
+def new_product_mask(records: Sequence[dict], max_age: int = NEW_PRODUCT_AGE) -> np.ndarray | None:
+    """The new-product slice (DESIGN §6): records whose product first sold at most `max_age` periods before the
+    cutoff, from each record's `first_sale`; None when a record lacks it (e.g. records prepared elsewhere).
+
+    >>> new_product_mask([{"cutoff": "2011-10-23", "first_sale": "2011-09-04", "freq": "W"},
+    ...                   {"cutoff": "2011-10-23", "first_sale": "2010-12-05", "freq": "W"}]).tolist()
+    [True, False]
+    """
+    import datetime as dt
+
+    if not records or any(not r.get("first_sale") or not r.get("cutoff") for r in records):
+        return None
+    days = {"W": 7, "D": 1, "M": 30.44}
+    age = np.array([(dt.date.fromisoformat(r["cutoff"]) - dt.date.fromisoformat(r["first_sale"])).days
+                    / days[r.get("freq") or "W"] for r in records])
+    return np.round(age) <= max_age
+
+
+def ensemble_row(fused: dict, hgb_probs: tuple[np.ndarray, np.ndarray], parts: dict[str, list[dict]],
+                 slice_mask: np.ndarray | None, weights: Sequence[float] = ENSEMBLE_WEIGHTS) -> dict:
+    """`ensemble`: w * fused + (1 - w) * sales HGB probabilities, then validation logit offsets; per seed, w
+    and the offsets are those with the best validation macro-F1 (test is never used to choose)."""
+    from trendnlp.model.calibration import biased_scores, fit_logit_bias, macro_f1_from_predictions
+
+    yv = np.array([LABELS.index(r["label"]) for r in parts["validation"]])
+    yt = [r["label"] for r in parts["test"]]
+    runs = []
+    for run in fused["runs"]:
+        t0 = time.perf_counter()
+        best = (-1.0, None, None)
+        for w in weights:
+            pv = w * run["probs"]["validation"] + (1 - w) * hgb_probs[0]
+            bias = fit_logit_bias(pv, yv)
+            score = macro_f1_from_predictions(yv, biased_scores(pv, bias).argmax(1), len(LABELS))
+            if score > best[0] + 1e-12:
+                best = (score, w, bias)
+        score, w, bias = best
+        pred = biased_scores(w * run["probs"]["test"] + (1 - w) * hgb_probs[1], bias).argmax(1)
+        m = classification_metrics(yt, [LABELS[i] for i in pred], LABELS)
+        runs.append({"seed": run["seed"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "f1_per_class": m["f1"],
+                     "confusion_matrix": m["confusion_matrix"], "val_macro_f1": score, "weight_fused": w,
+                     "logit_bias": [round(float(b), 3) for b in bias], "seconds": round(time.perf_counter() - t0, 1),
+                     **_slice_score(parts["test"], pred, slice_mask)})
+    row = {**aggregate("ensemble", runs), "kind": "ensemble"}
+    row["selected_by"] = f"{fused.get('variant', fused['name'])} x sales_hgb, weight and offsets on validation"
+    return row
 
 
 def aggregate(name: str, runs: list[dict]) -> dict:
@@ -227,7 +310,10 @@ def aggregate(name: str, runs: list[dict]) -> dict:
             "confusion_matrix": np.sum([r["confusion_matrix"] for r in runs], axis=0).tolist(),
             "seconds": round(sum(r["seconds"] for r in runs), 1), "runs": runs,
             **{k: float(np.mean([r["calibration"][k] for r in runs])) for k in CALIBRATION_KEYS
-               if all(r.get("calibration") for r in runs)}}
+               if all(r.get("calibration") for r in runs)},
+            **{k: float(np.mean([r[k] for r in runs])) for k in ("slice_macro_f1", "change_mae",
+                                                                   "persistence_change_mae")
+               if all(k in r for r in runs)}}
 
 
 def select_fused(rows: Sequence[dict]) -> dict | None:
@@ -241,10 +327,30 @@ def select_fused(rows: Sequence[dict]) -> dict | None:
 
 
 # ---- the benchmark -------------------------------------------------------------------------------
+def _forecaster_rows(parts, rule, names, slice_mask, timer: Timer, notes: list[str]) -> list[dict]:
+    """Rows of the statsforecast models (forecasters.py), or none with a note when statsforecast is missing."""
+    from trendnlp.benchmark.baselines import table_row
+    from trendnlp.benchmark.forecasters import FORECASTERS, INSTALL_HINT, run_forecasters, statsforecast_available
+
+    if not statsforecast_available():
+        notes.append(f"forecaster rows skipped: statsforecast is not installed ({INSTALL_HINT})")
+        print(f"[benchmark] {notes[-1]}")
+        return []
+    rows = []
+    with timer.stage("forecasters"):
+        for f in run_forecasters(parts["validation"], parts["test"], rule, names or FORECASTERS):
+            pred = [LABELS[i] for i in f["predictions"]]
+            rows.append({**table_row(f["name"], [r["label"] for r in parts["test"]], pred, slice_mask),
+                         "kind": "forecaster", "val_macro_f1": f["val_macro_f1"], "params": f["params"],
+                         "seconds": f["seconds"], "seeds": []})
+            print(f"[benchmark] {f['name']}: {f['seconds']:.1f} s, validation macro-F1 {f['val_macro_f1']:.4f}")
+    return rows
+
+
 def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str | Path, seeds: Sequence[int],
                   variants: Sequence[str] | None = None, baselines: Sequence[str] | None = None,
-                  timer: Timer | None = None, progress: bool = True, n_examples: int = 6,
-                  meta: dict | None = None) -> dict:
+                  forecasters: Sequence[str] | None = None, timer: Timer | None = None, progress: bool = True,
+                  n_examples: int = 6, meta: dict | None = None) -> dict:
     """Baselines and every neural variant over the seeds on prepared, split records; writes the report.
 
     Args:
@@ -254,6 +360,8 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         seeds: training seeds; the neural rows report mean, std and min over them.
         variants: subset of VARIANTS (all by default).
         baselines: subset of baselines.BASELINES (all by default); an empty list runs none.
+        forecasters: subset of forecasters.FORECASTERS (all by default); an empty list runs none. Skipped with
+            a note when statsforecast is not installed.
         timer: collects the stage times (a new one when None).
         progress: progress bars and per-epoch lines.
         n_examples: test products drawn in the product-history plots.
@@ -281,17 +389,26 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         data = write_splits(parts, out / "data")
     rule = TrendConfig.from_dict(base_config).labels.rule()
     rows: list[dict] = []
+    notes: list[str] = []
+    slice_mask = new_product_mask(parts["test"])
+    if slice_mask is None:
+        notes.append("no new-product slice: the test records carry no `first_sale` (prepare them from the order log)")
+    baseline_probs: dict = {}
     if baselines is None or len(baselines):
         with timer.stage("baselines"):
             for row in run_baselines(parts["train"], parts["validation"], parts["test"], rule, seed=seeds[0],
-                                     progress=progress, names=baselines):
+                                     progress=progress, names=baselines, slice_mask=slice_mask,
+                                     probs_out=baseline_probs):
                 rows.append({**row, "kind": "baseline", "seeds": [seeds[0]]})
+    if forecasters is None or len(forecasters):
+        rows += _forecaster_rows(parts, rule, forecasters, slice_mask, timer, notes)
     for variant in variants:
         runs = []
         for seed in seeds:
             config = variant_config(base_config, variant, seed, data)
             with timer.stage(f"{variant} seed {seed}"):
-                runs.append(train_variant(config, out / "runs" / variant / f"seed_{seed}", progress=progress))
+                runs.append(train_variant(config, out / "runs" / variant / f"seed_{seed}", progress=progress,
+                                          parts=parts, slice_mask=slice_mask))
             r = runs[-1]
             print(f"[benchmark] {variant} seed {seed}: validation macro-F1 {r['val_macro_f1']:.4f} "
                   f"(epoch {r['best_epoch']}), test macro-F1 {r['macro_f1']:.4f}")
@@ -299,8 +416,17 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
     fused = select_fused(rows)
     if fused is not None:
         rows.append(fused)
-    results = {"rows": rows, "seeds": list(seeds), "config": base_config,
+        if "sales_hgb" in baseline_probs:
+            with timer.stage("ensemble"):
+                rows.append(ensemble_row(fused, baseline_probs["sales_hgb"], parts, slice_mask))
+    for row in rows:  # probabilities are in probs_*.npy of each run folder, not in results.json
+        for run in row.get("runs", []):
+            run.pop("probs", None)
+    results = {"rows": rows, "seeds": list(seeds), "config": base_config, "notes": notes,
                "records": {k: len(v) for k, v in parts.items()}, **(meta or {})}
+    if slice_mask is not None:
+        results["slice"] = (f"{int(slice_mask.sum()):,} test records whose product first sold at most "
+                            f"{NEW_PRODUCT_AGE} periods before the cutoff")
     with timer.stage("report"):
         write_report(results, parts, out, n_examples=n_examples, timings=timer.stages)
     results["timings"] = {**timer.stages, "total": timer.total}
@@ -357,6 +483,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      f"{','.join(VARIANTS)})")
     run.add_argument("--baselines", default=None, help="baselines to run, comma-separated (default all; "
                      "`none` for none)")
+    run.add_argument("--forecasters", default=None, help="statsforecast models to run, comma-separated (default "
+                     "all: AutoETS,CrostonOptimized,ADIDA,IMAPA; `none` for none; needs trendnlp[forecast])")
     run.add_argument("--examples", type=int, default=6, help="test products plotted with their prediction")
     small = p.add_argument_group("scale down (CI, smoke runs)")
     small.add_argument("--max-products", type=int, default=None, help="keep a random subset of this many products")
@@ -415,12 +543,12 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         train, val, test = split_by_cutoff(records, ranges["train"], ranges["val"], ranges["test"],
                                            horizon=args.horizon, freq=args.freq)
         print(f"split: train {len(train):,}, validation {len(val):,}, test {len(test):,} records")
-    names = None if args.baselines is None else [] if args.baselines.lower() == "none" else \
-        [b.strip() for b in args.baselines.split(",") if b.strip()]
+    names = _names(args.baselines)
     meta = {"options": {k: v for k, v in vars(args).items() if k != "func"},
             "split": {k: list(v) for k, v in ranges.items()}, "machine": machine_description()}
     results = run_benchmark({"train": train, "validation": val, "test": test}, base, args.out, seeds,
                             variants=[v.strip() for v in args.variants.split(",") if v.strip()], baselines=names,
+                            forecasters=_names(getattr(args, "forecasters", None)),
                             timer=timer, progress=progress, n_examples=args.examples, meta=meta)
     print()
     print(format_results_table(results["rows"]))
@@ -428,6 +556,13 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     print("time per stage (s): " + ", ".join(f"{k} {v:.1f}" for k, v in results["timings"].items()))
     print(f"results in {args.out}: results.md, results.json, report.html")
     return 0
+
+
+def _names(option: str | None) -> list[str] | None:
+    """A comma-separated option: None (all), [] for `none`, else the names."""
+    if option is None:
+        return None
+    return [] if option.strip().lower() == "none" else [b.strip() for b in option.split(",") if b.strip()]
 
 
 def machine_description() -> dict:

@@ -6,6 +6,8 @@ A batch (B records, U distinct non-empty texts among them):
     sales                       (B, T, C) per-period channels (features.py)
     summary                     (B, S)  summary statistics
     labels                      (B,)    class indices in label order (only when every record has a label)
+    change_target               (B,)    the label rule's change (only with `change_rule` and when every record
+                                        has future_sales): the target of the optional regression head
 """
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ class TrendCollator:
     """
 
     def __init__(self, tokenizer, text_cfg: TextConfig, sales_cfg: SalesConfig, label_names: Sequence[str],
-                 K: int = 4, alpha: float = 1.0, dedup: bool = True, pad_to_max_length: bool = False):
+                 K: int = 4, alpha: float = 1.0, dedup: bool = True, pad_to_max_length: bool = False,
+                 change_rule=None):
+        self.change_rule = change_rule  # a LabelRule: add change_target for the regression head
         self.tokenizer, self.text_cfg, self.sales_cfg = tokenizer, text_cfg, sales_cfg
         self.label_to_id = {n: i for i, n in enumerate(label_names)}
         self.K, self.alpha, self.dedup, self.pad_to_max_length = K, alpha, dedup, pad_to_max_length
@@ -83,6 +87,9 @@ class TrendCollator:
         labels = [r.get("label") for r in records]
         if labels and all(lab is not None for lab in labels):
             batch["labels"] = torch.tensor([self.label_to_id[lab] for lab in labels], dtype=torch.long)
+        if self.change_rule is not None and records and all(r.get("future_sales") for r in records):
+            batch["change_target"] = torch.tensor([self.change_rule.change(r["sales"], r["future_sales"])
+                                                   for r in records], dtype=torch.float32)
         return batch
 
 

@@ -66,7 +66,8 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
         sales: order lines or product-period rows: a DataFrame or a .csv / .parquet / .jsonl path.
         product_col, time_col, units_col: column names in `sales` (and in `texts` / `reviews`, where
             `product_id` and `timestamp` are accepted too).
-        price_col: optional price column; validated (finite, >= 0) but not part of the records.
+        price_col: optional price column (finite, >= 0): each record gets `price`, the units-weighted average per
+            `sales` period (None where nothing sold).
         texts: optional product text table (product, `title_col`, `description_col`, optional time column).
             With a time column the text is the most frequent (title, description) seen at or before the
             cutoff, ties going to the most recent; without one it is treated as known at every cutoff.
@@ -147,6 +148,7 @@ class _Log:
     first: np.ndarray  # (P,) first period with a sale (T: never)
     dropped: str | None  # end date of the incomplete last period that was left out
     source: str
+    price: np.ndarray | None = None  # (P, T) average unit price, NaN where nothing sold; None without a price column
 
 
 def _read_log(sales, product_col, time_col, units_col, price_col, freq, report: ErrorReport,
@@ -159,10 +161,10 @@ def _read_log(sales, product_col, time_col, units_col, price_col, freq, report: 
     ids = _product_ids(df, src, off, product_col, skip)
     ts = parse_times(df["time"], src, off, time_col, skip)
     units = parse_units(df["units"], src, off, units_col, skip=skip)
-    if "price" in df:
-        parse_units(df["price"], src, off, price_col, what="price", skip=skip)
+    price = parse_units(df["price"], src, off, price_col, what="price", skip=skip) if "price" in df else None
     if skip is not None and skip.mask.any():
         ids, ts, units = skip.apply(ids, ts, units)
+        price = skip.apply(price)[0] if price is not None else None
         if len(ids) == 0:
             raise DataError(f"{src}: every one of its {len(df):,} rows is bad (see the errors report)")
     pid, uniques = pd.factorize(ids, sort=True)  # sorted ids -> records ordered by product
@@ -172,7 +174,8 @@ def _read_log(sales, product_col, time_col, units_col, price_col, freq, report: 
     T = units_pt.shape[1]
     _check_finite_sums(units_pt, grid, src, units_col)
     first = np.where(units_pt.any(axis=1), (units_pt > 0).argmax(axis=1), T)  # (P,) first period with a sale
-    return _Log(grid, units_pt, first, dropped, src)
+    price_pt = _price_matrix(pid, per - grid.p0, units, price, units_pt.shape)
+    return _Log(grid, units_pt, first, dropped, src, price_pt)
 
 
 def _as_of_period(log: _Log, as_of: Any) -> int:
@@ -244,7 +247,53 @@ def _build_records(log: _Log, p: np.ndarray, c: np.ndarray, *, history: int, hor
         records.append(rec)
         if i % 20000 == 0:
             progress.update(stage, completed=i)
+    add_context_fields(records, log.grid, units, log.price, p, c, log.first, history - length, rule)
     return records
+
+
+def _price_matrix(pid, per, units, price, shape) -> np.ndarray | None:
+    """(P, T) average unit price per (product, period), units-weighted; NaN where nothing sold (or no price)."""
+    if price is None:
+        return None
+    ok = per < shape[1]  # the dropped partial period
+    flat_u = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok], minlength=shape[0] * shape[1])
+    flat_r = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok] * price[ok], minlength=shape[0] * shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(flat_u > 0, flat_r / flat_u, np.nan).reshape(shape)
+
+
+def add_context_fields(records: list[dict], grid: "_Grid", units_pt: np.ndarray, price_pt: np.ndarray | None,
+                       p: np.ndarray, c: np.ndarray, first: np.ndarray, starts: np.ndarray,
+                       rule: LabelRule) -> None:
+    """Add the §1 context fields to records built at (product p, cutoff period c), in place.
+
+    `price` and `market_sales` cover exactly the periods of `sales` (so nothing after the cutoff), `first_sale`
+    is the end date of the product's first period with a sale (at or before the cutoff, since a product enters
+    only once it has sold), and `change` is the label rule's log ratio (from `future_sales`; never an input).
+
+    Args:
+        records: the records, in the order of p and c.
+        grid: the product/period grid; units_pt (P, T) units; price_pt (P, T) prices or None.
+        p, c: (N,) product and cutoff-period index of each record; first (P,) first-sale period per product.
+        starts: (N,) offset of each record's `sales` inside its `history`-long window.
+        rule: the label rule (K, F, alpha) for `change`.
+    """
+    if not records:
+        return
+    history = len(records[0]["sales"]) + int(starts[0])
+    # (N, history) period indices, all <= cutoff; those before the log (as-of histories) fall in the cut-off
+    # `starts` part and are clipped only to stay valid indices
+    window = np.maximum(c[:, None] - history + 1 + np.arange(history), 0)
+    market = units_pt.sum(axis=0)  # (T,) the whole shop's units per period
+    first_dates = np.asarray(grid.end_dates(first[p]), dtype=object)
+    prices = price_pt[p[:, None], window] if price_pt is not None else None
+    for i, r in enumerate(records):
+        s0 = int(starts[i])
+        r["market_sales"] = market[window[i, s0:]].tolist()
+        r["price"] = None if prices is None else [None if np.isnan(v) else round(float(v), 4) for v in prices[i, s0:]]
+        r["first_sale"] = first_dates[i]
+        if "future_sales" in r:  # as-of records have no future, hence no change
+            r["change"] = rule.change(r["sales"], r["future_sales"]) if r["future_sales"] else None
 
 
 @dataclass

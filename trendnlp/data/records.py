@@ -27,8 +27,12 @@ from trendnlp.errors import DataError, TrendError
 from trendnlp.labels import LABELS, LabelRule
 
 FREQS = ("W", "D", "M")
-RECORD_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cutoff", "freq", "label", "future_sales")
-_LIST_FIELDS = ("sales", "future_sales", "reviews")
+# optional context fields (None when absent): per-period average unit price and the whole shop's units over the
+# same periods as `sales`, the date of the product's first sale, and the label rule's `change` (never an input)
+CONTEXT_FIELDS = ("price", "market_sales", "first_sale", "change")
+RECORD_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cutoff", "freq", "label", "future_sales",
+                 *CONTEXT_FIELDS)
+_LIST_FIELDS = ("sales", "future_sales", "reviews", "price", "market_sales")
 
 # DESIGN §1 as a table: field -> (type, required, meaning). Types: "str", "date" (ISO), "float", "list[str]",
 # "list[float]" (finite, >= 0), "list[float?]" (nulls allowed), "freq", "label". The HTTP server generates its
@@ -44,6 +48,8 @@ RECORD_SCHEMA: dict[str, tuple[str, bool, str]] = {
     "label": ("label", False, "rising / falling / stable (for training and evaluation)"),
     "future_sales": ("list[float]", False, "the next periods' units (training and evaluation)"),
     "price": ("list[float?]", False, "average unit price per sales period (null where nothing sold)"),
+    "market_sales": ("list[float]", False, "the whole shop's units over the same periods as sales"),
+    "first_sale": ("date", False, "date of the product's first sale (at or before cutoff)"),
     "category": ("str", False, "product group"),
     "change": ("float", False, "derived by the label rule, never read as input"),
 }
@@ -137,6 +143,32 @@ def _numbers(values: list, name: str) -> list[float]:
 
 def _is_bool(v: Any) -> bool:
     return isinstance(v, bool) or (type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_"))
+def _missing(v: Any) -> bool:
+    # None, or a NaN scalar of any float type (an empty CSV / pandas cell); NaN is the one value != itself
+    return v is None or (not hasattr(v, "__len__") and v != v)
+
+
+def _context_fields(raw: dict, n_sales: int, csv_encoded: bool) -> dict:
+    """The CONTEXT_FIELDS of a raw row, checked; lists must be as long as `sales`."""
+    out: dict[str, Any] = {}
+    price = None if _missing(raw.get("price")) else _as_list(raw.get("price"), "price", csv_encoded)
+    if price is not None:  # null where nothing sold that period
+        out["price"] = [None if _missing(v) else v for v in price]
+        out["price"] = [None if v is None else _numbers([v], "price")[0] for v in out["price"]]
+    market = None if _missing(raw.get("market_sales")) else _as_list(raw.get("market_sales"), "market_sales",
+                                                                      csv_encoded)
+    out["market_sales"] = _numbers(market, "market_sales") if market is not None else None
+    for name in ("price", "market_sales"):
+        if out.get(name) is not None and len(out[name]) != n_sales:
+            raise _Bad(name, f"{len(out[name])} periods, but sales has {n_sales}; they must cover the same periods")
+    out.setdefault("price", None)
+    try:
+        out["first_sale"] = None if _missing(raw.get("first_sale")) else _cutoff(raw.get("first_sale"))
+    except _Bad as b:
+        raise _Bad("first_sale", b.reason) from None
+    change = raw.get("change")
+    out["change"] = None if _missing(change) else float(change)
+    return out
 
 
 def _is_numeric_str(v: Any) -> bool:
@@ -233,6 +265,7 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
         elif label not in LABELS:
             raise _Bad("label", f"unknown label {label!r}; expected one of {list(LABELS)}")
         rec["label"] = label
+        rec.update(_context_fields(raw, len(rec["sales"]), csv_encoded))
         return rec
     except _Bad as b:
         raise RecordError(source, row, b.field, b.reason, pid) from None
@@ -469,6 +502,9 @@ def record_features():
         "sales": datasets.Sequence(datasets.Value("float64")), "cutoff": datasets.Value("string"),
         "freq": datasets.Value("string"), "label": datasets.Value("string"),
         "future_sales": datasets.Sequence(datasets.Value("float64")),
+        "price": datasets.Sequence(datasets.Value("float64")),
+        "market_sales": datasets.Sequence(datasets.Value("float64")),
+        "first_sale": datasets.Value("string"), "change": datasets.Value("float64"),
     })
 
 
@@ -487,7 +523,7 @@ def write_records(records: Iterable[dict], path: str | Path) -> int:
     elif fmt == "csv":
         df = pd.DataFrame(recs, columns=list(RECORD_FIELDS))
         for col in _LIST_FIELDS:
-            df[col] = [json.dumps(v) if v is not None else "" for v in df[col]]
+            df[col] = [json.dumps(v) if not _missing(v) else "" for v in df[col]]  # a missing key reads as NaN
         df.to_csv(path, index=False)
     else:
         pd.DataFrame(recs, columns=list(RECORD_FIELDS)).to_parquet(path, index=False)

@@ -160,8 +160,10 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         if k % num_shards == shard_index and k >= state["next_window"]:
             probs = labeler.predict_proba(good)
             if good:
-                write_table(_result_columns(good, probs, clf.labels, extra_columns, min_confidence), parts / f"part-{shard_index}-"
-                            f"{k:06d}.{out_fmt}", out_fmt)
+                cols = _result_columns(good, probs, clf.labels, extra_columns, min_confidence)
+                if clf.fusion.change_head is not None:  # a second pass: the labeler's fast path yields logits only
+                    cols["expected_change"] = clf.predict_change(good).astype(np.float64).tolist()
+                write_table(cols, parts / f"part-{shard_index}-{k:06d}.{out_fmt}", out_fmt)
             if bad:
                 write_table({c: [b[c] for b in bad] for c in bad[0]}, parts / f"errors-{shard_index}-{k:06d}."
                             f"{err_fmt}", err_fmt)

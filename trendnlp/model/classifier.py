@@ -29,7 +29,7 @@ from torch import nn
 
 from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
-from trendnlp.data.features import N_SALES_CHANNELS, SUMMARY_NAMES, build_text, summary_stats
+from trendnlp.data.features import SUMMARY_NAMES, build_text, n_sales_channels, sales_channel_names, summary_stats
 from trendnlp.errors import ModelFolderError
 from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer,
                                    check_weights, read_meta, record_identity, resolve_stored_path)
@@ -63,7 +63,7 @@ class TrendClassifier(nn.Module):
             # records without text (text_index == -1) get this learned vector instead of a pooled encoding
             self.empty_text = nn.Parameter(torch.randn(text_dim) * 0.02)
         if config.sales.enabled:
-            self.sales_encoder = SalesEncoder(config.sales, len(SUMMARY_NAMES), N_SALES_CHANNELS)
+            self.sales_encoder = SalesEncoder(config.sales, len(SUMMARY_NAMES), n_sales_channels(config.sales))
             sales_dim = self.sales_encoder.output_dim
         self.fusion = FusionHead(config.fusion, text_dim, sales_dim, n_classes=len(config.labels.names))
         if self.fusion.needs_tokens:
@@ -107,19 +107,27 @@ class TrendClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 text_index: torch.Tensor | None = None, sales: torch.Tensor | None = None,
-                summary: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
+                summary: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                change_target: torch.Tensor | None = None) -> dict:
         """Logits for a collated batch (keys as produced by `make_collator()`).
 
         Returns:
-            {"logits": (B, n_classes), "loss": plain cross-entropy when `labels` is given, else None}
+            {"logits": (B, n_classes), "loss": plain cross-entropy when `labels` is given, else None,
+             "change": (B,) expected change with fusion.change_head (else None), "change_loss": its Huber loss
+             against `change_target` when given (else None)}
         """
         text = tokens = token_mask = None
         if self.text_encoder is not None:
             text, tokens, token_mask = self._text(input_ids, attention_mask, text_index)
         sales_vec = self.sales_encoder(sales, summary) if self.sales_encoder is not None else None
         logits = self.head(text, sales_vec, tokens, token_mask)
+        change = change_loss = None
+        if self.fusion.change_head is not None:  # a second pass through the (small) fusion MLP only
+            change = self.fusion.expected_change(text, sales_vec, tokens, token_mask)
+            if change_target is not None:
+                change_loss = F.smooth_l1_loss(change.float(), change_target.float())
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
-        return {"logits": logits, "loss": loss}
+        return {"logits": logits, "loss": loss, "change": change, "change_loss": change_loss}
 
     def record_texts(self, pooled: torch.Tensor | None, text_index: torch.Tensor,
                      has_text: torch.Tensor | None = None) -> torch.Tensor:
@@ -144,7 +152,8 @@ class TrendClassifier(nn.Module):
         """The collator that turns normalised records into this model's batches."""
         c = self.config
         return TrendCollator(self.tokenizer, c.text, c.sales, self.labels, K=c.labels.K, alpha=c.labels.alpha,
-                             dedup=dedup, pad_to_max_length=pad_to_max_length)
+                             dedup=dedup, pad_to_max_length=pad_to_max_length,
+                             change_rule=c.labels.rule() if c.fusion.change_head else None)
 
     def fit_feature_scaling(self, records) -> "TrendClassifier":
         """Fit the summary-statistics standardisation on training records (call once, before training).
@@ -210,7 +219,8 @@ class TrendClassifier(nn.Module):
                 "base_model": c.text.base_model if c.text.enabled else None,
                 "feature_scaling": ({"summary_names": list(SUMMARY_NAMES), **self.sales_encoder.scaling_stats()}
                                     if self.sales_encoder is not None else None),
-                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions(),
+                "n_sales_channels": n_sales_channels(c.sales), "sales_channels": sales_channel_names(c.sales),
+                "versions": _versions(),
                 # also in model.safetensors (what loading reads); here for people reading the folder
                 "calibration": {"logit_bias": self.logit_bias.tolist(), "temperature": float(self.temperature)}}
         (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -323,6 +333,41 @@ class TrendClassifier(nn.Module):
             self.train(was_training)
         aligned = np.full((n_rows, len(self.labels)), np.nan, dtype=np.float32)  # skipped records stay NaN
         aligned[where] = out
+        return aligned
+
+    def predict_change(self, records: Any, batch_size: int = 64, on_error: str = "raise",
+                       report: ErrorReport | None = None) -> np.ndarray:
+        """`expected_change`: the regression head's estimate of the label rule's change (log ratio of the future
+        to the recent mean), one per record; needs a model trained with fusion.change_head=true.
+
+        Args:
+            records, batch_size, on_error, report: as `predict_proba`.
+        Returns:
+            (n,) float32 array, one value per input record in input order (NaN for a skipped record).
+
+        >>> cfg = TrendConfig.from_dict({"text": {"enabled": False}, "fusion": {"change_head": True}})
+        >>> TrendClassifier(cfg).predict_change([{"product_id": "a", "sales": [1, 2]}]).shape
+        (1,)
+        """
+        if self.fusion.change_head is None:
+            raise ValueError("this model has no change head; train it with --set fusion.change_head=true")
+        c = self.config
+        recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
+                                                   rule=c.labels.rule(), report=report)
+        collate, device, out = self.make_collator(), next(self.parameters()).device, []
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(recs), batch_size):
+                    batch = collate(recs[start:start + batch_size])
+                    batch.pop("labels", None)
+                    batch.pop("change_target", None)
+                    out.append(self(**{k: v.to(device) for k, v in batch.items()})["change"].float().cpu().numpy())
+        finally:
+            self.train(was_training)
+        aligned = np.full(n_rows, np.nan, dtype=np.float32)
+        aligned[where] = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
         return aligned
 
     def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise",

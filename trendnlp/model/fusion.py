@@ -58,6 +58,8 @@ class FusionHead(nn.Module):
             nn.LayerNorm(in_dim), nn.Dropout(cfg.dropout), nn.Linear(in_dim, D), nn.GELU(), nn.Dropout(cfg.dropout),
             nn.Linear(D, n_classes))
         self.output_dim = n_classes
+        # multi-task: the label rule's change regressed from the same hidden layer as the logits
+        self.change_head = nn.Linear(D, 1) if cfg.change_head else None
 
     def fuse(self, text: torch.Tensor | None, sales: torch.Tensor | None, tokens: torch.Tensor | None = None,
              token_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,3 +91,11 @@ class FusionHead(nn.Module):
             (B, n_classes) logits.
         """
         return self.mlp(self.fuse(text, sales, tokens, token_mask))
+
+    def expected_change(self, text, sales, tokens=None, token_mask=None) -> torch.Tensor:
+        """(B,) the regression head's estimate of the label rule's change, from the MLP's hidden layer (B, D);
+        needs `cfg.change_head`. Arguments as `forward`."""
+        if self.change_head is None:
+            raise ValueError("expected_change needs fusion.change_head=true")
+        hidden = self.mlp[:-1](self.fuse(text, sales, tokens, token_mask))  # (B, D): all but the class layer
+        return self.change_head(hidden).squeeze(-1)
