@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
 from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
+from trendnlp.inference.labeling_args import add_arguments
 
 __all__ = ["KeySet", "ResumeMismatchError", "WindowLabeler", "add_arguments", "label_file", "main", "run"]
 
@@ -52,7 +53,8 @@ HEAD_BATCH = 1024  # records per sales-encoder + fusion-head pass: cheap per rec
 def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size: int = 64, window: int = 4096,
                dtype: str = "fp32", on_error: str = "raise", errors: str | Path | None = None, resume: bool = True,
                progress: bool = True, num_shards: int = 1, shard_index: int = 0,
-               text_cache: int = 16384, extra_columns: ExtraColumns | None = None, accelerator: Any = None) -> dict:
+               text_cache: int = 16384, extra_columns: ExtraColumns | None = None, accelerator: Any = None,
+               backend: str = "torch") -> dict:
     """Label every row of a records file; streaming, resumable, optionally sharded over processes.
 
     Args:
@@ -71,6 +73,8 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
             `accelerate launch`).
         extra_columns: hook (records, probs (n, n_classes)) -> {name: values} appended to each part.
         accelerator: an `accelerate.Accelerator`; created automatically when launched with WORLD_SIZE > 1.
+        backend: "torch", or "onnx" / "onnx-int8" (the folder's model.onnx / model.int8.onnx on onnxruntime;
+            write them with `trendnlp export --format onnx [--int8]`); dtype must stay fp32 for those.
     Returns:
         summary dict: output, errors, rows_read, rows_written, errors_written, windows_resumed, rows_computed,
             texts_encoded, texts_cached, seconds (wall, model loading included), rows_per_s (rows computed per
@@ -86,6 +90,9 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         raise ValueError(f"dtype must be 'fp32' or 'bf16', found {dtype!r} (fp16 is not supported on CPU)")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+    if backend not in ("torch", "onnx", "onnx-int8") or (backend != "torch" and dtype != "fp32"):
+        raise ValueError(f"backend must be torch, onnx or onnx-int8 (onnx ones with dtype fp32), found {backend!r} "
+                         f"with dtype {dtype!r}")
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, found {batch_size} and {window}")
     if on_error == "skip" and errors is None:
@@ -104,15 +111,17 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         raise ValueError(f"shard_index must be in [0, {num_shards}), found {shard_index}")
     barrier = accelerator.wait_for_everyone if accelerator is not None else (lambda: None)
     device = accelerator.device if accelerator is not None else None
-    clf = _load_model(model, device)
-    labeler = WindowLabeler(clf, batch_size=batch_size, dtype=dtype, text_cache=text_cache)
+    clf = _load_model(model, device, backend)
+    on_onnx = hasattr(clf, "sessions")  # an OnnxTrendClassifier, loaded here or passed in
+    labeler = (OnnxWindowLabeler(clf, batch_size=batch_size, text_cache=text_cache) if on_onnx
+               else WindowLabeler(clf, batch_size=batch_size, dtype=dtype, text_cache=text_cache))
 
     parts = output.with_name(output.name + ".parts")
     fingerprint = {"input": str(input.resolve()), "input_size": input.stat().st_size,
                    "input_mtime_ns": input.stat().st_mtime_ns, "model": _model_ref(model, clf),
                    "options": {"window": window, "batch_size": batch_size, "dtype": dtype, "on_error": on_error,
                                "num_shards": num_shards, "output": out_fmt, "errors": err_fmt,
-                               "labels": clf.labels}}
+                               "labels": clf.labels, **({"backend": backend} if backend != "torch" else {})}}
     fingerprint = json.loads(json.dumps(fingerprint))  # as stored in the manifest (tuples become lists)
     if not resume and shard_index == 0:
         shutil.rmtree(parts, ignore_errors=True)
@@ -298,6 +307,20 @@ class WindowLabeler:
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
 
+class OnnxWindowLabeler(WindowLabeler):
+    """`WindowLabeler` on onnxruntime graphs (an `OnnxTrendClassifier`): the same window dedup, length-sorted
+    text batches and text cache; pooled texts come from model.onnx, the head runs as head.onnx."""
+
+    def __init__(self, model, batch_size: int = 64, text_cache: int = 16384):
+        super().__init__(model, batch_size=batch_size, dtype="fp32", text_cache=text_cache)
+
+    def _head(self, emb: torch.Tensor, index: torch.Tensor, sales: dict) -> np.ndarray:
+        return self.model.run("head", {"pooled": emb, "text_index": index, **sales})
+
+    def _probs(self, batch: dict) -> np.ndarray:
+        return self.model.forward_probs(batch)
+
+
 class KeySet:
     """Set of (product_id, cutoff) keys held as 8-byte hashes: ~8 bytes per row instead of ~200 for a set of
     tuples, so memory stays flat on million-row catalogs. A false duplicate needs a 64-bit blake2b collision
@@ -325,16 +348,18 @@ class KeySet:
 # ---------------------------------------------------------------------------------------------
 # helpers: model loading, results, manifest
 # ---------------------------------------------------------------------------------------------
-def _load_model(model: Any, device):
+def _load_model(model: Any, device, backend: str = "torch"):
     from trendnlp.model.classifier import TrendClassifier
 
     if isinstance(model, (str, Path)):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return TrendClassifier.from_pretrained(model, merge_lora=True, device=device)
+        return TrendClassifier.from_pretrained(model, merge_lora=True, device=device, backend=backend)
     return model.to(device).eval() if device is not None else model.eval()
 
 
 def _model_ref(model: Any, clf) -> dict:
+    if hasattr(clf, "sessions") and not isinstance(model, (str, Path)):
+        model = clf.directory  # an in-memory ONNX model: its folder's files identify it
     if isinstance(model, (str, Path)):
         files = [p for p in Path(model).rglob("*") if p.is_file()]
         return {"dir": str(Path(model).resolve()),
@@ -362,26 +387,11 @@ def _result_columns(records: list[dict], probs: np.ndarray, labels: list[str],
 # ---------------------------------------------------------------------------------------------
 # command line (the `trendnlp label` subcommand reuses add_arguments / run)
 # ---------------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the labeling options to a parser (used by `python -m trendnlp.inference.labeling` and `trendnlp label`)."""
-    p.add_argument("--model", required=True, help="saved model folder (TrendClassifier.save_pretrained)")
-    p.add_argument("--input", required=True, help="records file: .jsonl, .csv or .parquet")
-    p.add_argument("--output", required=True, help="result file: .csv, .jsonl or .parquet")
-    p.add_argument("--batch-size", type=int, default=64, help="distinct texts per encoder pass")
-    p.add_argument("--window", type=int, default=4096, help="rows read ahead; texts are deduplicated per window")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (needs CPU bf16 support)")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="stop at a bad row, or skip it")
-    p.add_argument("--errors", default=None, help="errors file for skipped rows (default <output>.errors.csv)")
-    p.add_argument("--no-resume", action="store_true", help="ignore and remove an unfinished run's parts")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
 def run(args: argparse.Namespace) -> dict:
     """Run `label_file` from parsed arguments and print its summary (main process only)."""
     summary = label_file(args.model, args.input, args.output, batch_size=args.batch_size, window=args.window,
                          dtype=args.dtype, on_error=args.on_error, errors=args.errors, resume=not args.no_resume,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, backend=getattr(args, "backend", "torch"))
     if summary["shard_index"] == 0:
         print(json.dumps(summary, indent=1))
     return summary

@@ -8,8 +8,10 @@ Each distinct text is encoded once, however many records (cutoffs of one product
 
 The saved folder (DESIGN §4):
     config.json          TrendConfig, label order and rule, feature scaling, base model reference, versions
+    README.md            model card (model/card.py)
     adapter/             peft LoRA adapter (adapter_config.json + adapter_model.safetensors)  [finetune=lora]
-    encoder/             the whole fine-tuned encoder (safetensors)                           [finetune=full]
+    encoder/             the whole fine-tuned encoder (safetensors)       [finetune=full, or self_contained=True:
+                         LoRA merged; config.json "self_contained" says so and loading reads it, not the base]
     tokenizer/           tokenizer files
     model.safetensors    sales encoder, fusion head, empty-text embedding, scaling buffers, logit offsets
 """
@@ -29,6 +31,7 @@ from torch import nn
 from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
 from trendnlp.data.features import N_SALES_CHANNELS, SUMMARY_NAMES, build_text, summary_stats
+from trendnlp.model.card import write_model_card
 from trendnlp.model.fusion import FusionHead
 from trendnlp.data.records import read_records
 from trendnlp.model.sales_encoder import SalesEncoder
@@ -119,7 +122,7 @@ class TrendClassifier(nn.Module):
                      has_text: torch.Tensor | None = None) -> torch.Tensor:
         """(B, H_t) per-record text vectors: row `text_index` of the pooled distinct texts (U, H_t), or the learned
         empty-text vector where the record has no text (index -1, or has_text (B, 1) False)."""
-        if pooled is None or not len(pooled):
+        if pooled is None or pooled.shape[0] == 0:  # shape, not len(): keeps the text axis symbolic in ONNX export
             return self.empty_text.unsqueeze(0).expand(len(text_index), -1)
         if has_text is None:
             has_text = (text_index >= 0).unsqueeze(1)
@@ -179,11 +182,15 @@ class TrendClassifier(nn.Module):
         return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / max(total, 1)}
 
     # ---- save / load -------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write the model folder (see module docstring): JSON + safetensors only.
+    def save_pretrained(self, directory: str | Path, self_contained: bool = False) -> None:
+        """Write the model folder (see module docstring): JSON + safetensors only, plus the README.md model card.
 
         Args:
             directory: target folder (created if needed).
+            self_contained: also store the encoder with LoRA merged under `encoder/` (recorded in config.json),
+                so the folder loads on a machine without the base model.
+
+        >>> clf.save_pretrained("dist/model", self_contained=True)  # doctest: +SKIP
         """
         from safetensors.torch import save_file
 
@@ -195,18 +202,26 @@ class TrendClassifier(nn.Module):
                 "base_model": c.text.base_model if c.text.enabled else None,
                 "feature_scaling": ({"summary_names": list(SUMMARY_NAMES), **self.sales_encoder.scaling_stats()}
                                     if self.sales_encoder is not None else None),
-                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions()}
+                "n_sales_channels": N_SALES_CHANNELS, "versions": _versions(),
+                "calibration": {"logit_bias": self.logit_bias.tolist()}}
+        if self_contained and self.text_encoder is not None:
+            # the original reference stays in config.text.base_model; loading reads encoder/ instead
+            meta["self_contained"] = {"encoder": "encoder", "base_model": c.text.base_model}
         (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if self.text_encoder is not None:
-            self.text_encoder.save(d)
+            if c.text.finetune != "lora" or self.text_encoder.is_peft or not self_contained:
+                self.text_encoder.save(d)  # adapter/ (LoRA; refused once merged) or encoder/ (full)
+            if self_contained:
+                self.text_encoder.save_merged(d / "encoder")
             self.tokenizer.save_pretrained(str(d / "tokenizer"))
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
                  if not k.startswith(_ENCODER_PREFIX)}
         save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt"})
+        write_model_card(d)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, base_model: str | None = None, merge_lora: bool = True,
-                        device: str | torch.device | None = None) -> "TrendClassifier":
+                        device: str | torch.device | None = None, backend: str = "torch") -> "TrendClassifier":
         """Rebuild a saved model; never unpickles, never runs remote code.
 
         Args:
@@ -214,11 +229,21 @@ class TrendClassifier(nn.Module):
             base_model: override the stored base encoder reference (name or path), e.g. on another machine.
             merge_lora: fold LoRA into the encoder weights for faster inference (then it cannot be re-saved).
             device: where to put the model (default: CPU).
+            backend: "torch", or "onnx" / "onnx-int8" to run the graphs of `trendnlp export --format onnx [--int8]`
+                with onnxruntime (an `OnnxTrendClassifier` with the same predict / predict_proba).
         Returns:
             the model in eval mode.
+
+        >>> clf = TrendClassifier.from_pretrained("runs/demo/model", backend="onnx-int8")  # doctest: +SKIP
         """
         from safetensors.torch import load_file
 
+        if backend != "torch":
+            from trendnlp.model.onnx_backend import BACKENDS, OnnxTrendClassifier
+
+            if backend not in BACKENDS:
+                raise ValueError(f"backend must be one of {list(BACKENDS)}, found {backend!r}")
+            return OnnxTrendClassifier(directory, backend)
         d = Path(directory)
         if not (d / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{d}: not a trendnlp model folder (no {CONFIG_NAME}); expected a folder "
@@ -231,13 +256,18 @@ class TrendClassifier(nn.Module):
         if base_model is not None:
             config.text.base_model = base_model
         base = tokenizer = None
+        # self-contained: encoder/ holds the merged encoder; an explicit base_model still selects base + adapter
+        merged = bool(meta.get("self_contained")) and base_model is None and config.text.enabled
         if config.text.enabled:
             tokenizer = load_tokenizer(str(d / "tokenizer"))
             full = config.text.finetune == "full"
-            base = load_base_model(str(d / "encoder"), use_safetensors=True) if full else \
+            base = load_base_model(str(d / "encoder"), use_safetensors=True) if full or merged else \
                 load_base_model(config.text.base_model)
+        if merged and config.text.finetune == "lora":
+            # a fresh LoRA (B = 0, a no-op) wraps the merged weights; the merged encoder is now the base
+            config.text.base_model = str((d / "encoder").resolve())
         model = cls(config, base_model=base, tokenizer=tokenizer)
-        if config.text.enabled and config.text.finetune == "lora":
+        if config.text.enabled and config.text.finetune == "lora" and not merged:
             model.text_encoder.load_adapter_weights(d / "adapter")
         result = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
         # folders saved before logit_bias existed have none: zero offsets, as they were trained
