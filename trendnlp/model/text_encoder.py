@@ -99,13 +99,19 @@ def load_base_model(name: str, *, use_safetensors: bool | None = None) -> nn.Mod
     from transformers import AutoModel
 
     try:
-        with quiet_transformers(errors_only=bool(use_safetensors)):  # use_safetensors: one of our own folders
+        with quiet_transformers(errors_only=_inside_model_folder(resolve_base_model(name))):
             model = AutoModel.from_pretrained(resolve_base_model(name), attn_implementation="sdpa",
                                               trust_remote_code=False, local_files_only=_offline(),
                                               use_safetensors=use_safetensors)
     except (OSError, ValueError, KeyError) as e:
         raise _load_error("weights", name, e) from e
     return model
+
+
+def _inside_model_folder(path: str) -> bool:
+    """True for a trendnlp folder's encoder/ (saved without the unused pooler, so its load report is noise)."""
+    meta = Path(path).parent / "config.json"
+    return Path(path).name == "encoder" and meta.is_file() and '"format": "trendnlp"' in meta.read_text("utf-8")
 
 
 def load_tokenizer(name: str):
