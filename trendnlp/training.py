@@ -60,7 +60,10 @@ def class_weights(labels: Sequence[str], names: Sequence[str]) -> torch.Tensor:
     >>> class_weights(["rising", "rising", "falling", "stable"], ["rising", "falling", "stable"]).tolist()
     [0.6000000238418579, 1.2000000476837158, 1.2000000476837158]
     """
-    counts = np.array([sum(1 for lab in labels if lab == n) for n in names], dtype=float)
+    if isinstance(labels, dict):  # already counted ({label: count}, e.g. from an Arrow build)
+        counts = np.array([labels.get(n, 0) for n in names], dtype=float)
+    else:
+        counts = np.array([sum(1 for lab in labels if lab == n) for n in names], dtype=float)
     inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0), np.nan)
     inv = inv / np.nanmean(inv) if np.isfinite(inv).any() else np.ones(len(names))
     return torch.tensor(np.nan_to_num(inv, nan=1.0), dtype=torch.float32)
@@ -95,7 +98,8 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n
 
     def __iter__(self):
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        return (int(i) for i in perm)  # lazily: a list of millions of Python ints would dwarf the tensor
 
 
 @dataclass
@@ -255,18 +259,34 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
                 shutil.rmtree(out / old)
         config.save_yaml(out / "config.yaml")
     accelerator.wait_for_everyone()
-    train_recs, val_recs, test_recs = load_splits(config, out / "errors.csv" if main else None)
+    arrow = None
+    if config.data.arrow:
+        from trendnlp.data.arrow import GroupedIndexSampler, load_arrow_splits, scaling_rows
+
+        with accelerator.main_process_first():  # the main process builds the Arrow cache; the others reuse it
+            train_recs, val_recs, test_recs, arrow = load_arrow_splits(config, out / "data_cache",
+                                                                       out / "errors.csv" if main else None)
+    else:
+        train_recs, val_recs, test_recs = load_splits(config, out / "errors.csv" if main else None)
 
     set_seed(tc.seed)
-    model = TrendClassifier(config).fit_feature_scaling(train_recs)
+    if arrow is None:
+        model = TrendClassifier(config).fit_feature_scaling(train_recs)
+        sampler = (ProductGroupedSampler([r["product_id"] for r in train_recs], seed=tc.seed,
+                                         chunk=max(1, tc.batch_size // 4))
+                   if tc.group_by_product else EpochShuffleSampler(len(train_recs), seed=tc.seed))
+    else:  # scaling and product groups from the one build pass, not from records held in memory
+        model = TrendClassifier(config)
+        if model.sales_encoder is not None:
+            model.sales_encoder.fit_summary_scaler(scaling_rows(arrow))
+        sampler = (GroupedIndexSampler(train_recs.data.column("product_code").to_numpy(), seed=tc.seed,
+                                       chunk=max(1, tc.batch_size // 4))
+                   if tc.group_by_product else EpochShuffleSampler(len(train_recs), seed=tc.seed))
     collate = model.make_collator(dedup=tc.dedup_text)
-    sampler = (ProductGroupedSampler([r["product_id"] for r in train_recs], seed=tc.seed,
-                                     chunk=max(1, tc.batch_size // 4))
-               if tc.group_by_product else EpochShuffleSampler(len(train_recs), seed=tc.seed))
     train_loader = _loader(train_recs, collate, tc.batch_size, tc.seed, sampler, tc.num_workers)
     val_loader = _loader(val_recs, collate, tc.eval_batch_size, tc.seed, workers=tc.num_workers)
-    loss_fn = loss_function(tc, class_weights([r["label"] for r in train_recs], model.labels)
-                            if tc.class_weights else None)
+    loss_fn = loss_function(tc, class_weights(arrow["label_counts"] if arrow else [r["label"] for r in train_recs],
+                                              model.labels) if tc.class_weights else None)
     optimizer = torch.optim.AdamW(model.param_groups(tc.lr, tc.encoder_lr, tc.weight_decay), lr=tc.lr)
     # a prepared scheduler steps once per process per optimizer step: count its steps times P
     P = accelerator.num_processes

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import itertools
 import json
 import os
@@ -42,6 +41,7 @@ from tqdm.auto import tqdm
 from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
 from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
+from trendnlp.data.keys import KeySet
 from trendnlp.inference.labeling_args import add_arguments
 
 __all__ = ["KeySet", "ResumeMismatchError", "WindowLabeler", "add_arguments", "label_file", "main", "run"]
@@ -319,30 +319,6 @@ class OnnxWindowLabeler(WindowLabeler):
 
     def _probs(self, batch: dict) -> np.ndarray:
         return self.model.forward_probs(batch)
-
-
-class KeySet:
-    """Set of (product_id, cutoff) keys held as 8-byte hashes: ~8 bytes per row instead of ~200 for a set of
-    tuples, so memory stays flat on million-row catalogs. A false duplicate needs a 64-bit blake2b collision
-    (odds ~n^2 / 2^65, about 3e-8 at a million rows)."""
-
-    def __init__(self, flush: int = 1 << 16):
-        self.sorted, self.recent, self.flush = np.empty(0, dtype=np.uint64), set(), flush
-
-    def add(self, key: tuple) -> bool:
-        """Add `key`; False when it was already present."""
-        h = int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little")
-        if h in self.recent:
-            return False
-        i = int(np.searchsorted(self.sorted, np.uint64(h)))
-        if i < len(self.sorted) and int(self.sorted[i]) == h:
-            return False
-        self.recent.add(h)
-        if len(self.recent) >= self.flush:  # the new keys are distinct and absent: concatenate, sort in place
-            merged = np.concatenate([self.sorted, np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))])
-            merged.sort()
-            self.sorted, self.recent = merged, set()
-        return True
 
 
 # ---------------------------------------------------------------------------------------------
