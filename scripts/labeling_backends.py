@@ -80,7 +80,7 @@ def run_backends(args, run_worker, write_catalog) -> int:
                 "long text (reviews)": (args.long_model, work / "long.parquet")}
     write_or_catalog(args.or_records, args.rows, catalogs["Online Retail"][1])
     t0 = time.perf_counter()
-    write_long_text_catalog(args.rows, catalogs["long text (reviews)"][1])
+    write_long_text_catalog(args.long_rows or args.rows, catalogs["long text (reviews)"][1])
     print(f"long-text catalog generated in {time.perf_counter() - t0:.1f} s", flush=True)
     rows = []
     for cat, (model, path) in catalogs.items():
@@ -107,7 +107,7 @@ def run_backends(args, run_worker, write_catalog) -> int:
     import torch
 
     text_len = {cat: _mean_text_chars(path) for cat, (_, path) in catalogs.items()}
-    print(f"\n{args.rows:,} rows per catalog; batch {args.batch_size}, window {args.window}; {os.cpu_count()} CPUs, "
+    print(f"\n{args.rows:,} Online Retail rows, {args.long_rows or args.rows:,} long-text rows; batch {args.batch_size}, window {args.window}; {os.cpu_count()} CPUs, "
           f"threads/worker {rows[0][2]['threads']}, torch {torch.__version__}, {platform.machine()}; "
           f"load average {load0[0]:.1f} before, {load1[0]:.1f} after")
     print("| catalog | backend | rows/s | vs torch fp32 | peak RSS MiB | label agreement | max prob diff | "

@@ -188,6 +188,17 @@ def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: li
     program.save(str(path))
 
 
+def _fuse_bert(path: Path, config) -> None:
+    """onnxruntime's BERT graph fusions (SkipLayerNormalization, BiasGelu; basic level, so the graph stays
+    portable across execution providers). Measured ~1.5x faster fp32 encoding for MiniLM on one CPU thread;
+    the numbers agree with the unfused graph to float rounding."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
+                           hidden_size=config.hidden_size, opt_level=1)
+    model.save_model_to_file(str(path))
+
+
 def export_onnx(model: str | Path | TrendClassifier, out_dir: str | Path | None = None, int8: bool = False) -> dict:
     """Export a saved model to ONNX: model.onnx, head.onnx and, with int8, model.int8.onnx (see module docstring).
 
@@ -233,6 +244,8 @@ def _write_graphs(clf: TrendClassifier, inputs: dict, out_dir: Path, pooled_out:
                    **{k: v for k, v in inputs.items() if k in ("sales", "summary")}}
         _export(HeadGraph(clf), head_in, ["probabilities"], out_dir / HEAD_ONNX)
         files.append(HEAD_ONNX)
+    if clf.text_encoder is not None and getattr(clf.text_encoder.model.config, "model_type", "") == "bert":
+        _fuse_bert(out_dir / MODEL_ONNX, clf.text_encoder.model.config)
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
