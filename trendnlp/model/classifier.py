@@ -297,22 +297,13 @@ class TrendClassifier(nn.Module):
         >>> proba.shape, bool(np.allclose(proba.sum(1), 1.0)), clf.labels
         ((2, 3), True, ['rising', 'falling', 'stable'])
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, found {batch_size}")
-        c = self.config
-        recs = read_records(records, on_error=on_error, history=c.sales.history, rule=c.labels.rule())
-        out = np.zeros((len(recs), len(self.labels)), dtype=np.float32)
-        collate = self.make_collator()
-        lengths = [len(build_text(r, c.text)) if c.text.enabled else 0 for r in recs]
-        order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding per batch
+        _, out, batches = length_sorted_batches(self, records, batch_size, on_error)
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, len(order), batch_size):
-                    idx = order[start:start + batch_size]
-                    batch = collate([recs[i] for i in idx])
+                for idx, batch in batches:
                     batch.pop("labels", None)
                     logits = self(**{k: v.to(device) for k, v in batch.items()})["logits"]
                     out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
@@ -329,6 +320,22 @@ class TrendClassifier(nn.Module):
         """
         proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error)
         return [self.labels[i] for i in proba.argmax(axis=1)]
+
+
+def length_sorted_batches(model: Any, records: Any, batch_size: int, on_error: str):
+    """Validated records, a zero (n, n_classes) output and (row indices, collated batch) pairs with records
+    of similar text length together (less padding); shared by the torch and the ONNX predict_proba."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, found {batch_size}")
+    c = model.config
+    recs = read_records(records, on_error=on_error, history=c.sales.history, rule=c.labels.rule())
+    out = np.zeros((len(recs), len(model.labels)), dtype=np.float32)
+    collate = model.make_collator()
+    lengths = [len(build_text(r, c.text)) if c.text.enabled else 0 for r in recs]
+    order = np.argsort(lengths, kind="stable")
+    batches = ((order[s:s + batch_size], collate([recs[i] for i in order[s:s + batch_size]]))
+               for s in range(0, len(order), batch_size))
+    return recs, out, batches
 
 
 def _versions() -> dict:

@@ -21,8 +21,6 @@ import torch
 
 from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
-from trendnlp.data.features import build_text
-from trendnlp.data.records import read_records
 from trendnlp.model.text_encoder import load_tokenizer
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -140,17 +138,11 @@ class OnnxTrendClassifier:
         >>> clf.predict_proba([{"product_id": "mug", "title": "red mug", "sales": [3, 4, 8, 12]}])  # doctest: +SKIP
         array([[0.71, 0.08, 0.21]], dtype=float32)
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, found {batch_size}")
-        c = self.config
-        recs = read_records(records, on_error=on_error, history=c.sales.history, rule=c.labels.rule())
-        out = np.zeros((len(recs), len(self.labels)), dtype=np.float32)
-        collate = self.make_collator()
-        lengths = [len(build_text(r, c.text)) if c.text.enabled else 0 for r in recs]
-        order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding per batch
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            out[idx] = self.forward_probs(collate([recs[i] for i in idx]))
+        from trendnlp.model.classifier import length_sorted_batches
+
+        _, out, batches = length_sorted_batches(self, records, batch_size, on_error)
+        for idx, batch in batches:
+            out[idx] = self.forward_probs(batch)
         return out
 
     def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise") -> list[str]:
