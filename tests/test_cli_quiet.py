@@ -46,6 +46,7 @@ def test_train_and_label_print_no_third_party_warnings(tiny_bert_dir, data_files
          "--set", f"data.validation={data_files['validation']}", "--set", "train.epochs=1"],
         capture_output=True, text=True, env=_env(), cwd=tmp_path)
     assert train.returncode == 0, train.stderr[-2000:]
+    assert "| validation | " in (run / "model" / "README.md").read_text()  # the card got the metrics
     label = subprocess.run(
         [sys.executable, "-m", "trendnlp", "label", "--model", str(run / "model"), "--input",
          data_files["validation"], "--output", str(tmp_path / "labels.csv")],

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from trendnlp.model.calibration import biased_scores, fit_logit_bias
+from trendnlp.model.card import write_model_card
 from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.collate import ProductGroupedSampler
 from trendnlp.evaluation.metrics import classification_metrics
@@ -411,6 +412,7 @@ def _export(accelerator: Accelerator, model, out: Path, metrics: dict) -> None:
     if accelerator.is_main_process:
         unwrapped.save_pretrained(out / "model")
         _write_json(out / "model" / "metrics.json", metrics)
+        write_model_card(out / "model")  # the card now shows the validation metrics
         plot_confusion_matrix(metrics["validation"], out / "confusion_matrix_validation.png",
                               f"validation, epoch {metrics['best_epoch']}")
     accelerator.wait_for_everyone()
@@ -436,6 +438,7 @@ def _finish(accelerator: Accelerator, config: TrendConfig, out: Path, state: Tra
         _write_json(out / "metrics" / "test.json", test)
         _write_json(out / "model" / "metrics.json", {"best_epoch": state.best_epoch, "step": best["step"],
                                                      "validation": best["validation"], "test": test})
+        write_model_card(out / "model")
         plot_confusion_matrix(test, out / "confusion_matrix_test.png", "test, best model")
     return result
 
