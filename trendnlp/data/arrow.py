@@ -193,6 +193,6 @@ class GroupedIndexSampler(Sampler[int]):
         rng = np.random.default_rng(self.seed + self.epoch)
         rank = rng.permutation(int(self.codes.max()) + 1 if len(self.codes) else 0)  # product order
         order = np.lexsort((rng.random(len(self.codes)), rank[self.codes]))  # by product, shuffled inside
-        chunks = np.array_split(order, np.arange(self.chunk, len(order), self.chunk))
-        for c in rng.permutation(len(chunks)):
-            yield from (int(i) for i in chunks[c])
+        # chunk starts shuffled, slices taken lazily: a list of chunk arrays would cost ~100 bytes per chunk
+        for start in rng.permutation(np.arange(0, len(order), self.chunk)):
+            yield from (int(i) for i in order[start:start + self.chunk])
