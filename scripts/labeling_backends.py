@@ -78,11 +78,14 @@ def run_backends(args, run_worker, write_catalog) -> int:
     load0 = os.getloadavg()
     catalogs = {"Online Retail": (args.or_model, work / "or.parquet"),
                 "long text (reviews)": (args.long_model, work / "long.parquet")}
-    write_or_catalog(args.or_records, args.rows, catalogs["Online Retail"][1])
-    t0 = time.perf_counter()
-    write_long_text_catalog(args.long_rows or args.rows, catalogs["long text (reviews)"][1])
-    print(f"long-text catalog generated in {time.perf_counter() - t0:.1f} s", flush=True)
     rows = []
+    if args.memory_only:
+        catalogs = {}
+    else:
+        write_or_catalog(args.or_records, args.rows, catalogs["Online Retail"][1])
+        t0 = time.perf_counter()
+        write_long_text_catalog(args.long_rows or args.rows, catalogs["long text (reviews)"][1])
+        print(f"long-text catalog generated in {time.perf_counter() - t0:.1f} s", flush=True)
     for cat, (model, path) in catalogs.items():
         ref = None
         for name, (backend, dtype) in BACKENDS.items():
@@ -108,10 +111,11 @@ def run_backends(args, run_worker, write_catalog) -> int:
 
     text_len = {cat: _mean_text_chars(path) for cat, (_, path) in catalogs.items()}
     print(f"\n{args.rows:,} Online Retail rows, {args.long_rows or args.rows:,} long-text rows; batch {args.batch_size}, window {args.window}; {os.cpu_count()} CPUs, "
-          f"threads/worker {rows[0][2]['threads']}, torch {torch.__version__}, {platform.machine()}; "
+          f"threads/worker {(rows or mem)[0][2]['threads']}, torch {torch.__version__}, {platform.machine()}; "
           f"load average {load0[0]:.1f} before, {load1[0]:.1f} after")
-    print("| catalog | backend | rows/s | vs torch fp32 | peak RSS MiB | label agreement | max prob diff | "
-          "texts encoded |\n|---|---|---:|---:|---:|---:|---:|---:|")
+    if rows:
+        print("| catalog | backend | rows/s | vs torch fp32 | peak RSS MiB | label agreement | max prob diff | "
+              "texts encoded |\n|---|---|---:|---:|---:|---:|---:|---:|")
     base = {}
     for cat, name, r, agree, diff in rows:
         base.setdefault(cat, r["rows_per_s"])
@@ -122,10 +126,13 @@ def run_backends(args, run_worker, write_catalog) -> int:
         for n, name, r in mem:
             print(f"| {name} | {n:,} | {r['rows_per_s']:.1f} | {r['peak_rss_mib']:.0f} |")
         for name in BACKENDS:
-            rss = [r["peak_rss_mib"] for _, nm, r in mem if nm == name]
-            if len(rss) == 2:
-                print(f"{name}: peak RSS {args.large_rows:,} vs {args.small_rows:,} rows: {rss[1] / rss[0]:.3f}")
+            rss = {n: r["peak_rss_mib"] for n, nm, r in mem if nm == name}
+            if len(rss) >= 2:
+                (n0, r0), (n1, r1) = min(rss.items()), max(rss.items())
+                print(f"{name}: peak RSS {n1:,} vs {n0:,} rows: {r1 / r0:.3f}")
     long = {name: (r, agree) for cat, name, r, agree, _ in rows if cat.startswith("long")}
+    if not long:
+        return 0
     speed = long["onnx int8"][0]["rows_per_s"] / long["torch fp32"][0]["rows_per_s"]
     print(f"target: onnx int8 >= 2x torch fp32 on long texts with >= 99% agreement: {speed:.2f}x, "
           f"{long['onnx int8'][1]:.2%} ({'met' if speed >= 2 and long['onnx int8'][1] >= 0.99 else 'missed'})")
