@@ -12,9 +12,18 @@ rusage of a child would also count the driver's memory, inherited across fork + 
 Then `label` fp32 on a small and a large catalog (the catalog repeated with new product ids, stream-written)
 to show that peak memory does not grow with the catalog.
 
+Backends (--backends; backends.py below): torch fp32, torch bf16, onnx fp32, onnx int8 through `label_file`
+on 20,000 Online Retail records (the prepared split files, --or-records) and on 20,000 data_samples-style records
+with reviews (longer texts, generated in chunks by scripts/make_samples.py's process and stream-written):
+rows/s, peak RSS, label agreement and max probability difference against torch fp32; then each backend on a
+100k- and a 1M-row catalog (Online Retail repeated with new product ids: texts repeat, so the text cache
+makes this a cheap check of memory, not of speed). The models need their ONNX graphs (trendnlp export
+--format onnx --int8).
+
 Usage:
     python scripts/benchmark_labeling.py --data ../shared/data/online_retail/online_retail.parquet \
         [--model runs/x/model] [--rows 20000] [--small-rows 100000] [--large-rows 1000000] [--work DIR]
+    python scripts/benchmark_labeling.py --backends --or-model DIR --long-model DIR [--threads 1] [--work DIR]
 Without --model an untrained TrendClassifier is built from configs/default.yaml (the shipped MiniLM):
 fine for throughput, meaningless for accuracy.
 """
@@ -45,14 +54,15 @@ def worker(args: argparse.Namespace) -> dict:
     if args.worker == "encoder":
         return _bare_encoder(args)
     t0 = time.perf_counter()
-    model = TrendClassifier.from_pretrained(args.model, merge_lora=args.worker != "naive")
+    model = TrendClassifier.from_pretrained(args.model, merge_lora=args.worker != "naive", backend=args.backend)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     if args.worker == "label":
         from trendnlp.inference.labeling import label_file
 
         summary = label_file(model, args.input, args.output, batch_size=args.batch_size, window=args.window,
-                             dtype=args.dtype, text_cache=args.text_cache, resume=False, progress=False)
+                             dtype=args.dtype, text_cache=args.text_cache, resume=False, progress=False,
+                             backend=args.backend)
         rows = summary["rows_written"]
         extra = {"texts_encoded": summary["texts_encoded"], "texts_cached": summary["texts_cached"]}
     else:
@@ -217,10 +227,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--text-cache", type=int, default=16384, help=argparse.SUPPRESS)
+    p.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
+    p.add_argument("--backends", action="store_true", help="the backend table instead of (a)-(d)")
+    p.add_argument("--or-model", default=None, help="--backends: model for the Online Retail catalog")
+    p.add_argument("--long-model", default=None, help="--backends: model for the long-text (reviews) catalog")
+    p.add_argument("--memory-only", action="store_true", help="--backends: only the peak-RSS rows")
+    p.add_argument("--long-rows", type=int, default=0, help="--backends: long-text catalog rows (default --rows)")
+    p.add_argument("--or-records", default="/work/runs-shared/or/train.parquet",
+                   help="--backends: prepared Online Retail records (the first --rows are labelled)")
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps({**worker(args), "peak_rss_mib": _peak_rss_mib()}))
         return 0
+    if args.backends:
+        from labeling_backends import run_backends  # scripts/labeling_backends.py
+
+        return run_backends(args, run_worker, write_catalog)
 
     import warnings
 

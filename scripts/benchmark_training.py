@@ -9,7 +9,13 @@
    OUT/data/train.parquet) under --epoch-config, with and without the speed-ups for texts that repeat across
    cutoffs: unique-text dedup in the collator plus the product-grouping sampler, against neither.
 
+3. --scale (scripts/training_scale.py): Arrow-backed training (data.arrow=true) on synthetic records at 100k,
+   1M and 5M records, generated streaming into the scratch folder: peak RSS, Arrow build seconds and records/s
+   of one epoch capped by --max-steps. It uses the tests' tiny random BERT (2 layers, width 32): the table is
+   about memory against record count, which the encoder size does not change.
+
 Usage:
+    python scripts/benchmark_training.py --scale [--sizes 100000,1000000,5000000] [--max-steps 200] [--work DIR]
     python scripts/benchmark_training.py [--steps 40] [--threads 1] \
         [--epoch-train runs/benchmark/data/train.parquet --epoch-validation runs/benchmark/data/validation.parquet]
 """
@@ -77,6 +83,32 @@ def per_epoch(args: argparse.Namespace, work: Path) -> list[dict]:
     return rows
 
 
+def scale_table(args: argparse.Namespace) -> int:
+    """Table 3 (--scale): peak RSS, build seconds and records/s against the record count."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from training_scale import run_scale
+
+    from trendnlp.evaluation.metrics import render_table
+
+    sizes = [int(x) for x in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run_scale(sizes, Path(args.work or tmp), args.max_steps, args.batch_size)
+    print(f"\nArrow-backed training, tiny BERT, batch {args.batch_size}, one epoch capped at {args.max_steps} steps, "
+          f"1 thread, {platform.machine()}:")
+    print(render_table(["records", "generate s", "Arrow build s", "peak RSS MiB", "RSS / smallest", "records/s"],
+                       [[f"{r['n']:,}", f"{r['generate_s']:.1f}", f"{r['build_s']:.1f}", f"{r['peak_rss_mib']:.0f}",
+                         f"{r['peak_rss_mib'] / rows[0]['peak_rss_mib']:.2f}", f"{r['records_per_s']:.0f}"]
+                        for r in rows]))
+    ratio = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
+    print(f"target: peak RSS at {rows[-1]['n']:,} <= 1.3 x at {rows[0]['n']:,}: {ratio:.2f} "
+          f"({'met' if ratio <= 1.3 else 'missed'})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"scale": rows}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=str(REPO / "configs/default.yaml"))
@@ -93,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--work", default=None, help="folder for the runs (default: a temporary folder)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--scale", action="store_true", help="the Arrow scale table instead of tables 1-2")
+    p.add_argument("--sizes", default="100000,1000000,5000000", help="--scale: record counts")
+    p.add_argument("--max-steps", type=int, default=200, help="--scale: optimizer steps of the capped epoch")
     args = p.parse_args(argv)
+    if args.scale:
+        return scale_table(args)
     if args.steps <= args.warmup:
         p.error(f"--steps ({args.steps}) must exceed --warmup ({args.warmup})")
     args.epoch_validation = args.epoch_validation or args.epoch_train

@@ -5,6 +5,7 @@
     trendnlp evaluate  metrics table, metrics.json and a confusion-matrix PNG for a saved model
     trendnlp label     label every active product of an order log as of a date, or a whole records file
     trendnlp explain   per-record explanations (text vs sales, salient weeks, top words) as JSONL and HTML
+    trendnlp export    ONNX graphs (+ int8) and/or a self-contained model folder
     trendnlp serve     serve a saved model over HTTP (/health, /v1/metadata, /v1/predict, /v1/explain)
     trendnlp benchmark the Online Retail benchmark: every baseline and ablation in one table
 """
@@ -205,6 +206,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from trendnlp.inference.export import export_model
+
+    summary = export_model(args.model, out=args.out, fmt=args.format, int8=args.int8,
+                           self_contained=args.self_contained)
+    print(f"exported {args.model} to {summary['dir']} in {summary['seconds']} s: {', '.join(summary['files'])}")
+    return 0
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from trendnlp.benchmark.run import run_benchmark_cli
 
@@ -245,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print coverage and accuracy of the records whose top probability is at least P")
     p.set_defaults(func=cmd_evaluate)
 
-    from trendnlp.inference.labeling import add_arguments
+    from trendnlp.inference.labeling_args import add_arguments  # light: no torch before a command runs
 
     p = sub.add_parser("label", help="label every active product of an order log as of a date (--sales), or every "
                        "row of a records file (--input; streaming, resumable)")
@@ -279,9 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("export", help="ONNX graphs (--format onnx [--int8]) and/or a self-contained model folder")
+    p.add_argument("--model", required=True, help="saved model folder")
+    p.add_argument("--format", choices=("onnx",), default=None, help="onnx: write model.onnx and head.onnx")
+    p.add_argument("--int8", action="store_true", help="with --format onnx: also model.int8.onnx (dynamic int8)")
+    p.add_argument("--self-contained", action="store_true", help="store the LoRA-merged encoder under encoder/ so "
+                   "the folder loads without its base model")
+    p.add_argument("--out", default=None, help="target folder (default: update the model folder in place)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("benchmark", help="Online Retail benchmark: prepare, split, train, baselines, report")
     try:
-        from trendnlp.benchmark.run import add_arguments as add_benchmark_arguments
+        from trendnlp.benchmark.args import add_arguments as add_benchmark_arguments
 
         add_benchmark_arguments(p)
     except ImportError:  # pragma: no cover - the benchmark module is optional during development

@@ -90,6 +90,8 @@ class DataConfig:
     test: str = _f("", "optional test records, evaluated with the best model")
     on_error: str = _f("raise", "raise or skip bad rows (skipped rows are written to an errors report)")
     val_fraction: float = _f(0.2, "share of cutoffs held out (latest, with a one-horizon purge) when validation is empty")
+    arrow: bool = _f(False, "read records into memory-mapped Arrow (datasets), built once and cached in the run "
+                     "folder, so RAM does not grow with the record count (needs data.validation)")
 
 
 @dataclass

@@ -38,6 +38,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from trendnlp.model.calibration import (biased_scores, calibration_report, coverage_accuracy, fit_logit_bias,
                                         fit_temperature, temper)
+from trendnlp.model.card import write_model_card
 from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.collate import ProductGroupedSampler
 from trendnlp.evaluation.metrics import classification_metrics
@@ -64,7 +65,10 @@ def class_weights(labels: Sequence[str], names: Sequence[str]) -> torch.Tensor:
     >>> class_weights(["rising", "rising", "falling", "stable"], ["rising", "falling", "stable"]).tolist()
     [0.6000000238418579, 1.2000000476837158, 1.2000000476837158]
     """
-    counts = np.array([sum(1 for lab in labels if lab == n) for n in names], dtype=float)
+    if isinstance(labels, dict):  # already counted ({label: count}, e.g. from an Arrow build)
+        counts = np.array([labels.get(n, 0) for n in names], dtype=float)
+    else:
+        counts = np.array([sum(1 for lab in labels if lab == n) for n in names], dtype=float)
     inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0), np.nan)
     inv = inv / np.nanmean(inv) if np.isfinite(inv).any() else np.ones(len(names))
     return torch.tensor(np.nan_to_num(inv, nan=1.0), dtype=torch.float32)
@@ -99,7 +103,8 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n
 
     def __iter__(self):
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        return (int(i) for i in perm)  # lazily: a list of millions of Python ints would dwarf the tensor
 
 
 @dataclass
@@ -310,21 +315,39 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
                 shutil.rmtree(out / old)
         config.save_yaml(out / "config.yaml")
     accelerator.wait_for_everyone()
-    train_recs, val_recs, test_recs = load_splits(config, out / "errors.csv" if main else None)
-    if main:
-        warn_on_class_coverage(train_recs, val_recs, config.labels.names)
+    arrow = None
+    if config.data.arrow:
+        from trendnlp.data.arrow import GroupedIndexSampler, load_arrow_splits, scaling_rows
+
+        with accelerator.main_process_first():  # the main process builds the Arrow cache; the others reuse it
+            train_recs, val_recs, test_recs, arrow = load_arrow_splits(config, out / "data_cache",
+                                                                       out / "errors.csv" if main else None)
+    else:
+        train_recs, val_recs, test_recs = load_splits(config, out / "errors.csv" if main else None)
+        if main:
+            warn_on_class_coverage(train_recs, val_recs, config.labels.names)
 
     set_seed(tc.seed)
     model = TrendClassifier(config)
-    model = warm_start(model, init_from) if init_from else model.fit_feature_scaling(train_recs)
+    if init_from:  # scaling and every weight from the exported model, not refitted on the new data
+        model = warm_start(model, init_from)
+    elif arrow is None:
+        model.fit_feature_scaling(train_recs)
+    elif model.sales_encoder is not None:  # scaling from the one build pass, not from records held in memory
+        model.sales_encoder.fit_summary_scaler(scaling_rows(arrow))
+    if arrow is None:
+        sampler = (ProductGroupedSampler([r["product_id"] for r in train_recs], seed=tc.seed,
+                                         chunk=max(1, tc.batch_size // 4))
+                   if tc.group_by_product else EpochShuffleSampler(len(train_recs), seed=tc.seed))
+    else:
+        sampler = (GroupedIndexSampler(train_recs.data.column("product_code").to_numpy(), seed=tc.seed,
+                                       chunk=max(1, tc.batch_size // 4))
+                   if tc.group_by_product else EpochShuffleSampler(len(train_recs), seed=tc.seed))
     collate = model.make_collator(dedup=tc.dedup_text)
-    sampler = (ProductGroupedSampler([r["product_id"] for r in train_recs], seed=tc.seed,
-                                     chunk=max(1, tc.batch_size // 4))
-               if tc.group_by_product else EpochShuffleSampler(len(train_recs), seed=tc.seed))
     train_loader = _loader(train_recs, collate, tc.batch_size, tc.seed, sampler, tc.num_workers)
     val_loader = _loader(val_recs, collate, tc.eval_batch_size, tc.seed, workers=tc.num_workers)
-    loss_fn = loss_function(tc, class_weights([r["label"] for r in train_recs], model.labels)
-                            if tc.class_weights else None)
+    loss_fn = loss_function(tc, class_weights(arrow["label_counts"] if arrow else [r["label"] for r in train_recs],
+                                              model.labels) if tc.class_weights else None)
     optimizer = torch.optim.AdamW(model.param_groups(tc.lr, tc.encoder_lr, tc.weight_decay), lr=tc.lr)
     # a prepared scheduler steps once per process per optimizer step: count its steps times P
     P = accelerator.num_processes
@@ -513,6 +536,7 @@ def _fit_temperature(accelerator: Accelerator, config: TrendConfig, out: Path, v
         clf.save_pretrained(out / "model")
         if metrics is not None:
             _write_json(metrics_path, {**metrics, "temperature": T})
+            write_model_card(out / "model")  # with the metrics again
         _write_json(out / "metrics" / "history.json", state.history)
     accelerator.wait_for_everyone()
 
@@ -523,6 +547,7 @@ def _export(accelerator: Accelerator, model, out: Path, metrics: dict) -> None:
     if accelerator.is_main_process:
         unwrapped.save_pretrained(out / "model")
         _write_json(out / "model" / "metrics.json", metrics)
+        write_model_card(out / "model")  # the card now shows the validation metrics
         plot_confusion_matrix(metrics["validation"], out / "confusion_matrix_validation.png",
                               f"validation, epoch {metrics['best_epoch']}")
     accelerator.wait_for_everyone()
@@ -552,6 +577,7 @@ def _finish(accelerator: Accelerator, config: TrendConfig, out: Path, state: Tra
         _write_json(out / "metrics" / "test.json", test)
         _write_json(out / "model" / "metrics.json", {"best_epoch": state.best_epoch, "step": best["step"],
                                                      "validation": best["validation"], "test": test})
+        write_model_card(out / "model")
         plot_confusion_matrix(test, out / "confusion_matrix_test.png", "test, best model")
         plot_reliability_diagram(calib, out / "reliability_test.png", "test, best model")
     return result

@@ -30,20 +30,10 @@ import yaml
 
 from trendnlp.config import TrendConfig, apply_overrides
 from trendnlp.labels import LABELS
+from trendnlp.benchmark.args import DEFAULT_CONFIG, DEFAULT_SEEDS, VARIANTS, add_arguments  # noqa: F401 (re-exported)
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT
 from trendnlp.evaluation.metrics import classification_metrics
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "benchmark_online_retail.yaml"
-DEFAULT_SEEDS = (0, 1, 2)
-
-# the neural rows: the benchmark config with one switch flipped each (applied after the user's --set)
-VARIANTS: dict[str, list[str]] = {
-    "sales_only": ["text.enabled=false"],
-    "text_only": ["sales.enabled=false"],
-    "fused_concat": ["fusion.method=concat"],
-    "fused_gated": ["fusion.method=gated"],
-    "fused_cross_attention": ["fusion.method=cross_attention"],
-}
 FUSED_PREFIX = "fused_"
 CALIBRATION_KEYS = ("ece_before", "ece_after", "brier_before", "brier_after")  # test, mean over seeds
 NEW_PRODUCT_AGE = 8  # DESIGN §6: the new-product slice, first sale at most 8 periods before the cutoff
@@ -435,67 +425,6 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
 
 
 # ---- command line --------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The `trendnlp benchmark` options (cli.py calls this on its subparser)."""
-    src = p.add_argument_group("data")
-    src.add_argument("--sales", default=None, help="order log (.parquet, .csv, .jsonl), e.g. "
-                     "../shared/data/online_retail/online_retail.parquet")
-    src.add_argument("--records", default=None, help="already prepared records instead of --sales")
-    src.add_argument("--preset", default="online-retail", help="dataset preset for cleaning and columns "
-                     "(default online-retail; `none` for a generic log with --product-col etc.)")
-    src.add_argument("--texts", default=None, help="without a preset: product text table (product, title, ...)")
-    src.add_argument("--reviews", default=None, help="reviews table: product id, timestamp, text")
-    src.add_argument("--out", required=True, help="output folder: results.json, results.md, report.html, plots")
-    cols = p.add_argument_group("column names (with the preset only where the file differs from UCI Online "
-                                "Retail I/II; both UCI spellings are recognised anyway)")
-    for name, help_ in (("product", "product id (StockCode)"), ("time", "order timestamp (InvoiceDate)"),
-                        ("units", "units sold (Quantity)"), ("price", "unit price (UnitPrice / Price)"),
-                        ("title", "product text (Description)"), ("description", "longer product text"),
-                        ("invoice", "invoice number (InvoiceNo / Invoice)"),
-                        ("customer", "customer id (CustomerID / Customer ID)")):
-        cols.add_argument(f"--{name}-col", default=None, help=help_)
-    win = p.add_argument_group("records and label rule (defaults: DESIGN §2 and §6, or the config)")
-    win.add_argument("--freq", choices=("W", "D", "M"), default="W", help="period length (default W, weeks "
-                     "ending Sunday)")
-    win.add_argument("--history", type=int, default=None, help="periods of history per record (config "
-                     "sales.history, 26)")
-    win.add_argument("--horizon", type=int, default=4, help="future periods per record; also the purge "
-                     "between split parts (default 4)")
-    win.add_argument("--stride", type=int, default=1, help="periods between cutoffs (default 1)")
-    win.add_argument("--min-history-units", type=float, default=10.0, help="keep records with at least this "
-                     "many units in their history (default 10)")
-    for name, tp, help_ in (("K", int, "history periods averaged into `recent`"),
-                            ("F", int, "future periods averaged into `future`"),
-                            ("alpha", float, "additive smoothing"), ("tau", float, "relative change threshold")):
-        win.add_argument(f"--{name}", type=tp, default=None, help=f"{help_} (config labels.{name})")
-    split = p.add_argument_group("split by cutoff date, inclusive FROM:TO (defaults: DESIGN §6)")
-    for part, key in (("train", "train"), ("val", "val"), ("test", "test")):
-        first, last = ONLINE_RETAIL_SPLIT[key]
-        split.add_argument(f"--{part}-cutoffs", default=f"{first}:{last}", help=f"default {first}:{last}")
-    run = p.add_argument_group("runs")
-    run.add_argument("--config", default=None, help=f"YAML config of our model (default {DEFAULT_CONFIG.name} "
-                     "in configs/)")
-    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
-    run.add_argument("--seeds", default=None, help="training seeds (default 0,1,2, with --quick 0; --seeds 0 for "
-                     "a one-seed run)")
-    run.add_argument("--variants", default=",".join(VARIANTS), help=f"neural rows to train (default all: "
-                     f"{','.join(VARIANTS)})")
-    run.add_argument("--baselines", default=None, help="baselines to run, comma-separated (default all; "
-                     "`none` for none)")
-    run.add_argument("--forecasters", default=None, help="statsforecast models to run, comma-separated (default "
-                     "all: AutoETS,CrostonOptimized,ADIDA,IMAPA; `none` for none; needs trendnlp[forecast])")
-    run.add_argument("--examples", type=int, default=6, help="test products plotted with their prediction")
-    small = p.add_argument_group("scale down (CI, smoke runs)")
-    small.add_argument("--max-products", type=int, default=None, help="keep a random subset of this many products")
-    small.add_argument("--base-model", default=None, help="text encoder name or folder (sets text.base_model)")
-    small.add_argument("--epochs", type=int, default=None, help="maximum epochs (sets train.epochs)")
-    small.add_argument("--quick", action="store_true", help="one seed, one epoch, at most 300 products")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on shared cores, spinning "
-                   "OpenMP threads made training up to 20x slower; raise it on a quiet machine)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
 def load_config_dict(args: argparse.Namespace) -> dict:
     """The benchmark config as a validated dict: YAML, then the shortcut options, then every --set."""
     path = Path(args.config) if args.config else DEFAULT_CONFIG

@@ -396,14 +396,15 @@ def iter_frame_rows(df: Any) -> Iterator[tuple[int, dict]]:
 
 def validate_rows(rows: Iterable[tuple[int, dict | RecordError]], *, source: str, on_error: str = "raise",
                   history: int | None = None, rule: LabelRule | None = None, csv_encoded: bool = False,
-                  report: ErrorReport | None = None) -> Iterator[tuple[int, dict]]:
+                  report: ErrorReport | None = None, seen: Any = None) -> Iterator[tuple[int, dict]]:
     """Validate (row, raw) pairs; raise on the first bad row or, with on_error='skip', add it to `report`.
 
-    Duplicate (product_id, cutoff) pairs are bad rows too: each must be unique in one source.
+    Duplicate (product_id, cutoff) pairs are bad rows too: each must be unique in one source. `seen` may be
+    a memory-flat key set (data.keys.KeySet) for millions of rows; default a plain set.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
-    seen: set[tuple[str, str | None]] = set()
+    seen = set() if seen is None else seen
     for n, raw in rows:
         try:
             if isinstance(raw, RecordError):

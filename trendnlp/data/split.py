@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pandas as pd
-
-from trendnlp.data.prepare import PERIOD_CODES
 from trendnlp.data.records import FREQS
 
 Range = tuple[str, str]
@@ -24,6 +21,10 @@ ONLINE_RETAIL_SPLIT: dict[str, Range] = {
 
 
 def _ordinal(date: str, freq: str, what: str) -> int:
+    import pandas as pd  # here, not at the top: `trendnlp benchmark --help` imports this module for the dates
+
+    from trendnlp.data.prepare import PERIOD_CODES
+
     try:
         return pd.Period(pd.Timestamp(date), freq=PERIOD_CODES[freq]).ordinal
     except (ValueError, TypeError):
@@ -107,6 +108,7 @@ def time_holdout(records: Sequence[dict], val_fraction: float = 0.2, horizon: in
     Raises:
         ValueError if the fraction is out of range, records mix frequencies, or nothing is left to train on.
 
+    >>> import pandas as pd
     >>> recs = [{"product_id": "a", "cutoff": d, "freq": "W"} for d in pd.date_range("2011-01-02", periods=10,
     ...         freq="W-SUN").strftime("%Y-%m-%d")]
     >>> [len(part) for part in time_holdout(recs, 0.2, horizon=4)]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import itertools
 import json
 import os
@@ -43,12 +42,13 @@ from tqdm.auto import tqdm
 from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
 from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
+from trendnlp.data.keys import KeySet
 from trendnlp.errors import check_not_input
+from trendnlp.inference.labeling_args import UNCERTAIN, add_arguments
 
 __all__ = ["KeySet", "ResumeMismatchError", "WindowLabeler", "add_arguments", "label_file", "main", "run"]
 
 ExtraColumns = Callable[[list[dict], np.ndarray], dict[str, list]]
-UNCERTAIN = "uncertain"  # the label of rows under --min-confidence
 HEAD_BATCH = 1024  # records per sales-encoder + fusion-head pass: cheap per record, so batch big
 
 
@@ -56,7 +56,7 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
                dtype: str = "fp32", on_error: str = "raise", errors: str | Path | None = None, resume: bool = True,
                progress: bool = True, num_shards: int = 1, shard_index: int = 0,
                text_cache: int = 16384, extra_columns: ExtraColumns | None = None, accelerator: Any = None,
-               min_confidence: float | None = None) -> dict:
+               min_confidence: float | None = None, backend: str = "torch") -> dict:
     """Label every row of a records file; streaming, resumable, optionally sharded over processes.
 
     Args:
@@ -76,6 +76,8 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         extra_columns: hook (records, probs (n, n_classes)) -> {name: values} appended to each part.
         accelerator: an `accelerate.Accelerator`; created automatically when launched with WORLD_SIZE > 1.
         min_confidence: label a row `uncertain` when its top probability is below this (the p_* columns stay).
+        backend: "torch", or "onnx" / "onnx-int8" (the folder's model.onnx / model.int8.onnx on onnxruntime;
+            write them with `trendnlp export --format onnx [--int8]`); dtype must stay fp32 for those.
     Returns:
         summary dict: output, errors, rows_read, rows_written, errors_written, windows_resumed, rows_computed,
             texts_encoded, texts_cached, seconds (wall, model loading included), rows_per_s (rows computed per
@@ -93,6 +95,9 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be a probability in [0, 1], found {min_confidence}")
+    if backend not in ("torch", "onnx", "onnx-int8") or (backend != "torch" and dtype != "fp32"):
+        raise ValueError(f"backend must be torch, onnx or onnx-int8 (onnx ones with dtype fp32), found {backend!r} "
+                         f"with dtype {dtype!r}")
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, found {batch_size} and {window}")
     if on_error == "skip" and errors is None:
@@ -114,15 +119,17 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         raise ValueError(f"shard_index must be in [0, {num_shards}), found {shard_index}")
     barrier = accelerator.wait_for_everyone if accelerator is not None else (lambda: None)
     device = accelerator.device if accelerator is not None else None
-    clf = _load_model(model, device)
-    labeler = WindowLabeler(clf, batch_size=batch_size, dtype=dtype, text_cache=text_cache)
+    clf = _load_model(model, device, backend)
+    on_onnx = hasattr(clf, "sessions")  # an OnnxTrendClassifier, loaded here or passed in
+    labeler = (OnnxWindowLabeler(clf, batch_size=batch_size, text_cache=text_cache) if on_onnx
+               else WindowLabeler(clf, batch_size=batch_size, dtype=dtype, text_cache=text_cache))
 
     parts = output.with_name(output.name + ".parts")
     fingerprint = {"input": str(input.resolve()), "input_size": input.stat().st_size,
                    "input_mtime_ns": input.stat().st_mtime_ns, "model": _model_ref(model, clf),
                    "options": {"window": window, "batch_size": batch_size, "dtype": dtype, "on_error": on_error,
                                "num_shards": num_shards, "output": out_fmt, "errors": err_fmt,
-                               "labels": clf.labels}}
+                               "labels": clf.labels, **({"backend": backend} if backend != "torch" else {})}}
     if min_confidence is not None:  # only when set: folders of earlier runs keep their fingerprint
         fingerprint["options"]["min_confidence"] = min_confidence
     fingerprint = json.loads(json.dumps(fingerprint))  # as stored in the manifest (tuples become lists)
@@ -161,7 +168,8 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
             probs = labeler.predict_proba(good)
             if good:
                 cols = _result_columns(good, probs, clf.labels, extra_columns, min_confidence)
-                if clf.fusion.change_head is not None:  # a second pass: the labeler's fast path yields logits only
+                # a second pass: the labeler's fast path yields logits only (the ONNX graphs carry no change head)
+                if getattr(getattr(clf, "fusion", None), "change_head", None) is not None:
                     cols["expected_change"] = clf.predict_change(good).astype(np.float64).tolist()
                 write_table(cols, parts / f"part-{shard_index}-{k:06d}.{out_fmt}", out_fmt)
             if bad:
@@ -325,43 +333,35 @@ class WindowLabeler:
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
 
-class KeySet:
-    """Set of (product_id, cutoff) keys held as 8-byte hashes: ~8 bytes per row instead of ~200 for a set of
-    tuples, so memory stays flat on million-row catalogs. A false duplicate needs a 64-bit blake2b collision
-    (odds ~n^2 / 2^65, about 3e-8 at a million rows)."""
+class OnnxWindowLabeler(WindowLabeler):
+    """`WindowLabeler` on onnxruntime graphs (an `OnnxTrendClassifier`): the same window dedup, length-sorted
+    text batches and text cache; pooled texts come from model.onnx, the head runs as head.onnx."""
 
-    def __init__(self, flush: int = 1 << 16):
-        self.sorted, self.recent, self.flush = np.empty(0, dtype=np.uint64), set(), flush
+    def __init__(self, model, batch_size: int = 64, text_cache: int = 16384):
+        super().__init__(model, batch_size=batch_size, dtype="fp32", text_cache=text_cache)
 
-    def add(self, key: tuple) -> bool:
-        """Add `key`; False when it was already present."""
-        h = int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "little")
-        if h in self.recent:
-            return False
-        i = int(np.searchsorted(self.sorted, np.uint64(h)))
-        if i < len(self.sorted) and int(self.sorted[i]) == h:
-            return False
-        self.recent.add(h)
-        if len(self.recent) >= self.flush:  # the new keys are distinct and absent: concatenate, sort in place
-            merged = np.concatenate([self.sorted, np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))])
-            merged.sort()
-            self.sorted, self.recent = merged, set()
-        return True
+    def _head(self, emb: torch.Tensor, index: torch.Tensor, sales: dict) -> np.ndarray:
+        return self.model.run("head", {"pooled": emb, "text_index": index, **sales})
+
+    def _probs(self, batch: dict) -> np.ndarray:
+        return self.model.forward_probs(batch)
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers: model loading, results, manifest
 # ---------------------------------------------------------------------------------------------
-def _load_model(model: Any, device):
+def _load_model(model: Any, device, backend: str = "torch"):
     from trendnlp.model.classifier import TrendClassifier
 
     if isinstance(model, (str, Path)):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return TrendClassifier.from_pretrained(model, merge_lora=True, device=device)
+        return TrendClassifier.from_pretrained(model, merge_lora=True, device=device, backend=backend)
     return model.to(device).eval() if device is not None else model.eval()
 
 
 def _model_ref(model: Any, clf) -> dict:
+    if hasattr(clf, "sessions") and not isinstance(model, (str, Path)):
+        model = clf.directory  # an in-memory ONNX model: its folder's files identify it
     if isinstance(model, (str, Path)):
         files = [p for p in Path(model).rglob("*") if p.is_file()]
         return {"dir": str(Path(model).resolve()),
@@ -392,29 +392,12 @@ def _result_columns(records: list[dict], probs: np.ndarray, labels: list[str],
 # ---------------------------------------------------------------------------------------------
 # command line (the `trendnlp label` subcommand reuses add_arguments / run)
 # ---------------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser, input_required: bool = True) -> argparse.ArgumentParser:
-    """Add the labeling options to a parser (used by `python -m trendnlp.inference.labeling` and `trendnlp label`,
-    where `--input` is optional because `--sales` can replace it)."""
-    p.add_argument("--model", required=True, help="saved model folder (TrendClassifier.save_pretrained)")
-    p.add_argument("--input", required=input_required, help="records file: .jsonl, .csv or .parquet")
-    p.add_argument("--output", required=True, help="result file: .csv, .jsonl or .parquet")
-    p.add_argument("--batch-size", type=int, default=64, help="distinct texts per encoder pass")
-    p.add_argument("--window", type=int, default=4096, help="rows read ahead; texts are deduplicated per window")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (needs CPU bf16 support)")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="stop at a bad row, or skip it")
-    p.add_argument("--errors", default=None, help="errors file for skipped rows (default <output>.errors.csv)")
-    p.add_argument("--no-resume", action="store_true", help="ignore and remove an unfinished run's parts")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--min-confidence", type=float, default=None, metavar="P",
-                   help=f"label a row '{UNCERTAIN}' when its top probability is below P (probabilities still written)")
-    return p
-
-
 def run(args: argparse.Namespace) -> dict:
     """Run `label_file` from parsed arguments and print its summary (main process only)."""
     summary = label_file(args.model, args.input, args.output, batch_size=args.batch_size, window=args.window,
                          dtype=args.dtype, on_error=args.on_error, errors=args.errors, resume=not args.no_resume,
-                         progress=not args.no_progress, min_confidence=args.min_confidence)
+                         progress=not args.no_progress, min_confidence=args.min_confidence,
+                         backend=getattr(args, "backend", "torch"))
     if summary["shard_index"] == 0:
         print(json.dumps(summary, indent=1))
     return summary

@@ -8,8 +8,10 @@ Each distinct text is encoded once, however many records (cutoffs of one product
 
 The saved folder (DESIGN §4):
     config.json          TrendConfig, label order and rule, feature scaling, base model reference, versions
+    README.md            model card (model/card.py)
     adapter/             peft LoRA adapter (adapter_config.json + adapter_model.safetensors)  [finetune=lora]
-    encoder/             the whole fine-tuned encoder (safetensors)                           [finetune=full]
+    encoder/             the whole fine-tuned encoder (safetensors)       [finetune=full, or self_contained=True:
+                         LoRA merged; config.json "self_contained" says so and loading reads it, not the base]
     tokenizer/           tokenizer files
     model.safetensors    sales encoder, fusion head, empty-text embedding, scaling buffers, logit offsets
 """
@@ -31,6 +33,7 @@ from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
 from trendnlp.data.features import SUMMARY_NAMES, build_text, n_sales_channels, sales_channel_names, summary_stats
 from trendnlp.errors import ModelFolderError
+from trendnlp.model.card import write_model_card
 from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer,
                                    check_weights, read_meta, record_identity, resolve_stored_path)
 from trendnlp.model.fusion import FusionHead
@@ -133,7 +136,7 @@ class TrendClassifier(nn.Module):
                      has_text: torch.Tensor | None = None) -> torch.Tensor:
         """(B, H_t) per-record text vectors: row `text_index` of the pooled distinct texts (U, H_t), or the learned
         empty-text vector where the record has no text (index -1, or has_text (B, 1) False)."""
-        if pooled is None or not len(pooled):
+        if pooled is None or pooled.shape[0] == 0:  # shape, not len(): keeps the text axis symbolic in ONNX export
             return self.empty_text.unsqueeze(0).expand(len(text_index), -1)
         if has_text is None:
             has_text = (text_index >= 0).unsqueeze(1)
@@ -196,19 +199,23 @@ class TrendClassifier(nn.Module):
         return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / max(total, 1)}
 
     # ---- save / load -------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write the model folder (see module docstring): JSON + safetensors only.
+    def save_pretrained(self, directory: str | Path, self_contained: bool = False) -> None:
+        """Write the model folder (see module docstring): JSON + safetensors only, plus the README.md model card.
 
         Args:
             directory: target folder (created if needed).
+            self_contained: also store the encoder with LoRA merged under `encoder/` (recorded in config.json),
+                so the folder loads on a machine without the base model.
+
+        >>> clf.save_pretrained("dist/model", self_contained=True)  # doctest: +SKIP
         """
         from safetensors.torch import save_file
 
         with atomic_folder(directory) as d:  # a crash mid-save leaves the previous model (or none), never half
-            self._write_folder(d, save_file)
+            self._write_folder(d, save_file, self_contained)
             record_identity(d, self)  # files list, vocabulary size, base encoder fingerprint into config.json
 
-    def _write_folder(self, d: Path, save_file) -> None:
+    def _write_folder(self, d: Path, save_file, self_contained: bool) -> None:
         c = self.config
         stored = c.to_dict()
         if c.text.enabled and not Path(c.text.base_model).is_absolute() and Path(c.text.base_model).exists():
@@ -223,17 +230,24 @@ class TrendClassifier(nn.Module):
                 "versions": _versions(),
                 # also in model.safetensors (what loading reads); here for people reading the folder
                 "calibration": {"logit_bias": self.logit_bias.tolist(), "temperature": float(self.temperature)}}
+        if self_contained and self.text_encoder is not None:
+            # the original reference stays in config.text.base_model; loading reads encoder/ instead
+            meta["self_contained"] = {"encoder": "encoder", "base_model": c.text.base_model}
         (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if self.text_encoder is not None:
-            self.text_encoder.save(d)
+            if c.text.finetune != "lora" or self.text_encoder.is_peft or not self_contained:
+                self.text_encoder.save(d)  # adapter/ (LoRA; refused once merged) or encoder/ (full)
+            if self_contained:
+                self.text_encoder.save_merged(d / "encoder")
             self.tokenizer.save_pretrained(str(d / "tokenizer"))
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
                  if not k.startswith(_ENCODER_PREFIX)}
         save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt"})
+        write_model_card(d)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, base_model: str | None = None, merge_lora: bool = True,
-                        device: str | torch.device | None = None) -> "TrendClassifier":
+                        device: str | torch.device | None = None, backend: str = "torch") -> "TrendClassifier":
         """Rebuild a saved model; never unpickles, never runs remote code.
 
         Args:
@@ -241,11 +255,21 @@ class TrendClassifier(nn.Module):
             base_model: override the stored base encoder reference (name or path), e.g. on another machine.
             merge_lora: fold LoRA into the encoder weights for faster inference (then it cannot be re-saved).
             device: where to put the model (default: CPU).
+            backend: "torch", or "onnx" / "onnx-int8" to run the graphs of `trendnlp export --format onnx [--int8]`
+                with onnxruntime (an `OnnxTrendClassifier` with the same predict / predict_proba).
         Returns:
             the model in eval mode.
+
+        >>> clf = TrendClassifier.from_pretrained("runs/demo/model", backend="onnx-int8")  # doctest: +SKIP
         """
         from safetensors.torch import load_file
 
+        if backend != "torch":
+            from trendnlp.model.onnx_backend import BACKENDS, OnnxTrendClassifier
+
+            if backend not in BACKENDS:
+                raise ValueError(f"backend must be one of {list(BACKENDS)}, found {backend!r}")
+            return OnnxTrendClassifier(directory, backend)
         d = Path(directory)
         meta = read_meta(d)
         if meta.get("format") != "trendnlp" or not isinstance(meta.get("format_version"), int) or \
@@ -260,6 +284,8 @@ class TrendClassifier(nn.Module):
         stored = config.text.base_model
         config.text.base_model = base_model if base_model is not None else resolve_stored_path(d, stored)
         base = tokenizer = None
+        # self-contained: encoder/ holds the merged encoder; an explicit base_model still selects base + adapter
+        merged = bool(meta.get("self_contained")) and base_model is None and config.text.enabled
         if config.text.enabled:
             try:
                 tokenizer = load_tokenizer(str(d / "tokenizer"))
@@ -269,12 +295,15 @@ class TrendClassifier(nn.Module):
                                        "or restore the folder") from None
             check_tokenizer(d, tokenizer, meta)
             full = config.text.finetune == "full"
-            base = load_base_model(str(d / "encoder"), use_safetensors=True) if full else \
+            base = load_base_model(str(d / "encoder"), use_safetensors=True) if full or merged else \
                 load_base_model(config.text.base_model)
+        if merged and config.text.finetune == "lora":
+            # a fresh LoRA (B = 0, a no-op) wraps the merged weights; the merged encoder is now the base
+            config.text.base_model = str((d / "encoder").resolve())
         model = cls(config, base_model=base, tokenizer=tokenizer)
-        if config.text.enabled and config.text.finetune != "full":
+        if config.text.enabled and config.text.finetune != "full" and not merged:
             _warn_other_base(d, meta, stored, config.text.base_model, model.text_encoder.base_fingerprint)
-        if config.text.enabled and config.text.finetune == "lora":
+        if config.text.enabled and config.text.finetune == "lora" and not merged:
             model.text_encoder.load_adapter_weights(d / "adapter")
         check_weights(d / WEIGHTS_NAME, model.state_dict())  # readable, and shaped as config.json says
         result = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
@@ -309,31 +338,19 @@ class TrendClassifier(nn.Module):
         >>> proba.shape, bool(np.allclose(proba.sum(1), 1.0)), clf.labels
         ((2, 3), True, ['rising', 'falling', 'stable'])
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, found {batch_size}")
-        c = self.config
-        recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
-                                                   rule=c.labels.rule(), report=report)
-        out = np.zeros((len(recs), len(self.labels)), dtype=np.float32)
-        collate = self.make_collator()
-        lengths = [len(build_text(r, c.text)) if c.text.enabled else 0 for r in recs]
-        order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding per batch
+        out, batches, align = length_sorted_batches(self, records, batch_size, on_error, report)
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, len(order), batch_size):
-                    idx = order[start:start + batch_size]
-                    batch = collate([recs[i] for i in idx])
+                for idx, batch in batches:
                     batch.pop("labels", None)
                     logits = self(**{k: v.to(device) for k, v in batch.items()})["logits"]
                     out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         finally:
             self.train(was_training)
-        aligned = np.full((n_rows, len(self.labels)), np.nan, dtype=np.float32)  # skipped records stay NaN
-        aligned[where] = out
-        return aligned
+        return align(out)
 
     def predict_change(self, records: Any, batch_size: int = 64, on_error: str = "raise",
                        report: ErrorReport | None = None) -> np.ndarray:
@@ -401,6 +418,31 @@ def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: s
         warnings.warn(f"{d}: this model was trained on the base encoder {stored!r} (weights fingerprint {saved}), "
                       f"but is being loaded on {used!r} (fingerprint {fingerprint}); its predictions will be "
                       "wrong unless both are the same encoder", UserWarning, stacklevel=3)
+
+
+def length_sorted_batches(model: Any, records: Any, batch_size: int, on_error: str,
+                          report: ErrorReport | None = None):
+    """A zero (n_valid, n_classes) output, (row indices, collated batch) pairs with records of similar text
+    length together (less padding), and `align(out)`: one row per input record, NaN for a record skipped under
+    on_error="skip" (reported in `report`). Shared by the torch and the ONNX predict_proba."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, found {batch_size}")
+    c = model.config
+    recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
+                                               rule=c.labels.rule(), report=report)
+    out = np.zeros((len(recs), len(model.labels)), dtype=np.float32)
+    collate = model.make_collator()
+    lengths = [len(build_text(r, c.text)) if c.text.enabled else 0 for r in recs]
+    order = np.argsort(lengths, kind="stable")
+    batches = ((order[s:s + batch_size], collate([recs[i] for i in order[s:s + batch_size]]))
+               for s in range(0, len(order), batch_size))
+
+    def align(values: np.ndarray) -> np.ndarray:
+        aligned = np.full((n_rows, values.shape[1]), np.nan, dtype=np.float32)  # skipped records stay NaN
+        aligned[where] = values
+        return aligned
+
+    return out, batches, align
 
 
 def _versions() -> dict:

@@ -9,6 +9,7 @@ The base model is wrapped, never subclassed (peft's pattern): `self.model` is ei
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -99,6 +100,26 @@ def _load_error(what: str, name: str, err: Exception) -> BaseModelError:
         "or `--set text.base_model=/path/to/bert`.")
 
 
+@contextlib.contextmanager
+def quiet_transformers(errors_only: bool = False):
+    """Hide transformers' own progress bars ("Loading weights", "Writing model shards") for a load or save: a
+    small encoder loads in a blink, and the bars would clutter every command's output. errors_only also hides
+    its warnings (for our own encoder folders, saved without the pooler on purpose, whose load report would
+    list the pooler as missing). Restores both settings."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    if errors_only:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+        hf_logging.set_verbosity(level)
+
+
 def load_base_model(name: str, *, use_safetensors: bool | None = None) -> nn.Module:
     """Load a BERT-family encoder with sdpa attention; never runs remote code.
 
@@ -112,20 +133,20 @@ def load_base_model(name: str, *, use_safetensors: bool | None = None) -> nn.Mod
 
     if not os.path.exists(resolve_base_model(name)):  # local files only: transformers would ask the Hub first
         raise _load_error("weights", name, FileNotFoundError(name))
-    from transformers.utils import logging as hf_logging
-
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise on a CLI's stderr
     try:
-        model = AutoModel.from_pretrained(resolve_base_model(name), attn_implementation="sdpa",
-                                          trust_remote_code=False, local_files_only=_offline(),
-                                          use_safetensors=use_safetensors)
+        with quiet_transformers(errors_only=_inside_model_folder(resolve_base_model(name))):
+            model = AutoModel.from_pretrained(resolve_base_model(name), attn_implementation="sdpa",
+                                              trust_remote_code=False, local_files_only=_offline(),
+                                              use_safetensors=use_safetensors)
     except (OSError, ValueError, KeyError) as e:
         raise _load_error("weights", name, e) from e
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
     return model
+
+
+def _inside_model_folder(path: str) -> bool:
+    """True for a trendnlp folder's encoder/ (saved without the unused pooler, so its load report is noise)."""
+    meta = Path(path).parent / "config.json"
+    return Path(path).name == "encoder" and meta.is_file() and '"format": "trendnlp"' in meta.read_text("utf-8")
 
 
 def load_tokenizer(name: str):
@@ -164,7 +185,9 @@ class TextEncoder(nn.Module):
 
             lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules=list(cfg.lora_target_modules), bias="none")
-            with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x: not the user's
+            with warnings.catch_warnings():
+                # peft probes the deprecated `model.is_gradient_checkpointing` (transformers 5 FutureWarning);
+                # the probe is peft's, not ours, so only that one message is hidden
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
                 model = get_peft_model(model, lora)  # freezes every base weight; only lora_A / lora_B train
         else:
@@ -224,10 +247,21 @@ class TextEncoder(nn.Module):
             self.model.peft_config["default"].base_model_name_or_path = self.cfg.base_model
             # save_embedding_layers=False: embeddings are never LoRA targets here, and "auto" would look the
             # base name up on the Hub (a network call) to check for a resized vocabulary
-            self.model.save_pretrained(str(directory / "adapter"), safe_serialization=True,
-                                       save_embedding_layers=False)
+            with quiet_transformers():
+                self.model.save_pretrained(str(directory / "adapter"), safe_serialization=True,
+                                           save_embedding_layers=False)
         elif self.cfg.finetune == "full":
-            self.model.save_pretrained(str(directory / "encoder"), safe_serialization=True)
+            with quiet_transformers():
+                self.model.save_pretrained(str(directory / "encoder"), safe_serialization=True)
+
+    def save_merged(self, directory: str | Path) -> None:
+        """Save the encoder with any LoRA update folded in (a plain transformers folder, safetensors), leaving
+        this module unchanged: what a machine without the base model loads."""
+        import copy
+
+        model = copy.deepcopy(self.model).merge_and_unload() if self.is_peft else self.model
+        with quiet_transformers():
+            model.save_pretrained(str(directory), safe_serialization=True)
 
     def load_adapter_weights(self, adapter_dir: str | Path) -> None:
         """Load `adapter_model.safetensors` into the freshly wrapped LoRA model (never unpickles)."""

@@ -1,0 +1,146 @@
+"""The backend table of scripts/benchmark_labeling.py --backends (see that script's docstring).
+
+torch fp32 / torch bf16 / onnx fp32 / onnx int8, each in its own subprocess through `label_file`, on two
+20,000-row catalogs: Online Retail (short titles) and data_samples-style records with reviews (long texts);
+then each backend on a 100k- and a 1M-row catalog for peak RSS.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent
+BACKENDS = {"torch fp32": ("torch", "fp32"), "torch bf16": ("torch", "bf16"), "onnx fp32": ("onnx", "fp32"),
+            "onnx int8": ("onnx-int8", "fp32")}
+CHUNK_PRODUCTS = 250  # products simulated at a time: ~1,700 records, so memory stays small while generating
+
+
+def write_long_text_catalog(n_rows: int, path: Path, seed: int = 0) -> int:
+    """Stream-write n_rows data_samples-style records (title, description, 5 newest reviews): make_samples.py's
+    generating process run chunk by chunk with seeds seed, seed+1, ...; product ids get a chunk prefix."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(SCRIPTS))
+    import make_samples as ms
+    from benchmark_labeling import SCHEMA_FIELDS, _schema
+
+    written, chunk = 0, 0
+    with pq.ParquetWriter(path, _schema()) as writer:
+        while written < n_rows:
+            rng = np.random.default_rng(seed + chunk)
+            products = ms.make_products(rng, CHUNK_PRODUCTS)
+            log, reviews = ms.simulate(rng, products)
+            splits = ms.build_records(rng, products, ms.weekly_units(log, [p["product_id"] for p in products]),
+                                      reviews)
+            recs = sorted((r for part in splits.values() for r in part), key=lambda r: (r["cutoff"], r["product_id"]))
+            recs = [{f: r.get(f) for f in SCHEMA_FIELDS} | {"product_id": f"c{chunk}-{r['product_id']}"}
+                    for r in recs[: n_rows - written]]
+            writer.write_table(pa.Table.from_pylist(recs, schema=_schema()))
+            written, chunk = written + len(recs), chunk + 1
+    return written
+
+
+def write_or_catalog(records_file: str, n_rows: int, path: Path) -> int:
+    """The first n_rows prepared Online Retail records, in file order."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(records_file).slice(0, n_rows)
+    pq.write_table(table, path)
+    return table.num_rows
+
+
+def _compare(ref: Path, other: Path) -> tuple[float, float]:
+    import numpy as np
+    import pandas as pd
+
+    a, b = pd.read_parquet(ref), pd.read_parquet(other)
+    assert list(a["product_id"]) == list(b["product_id"])
+    cols = [c for c in a.columns if c.startswith("p_")]
+    return float((a["label"] == b["label"]).mean()), float(np.abs(a[cols].to_numpy() - b[cols].to_numpy()).max())
+
+
+def run_backends(args, run_worker, write_catalog) -> int:
+    """Print the backend table and the memory rows; returns 0."""
+    import pyarrow.parquet as pq
+
+    if not (args.or_model and args.long_model):
+        raise SystemExit("--backends needs --or-model and --long-model (folders with model.onnx and model.int8.onnx)")
+    import tempfile
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="trendnlp-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\nscratch: {work}", flush=True)
+    load0 = os.getloadavg()
+    catalogs = {"Online Retail": (args.or_model, work / "or.parquet"),
+                "long text (reviews)": (args.long_model, work / "long.parquet")}
+    rows = []
+    if args.memory_only:
+        catalogs = {}
+    else:
+        write_or_catalog(args.or_records, args.rows, catalogs["Online Retail"][1])
+        t0 = time.perf_counter()
+        write_long_text_catalog(args.long_rows or args.rows, catalogs["long text (reviews)"][1])
+        print(f"long-text catalog generated in {time.perf_counter() - t0:.1f} s", flush=True)
+    for cat, (model, path) in catalogs.items():
+        ref = None
+        for name, (backend, dtype) in BACKENDS.items():
+            out = work / f"{cat[:4].strip()}_{backend}_{dtype}.parquet"
+            r = run_worker("label", model, path, out, args, backend=backend, dtype=dtype)
+            ref = ref or out
+            agree, diff = _compare(ref, out)
+            rows.append((cat, name, r, agree, diff))
+    mem = []
+    records = pq.read_table(args.or_records).to_pylist()
+    for n in (args.small_rows, args.large_rows):
+        if not n:
+            continue
+        path = work / f"or_{n}.parquet"
+        write_catalog(records, n, path)
+        for name, (backend, dtype) in BACKENDS.items():
+            mem.append((n, name, run_worker("label", args.or_model, path, work / f"mem_{n}.parquet", args,
+                                            backend=backend, dtype=dtype)))
+        path.unlink()
+    load1 = os.getloadavg()
+
+    import torch
+
+    text_len = {cat: _mean_text_chars(path) for cat, (_, path) in catalogs.items()}
+    print(f"\n{args.rows:,} Online Retail rows, {args.long_rows or args.rows:,} long-text rows; batch {args.batch_size}, window {args.window}; {os.cpu_count()} CPUs, "
+          f"threads/worker {(rows or mem)[0][2]['threads']}, torch {torch.__version__}, {platform.machine()}; "
+          f"load average {load0[0]:.1f} before, {load1[0]:.1f} after")
+    if rows:
+        print("| catalog | backend | rows/s | vs torch fp32 | peak RSS MiB | label agreement | max prob diff | "
+              "texts encoded |\n|---|---|---:|---:|---:|---:|---:|---:|")
+    base = {}
+    for cat, name, r, agree, diff in rows:
+        base.setdefault(cat, r["rows_per_s"])
+        print(f"| {cat} ({text_len[cat]:.0f} chars) | {name} | {r['rows_per_s']:.1f} | {r['rows_per_s'] / base[cat]:.2f} | "
+              f"{r['peak_rss_mib']:.0f} | {agree:.4f} | {diff:.4f} | {r['texts_encoded']:,} |")
+    if mem:
+        print("\n| backend | rows | rows/s | peak RSS MiB |\n|---|---:|---:|---:|")
+        for n, name, r in mem:
+            print(f"| {name} | {n:,} | {r['rows_per_s']:.1f} | {r['peak_rss_mib']:.0f} |")
+        for name in BACKENDS:
+            rss = {n: r["peak_rss_mib"] for n, nm, r in mem if nm == name}
+            if len(rss) >= 2:
+                (n0, r0), (n1, r1) = min(rss.items()), max(rss.items())
+                print(f"{name}: peak RSS {n1:,} vs {n0:,} rows: {r1 / r0:.3f}")
+    long = {name: (r, agree) for cat, name, r, agree, _ in rows if cat.startswith("long")}
+    if not long:
+        return 0
+    speed = long["onnx int8"][0]["rows_per_s"] / long["torch fp32"][0]["rows_per_s"]
+    print(f"target: onnx int8 >= 2x torch fp32 on long texts with >= 99% agreement: {speed:.2f}x, "
+          f"{long['onnx int8'][1]:.2%} ({'met' if speed >= 2 and long['onnx int8'][1] >= 0.99 else 'missed'})")
+    return 0
+
+
+def _mean_text_chars(path: Path) -> float:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["title", "description", "reviews"]).to_pylist()
+    return sum(len(r["title"] or "") + len(r["description"] or "") + sum(map(len, r["reviews"] or [])) for r in t) / len(t)

@@ -1,0 +1,27 @@
+"""`trendnlp label` options, kept free of heavy imports (torch, pandas) so `trendnlp label --help` is quick."""
+from __future__ import annotations
+
+import argparse
+
+UNCERTAIN = "uncertain"  # the label of a row whose top probability is below --min-confidence
+
+
+def add_arguments(p: argparse.ArgumentParser, input_required: bool = True) -> argparse.ArgumentParser:
+    """Add the labeling options to a parser (used by `python -m trendnlp.inference.labeling` and `trendnlp label`,
+    where `--input` is optional because `--sales` can replace it)."""
+    p.add_argument("--model", required=True, help="saved model folder (TrendClassifier.save_pretrained)")
+    p.add_argument("--input", required=input_required, help="records file: .jsonl, .csv or .parquet")
+    p.add_argument("--output", required=True, help="result file: .csv, .jsonl or .parquet")
+    p.add_argument("--batch-size", type=int, default=64, help="distinct texts per encoder pass")
+    p.add_argument("--window", type=int, default=4096, help="rows read ahead; texts are deduplicated per window")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (needs CPU bf16 support)")
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
+                   help="torch, or onnxruntime on the folder's model.onnx / model.int8.onnx (trendnlp export --format "
+                   "onnx [--int8])")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="stop at a bad row, or skip it")
+    p.add_argument("--errors", default=None, help="errors file for skipped rows (default <output>.errors.csv)")
+    p.add_argument("--no-resume", action="store_true", help="ignore and remove an unfinished run's parts")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                   help=f"label a row '{UNCERTAIN}' when its top probability is below P (probabilities still written)")
+    return p
