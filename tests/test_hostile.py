@@ -109,6 +109,11 @@ def label_args(w: Path, model: str | None = None, inp: str | None = None, out: s
             "--output", out or str(w / "labels.csv"), "--no-progress", *extra]
 
 
+def sales_label_args(w: Path, *extra, sales=None, out=None) -> list:
+    return ["label", "--model", w / "model", "--sales", sales or w / "orders.csv", "--min-history-units", "1",
+            "--output", out or w / "today.csv", "--no-progress", *extra]
+
+
 # (id, argv(world), strings the one error line must contain)
 CASES = [
     # ---- prepare: malformed order logs
@@ -275,6 +280,45 @@ CASES = [
     ("label-leftovers-of-another-model", lambda w: label_args(w, out=_leftovers(w)), ["unfinished labeling run",
                                                                                      "--no-resume"]),
     ("label-damaged-manifest", lambda w: label_args(w, out=_damaged_manifest(w)), ["manifest", "--no-resume"]),
+    ("label-min-confidence-above-1", lambda w: label_args(w, None, None, None, "--min-confidence", "1.5"),
+     ["min_confidence", "1.5"]),
+    ("label-onnx-not-exported", lambda w: label_args(w, None, None, None, "--backend", "onnx"),
+     ["model.onnx", "trendnlp export"]),
+    # ---- label --sales (an order log as of a date)
+    ("label-sales-and-input", lambda w: label_args(w, None, None, None, "--sales", w / "orders.csv"),
+     ["--input", "--sales"]),
+    ("label-sales-as-of-after-log", lambda w: sales_label_args(w, "--as-of", "2099-01-01"), ["--as-of", "2099-01-01"]),
+    ("label-sales-as-of-garbage", lambda w: sales_label_args(w, "--as-of", "2024-13-45"), ["--as-of", "2024-13-45"]),
+    ("label-sales-empty-log", lambda w: sales_label_args(w, sales=w / "empty.csv"), ["empty.csv", "empty"]),
+    ("label-sales-output-is-log", lambda w: sales_label_args(w, out=w / "orders.csv"), ["--output", "same file"]),
+    # ---- prepare --as-of, train --init-from
+    ("prepare-as-of-garbage", lambda w: ["prepare", "--sales", w / "orders.csv", "--as-of", "soon", "--out",
+                                         w / "r.parquet"], ["--as-of", "soon"]),
+    ("train-init-from-missing", lambda w: train_args(w, "--init-from", str(w / "no_model")), ["no_model"]),
+    ("train-init-from-other-architecture", lambda w: train_args(w, "--init-from", str(w / "model"), "--set",
+                                                                "sales.hidden_size=5"), ["sales.hidden_size"]),
+    # ---- explain
+    ("explain-model-missing", lambda w: ["explain", "--model", w / "no_model", "--input", w / "good.jsonl",
+                                         "--output", w / "why.jsonl"], ["no_model"]),
+    ("explain-bad-row", lambda w: ["explain", "--model", w / "model", "--input", records_file(
+        w, "neg2.jsonl", [{"product_id": "a", "sales": [1, 2]}, {"product_id": "b", "sales": [1, -2]}]),
+        "--output", w / "why.jsonl"], ["neg2.jsonl", "row 2", "sales"]),
+    ("explain-output-under-file", lambda w: ["explain", "--model", w / "model", "--input", w / "good.jsonl",
+                                             "--output", w / "afile" / "why.jsonl"], ["--output", "afile"]),
+    ("explain-output-is-input", lambda w: ["explain", "--model", w / "model", "--input", w / "good.jsonl",
+                                           "--output", w / "good.jsonl"], ["--output", "same file"]),
+    ("explain-truncated-weights", lambda w: ["explain", "--model", broken_model(w, "etw", lambda d: truncate(
+        d / "model.safetensors", 1000)), "--input", w / "good.jsonl", "--output", w / "why.jsonl"],
+     ["model.safetensors"]),
+    # ---- export, serve
+    ("export-model-missing", lambda w: ["export", "--model", w / "no_model", "--format", "onnx"], ["no_model"]),
+    ("export-out-under-file", lambda w: ["export", "--model", w / "model", "--self-contained", "--out",
+                                         w / "afile" / "m"], ["--out", "afile"]),
+    ("export-truncated-config", lambda w: ["export", "--model", broken_model(w, "xtc", lambda d: truncate(
+        d / "config.json", 20)), "--format", "onnx"], ["config.json"]),
+    ("serve-model-missing", lambda w: ["serve", "--model", w / "no_model", "--port", "1"], ["no_model"]),
+    ("serve-truncated-weights", lambda w: ["serve", "--model", broken_model(w, "stw", lambda d: truncate(
+        d / "model.safetensors", 1000)), "--port", "1"], ["model.safetensors"]),
     # ---- benchmark
     ("benchmark-no-data", lambda w: ["benchmark", "--out", w / "bench"], ["--sales"]),
     ("benchmark-records-missing", lambda w: ["benchmark", "--records", w / "nope.parquet", "--out", w / "bench",
