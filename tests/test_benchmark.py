@@ -22,6 +22,13 @@ from trendnlp.benchmark.report import format_results_table, markdown_table, pick
 ROOT = Path(__file__).resolve().parents[1]
 ONLINE_RETAIL = ROOT.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
 NEURAL = list(bm.VARIANTS)
+
+
+def expected_row_names() -> list[str]:
+    """Every row of a full run, in table order: baselines (+offsets twins), forecasters, neural, fused, ensemble."""
+    with_offsets = [n for b in BASELINE_NAMES for n in ([b, f"{b}+offsets"] if b in PROBABILISTIC else [b])]
+    forecasters = list(FORECASTERS) if statsforecast_available() else []
+    return with_offsets + forecasters + NEURAL + ["fused", "ensemble"]
 BASELINE_NAMES = ["majority", "persistence", "mean_reversion", "sales_logreg", "sales_hgb", "text_tfidf_logreg"]
 PROBABILISTIC = ("sales_logreg", "sales_hgb", "text_tfidf_logreg")  # these also get a `+offsets` row
 FIGURES = ["per_class_f1.png", "validation_f1.png", "confusion_matrix_fused.png"]
@@ -150,9 +157,7 @@ def test_benchmark_on_synthetic_order_log(synthetic_run, capsys):
     out = synthetic_run
     results = json.loads((out / "results.json").read_text())
     names = [r["name"] for r in results["rows"]]
-    with_offsets = [n for b in BASELINE_NAMES for n in ([b, f"{b}+offsets"] if b in PROBABILISTIC else [b])]
-    forecasters = list(FORECASTERS) if statsforecast_available() else []
-    assert names == with_offsets + forecasters + NEURAL + ["fused", "ensemble"]
+    assert names == expected_row_names()
     for r in results["rows"]:
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
         assert set(r["f1_per_class"]) == set(LABELS) and (r["seeds"] or r["kind"] == "forecaster")
@@ -236,7 +241,7 @@ def test_benchmark_on_online_retail_subset(tiny_bert_dir, tmp_path, small_hgb_gr
                    "--set", "fusion.hidden_size=32", "--no-progress"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
-    assert [r["name"] for r in results["rows"]] == BASELINE_NAMES + NEURAL + ["fused"]
+    assert [r["name"] for r in results["rows"]] == expected_row_names()
     assert results["split"] == {k: list(v) for k, v in zip(("train", "val", "test"), bm.ONLINE_RETAIL_SPLIT.values())}
     assert 0 < results["records"]["test"] < results["records"]["train"]
     assert (out / "report.html").exists() and (out / "confusion_matrix_fused.png").exists()

@@ -99,8 +99,9 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
     ...                    "units": [5, 5, 9]})
     >>> prepare(df, history=2, horizon=1, min_history_units=1, progress=False).records[0]["sales"]
     [5.0, 5.0]
-    >>> prepare(df, history=2, min_history_units=1, as_of="latest", progress=False).records
-    [{'product_id': 'a', 'title': '', 'description': '', 'reviews': [], 'sales': [5.0, 9.0], 'cutoff': '2024-01-21', 'freq': 'W'}]
+    >>> rec = prepare(df, history=2, min_history_units=1, as_of="latest", progress=False).records[0]
+    >>> rec["sales"], rec["cutoff"], "label" in rec, "future_sales" in rec, rec["first_sale"]
+    ([5.0, 9.0], '2024-01-21', False, False, '2024-01-07')
     """
     rule = rule or LabelRule()
     _check_options(freq, history, horizon, stride, min_history_units, max_reviews, series_start)
