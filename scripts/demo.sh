@@ -16,4 +16,4 @@ $T train --config configs/default.yaml --output-dir runs/demo "$@"
 $T evaluate --model runs/demo/model --data data_samples/test.jsonl --out runs/demo/eval
 $T label --model runs/demo/model --input data_samples/catalog.jsonl --output runs/demo/labels.csv --no-resume
 $T label --model runs/demo/model --sales data_samples/orders.csv --texts data_samples/products.csv \
-  --reviews data_samples/reviews.csv --output runs/demo/today.csv
+  --reviews data_samples/reviews.csv --output runs/demo/today.csv --no-resume
