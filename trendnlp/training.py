@@ -335,14 +335,13 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
         model.fit_feature_scaling(train_recs)
     elif model.sales_encoder is not None:  # scaling from the one build pass, not from records held in memory
         model.sales_encoder.fit_summary_scaler(scaling_rows(arrow))
-    if arrow is None:
-        sampler = (ProductGroupedSampler([r["product_id"] for r in train_recs], seed=tc.seed,
-                                         chunk=max(1, tc.batch_size // 4))
-                   if tc.group_by_product else EpochShuffleSampler(len(train_recs), seed=tc.seed))
-    else:
-        sampler = (GroupedIndexSampler(train_recs.data.column("product_code").to_numpy(), seed=tc.seed,
-                                       chunk=max(1, tc.batch_size // 4))
-                   if tc.group_by_product else EpochShuffleSampler(len(train_recs), seed=tc.seed))
+    chunk = max(1, tc.batch_size // 4)
+    if not tc.group_by_product:
+        sampler = EpochShuffleSampler(len(train_recs), seed=tc.seed)
+    elif arrow is None:
+        sampler = ProductGroupedSampler([r["product_id"] for r in train_recs], seed=tc.seed, chunk=chunk)
+    else:  # product codes from the Arrow column, not a list of ids
+        sampler = GroupedIndexSampler(train_recs.data.column("product_code").to_numpy(), seed=tc.seed, chunk=chunk)
     collate = model.make_collator(dedup=tc.dedup_text)
     train_loader = _loader(train_recs, collate, tc.batch_size, tc.seed, sampler, tc.num_workers)
     val_loader = _loader(val_recs, collate, tc.eval_batch_size, tc.seed, workers=tc.num_workers)

@@ -338,19 +338,8 @@ class TrendClassifier(nn.Module):
         >>> proba.shape, bool(np.allclose(proba.sum(1), 1.0)), clf.labels
         ((2, 3), True, ['rising', 'falling', 'stable'])
         """
-        out, batches, align = length_sorted_batches(self, records, batch_size, on_error, report)
-        device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                for idx, batch in batches:
-                    batch.pop("labels", None)
-                    logits = self(**{k: v.to(device) for k, v in batch.items()})["logits"]
-                    out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        finally:
-            self.train(was_training)
-        return align(out)
+        return self._batched(records, batch_size, on_error, report, len(self.labels),
+                             lambda o: torch.softmax(o["logits"].float(), dim=-1))
 
     def predict_change(self, records: Any, batch_size: int = 64, on_error: str = "raise",
                        report: ErrorReport | None = None) -> np.ndarray:
@@ -368,24 +357,25 @@ class TrendClassifier(nn.Module):
         """
         if self.fusion.change_head is None:
             raise ValueError("this model has no change head; train it with --set fusion.change_head=true")
-        c = self.config
-        recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
-                                                   rule=c.labels.rule(), report=report)
-        collate, device, out = self.make_collator(), next(self.parameters()).device, []
+        return self._batched(records, batch_size, on_error, report, 1, lambda o: o["change"].float()[:, None])[:, 0]
+
+    def _batched(self, records: Any, batch_size: int, on_error: str, report: ErrorReport | None, width: int,
+                 take) -> np.ndarray:
+        """(n, width) float32: `take(forward outputs)` per length-sorted batch, in eval mode, one row per input
+        record (NaN for a skipped one); the one inference loop of predict_proba and predict_change."""
+        out, batches, align = length_sorted_batches(self, records, batch_size, on_error, report, width)
+        device = next(self.parameters()).device
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, len(recs), batch_size):
-                    batch = collate(recs[start:start + batch_size])
+                for idx, batch in batches:
                     batch.pop("labels", None)
-                    batch.pop("change_target", None)
-                    out.append(self(**{k: v.to(device) for k, v in batch.items()})["change"].float().cpu().numpy())
+                    batch.pop("change_target", None)  # targets are for training losses, not inference
+                    out[idx] = take(self(**{k: v.to(device) for k, v in batch.items()})).cpu().numpy()
         finally:
             self.train(was_training)
-        aligned = np.full(n_rows, np.nan, dtype=np.float32)
-        aligned[where] = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
-        return aligned
+        return align(out)
 
     def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise",
                 report: ErrorReport | None = None) -> list[str | None]:
@@ -421,8 +411,8 @@ def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: s
 
 
 def length_sorted_batches(model: Any, records: Any, batch_size: int, on_error: str,
-                          report: ErrorReport | None = None):
-    """A zero (n_valid, n_classes) output, (row indices, collated batch) pairs with records of similar text
+                          report: ErrorReport | None = None, width: int | None = None):
+    """A zero (n_valid, width) output (width: n_classes by default), (row indices, collated batch) pairs with records of similar text
     length together (less padding), and `align(out)`: one row per input record, NaN for a record skipped under
     on_error="skip" (reported in `report`). Shared by the torch and the ONNX predict_proba."""
     if batch_size < 1:
@@ -430,7 +420,7 @@ def length_sorted_batches(model: Any, records: Any, batch_size: int, on_error: s
     c = model.config
     recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
                                                rule=c.labels.rule(), report=report)
-    out = np.zeros((len(recs), len(model.labels)), dtype=np.float32)
+    out = np.zeros((len(recs), width or len(model.labels)), dtype=np.float32)
     collate = model.make_collator()
     lengths = [len(build_text(r, c.text)) if c.text.enabled else 0 for r in recs]
     order = np.argsort(lengths, kind="stable")
