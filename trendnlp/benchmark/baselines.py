@@ -328,10 +328,19 @@ def _table_metrics(y_true: Sequence[str], y_pred: Sequence[str], slice_mask: np.
     row = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "f1_per_class": m["f1"],
            "precision_per_class": m["precision"], "recall_per_class": m["recall"],
            "confusion_matrix": m["confusion_matrix"]}
-    if slice_mask is not None and slice_mask.any():
-        idx = np.flatnonzero(slice_mask)
-        row["slice_macro_f1"] = _macro_f1([y_true[i] for i in idx], [y_pred[i] for i in idx])
-    return row
+    return {**row, **slice_score(y_true, y_pred, slice_mask)}
+
+
+def slice_score(y_true: Sequence[str], y_pred: Sequence[str], slice_mask: np.ndarray | None) -> dict:
+    """{"slice_macro_f1": macro-F1 of the label strings on the masked records} ({} without a mask or an empty one).
+
+    >>> slice_score(["rising", "stable"], ["rising", "rising"], np.array([True, False]))
+    {'slice_macro_f1': 0.3333333333333333}
+    """
+    if slice_mask is None or not slice_mask.any():
+        return {}
+    idx = np.flatnonzero(slice_mask)
+    return {"slice_macro_f1": _macro_f1([y_true[i] for i in idx], [y_pred[i] for i in idx])}
 
 
 def table_row(name: str, y_true: Sequence[str], y_pred: Sequence[str], slice_mask: np.ndarray | None = None,

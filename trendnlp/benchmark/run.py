@@ -232,13 +232,10 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
 
 
 def _slice_score(records: Sequence[dict], pred: np.ndarray, mask: np.ndarray | None) -> dict:
-    """{"slice_macro_f1": macro-F1 of class indices `pred` on the masked records} ({} without a mask)."""
-    from trendnlp.model.calibration import macro_f1_from_predictions
+    """{"slice_macro_f1": ...} of class indices `pred` on the masked records, as every baseline row gets it."""
+    from trendnlp.benchmark.baselines import slice_score
 
-    if mask is None or not mask.any():
-        return {}
-    y = np.array([LABELS.index(r["label"]) for r in records])
-    return {"slice_macro_f1": macro_f1_from_predictions(y[mask], np.asarray(pred)[mask], len(LABELS))}
+    return slice_score([r["label"] for r in records], [LABELS[i] for i in pred], mask)
 
 
 def new_product_mask(records: Sequence[dict], max_age: int = NEW_PRODUCT_AGE) -> np.ndarray | None:
