@@ -9,10 +9,18 @@ import numpy as np
 class KeySet:
     """Set of (product_id, cutoff) keys held as 8-byte hashes: ~8 bytes per row instead of ~200 for a set of
     tuples, so memory stays flat on million-row catalogs. A false duplicate needs a 64-bit blake2b collision
-    (odds ~n^2 / 2^65, about 3e-8 at a million rows)."""
+    (odds ~n^2 / 2^65, about 3e-8 at a million rows).
 
-    def __init__(self, flush: int = 1 << 16):
-        self.sorted, self.recent, self.flush = np.empty(0, dtype=np.uint64), set(), flush
+    New keys gather in a small set and are merged, every `flush` keys, into the last of a few sorted runs of at
+    most `run` keys; a full run is left as it is and a new one started. So a merge copies one run, never all
+    the keys (one array of every key would need twice its size at each merge: 80 MB at 5M rows), at the
+    price of one binary search per run on lookup.
+    """
+
+    def __init__(self, flush: int = 1 << 16, run: int = 1 << 20):
+        self.runs: list[np.ndarray] = []
+        self.recent: set[int] = set()
+        self.flush, self.run = flush, max(run, flush)
 
     def add(self, key: tuple) -> bool:
         """Add `key`; False when it was already present."""
@@ -20,20 +28,30 @@ class KeySet:
         if self._has(h):
             return False
         self.recent.add(h)
-        if len(self.recent) >= self.flush:  # the new keys are distinct and absent: concatenate, sort in place
-            merged = np.concatenate([self.sorted, np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))])
-            merged.sort()
-            self.sorted, self.recent = merged, set()
+        if len(self.recent) >= self.flush:  # the new keys are distinct and absent: merge into the last run
+            new = np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))
+            if self.runs and len(self.runs[-1]) + len(new) <= self.run:
+                new = np.concatenate([self.runs.pop(), new])
+            new.sort()
+            self.runs.append(new)
+            self.recent = set()
         return True
 
     def __contains__(self, key: tuple) -> bool:
         return self._has(_hash(key))
 
+    def __len__(self) -> int:
+        return len(self.recent) + sum(len(r) for r in self.runs)
+
     def _has(self, h: int) -> bool:
         if h in self.recent:
             return True
-        i = int(np.searchsorted(self.sorted, np.uint64(h)))
-        return i < len(self.sorted) and int(self.sorted[i]) == h
+        target = np.uint64(h)
+        for run in self.runs:
+            i = int(np.searchsorted(run, target))
+            if i < len(run) and run[i] == target:
+                return True
+        return False
 
 
 def _hash(key: tuple) -> int:

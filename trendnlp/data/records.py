@@ -380,7 +380,9 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
 def _iter_parquet(path: Path, batch_size: int = 8192) -> Iterator[tuple[int, dict | RecordError]]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    # pre_buffer off: pyarrow's pre-buffering keeps the coalesced reads of every row group read so far
+    # (93 MB live after 2.5M records in a measurement), so memory grew with the file
+    pf = pq.ParquetFile(path, pre_buffer=False)
     n = 0
     for batch in pf.iter_batches(batch_size=batch_size):
         for obj in batch.to_pylist():
@@ -411,10 +413,11 @@ def validate_rows(rows: Iterable[tuple[int, dict | RecordError]], *, source: str
                 raise raw
             rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded)
             key = (rec["product_id"], rec["cutoff"])
-            if key in seen:
+            before = len(seen)
+            seen.add(key)  # one lookup: a duplicate leaves the size unchanged
+            if len(seen) == before:
                 raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = {key}; each must be "
                                   "unique in a file", rec["product_id"])
-            seen.add(key)
         except RecordError as err:
             if on_error == "raise":
                 raise
