@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from trendnlp.config import TrendConfig
-from trendnlp.data.arrow import GroupedIndexSampler, build_record_dataset, scaling_rows
+from trendnlp.data.arrow import (ArrowRecords, GroupedIndexSampler, build_record_dataset, scaling_rows,
+                                 tokenize_texts)
+from trendnlp.data.features import build_text
 from trendnlp.data.records import ErrorReport, read_records, write_records
 from trendnlp.labels import LabelRule
 from trendnlp.model.classifier import TrendClassifier
@@ -66,3 +71,62 @@ def test_arrow_training_equals_in_memory_training(tiny_config, data_files, tmp_p
     assert results[True]["validation"]["macro_f1"] == pytest.approx(results[False]["validation"]["macro_f1"], abs=1e-6)
     assert results[True]["history"][0]["train_loss"] == pytest.approx(results[False]["history"][0]["train_loss"],
                                                                       rel=1e-4)
+
+
+def test_arrow_records_remap_and_pickle_as_a_path(sample_records, tmp_path):
+    write_records(sample_records, tmp_path / "r.parquet")
+    ds, stats = build_record_dataset(tmp_path / "r.parquet", tmp_path / "cache", history=26, rule=LabelRule())
+    rows = ArrowRecords(Path(stats["folder"]) / "records.arrow", remap_rows=3)
+    order = [5, 0, 199, 7, 7, 42, 3, 150]
+    assert len(rows) == len(ds) and rows.__getitems__(order) == ds.__getitems__(order)  # across remaps
+    assert [rows[i] for i in order] == ds.__getitems__(order)
+    np.testing.assert_array_equal(rows.column("product_code"), np.asarray(ds["product_code"]))
+    blob = pickle.dumps(rows)  # DataLoader workers get the path, not the data
+    assert len(blob) < 1000 and pickle.loads(blob)[42] == ds[42]
+
+
+def test_stored_tokens_collate_like_tokenizing_the_texts(sample_records, tiny_config, tmp_path):
+    recs = [dict(r) for r in sample_records]
+    recs[3] = {**recs[3], "title": "", "description": "", "reviews": []}  # a record without text
+    write_records(recs, tmp_path / "r.parquet")
+    ds, stats = build_record_dataset(tmp_path / "r.parquet", tmp_path / "cache", history=26, rule=LabelRule(),
+                                     text=tiny_config.text)
+    assert ds[3]["text_code"] == -1 and stats["n_texts"] == len({build_text(r, tiny_config.text) for r in recs}) - 1
+    model = TrendClassifier(tiny_config)
+    tokens = tokenize_texts(stats["folder"], model.tokenizer, tiny_config.text.max_length)
+    assert len(tokens) == stats["n_texts"]
+    rows = ds.__getitems__(list(range(0, 40)))
+    for dedup in (True, False):
+        stored = model.make_collator(dedup=dedup, tokens=tokens)(rows)
+        fresh = model.make_collator(dedup=dedup)(rows)
+        assert stored.keys() == fresh.keys()
+        for key in ("sales", "summary", "labels"):
+            assert torch.equal(stored[key], fresh[key])
+        assert torch.equal(stored["text_index"] >= 0, fresh["text_index"] >= 0)
+        for a, b in ((stored, fresh),):  # each record's own text: the same ids and mask
+            for i in range(len(rows)):
+                ia, ib = int(a["text_index"][i]), int(b["text_index"][i])
+                if ia >= 0:
+                    n = int(a["attention_mask"][ia].sum())
+                    assert n == int(b["attention_mask"][ib].sum())
+                    assert torch.equal(a["input_ids"][ia, :n], b["input_ids"][ib, :n])
+        assert stored["input_ids"].shape == fresh["input_ids"].shape
+    # the tokens file is reused for the same tokenizer and length, and another length gets its own
+    files = sorted(Path(stats["folder"]).glob("tokens-*.arrow"))
+    tokenize_texts(stats["folder"], model.tokenizer, tiny_config.text.max_length)
+    assert sorted(Path(stats["folder"]).glob("tokens-*.arrow")) == files
+    short = tokenize_texts(stats["folder"], model.tokenizer, 8)
+    assert len(list(Path(stats["folder"]).glob("tokens-*.arrow"))) == 2
+    assert max(len(r["input_ids"]) for r in short.__getitems__(list(range(len(short))))) == 8
+
+
+def test_a_build_without_any_text_collates_without_tokens(sample_records, tiny_config, tmp_path):
+    recs = [{**r, "title": "", "description": "", "reviews": []} for r in sample_records[:30]]
+    write_records(recs, tmp_path / "r.jsonl")
+    ds, stats = build_record_dataset(tmp_path / "r.jsonl", tmp_path / "cache", history=26, rule=LabelRule(),
+                                     text=tiny_config.text)
+    assert stats["n_texts"] == 0 and set(ds["text_code"]) == {-1}
+    model = TrendClassifier(tiny_config)
+    assert tokenize_texts(stats["folder"], model.tokenizer, tiny_config.text.max_length) is None
+    batch = model.make_collator(tokens=None)(ds.__getitems__(list(range(8))))
+    assert batch["input_ids"].shape[0] == 0 and batch["text_index"].tolist() == [-1] * 8

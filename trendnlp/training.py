@@ -317,7 +317,7 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
     accelerator.wait_for_everyone()
     arrow = None
     if config.data.arrow:
-        from trendnlp.data.arrow import GroupedIndexSampler, load_arrow_splits, scaling_rows
+        from trendnlp.data.arrow import GroupedIndexSampler, load_arrow_splits, scaling_rows, tokenize_texts
 
         with accelerator.main_process_first():  # the main process builds the Arrow cache; the others reuse it
             train_recs, val_recs, test_recs, arrow = load_arrow_splits(config, out / "data_cache",
@@ -341,10 +341,16 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
     elif arrow is None:
         sampler = ProductGroupedSampler([r["product_id"] for r in train_recs], seed=tc.seed, chunk=chunk)
     else:  # product codes from the Arrow column, not a list of ids
-        sampler = GroupedIndexSampler(train_recs.data.column("product_code").to_numpy(), seed=tc.seed, chunk=chunk)
-    collate = model.make_collator(dedup=tc.dedup_text)
-    train_loader = _loader(train_recs, collate, tc.batch_size, tc.seed, sampler, tc.num_workers)
-    val_loader = _loader(val_recs, collate, tc.eval_batch_size, tc.seed, workers=tc.num_workers)
+        sampler = GroupedIndexSampler(train_recs.column("product_code"), seed=tc.seed, chunk=chunk)
+    if arrow is None:
+        train_collate = val_collate = model.make_collator(dedup=tc.dedup_text)
+    else:  # each split's distinct texts tokenized once, by Dataset.map, in the main process first
+        with accelerator.main_process_first():
+            tokens = [tokenize_texts(recs.folder, model.tokenizer, config.text.max_length, show)
+                      if model.tokenizer is not None else None for recs in (train_recs, val_recs)]
+        train_collate, val_collate = (model.make_collator(dedup=tc.dedup_text, tokens=t) for t in tokens)
+    train_loader = _loader(train_recs, train_collate, tc.batch_size, tc.seed, sampler, tc.num_workers)
+    val_loader = _loader(val_recs, val_collate, tc.eval_batch_size, tc.seed, workers=tc.num_workers)
     loss_fn = loss_function(tc, class_weights(arrow["label_counts"] if arrow else [r["label"] for r in train_recs],
                                               model.labels) if tc.class_weights else None)
     optimizer = torch.optim.AdamW(model.param_groups(tc.lr, tc.encoder_lr, tc.weight_decay), lr=tc.lr)

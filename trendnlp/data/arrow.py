@@ -1,37 +1,48 @@
 """Training and evaluation records as memory-mapped Arrow (`datasets.Dataset`), built once and cached in the run.
 
-    records file --stream: validate (flat duplicate check), product code, summary moments, label counts-->
-        Arrow on disk (RUN/data_cache/<name>-<fingerprint>/) --load_from_disk--> memory-mapped Dataset
-The DataLoader reads rows from the Dataset one index at a time, so resident memory holds a batch, not the
-records: RAM stays flat from 100k to millions of records. What training needs from all records (summary
-scaling, class counts, labels present, product groups) is gathered during the one build pass and saved as
-stats.json beside the Arrow files; a rerun with the same file, size, mtime and options reuses the cache.
+    records file --stream: validate (flat duplicate check), product code, text code, summary moments,
+        label counts--> RUN/data_cache/<name>-<fingerprint>/records.arrow + texts.arrow (distinct texts)
+    texts.arrow --Dataset.map(tokenizer, batched)--> tokens-<tokenizer fingerprint>.arrow (input_ids per text)
+The DataLoaders read rows through `ArrowRecords`, which memory-maps the file afresh every few hundred rows:
+resident memory holds a batch and a bounded window of mapped pages, not the records, so RAM stays flat from
+100k to millions of records. The collator takes each record's tokens from the tokens file by text code, so
+each distinct text is tokenized once, by `map`, not once per batch. What training needs from all records
+(summary scaling, class counts, labels present, product groups) is gathered during the one build pass and
+saved as stats.json beside the Arrow files; a rerun with the same file, size, mtime and options reuses the
+cache, and the tokens file is reused while the tokenizer and max_length are the same.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset as TorchDataset, Sampler
 
-from trendnlp.data.features import summary_stats
+from trendnlp.config import TextConfig
+from trendnlp.data.features import build_text, summary_stats
 from trendnlp.data.keys import KeySet
 from trendnlp.data.records import ErrorReport, iter_raw_rows, detect_format, validate_rows
 from trendnlp.labels import LabelRule
 
-CACHE_VERSION = 2  # bump when the row schema changes: older caches are rebuilt
+CACHE_VERSION = 3  # bump when the row schema changes: older caches are rebuilt
 ARROW_FILE = "records.arrow"
+TEXTS_FILE = "texts.arrow"
 WRITER_BATCH = 10_000  # rows buffered before an Arrow record batch is written
+REMAP_ROWS = 256  # rows read through one mapping of the file before ArrowRecords maps it afresh
+RECENT_TEXTS = 1 << 16  # distinct texts remembered while numbering them
 
 
-def _features():
+def _features(text_codes: bool):
     from datasets import Features, Sequence, Value
 
-    return Features({"product_id": Value("string"), "title": Value("string"), "description": Value("string"),
+    extra = {"text_code": Value("int32")} if text_codes else {}
+    return Features({**extra, "product_id": Value("string"), "title": Value("string"), "description": Value("string"),
                      "reviews": Sequence(Value("string")), "sales": Sequence(Value("float64")),
                      "cutoff": Value("string"), "freq": Value("string"), "label": Value("string"),
                      "future_sales": Sequence(Value("float64")),
@@ -48,7 +59,7 @@ def _fingerprint(path: Path, options: dict) -> str:
 
 
 def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: int, rule: LabelRule,
-                         on_error: str = "raise", report: ErrorReport | None = None):
+                         on_error: str = "raise", report: ErrorReport | None = None, text: TextConfig | None = None):
     """Validate a records file into a memory-mapped Arrow `Dataset` (cached), plus what training needs from it.
 
     Args:
@@ -57,10 +68,12 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
         history, rule: as for `read_records` (longest sales history, label rule for future_sales-only rows).
         on_error: "raise" or "skip" (skipped rows go to `report`; a cached build stores and replays them).
         report: collects skipped rows.
+        text: the model's text config: each row also gets `text_code`, the row of its text (as `build_text`
+            composes it) in texts.arrow beside the records, or -1 when it has none; None leaves texts out.
     Returns:
         (dataset, stats): rows are normalised records plus `product_code` (int, per distinct product_id);
-        stats = {"n", "label_counts", "unlabelled", "summary_mean", "summary_std", "n_products", "build_s",
-        "cached"}.
+        stats = {"n", "label_counts", "unlabelled", "summary_mean", "summary_std", "n_products", "n_texts",
+        "build_s", "cached", "folder"}.
 
     >>> ds, stats = build_record_dataset("train.parquet", "runs/x/data_cache", history=26, rule=LabelRule())  # doctest: +SKIP
     """
@@ -72,14 +85,15 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
     path, t0 = Path(path), time.perf_counter()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such records file")
-    fp = _fingerprint(path, {"history": history, "rule": vars(rule), "on_error": on_error})
+    text_key = None if text is None else {"include_reviews": text.include_reviews, "max_reviews": text.max_reviews}
+    fp = _fingerprint(path, {"history": history, "rule": vars(rule), "on_error": on_error, "text": text_key})
     folder = Path(cache_dir) / f"{path.name.split('.')[0]}-{fp}"
     if (folder / "stats.json").is_file():
         stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
         if report is not None:
             for err in stats.get("errors", []):
                 report.add(_replayed(err))
-        return Dataset.from_file(str(folder / ARROW_FILE)), {**stats, "cached": True}
+        return Dataset.from_file(str(folder / ARROW_FILE)), {**stats, "cached": True, "folder": str(folder)}
     acc = _Accumulator(history, rule)
     skipped = ErrorReport()
     rows = validate_rows(iter_raw_rows(path), source=str(path), on_error=on_error, history=history, rule=rule,
@@ -89,17 +103,168 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with ArrowWriter(features=_features(), path=str(tmp / ARROW_FILE), writer_batch_size=WRITER_BATCH) as writer:
+    with contextlib.ExitStack() as files:
+        writer = files.enter_context(ArrowWriter(features=_features(text is not None), path=str(tmp / ARROW_FILE),
+                                                 writer_batch_size=WRITER_BATCH))
+        texts = None if text is None else _TextCodes(text, files.enter_context(ArrowWriter(
+            features=_text_features(), path=str(tmp / TEXTS_FILE), writer_batch_size=WRITER_BATCH)))
         for _, rec in rows:  # streamed: one writer batch of rows in memory at a time
-            writer.write(acc.add(rec))
+            row = acc.add(rec)
+            if texts is not None:
+                row["text_code"] = texts(rec)
+            writer.write(row)
         writer.finalize()
-    stats = {**acc.stats(), "errors": [e.as_report() for e in skipped.errors], "build_s": time.perf_counter() - t0}
+        if texts is not None:
+            texts.writer.finalize()
+    stats = {**acc.stats(), "n_texts": texts.n if texts is not None else 0,
+             "errors": [e.as_report() for e in skipped.errors], "build_s": time.perf_counter() - t0}
     (tmp / "stats.json").write_text(json.dumps(stats), encoding="utf-8")
     tmp.rename(folder)  # the cache exists only once complete
     if report is not None:
         for err in skipped.errors:
             report.add(err)
-    return Dataset.from_file(str(folder / ARROW_FILE)), {**stats, "cached": False}
+    return Dataset.from_file(str(folder / ARROW_FILE)), {**stats, "cached": False, "folder": str(folder)}
+
+
+def _text_features():
+    from datasets import Features, Value
+
+    return Features({"text": Value("string")})
+
+
+class _TextCodes:
+    """Numbers distinct texts as they first appear and writes each once to texts.arrow.
+
+    Only the `keep` most recent texts are remembered, so memory stays flat on millions of records (a
+    product's records usually sit together); a text met again after it was forgotten gets a new number:
+    one more tokenization, never a wrong token row.
+    """
+
+    def __init__(self, cfg: TextConfig, writer, keep: int = RECENT_TEXTS):
+        self.cfg, self.writer, self.keep, self.recent, self.n = cfg, writer, keep, OrderedDict(), 0
+
+    def __call__(self, rec: dict) -> int:
+        text = build_text(rec, self.cfg)
+        if not text:
+            return -1
+        code = self.recent.get(text)
+        if code is not None:
+            self.recent.move_to_end(text)
+            return code
+        code, self.n = self.n, self.n + 1
+        self.writer.write({"text": text})
+        self.recent[text] = code
+        if len(self.recent) > self.keep:
+            self.recent.popitem(last=False)
+        return code
+
+
+def tokenize_texts(folder: str | Path, tokenizer, max_length: int, progress: bool = False) -> "ArrowRecords | None":
+    """Token ids of each distinct text of a build (texts.arrow), by `Dataset.map`, cached in the build folder.
+
+    Args:
+        folder: a build folder (stats["folder"] of `build_record_dataset` with `text`).
+        tokenizer: the model's tokenizer; the cache file is named by a fingerprint of its vocabulary, its
+            settings and max_length, so another tokenizer never reuses these ids.
+        max_length: truncation length (text.max_length).
+        progress: show the `map` progress bar.
+    Returns:
+        `ArrowRecords` of {"input_ids": [...]} rows, row i for text code i; None when the build has no texts
+        (built without `text`, or no record has any).
+    """
+    import datasets
+    from datasets import Dataset, Features, Sequence, Value
+
+    folder = Path(folder)
+    if not (folder / TEXTS_FILE).is_file():
+        return None
+    texts = Dataset.from_file(str(folder / TEXTS_FILE))
+    if not len(texts):  # no record has text: nothing to look up
+        return None
+    fp = _tokenizer_fingerprint(tokenizer, max_length)
+    target = folder / f"tokens-{fp}.arrow"
+    if not target.is_file():
+        was_on = datasets.is_progress_bar_enabled()
+        (datasets.enable_progress_bars if progress else datasets.disable_progress_bars)()
+        try:
+            texts.map(
+                _Tokenize(tokenizer, max_length), batched=True, batch_size=1000, remove_columns=["text"],
+                features=Features({"input_ids": Sequence(Value("int32"))}), cache_file_name=str(target),
+                new_fingerprint=fp, load_from_cache_file=True, desc="tokenizing distinct texts")
+        finally:
+            (datasets.enable_progress_bars if was_on else datasets.disable_progress_bars)()
+    return ArrowRecords(target)
+
+
+class _Tokenize:
+    """The `map` function: a batch of texts -> their token ids (truncated, unpadded)."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, batch: dict) -> dict:
+        enc = self.tokenizer(batch["text"], truncation=True, max_length=self.max_length,
+                             return_attention_mask=False, return_token_type_ids=False)
+        return {"input_ids": enc["input_ids"]}
+
+
+def _tokenizer_fingerprint(tokenizer, max_length: int) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # a fast tokenizer's whole spec, less the truncation and padding its calls set
+        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    else:
+        spec = [sorted(tokenizer.get_vocab().items()), repr(sorted(tokenizer.init_kwargs.items()))]
+    key = json.dumps([type(tokenizer).__name__, spec, max_length, CACHE_VERSION])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class ArrowRecords(TorchDataset):
+    """Rows of an Arrow file of a build (records or tokens), read for DataLoaders in bounded memory.
+
+    A memory map kept open for a whole epoch ends up resident with every page of the file that random reads
+    touched (each row read touches a page of every column): the process's RSS would grow with the file. This
+    reader maps the file afresh every `remap_rows` rows, so the pages of older reads are unmapped and
+    resident memory stays bounded however large the file. Pickles as its path (DataLoader workers reopen it).
+
+    Args:
+        path: an Arrow file written by `build_record_dataset` or `tokenize_texts`.
+        remap_rows: rows read through one mapping.
+    """
+
+    def __init__(self, path: str | Path, remap_rows: int = REMAP_ROWS):
+        self.path, self.remap_rows = str(path), remap_rows
+        self.folder = Path(path).parent  # the build folder
+        self._ds, self._read = None, 0
+        self._len = len(self._dataset())
+
+    def _dataset(self):
+        from datasets import Dataset
+
+        if self._ds is None or self._read >= self.remap_rows:
+            self._ds = None  # drop the old mapping before the new one
+            self._ds, self._read = Dataset.from_file(self.path), 0
+        return self._ds
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict:
+        return self.__getitems__([int(i)])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        rows = self._dataset().__getitems__([int(i) for i in indices])
+        self._read += len(indices)
+        return rows
+
+    def column(self, name: str) -> np.ndarray:
+        """One column as a numpy array (read through a mapping of its own, closed again)."""
+        from datasets import Dataset
+
+        return Dataset.from_file(self.path).data.column(name).to_numpy()
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "remap_rows": self.remap_rows, "folder": self.folder, "_len": self._len,
+                "_ds": None, "_read": 0}
 
 
 class _Accumulator:
@@ -140,8 +305,15 @@ def _replayed(err: dict):
     return RecordError(err["source"], err["row"], err["field"], err["reason"], err.get("product_id"))
 
 
+def build_options(config) -> dict:
+    """The `build_record_dataset` options a training config implies (a build with them is reused by `train`)."""
+    return {"history": config.sales.history, "rule": config.labels.rule(),
+            "text": config.text if config.text.enabled else None}
+
+
 def load_arrow_splits(config, cache_dir: str | Path, errors_path: Path | None = None) -> tuple:
-    """`training.load_splits` on Arrow: (train, validation, test or None, train stats) of config.data.
+    """`training.load_splits` on Arrow: (train, validation, test or None, train stats) of config.data, each
+    split an `ArrowRecords` (its `folder` holds the texts to tokenize with `tokenize_texts`).
 
     Needs data.validation (the time holdout of an in-memory split would read every record into RAM).
     Rows skipped under data.on_error=skip go to `errors_path`; a split with no records, or a record with
@@ -152,7 +324,7 @@ def load_arrow_splits(config, cache_dir: str | Path, errors_path: Path | None = 
         raise ValueError("config: data.arrow=true needs data.train and data.validation files, found "
                          f"train={d.train!r} validation={d.validation!r}")
     report = ErrorReport()
-    kw = dict(history=config.sales.history, rule=config.labels.rule(), on_error=d.on_error, report=report)
+    kw = dict(build_options(config), on_error=d.on_error, report=report)
     parts = {name: build_record_dataset(getattr(d, name), cache_dir, **kw) if getattr(d, name) else (None, None)
              for name in ("train", "validation", "test")}
     if errors_path is not None and (len(report) or d.on_error == "skip"):
@@ -163,7 +335,9 @@ def load_arrow_splits(config, cache_dir: str | Path, errors_path: Path | None = 
             raise ValueError(f"{name} records ({getattr(d, name)}): " + (
                 f"product_id={bad['product_id']!r} cutoff={bad['cutoff']} has neither `label` nor `future_sales`"
                 if bad else "none left") + "; training and evaluation need labelled records")
-    return parts["train"][0], parts["validation"][0], parts["test"][0], parts["train"][1]
+    recs = {name: ArrowRecords(Path(stats["folder"]) / ARROW_FILE) if ds is not None else None
+            for name, (ds, stats) in parts.items()}
+    return recs["train"], recs["validation"], recs["test"], parts["train"][1]
 
 
 def scaling_rows(stats: dict) -> np.ndarray:
@@ -175,7 +349,8 @@ def scaling_rows(stats: dict) -> np.ndarray:
 
 class GroupedIndexSampler(Sampler[int]):
     """`collate.ProductGroupedSampler` on int product codes in numpy: the same grouping (products shuffled,
-    each product's records together and shuffled, chunks of `chunk` shuffled again), a few bytes per record.
+    each product's records together and shuffled, chunks of `chunk` shuffled again), a few bytes per record:
+    the codes as int32 and, while an epoch's order is drawn, one int64 sort key and its argsort.
 
     Args:
         codes: (N,) product code of each record (from the Arrow dataset's `product_code` column).
@@ -184,7 +359,7 @@ class GroupedIndexSampler(Sampler[int]):
     """
 
     def __init__(self, codes: Any, seed: int = 0, chunk: int = 8):
-        self.codes, self.seed, self.chunk, self.epoch = np.asarray(codes, dtype=np.int64), seed, max(1, chunk), 0
+        self.codes, self.seed, self.chunk, self.epoch = np.asarray(codes, dtype=np.int32), seed, max(1, chunk), 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -194,8 +369,14 @@ class GroupedIndexSampler(Sampler[int]):
 
     def __iter__(self):
         rng = np.random.default_rng(self.seed + self.epoch)
-        rank = rng.permutation(int(self.codes.max()) + 1 if len(self.codes) else 0)  # product order
-        order = np.lexsort((rng.random(len(self.codes)), rank[self.codes]))  # by product, shuffled inside
+        n = len(self.codes)
+        rank = rng.permutation(int(self.codes.max()) + 1 if n else 0).astype(np.int64)  # product order
+        key = rank[self.codes] << 32  # by product; random low bits shuffle each product's records
+        for start in range(0, n, 1 << 20):  # in slices: no second full-size temporary
+            stop = min(n, start + (1 << 20))
+            key[start:stop] |= rng.integers(0, 1 << 32, size=stop - start, dtype=np.int64)
+        order = np.argsort(key).astype(np.int32)
+        del key
         # chunk starts shuffled, slices taken lazily: a list of chunk arrays would cost ~100 bytes per chunk
-        for start in rng.permutation(np.arange(0, len(order), self.chunk)):
+        for start in rng.permutation(np.arange(0, n, self.chunk)):
             yield from (int(i) for i in order[start:start + self.chunk])

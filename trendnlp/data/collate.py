@@ -3,6 +3,8 @@
 A batch (B records, U distinct non-empty texts among them):
     input_ids, attention_mask   (U, L)  each distinct text once, dynamically padded
     text_index                  (B,)    row of each record's text in input_ids; -1 for records without text
+With `tokens` (the token ids of each distinct text of an Arrow build, data.arrow.tokenize_texts), records carry
+a `text_code` and the collator pads their stored ids instead of composing and tokenizing the texts again.
     sales                       (B, T, C) per-period channels (features.py)
     summary                     (B, S)  summary statistics
     labels                      (B,)    class indices in label order (only when every record has a label)
@@ -33,12 +35,14 @@ class TrendCollator:
         K, alpha: label-rule parameters reused by the summary statistics.
         dedup: encode each distinct text of the batch once (records of one product share text across cutoffs).
         pad_to_max_length: pad every text to max_length (only for the naive baseline in benchmarks).
+        change_rule: a LabelRule: add change_target for the regression head.
+        tokens: rows {"input_ids": [...]} indexed by the records' `text_code` (None: tokenize per batch).
     """
 
     def __init__(self, tokenizer, text_cfg: TextConfig, sales_cfg: SalesConfig, label_names: Sequence[str],
                  K: int = 4, alpha: float = 1.0, dedup: bool = True, pad_to_max_length: bool = False,
-                 change_rule=None):
-        self.change_rule = change_rule  # a LabelRule: add change_target for the regression head
+                 change_rule=None, tokens=None):
+        self.change_rule, self.tokens = change_rule, tokens
         self.tokenizer, self.text_cfg, self.sales_cfg = tokenizer, text_cfg, sales_cfg
         self.label_to_id = {n: i for i, n in enumerate(label_names)}
         self.K, self.alpha, self.dedup, self.pad_to_max_length = K, alpha, dedup, pad_to_max_length
@@ -65,11 +69,37 @@ class TrendCollator:
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         if not texts:
-            return {"input_ids": torch.zeros(0, 1, dtype=torch.long), "attention_mask": torch.zeros(0, 1, dtype=torch.long)}
+            return _no_tokens()
         enc = self.tokenizer(texts, truncation=True, max_length=self.text_cfg.max_length,
                              padding="max_length" if self.pad_to_max_length else "longest", return_tensors="pt",
                              return_token_type_ids=False)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def stored_tokens(self, records: Sequence[dict]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """`tokenize(texts(records))` from the stored token ids: the distinct codes' rows, padded alike."""
+        uniq: dict[int, int] = {}
+        codes: list[int] = []
+        index = []
+        for r in records:
+            c = r["text_code"]
+            if c < 0:
+                index.append(-1)
+                continue
+            if not self.dedup or c not in uniq:
+                uniq[c] = len(codes)
+                codes.append(c)
+            index.append(uniq[c])
+        if not codes:
+            return _no_tokens(), index
+        rows = [row["input_ids"] for row in self.tokens.__getitems__(codes)]
+        width = self.text_cfg.max_length if self.pad_to_max_length else max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        left = self.tokenizer.padding_side == "left"
+        for i, row in enumerate(rows):
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, span], mask[i, span] = torch.tensor(row, dtype=torch.long), 1
+        return {"input_ids": ids, "attention_mask": mask}, index
 
     def sales(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
         feats = [sales_features(r, self.sales_cfg, self.K, self.alpha) for r in records]
@@ -78,7 +108,11 @@ class TrendCollator:
 
     def __call__(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
-        if self.text_cfg.enabled:
+        if self.text_cfg.enabled and self.tokens is not None and records and "text_code" in records[0]:
+            tokens, index = self.stored_tokens(records)
+            batch.update(tokens)
+            batch["text_index"] = torch.tensor(index, dtype=torch.long)
+        elif self.text_cfg.enabled:
             texts, index = self.texts(records)
             batch.update(self.tokenize(texts))
             batch["text_index"] = torch.tensor(index, dtype=torch.long)
@@ -91,6 +125,10 @@ class TrendCollator:
             batch["change_target"] = torch.tensor([self.change_rule.change(r["sales"], r["future_sales"])
                                                    for r in records], dtype=torch.float32)
         return batch
+
+
+def _no_tokens() -> dict[str, torch.Tensor]:
+    return {"input_ids": torch.zeros(0, 1, dtype=torch.long), "attention_mask": torch.zeros(0, 1, dtype=torch.long)}
 
 
 class ProductGroupedSampler(Sampler[int]):

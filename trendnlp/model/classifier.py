@@ -151,12 +151,13 @@ class TrendClassifier(nn.Module):
         return (logits + self.logit_bias.to(logits.dtype)) / self.temperature.to(logits.dtype)
 
     # ---- training helpers --------------------------------------------------------------------
-    def make_collator(self, dedup: bool = True, pad_to_max_length: bool = False) -> TrendCollator:
-        """The collator that turns normalised records into this model's batches."""
+    def make_collator(self, dedup: bool = True, pad_to_max_length: bool = False, tokens=None) -> TrendCollator:
+        """The collator that turns normalised records into this model's batches (`tokens`: the stored token ids
+        of an Arrow build's texts, from data.arrow.tokenize_texts with this model's tokenizer)."""
         c = self.config
         return TrendCollator(self.tokenizer, c.text, c.sales, self.labels, K=c.labels.K, alpha=c.labels.alpha,
                              dedup=dedup, pad_to_max_length=pad_to_max_length,
-                             change_rule=c.labels.rule() if c.fusion.change_head else None)
+                             change_rule=c.labels.rule() if c.fusion.change_head else None, tokens=tokens)
 
     def fit_feature_scaling(self, records) -> "TrendClassifier":
         """Fit the summary-statistics standardisation on training records (call once, before training).
