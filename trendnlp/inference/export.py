@@ -10,7 +10,11 @@
                       summary -> probabilities); lets the labeler reuse cached text embeddings. Not written for
                       cross-attention fusion, whose head needs token states (the labeler then runs model.onnx).
 Inputs a model does not use (text or sales disabled) are left out of the graphs. Batch, text and sequence
-axes are dynamic. The torch.export-based exporter (`dynamo=True`, the default of torch >= 2.9) is used.
+axes are dynamic. The graphs are traced by torch's TorchScript-based exporter (`dynamo=False`) with the encoder
+on eager attention: onnxruntime's BERT optimizer fuses that graph into its Attention, EmbedLayerNormalization
+and SkipLayerNormalization kernels (and dynamic int8 then quantizes the fused Attention too), which it cannot
+do on the torch.export graph (its attention stays a dozen small ops; measured on MiniLM, one CPU thread:
+fused fp32 ~1.0x torch fp32 and int8 ~1.8x, against 0.6x and 1.1x unfused).
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from trendnlp.model.classifier import TrendClassifier
 __all__ = ["HEAD_ONNX", "INT8_ONNX", "MODEL_ONNX", "ONNX_META", "export_onnx", "export_model"]
 
 MODEL_ONNX, INT8_ONNX, HEAD_ONNX, ONNX_META = "model.onnx", "model.int8.onnx", "head.onnx", "onnx.json"
-OPSET = 18
+OPSET, DYNAMO_OPSET = 17, 18  # the traced exporter; torch.export (its lowest opset)
 
 
 class FusedGraph(nn.Module):
@@ -142,28 +146,27 @@ def _example_inputs(clf: TrendClassifier) -> dict[str, torch.Tensor]:
     return out
 
 
+def _dynamic_axes(names: list[str]) -> dict[str, dict[int, str]]:
+    axes = {"input_ids": {0: "texts", 1: "tokens"}, "attention_mask": {0: "texts", 1: "tokens"},
+            "text_index": {0: "records"}, "sales": {0: "records"}, "summary": {0: "records"}, "pooled": {0: "texts"},
+            "probabilities": {0: "records"}}
+    return {n: axes[n] for n in names if n in axes}
+
+
 def _dynamic_shapes(names: list[str]) -> dict[str, dict[int, Any]]:
-    U, L, B = torch.export.Dim("texts", min=1), torch.export.Dim("tokens", min=1), torch.export.Dim("records",
-                                                                                                      min=1)
-    axes = {"input_ids": {0: U, 1: L}, "attention_mask": {0: U, 1: L}, "text_index": {0: B}, "sales": {0: B},
-            "summary": {0: B}, "pooled": {0: U}}
-    return {n: axes[n] for n in names}
+    dims = {name: torch.export.Dim(name, min=1) for name in ("texts", "tokens", "records")}
+    return {n: {axis: dims[name] for axis, name in _dynamic_axes([n])[n].items()} for n in names}
 
 
 @contextlib.contextmanager
 def _quiet_exporters():
-    """Hide two notes that are not ours and need no action: the exporter's "torchvision is not installed"
-    (we export no vision ops) and onnxruntime's quantizer advice to pre-process (a shape-inference pass
-    for static quantization; dynamic quantization of MatMul weights does not need it)."""
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration.level
-    registration.setLevel(logging.ERROR)
+    """Hide onnxruntime's quantizer advice to pre-process: a shape-inference pass for static quantization;
+    dynamic quantization of the weights does not need it. Not ours and needs no action."""
     advice = _DropMessage("pre-processing before quantization")
     logging.getLogger().addFilter(advice)  # onnxruntime logs it with logging.warning (the root logger)
     try:
         yield
     finally:
-        registration.setLevel(level)
         logging.getLogger().removeFilter(advice)
 
 
@@ -176,22 +179,36 @@ class _DropMessage(logging.Filter):
         return self.text not in record.getMessage()
 
 
-def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: list[str], path: Path) -> None:
+def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: list[str], path: Path,
+            traced: bool = True) -> None:
+    """traced: the TorchScript exporter (the graph onnxruntime fuses); else torch.export (`dynamo=True`), for
+    the cross-attention head, whose nn.MultiheadAttention reshapes the tracer would freeze to the example sizes."""
     import warnings
 
     names = list(inputs)
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's own chatter; failures still raise
-        program = torch.onnx.export(module, (), kwargs=inputs, input_names=names, output_names=output_names,
-                                    dynamic_shapes=_dynamic_shapes(names), opset_version=OPSET, dynamo=True,
-                                    external_data=False, verbose=False, report=False)
-    program.save(str(path))
+        warnings.simplefilter("ignore")  # the exporters' own chatter (tracer notes); failures still raise
+        if traced:
+            torch.onnx.export(module, (), str(path), kwargs=inputs, input_names=names,
+                              output_names=output_names, dynamic_axes=_dynamic_axes(names + output_names),
+                              opset_version=OPSET, dynamo=False)
+            return
+        registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+        level = registration.level
+        registration.setLevel(logging.ERROR)  # "torchvision is not installed": we export no vision ops
+        try:
+            program = torch.onnx.export(module, (), kwargs=inputs, input_names=names, output_names=output_names,
+                                        dynamic_shapes=_dynamic_shapes(names), opset_version=DYNAMO_OPSET, dynamo=True,
+                                        external_data=False, verbose=False, report=False)
+        finally:
+            registration.setLevel(level)
+        program.save(str(path))
 
 
 def _fuse_bert(path: Path, config) -> None:
-    """onnxruntime's BERT graph fusions (SkipLayerNormalization, BiasGelu; basic level, so the graph stays
-    portable across execution providers). Measured ~1.5x faster fp32 encoding for MiniLM on one CPU thread;
-    the numbers agree with the unfused graph to float rounding."""
+    """onnxruntime's BERT graph fusions: Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu
+    (basic level, so the graph stays portable across execution providers); the numbers agree with the
+    unfused graph to float rounding (tests/test_export.py compares with torch)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     model = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
@@ -223,13 +240,15 @@ def export_onnx(model: str | Path | TrendClassifier, out_dir: str | Path | None 
     clf = clf.to("cpu").float()
     if clf.text_encoder is not None:
         clf.text_encoder.merge_lora()  # one plain encoder in the graph: W + BA folded
+        clf.text_encoder.model.set_attn_implementation("eager")  # the pattern onnxruntime fuses (module docstring)
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = _example_inputs(clf)
     pooled_out = clf.text_encoder is not None and not clf.fusion.needs_tokens
     files = [MODEL_ONNX]
     with _quiet_exporters():
         _write_graphs(clf, inputs, out_dir, pooled_out, int8, files)
-    meta = {"inputs": list(inputs), "pooled_output": pooled_out, "head": pooled_out, "int8": int8, "opset": OPSET,
+    meta = {"inputs": list(inputs), "pooled_output": pooled_out, "head": pooled_out, "int8": int8,
+            "opset": DYNAMO_OPSET if clf.fusion.needs_tokens else OPSET,
             "labels": clf.labels, "torch": torch.__version__}
     (out_dir / ONNX_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     files.append(ONNX_META)
@@ -238,7 +257,8 @@ def export_onnx(model: str | Path | TrendClassifier, out_dir: str | Path | None 
 
 def _write_graphs(clf: TrendClassifier, inputs: dict, out_dir: Path, pooled_out: bool, int8: bool,
                   files: list[str]) -> None:
-    _export(FusedGraph(clf), inputs, ["probabilities"] + (["pooled"] if pooled_out else []), out_dir / MODEL_ONNX)
+    _export(FusedGraph(clf), inputs, ["probabilities"] + (["pooled"] if pooled_out else []), out_dir / MODEL_ONNX,
+            traced=not clf.fusion.needs_tokens)
     if pooled_out:
         head_in = {"pooled": torch.randn(3, clf.text_encoder.output_dim), "text_index": inputs["text_index"],
                    **{k: v for k, v in inputs.items() if k in ("sales", "summary")}}
@@ -249,10 +269,13 @@ def _write_graphs(clf: TrendClassifier, inputs: dict, out_dir: Path, pooled_out:
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        # MatMul / Gemm weights, one scale per output channel (per tensor: label agreement with fp32 on long
-        # texts fell from 97% to 95% in scripts/benchmark_labeling.py); activations are quantized per batch
+        # MatMul / Gemm / fused Attention weights, one scale per output channel (per tensor: label agreement
+        # with fp32 on long texts fell from 97% to 95% in scripts/benchmark_labeling.py); activations are
+        # quantized per batch. The fused ops are onnxruntime's own (com.microsoft), which ONNX shape inference
+        # cannot type: their weights are float, said explicitly.
         quantize_dynamic(str(out_dir / MODEL_ONNX), str(out_dir / INT8_ONNX), weight_type=QuantType.QInt8,
-                         per_channel=True, op_types_to_quantize=["MatMul", "Gemm"])
+                         per_channel=True, op_types_to_quantize=["MatMul", "Gemm", "Attention"],
+                         extra_options={"DefaultTensorType": 1})  # onnx.TensorProto.FLOAT
         files.append(INT8_ONNX)
 
 
