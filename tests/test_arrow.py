@@ -130,3 +130,12 @@ def test_a_build_without_any_text_collates_without_tokens(sample_records, tiny_c
     assert tokenize_texts(stats["folder"], model.tokenizer, tiny_config.text.max_length) is None
     batch = model.make_collator(tokens=None)(ds.__getitems__(list(range(8))))
     assert batch["input_ids"].shape[0] == 0 and batch["text_index"].tolist() == [-1] * 8
+
+
+def test_group_by_code_is_a_stable_counting_sort():
+    from trendnlp.data.arrow import _group_by_code
+
+    codes = np.random.default_rng(0).integers(0, 37, 1000).astype(np.int32)
+    order, starts = _group_by_code(codes, step=64)  # many slices
+    np.testing.assert_array_equal(order, np.argsort(codes, kind="stable"))
+    np.testing.assert_array_equal(np.diff(starts), np.bincount(codes))
