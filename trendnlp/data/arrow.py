@@ -236,6 +236,7 @@ class ArrowRecords(TorchDataset):
         self.folder = Path(path).parent  # the build folder
         self._ds, self._read = None, 0
         self._len = len(self._dataset())
+        self._ds = None  # mapped again on the first read
 
     def _dataset(self):
         from datasets import Dataset
@@ -257,10 +258,19 @@ class ArrowRecords(TorchDataset):
         return rows
 
     def column(self, name: str) -> np.ndarray:
-        """One column as a numpy array (read through a mapping of its own, closed again)."""
-        from datasets import Dataset
+        """One numeric column as a numpy array, read batch by batch with plain file reads: through a memory
+        map, every record batch's column (and the pages around it) would stay resident at once."""
+        import pyarrow as pa
 
-        return Dataset.from_file(self.path).data.column(name).to_numpy()
+        with pa.OSFile(self.path) as f:
+            reader = pa.ipc.open_stream(f)
+            out, pos = None, 0
+            for batch in reader:  # one batch in memory at a time; its column copied out
+                values = batch.column(name).to_numpy(zero_copy_only=False)
+                out = np.empty(self._len, dtype=values.dtype) if out is None else out
+                out[pos:pos + len(values)] = values
+                pos += len(values)
+        return out if out is not None else np.zeros(0)
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "remap_rows": self.remap_rows, "folder": self.folder, "_len": self._len,
