@@ -139,3 +139,22 @@ def test_group_by_code_is_a_stable_counting_sort():
     order, starts = _group_by_code(codes, step=64)  # many slices
     np.testing.assert_array_equal(order, np.argsort(codes, kind="stable"))
     np.testing.assert_array_equal(np.diff(starts), np.bincount(codes))
+
+
+def test_arrow_splits_name_the_file_of_an_unlabelled_record_and_need_validation(sample_records, tiny_config,
+                                                                                tmp_path):
+    from trendnlp.data.arrow import load_arrow_splits
+
+    write_records(sample_records[:20], tmp_path / "train.jsonl")
+    bare = [{k: v for k, v in r.items() if k not in ("label", "future_sales")} for r in sample_records[20:25]]
+    write_records(bare, tmp_path / "val.jsonl")
+    d = tiny_config.to_dict()
+    d["data"].update(train=str(tmp_path / "train.jsonl"), arrow=True)
+    with pytest.raises(ValueError, match="data.arrow=true needs data.train and data.validation"):
+        load_arrow_splits(TrendConfig.from_dict(d), tmp_path / "cache")
+    d["data"]["validation"] = str(tmp_path / "val.jsonl")
+    with pytest.raises(ValueError, match=r"validation records \(.*val.jsonl\): product_id=.* has neither `label`"):
+        load_arrow_splits(TrendConfig.from_dict(d), tmp_path / "cache")
+    d["data"]["validation"] = str(tmp_path / "train.jsonl")
+    train_recs, val_recs, test_recs, stats = load_arrow_splits(TrendConfig.from_dict(d), tmp_path / "cache")
+    assert len(train_recs) == len(val_recs) == stats["n"] == 20 and test_recs is None

@@ -335,19 +335,18 @@ def load_arrow_splits(config, cache_dir: str | Path, errors_path: Path | None = 
                          f"train={d.train!r} validation={d.validation!r}")
     report = ErrorReport()
     kw = dict(build_options(config), on_error=d.on_error, report=report)
-    parts = {name: build_record_dataset(getattr(d, name), cache_dir, **kw) if getattr(d, name) else (None, None)
-             for name in ("train", "validation", "test")}
+    stats = {name: build_record_dataset(getattr(d, name), cache_dir, **kw)[1]  # the Dataset (and its map) dropped
+             for name in ("train", "validation", "test") if getattr(d, name)}
     if errors_path is not None and (len(report) or d.on_error == "skip"):
         report.write(errors_path)
-    for name, (ds, stats) in parts.items():
-        if ds is not None and (not stats["n"] or stats["unlabelled"]):
-            bad = stats["unlabelled"]
+    for name, st in stats.items():
+        if not st["n"] or st["unlabelled"]:
+            bad = st["unlabelled"]
             raise ValueError(f"{name} records ({getattr(d, name)}): " + (
                 f"product_id={bad['product_id']!r} cutoff={bad['cutoff']} has neither `label` nor `future_sales`"
                 if bad else "none left") + "; training and evaluation need labelled records")
-    recs = {name: ArrowRecords(Path(stats["folder"]) / ARROW_FILE) if ds is not None else None
-            for name, (ds, stats) in parts.items()}
-    return recs["train"], recs["validation"], recs["test"], parts["train"][1]
+    recs = {name: ArrowRecords(Path(st["folder"]) / ARROW_FILE) for name, st in stats.items()}
+    return recs["train"], recs["validation"], recs.get("test"), stats["train"]
 
 
 def scaling_rows(stats: dict) -> np.ndarray:
