@@ -3,13 +3,13 @@
 A batch (B records, U distinct non-empty texts among them):
     input_ids, attention_mask   (U, L)  each distinct text once, dynamically padded
     text_index                  (B,)    row of each record's text in input_ids; -1 for records without text
-With `tokens` (the token ids of each distinct text of an Arrow build, data.arrow.tokenize_texts), records carry
-a `text_code` and the collator pads their stored ids instead of composing and tokenizing the texts again.
     sales                       (B, T, C) per-period channels (features.py)
     summary                     (B, S)  summary statistics
     labels                      (B,)    class indices in label order (only when every record has a label)
     change_target               (B,)    the label rule's change (only with `change_rule` and when every record
                                         has future_sales): the target of the optional regression head
+With `tokens` (the token ids of each distinct text of an Arrow build, data.arrow.tokenize_texts), records carry
+a `text_code` and the collator pads their stored ids instead of composing and tokenizing the texts again.
 """
 from __future__ import annotations
 
@@ -49,23 +49,7 @@ class TrendCollator:
 
     def texts(self, records: Sequence[dict]) -> tuple[list[str], list[int]]:
         """Distinct non-empty texts and each record's index into them (-1: no text)."""
-        uniq: dict[str, int] = {}
-        texts: list[str] = []
-        index = []
-        for r in records:
-            t = build_text(r, self.text_cfg)
-            if not t:
-                index.append(-1)
-                continue
-            if self.dedup:
-                if t not in uniq:
-                    uniq[t] = len(texts)
-                    texts.append(t)
-                index.append(uniq[t])
-            else:
-                index.append(len(texts))
-                texts.append(t)
-        return texts, index
+        return distinct_index([build_text(r, self.text_cfg) or None for r in records], self.dedup)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         if not texts:
@@ -77,29 +61,13 @@ class TrendCollator:
 
     def stored_tokens(self, records: Sequence[dict]) -> tuple[dict[str, torch.Tensor], list[int]]:
         """`tokenize(texts(records))` from the stored token ids: the distinct codes' rows, padded alike."""
-        uniq: dict[int, int] = {}
-        codes: list[int] = []
-        index = []
-        for r in records:
-            c = r["text_code"]
-            if c < 0:
-                index.append(-1)
-                continue
-            if not self.dedup or c not in uniq:
-                uniq[c] = len(codes)
-                codes.append(c)
-            index.append(uniq[c])
+        codes, index = distinct_index([r["text_code"] if r["text_code"] >= 0 else None for r in records], self.dedup)
         if not codes:
             return _no_tokens(), index
         rows = [row["input_ids"] for row in self.tokens.__getitems__(codes)]
-        width = self.text_cfg.max_length if self.pad_to_max_length else max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        left = self.tokenizer.padding_side == "left"
-        for i, row in enumerate(rows):
-            span = slice(width - len(row), width) if left else slice(0, len(row))
-            ids[i, span], mask[i, span] = torch.tensor(row, dtype=torch.long), 1
-        return {"input_ids": ids, "attention_mask": mask}, index
+        return pad_token_ids(rows, self.tokenizer.pad_token_id,
+                             width=self.text_cfg.max_length if self.pad_to_max_length else None,
+                             left=self.tokenizer.padding_side == "left"), index
 
     def sales(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
         feats = [sales_features(r, self.sales_cfg, self.K, self.alpha) for r in records]
@@ -125,6 +93,39 @@ class TrendCollator:
             batch["change_target"] = torch.tensor([self.change_rule.change(r["sales"], r["future_sales"])
                                                    for r in records], dtype=torch.float32)
         return batch
+
+
+def distinct_index(keys: Sequence, dedup: bool = True) -> tuple[list, list[int]]:
+    """The distinct keys other than None in first-seen order (every one when not `dedup`) and each key's row
+    among them, -1 for None.
+
+    >>> distinct_index(["a", None, "b", "a"])
+    (['a', 'b'], [0, -1, 1, 0])
+    """
+    rows: dict = {}
+    out: list = []
+    index = []
+    for key in keys:
+        if key is None:
+            index.append(-1)
+            continue
+        if not dedup or key not in rows:
+            rows[key] = len(out)
+            out.append(key)
+        index.append(rows[key])
+    return out, index
+
+
+def pad_token_ids(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None,
+                  left: bool = False) -> dict[str, torch.Tensor]:
+    """Unpadded token id lists -> input_ids and attention_mask (len(rows), width), width the longest by default."""
+    width = width or max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span], mask[i, span] = torch.as_tensor(row, dtype=torch.long), 1
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def _no_tokens() -> dict[str, torch.Tensor]:

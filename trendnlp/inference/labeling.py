@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
+from trendnlp.data.collate import pad_token_ids
 from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
 from trendnlp.data.keys import KeySet
 from trendnlp.errors import check_not_input
@@ -259,13 +260,8 @@ class WindowLabeler:
         order = np.argsort([len(x) for x in ids], kind="stable")
         for s in range(0, len(order), self.batch_size):
             pos = order[s:s + self.batch_size]
-            width = max(len(ids[u]) for u in pos)
-            input_ids = torch.full((len(pos), width), tok.pad_token_id or 0, dtype=torch.long)
-            mask = torch.zeros((len(pos), width), dtype=torch.long)
-            for j, u in enumerate(pos):
-                input_ids[j, : len(ids[u])] = torch.tensor(ids[u])
-                mask[j, : len(ids[u])] = 1
-            yield pos, {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+            batch = pad_token_ids([ids[u] for u in pos], tok.pad_token_id or 0)
+            yield pos, {k: v.to(self.device) for k, v in batch.items()}
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         """(U, H) pooled embeddings of distinct texts: cached ones copied, the others encoded, then cached."""
