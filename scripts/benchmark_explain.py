@@ -1,8 +1,8 @@
 """Explanation cost and faithfulness on a trained model (a reproducible experiment, not a feature).
 
-Speed: the same records labelled by the batch labeler (trendnlp.inference.labeling.WindowLabeler, the path of
+Speed: the same records labelled by the prediction core (trendnlp.model.predict.Predictor, the path of
 `trendnlp label`) and explained by `TrendClassifier.explain` (Shapley split, sales IG, text LayerIG, gate);
-both deduplicate texts. Faithfulness: `explain.deletion_check`, deleting (zeroing) the k most salient weeks vs
+both deduplicate texts. Faithfulness: `evaluation.faithfulness.deletion_check`, deleting (zeroing) the k most salient weeks vs
 k random weeks, mean drop of the predicted class's probability.
 
 Usage:
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from trendnlp.data.records import read_records
-    from trendnlp.model.explain import deletion_check
-    from trendnlp.inference.labeling import WindowLabeler
+    from trendnlp.evaluation.faithfulness import deletion_check
+    from trendnlp.model.predict import Predictor
     from trendnlp.model.classifier import TrendClassifier
 
     torch.set_num_threads(args.threads)
@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = {k: v for k, v in (("sales_steps", args.sales_steps), ("text_steps", args.text_steps)) if v is not None}
 
     clf.explain(sample[:8], **steps)  # warm-up: first calls pay for lazy imports and allocator growth
-    WindowLabeler(clf).predict_proba(sample[:8])
+    Predictor(clf)(sample[:8])
     t0 = time.perf_counter()
-    WindowLabeler(clf).predict_proba(sample)
+    Predictor(clf)(sample)
     label_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     ex = clf.explain(sample, **steps)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     delta_t = np.abs([e["ig_delta"]["text"] for e in ex if e["ig_delta"]["text"] is not None])
     print(f"{len(sample)} records ({texts} distinct texts), {args.threads} torch thread(s)\n")
     print("| what | seconds | ms / record |\n|---|---:|---:|")
-    print(f"| label (WindowLabeler) | {label_s:.2f} | {1000 * label_s / len(sample):.2f} |")
+    print(f"| label (Predictor) | {label_s:.2f} | {1000 * label_s / len(sample):.2f} |")
     print(f"| explain | {explain_s:.2f} | {1000 * explain_s / len(sample):.2f} |")
     print(f"| ratio explain / label | {explain_s / label_s:.1f}x | |")
     med_t = f"{np.median(delta_t):.4f}" if len(delta_t) else "n/a (no words)"

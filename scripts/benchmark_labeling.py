@@ -49,12 +49,13 @@ SCHEMA_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cuto
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from trendnlp.model.classifier import TrendClassifier
+    from trendnlp.model.load import load_model
 
     if args.worker == "encoder":
         return _bare_encoder(args)
     t0 = time.perf_counter()
-    model = TrendClassifier.from_pretrained(args.model, merge_lora=args.worker != "naive", backend=args.backend)
+    model = load_model(args.model, args.backend,
+                       **({"merge_lora": args.worker != "naive"} if args.backend == "torch" else {}))
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     if args.worker == "label":

@@ -15,7 +15,8 @@ from trendnlp.cli import main as cli_main
 from trendnlp.config import TrendConfig
 from trendnlp.data.features import build_text
 from trendnlp.data.records import read_records, write_records
-from trendnlp.model.explain import _Batch, deletion_check, explain, sales_inputs
+from trendnlp.evaluation.faithfulness import deletion_check
+from trendnlp.model.explain import _Batch, explain, sales_inputs
 from trendnlp.model.classifier import TrendClassifier
 from conftest import train_tiny
 

@@ -17,6 +17,7 @@ from trendnlp.inference.export import export_model, export_onnx
 from trendnlp.inference.labeling import label_file
 from trendnlp.model.card import write_model_card
 from trendnlp.model.classifier import TrendClassifier
+from trendnlp.model.load import load_model
 
 PROBS = ["p_rising", "p_falling", "p_stable"]
 
@@ -73,14 +74,14 @@ def test_onnx_files_and_fp32_equals_torch(onnx_dir, sample_records):
     for name in ["model.onnx", "model.int8.onnx", "head.onnx", "onnx.json"]:
         assert (onnx_dir / name).is_file(), name
     torch_p = TrendClassifier.from_pretrained(onnx_dir).predict_proba(sample_records)
-    onnx_clf = TrendClassifier.from_pretrained(onnx_dir, backend="onnx")
+    onnx_clf = load_model(onnx_dir, "onnx")
     np.testing.assert_allclose(onnx_clf.predict_proba(sample_records), torch_p, atol=1e-4)
     assert onnx_clf.predict(sample_records[:3]) == [onnx_clf.labels[i] for i in torch_p[:3].argmax(1)]
 
 
 def test_int8_agreement_reported(onnx_dir, sample_records):
     torch_p = TrendClassifier.from_pretrained(onnx_dir).predict_proba(sample_records)
-    int8_p = TrendClassifier.from_pretrained(onnx_dir, backend="onnx-int8").predict_proba(sample_records)
+    int8_p = load_model(onnx_dir, "onnx-int8").predict_proba(sample_records)
     agree = float((int8_p.argmax(1) == torch_p.argmax(1)).mean())
     diff = float(np.abs(int8_p - torch_p).max())
     print(f"int8 vs torch fp32 on {len(sample_records)} records: label agreement {agree:.4f}, "
@@ -115,7 +116,7 @@ def test_other_shapes_export_and_match(tiny_config, sample_records, tmp_path, se
     files = export_onnx(d)["files"]
     assert ("head.onnx" in files) == (sections == {"sales": {"enabled": False}})
     torch_p = TrendClassifier.from_pretrained(d).predict_proba(sample_records)
-    np.testing.assert_allclose(TrendClassifier.from_pretrained(d, backend="onnx").predict_proba(sample_records),
+    np.testing.assert_allclose(load_model(d, "onnx").predict_proba(sample_records),
                                torch_p, atol=1e-4)
     write_records(sample_records, tmp_path / "c.jsonl")
     label_file(d, tmp_path / "c.jsonl", tmp_path / "o.csv", window=64, progress=False, backend="onnx")
@@ -125,5 +126,5 @@ def test_other_shapes_export_and_match(tiny_config, sample_records, tmp_path, se
 def test_missing_graph_names_the_export_command(tiny_config, sample_records, tmp_path):
     d = save_model(tiny_config, sample_records, tmp_path / "m", text={"enabled": False})
     with pytest.raises(FileNotFoundError, match="trendnlp export --model .* --format onnx --int8"):
-        TrendClassifier.from_pretrained(d, backend="onnx-int8")
+        load_model(d, "onnx-int8")
     shutil.rmtree(d)

@@ -1,4 +1,5 @@
-"""The package's layering: a module may import its own stage and the stages below it, never one above.
+"""The package's layering: a module may import its own stage and the stages below it, never one above;
+no import cycles between modules; no file over MAX_LINES lines.
 
 Walks every module's imports with `ast` (function-level imports included; nothing is executed).
 """
@@ -88,3 +89,64 @@ def test_public_imports_still_work():
 
     assert TrendClassifier.__module__ == "trendnlp.model.classifier"
     assert set(trendnlp.__all__) >= {"TrendClassifier", "TrendConfig", "LabelRule", "LABELS"}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the trendnlp modules it imports (a `from pkg import name` that names a submodule counts as it)."""
+    names = {module_name(p) for p in MODULES}
+    graph: dict[str, set[str]] = {}
+    for path in MODULES:
+        own = module_name(path)
+        targets = set()
+        for _, name in imported_modules(path.read_text(encoding="utf-8"), own, path.name == "__init__.py"):
+            while name and name not in names:  # `trendnlp.model.classifier.TrendClassifier` -> its module
+                name = name.rpartition(".")[0]
+            if name and name != own:
+                targets.add(name)
+        graph[own] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None (depth-first search with colours)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(_import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+MAX_LINES = 450
+# files over MAX_LINES owned by parallel work (the data contract and the benchmark are being split there)
+OVERSIZED_ELSEWHERE = {"data/prepare.py", "data/records.py", "benchmark/run.py"}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_files_stay_small(path):
+    rel = str(path.relative_to(PACKAGE))
+    n = len(path.read_text(encoding="utf-8").splitlines())
+    assert n <= MAX_LINES or rel in OVERSIZED_ELSEWHERE, f"{rel}: {n} lines (> {MAX_LINES}); split it by job"

@@ -263,20 +263,20 @@ def test_saved_folder_lists_its_files_and_identity(saved):
 
 # ---- concurrency -----------------------------------------------------------------------------------------------
 def test_labeler_cache_is_thread_safe(saved):
-    from trendnlp.inference.labeling import WindowLabeler
+    from trendnlp.model.predict import Predictor
 
     clf = TrendClassifier.from_pretrained(saved)
     recs = make_records(40, 3, seed=1)
     chunks = [recs[i::6] for i in range(6)]
-    expected = [WindowLabeler(clf, text_cache=0).predict_proba(c) for c in chunks]
-    shared = WindowLabeler(clf, batch_size=4, text_cache=12)  # small: constant eviction while others read
+    expected = [Predictor(clf, text_cache=0)(c).probs for c in chunks]
+    shared = Predictor(clf, batch_size=4, text_cache=12)  # small: constant eviction while others read
     worst, errors = [], []
 
     def work(i: int) -> None:
         try:
             for j in range(12):
                 k = (i + j) % 6
-                worst.append(float(np.abs(shared.predict_proba(chunks[k]) - expected[k]).max()))
+                worst.append(float(np.abs(shared(chunks[k]).probs - expected[k]).max()))
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
 

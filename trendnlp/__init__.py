@@ -3,7 +3,7 @@ from trendnlp.config import TrendConfig
 from trendnlp.labels import LABELS, LabelRule
 
 __version__ = "0.1.0"
-__all__ = ["LABELS", "LabelRule", "TrendClassifier", "TrendConfig", "__version__"]
+__all__ = ["LABELS", "LabelRule", "TrendClassifier", "TrendConfig", "__version__", "load_model"]
 
 
 def __getattr__(name: str):
@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from trendnlp.model.classifier import TrendClassifier
 
         return TrendClassifier
+    if name == "load_model":
+        from trendnlp.model.load import load_model
+
+        return load_model
     raise AttributeError(f"module 'trendnlp' has no attribute {name!r}")

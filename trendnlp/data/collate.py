@@ -52,12 +52,12 @@ class TrendCollator:
         return distinct_index([build_text(r, self.text_cfg) or None for r in records], self.dedup)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """input_ids and attention_mask (U, L) of distinct texts, padded to the longest (or to max_length)."""
         if not texts:
             return _no_tokens()
-        enc = self.tokenizer(texts, truncation=True, max_length=self.text_cfg.max_length,
-                             padding="max_length" if self.pad_to_max_length else "longest", return_tensors="pt",
-                             return_token_type_ids=False)
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return pad_token_ids(token_ids(self.tokenizer, texts, self.text_cfg.max_length), self.tokenizer.pad_token_id,
+                             width=self.text_cfg.max_length if self.pad_to_max_length else None,
+                             left=self.tokenizer.padding_side == "left")
 
     def stored_tokens(self, records: Sequence[dict]) -> tuple[dict[str, torch.Tensor], list[int]]:
         """`tokenize(texts(records))` from the stored token ids: the distinct codes' rows, padded alike."""
@@ -114,6 +114,13 @@ def distinct_index(keys: Sequence, dedup: bool = True) -> tuple[list, list[int]]
             out.append(key)
         index.append(rows[key])
     return out, index
+
+
+def token_ids(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """The one tokenizing function of training batches and prediction: unpadded token ids of each text,
+    truncated to max_length (pad them with `pad_token_ids`)."""
+    return tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False,
+                     return_token_type_ids=False)["input_ids"]
 
 
 def pad_token_ids(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None,

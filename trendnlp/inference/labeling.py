@@ -1,13 +1,14 @@
 """Catalog-scale batch labeling: stream a records file through a saved model into a label table.
 
-    input (JSONL/CSV/Parquet) --read ahead `window` rows--> validate --> distinct texts of the window, sorted by
-    token length, encoded once each in dynamically padded batches --> scattered back to records --> sales
-    encoder + fusion head in big batches --> part file  OUTPUT.parts/part-{shard}-{window:06d}.{ext}
-Pooled text embeddings are also kept in a bounded LRU cache across windows (`text_cache` texts), since a
+    input (JSONL/CSV/Parquet) --read ahead `window` rows--> validate --> the prediction core (model/predict.py:
+    distinct texts of the window, sorted by token length, encoded once each in dynamically padded batches,
+    scattered back to records, sales encoder + fusion head in big batches) --> part file
+    OUTPUT.parts/part-{shard}-{window:06d}.{ext}
+Pooled text embeddings are also kept in the core's bounded LRU cache across windows (`text_cache` texts), since a
 catalog sorted by cutoff meets each product's text again a few thousand rows later.
 
-Output columns: product_id, cutoff, label, p_<label> per class in `model.labels` order, then any columns
-returned by the `extra_columns` hook. Every input row lands exactly once in the output or in the errors
+Output columns: product_id, cutoff, label, p_<label> per class in `model.labels` order, expected_change (models
+with a change head, from the same pass), then any columns returned by the `extra_columns` hook. Every input row lands exactly once in the output or in the errors
 file (on_error="skip"); with on_error="raise" the first bad row stops the run with a RecordError naming
 file, row and field.
 
@@ -23,15 +24,12 @@ process merges all parts in window order, so the output equals the single-proces
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
 import shutil
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +39,16 @@ from tqdm.auto import tqdm
 
 from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
-from trendnlp.data.collate import pad_token_ids
 from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
 from trendnlp.data.keys import KeySet
 from trendnlp.errors import check_not_input
 from trendnlp.inference.labeling_args import UNCERTAIN, add_arguments
+from trendnlp.model.load import BACKENDS, load_model
+from trendnlp.model.predict import Predictor
 
-__all__ = ["KeySet", "ResumeMismatchError", "WindowLabeler", "add_arguments", "label_file", "main", "run"]
+__all__ = ["KeySet", "ResumeMismatchError", "add_arguments", "label_file", "main", "run"]
 
 ExtraColumns = Callable[[list[dict], np.ndarray], dict[str, list]]
-HEAD_BATCH = 1024  # records per sales-encoder + fusion-head pass: cheap per record, so batch big
 
 
 def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size: int = 64, window: int = 4096,
@@ -96,7 +94,7 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be a probability in [0, 1], found {min_confidence}")
-    if backend not in ("torch", "onnx", "onnx-int8") or (backend != "torch" and dtype != "fp32"):
+    if backend not in BACKENDS or (backend != "torch" and dtype != "fp32"):
         raise ValueError(f"backend must be torch, onnx or onnx-int8 (onnx ones with dtype fp32), found {backend!r} "
                          f"with dtype {dtype!r}")
     if batch_size < 1 or window < 1:
@@ -121,9 +119,7 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     barrier = accelerator.wait_for_everyone if accelerator is not None else (lambda: None)
     device = accelerator.device if accelerator is not None else None
     clf = _load_model(model, device, backend)
-    on_onnx = hasattr(clf, "sessions")  # an OnnxTrendClassifier, loaded here or passed in
-    labeler = (OnnxWindowLabeler(clf, batch_size=batch_size, text_cache=text_cache) if on_onnx
-               else WindowLabeler(clf, batch_size=batch_size, dtype=dtype, text_cache=text_cache))
+    labeler = Predictor(clf, batch_size=batch_size, dtype=dtype, text_cache=text_cache)
 
     parts = output.with_name(output.name + ".parts")
     fingerprint = {"input": str(input.resolve()), "input_size": input.stat().st_size,
@@ -166,12 +162,9 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
                     raise
                 bad.append(err.as_report())
         if k % num_shards == shard_index and k >= state["next_window"]:
-            probs = labeler.predict_proba(good)
+            probs, change = labeler(good)
             if good:
-                cols = _result_columns(good, probs, clf.labels, extra_columns, min_confidence)
-                # a second pass: the labeler's fast path yields logits only (the ONNX graphs carry no change head)
-                if getattr(getattr(clf, "fusion", None), "change_head", None) is not None:
-                    cols["expected_change"] = clf.predict_change(good).astype(np.float64).tolist()
+                cols = _result_columns(good, probs, clf.labels, extra_columns, min_confidence, change)
                 write_table(cols, parts / f"part-{shard_index}-{k:06d}.{out_fmt}", out_fmt)
             if bad:
                 write_table({c: [b[c] for b in bad] for c in bad[0]}, parts / f"errors-{shard_index}-{k:06d}."
@@ -201,157 +194,17 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
             "shard_index": shard_index, "merged": states is not None}
 
 
-class WindowLabeler:
-    """Probabilities for one window of validated records, each distinct text encoded once.
-
-    Pooled text embeddings also stay in a bounded LRU cache across windows: a catalog sorted by cutoff meets
-    the same product text again one cutoff (a few thousand rows) later. Cross-attention needs token states,
-    which are not cached.
-
-    Args:
-        model: a `TrendClassifier` in eval mode (LoRA merged for speed).
-        batch_size: distinct texts per encoder pass (dynamically padded, length-sorted).
-        dtype: "fp32" or "bf16" autocast.
-        text_cache: pooled embeddings kept across windows (H floats each; 0 disables).
-    """
-
-    def __init__(self, model, batch_size: int = 64, dtype: str = "fp32", text_cache: int = 16384):
-        self.model, self.batch_size, self.cache_size = model, batch_size, max(0, text_cache)
-        self.collator = model.make_collator(dedup=True)
-        self.device = next(model.parameters()).device
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if dtype == "bf16"
-                         else contextlib.nullcontext())
-        self._slots: OrderedDict[str, int] = OrderedDict()  # text -> row of _table, least recently used first
-        self._table: torch.Tensor | None = None
-        self.texts_encoded = self.texts_cached = 0
-        # serving calls one labeler from several threads: every read or write of the cache (slots, table rows,
-        # counters) happens under this lock; the encoder itself runs outside it
-        self._lock = threading.Lock()
-
-    def predict_proba(self, records: list[dict]) -> np.ndarray:
-        """(n, n_classes) float32 probabilities in `model.labels` order, rows in `records` order."""
-        out = np.zeros((len(records), len(self.model.labels)), dtype=np.float32)
-        if not records:
-            return out
-        with torch.inference_mode(), self.autocast:
-            if self.model.text_encoder is None:
-                for s in range(0, len(records), HEAD_BATCH):
-                    out[s:s + HEAD_BATCH] = self._probs(self.collator(records[s:s + HEAD_BATCH]))
-                return out
-            texts, index = self.collator.texts(records)  # distinct over the whole window; -1 = no text
-            index = np.asarray(index, dtype=np.int64)
-            sales = self.collator.sales(records) if self.model.sales_encoder is not None else {}
-            if self.model.fusion.needs_tokens:
-                self._by_text_group(texts, index, sales, out)
-            else:
-                emb = self._encode(texts)  # (U, H)
-                for s in range(0, len(records), HEAD_BATCH):
-                    out[s:s + HEAD_BATCH] = self._head(emb, torch.from_numpy(index[s:s + HEAD_BATCH]),
-                                                       {k: v[s:s + HEAD_BATCH] for k, v in sales.items()})
-        return out
-
-    def _text_batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict]]:
-        """(text positions, padded input_ids / attention_mask) per batch of length-sorted distinct texts."""
-        if not texts:
-            return
-        tok = self.model.tokenizer
-        ids = tok(texts, truncation=True, max_length=self.model.config.text.max_length,
-                  return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        for s in range(0, len(order), self.batch_size):
-            pos = order[s:s + self.batch_size]
-            batch = pad_token_ids([ids[u] for u in pos], tok.pad_token_id or 0)
-            yield pos, {k: v.to(self.device) for k, v in batch.items()}
-
-    def _encode(self, texts: list[str]) -> torch.Tensor:
-        """(U, H) pooled embeddings of distinct texts: cached ones copied, the others encoded, then cached."""
-        emb = torch.zeros(len(texts), self.model.text_encoder.output_dim, device=self.device)
-        with self._lock:  # copy the hits out before another thread can evict and reuse their slots
-            hit = [u for u, t in enumerate(texts) if t in self._slots]
-            for u in hit:
-                self._slots.move_to_end(texts[u])
-            if hit:
-                emb[hit] = self._table[[self._slots[texts[u]] for u in hit]]
-        hit_set = set(hit)
-        miss = [u for u in range(len(texts)) if u not in hit_set]
-        for pos, batch in self._text_batches([texts[u] for u in miss]):
-            emb[[miss[j] for j in pos]] = self.model.text_encoder(**batch).float()
-        with self._lock:
-            self.texts_encoded, self.texts_cached = self.texts_encoded + len(miss), self.texts_cached + len(hit)
-            self._store(texts, miss, emb)
-        return emb
-
-    def _store(self, texts: list[str], miss: list[int], emb: torch.Tensor) -> None:
-        """Put freshly encoded texts into the LRU table (caller holds the lock)."""
-        if self.cache_size:
-            if self._table is None:
-                self._table = torch.empty(self.cache_size, emb.shape[1], device=self.device)
-            for u in miss[-self.cache_size:]:
-                if texts[u] in self._slots:  # another thread encoded and stored it meanwhile
-                    self._slots.move_to_end(texts[u])
-                    continue
-                if len(self._slots) < self.cache_size:
-                    slot = len(self._slots)
-                else:
-                    slot = self._slots.popitem(last=False)[1]  # evict the least recently used text
-                self._slots[texts[u]] = slot
-                self._table[slot] = emb[u]
-
-    def _head(self, emb: torch.Tensor, index: torch.Tensor, sales: dict) -> np.ndarray:
-        """Sales encoder + fusion head for records whose pooled texts are rows `index` of `emb` (-1: none)."""
-        m = self.model
-        text = m.record_texts(emb, index.to(self.device))
-        sales_vec = m.sales_encoder(**{k: v.to(self.device) for k, v in sales.items()}) if sales else None
-        return torch.softmax(m.head(text, sales_vec).float(), dim=-1).cpu().numpy()
-
-    def _by_text_group(self, texts: list[str], index: np.ndarray, sales: dict, out: np.ndarray) -> None:
-        """Cross-attention needs token states per record: run the model's own forward per text batch with
-        all records sharing those texts, so token states live only for one batch of distinct texts."""
-        local = np.full(len(texts), -1, dtype=np.int64)
-        for pos, batch in self._text_batches(texts):
-            local[:] = -1
-            local[pos] = np.arange(len(pos))
-            rows = np.nonzero(np.isin(index, pos))[0]
-            for s in range(0, len(rows), HEAD_BATCH):
-                r = rows[s:s + HEAD_BATCH]
-                out[r] = self._probs({**batch, "text_index": torch.from_numpy(local[index[r]]),
-                                      **{k: v[r] for k, v in sales.items()}})
-        rows = np.nonzero(index < 0)[0]
-        for s in range(0, len(rows), HEAD_BATCH):
-            r = rows[s:s + HEAD_BATCH]
-            out[r] = self._probs({"input_ids": torch.zeros(0, 1, dtype=torch.long),
-                                  "attention_mask": torch.zeros(0, 1, dtype=torch.long),
-                                  "text_index": torch.full((len(r),), -1), **{k: v[r] for k, v in sales.items()}})
-
-    def _probs(self, batch: dict) -> np.ndarray:
-        batch.pop("labels", None)
-        logits = self.model(**{k: v.to(self.device) for k, v in batch.items()})["logits"]
-        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
-
-
-class OnnxWindowLabeler(WindowLabeler):
-    """`WindowLabeler` on onnxruntime graphs (an `OnnxTrendClassifier`): the same window dedup, length-sorted
-    text batches and text cache; pooled texts come from model.onnx, the head runs as head.onnx."""
-
-    def __init__(self, model, batch_size: int = 64, text_cache: int = 16384):
-        super().__init__(model, batch_size=batch_size, dtype="fp32", text_cache=text_cache)
-
-    def _head(self, emb: torch.Tensor, index: torch.Tensor, sales: dict) -> np.ndarray:
-        return self.model.run("head", {"pooled": emb, "text_index": index, **sales})
-
-    def _probs(self, batch: dict) -> np.ndarray:
-        return self.model.forward_probs(batch)
-
-
 # ---------------------------------------------------------------------------------------------
 # helpers: model loading, results, manifest
 # ---------------------------------------------------------------------------------------------
 def _load_model(model: Any, device, backend: str = "torch"):
-    from trendnlp.model.classifier import TrendClassifier
-
     if isinstance(model, (str, Path)):
+        if backend != "torch":
+            return load_model(model, backend)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return TrendClassifier.from_pretrained(model, merge_lora=True, device=device, backend=backend)
+        return load_model(model, merge_lora=True, device=device)
+    if not isinstance(model, torch.nn.Module):  # a runtime loaded elsewhere (ONNX)
+        return model
     return model.to(device).eval() if device is not None else model.eval()
 
 
@@ -367,8 +220,8 @@ def _model_ref(model: Any, clf) -> dict:
     return {"in_memory": True, "config": clf.config.to_dict(), "checksum": checksum}
 
 
-def _result_columns(records: list[dict], probs: np.ndarray, labels: list[str],
-                    extra: ExtraColumns | None, min_confidence: float | None = None) -> dict[str, list]:
+def _result_columns(records: list[dict], probs: np.ndarray, labels: list[str], extra: ExtraColumns | None,
+                    min_confidence: float | None = None, change: np.ndarray | None = None) -> dict[str, list]:
     names = [labels[i] for i in probs.argmax(axis=1)]
     if min_confidence is not None:
         names = [UNCERTAIN if p < min_confidence else n for n, p in zip(names, probs.max(axis=1))]
@@ -382,6 +235,8 @@ def _result_columns(records: list[dict], probs: np.ndarray, labels: list[str],
                 raise ValueError(f"extra_columns: column {name!r} clashes with a base column or has {len(values)} "
                                  f"values for {len(records)} records")
             cols[name] = list(values)
+    if change is not None:
+        cols["expected_change"] = change.astype(np.float64).tolist()
     return cols
 
 

@@ -11,7 +11,7 @@ Requests pass three gates before the model sees them: the body size (413 above `
 the Content-Length header and on the bytes actually received), pydantic models generated from the §1 schema
 table `trendnlp.data.records.RECORD_SCHEMA`, then `validate_rows` (the rules every reader applies, e.g.
 history length); a bad record is a 422 naming its index and field. More than `max_records` records is a 413.
-A request's records are scored in one call of the batch labeler (`WindowLabeler`, as `trendnlp label`: each
+A request's records are scored in one call of the prediction core (`model.predict.Predictor`, as `trendnlp label`: each
 distinct text encoded once, pooled text embeddings kept in a bounded LRU cache across requests, since a shop
 asks about the same products again and again; the probabilities equal `predict_proba`'s). Calls are
 serialised by a lock (one model, one cache), so concurrent requests queue instead of interleaving. Endpoints are plain functions that
@@ -60,12 +60,12 @@ class ModelService:
     """
 
     def __init__(self, model: Any, batch_size: int = 64, text_cache: int = 16384):
-        from trendnlp.inference.labeling import WindowLabeler
-        from trendnlp.model.classifier import TrendClassifier
+        from trendnlp.model.load import load_model
+        from trendnlp.model.predict import Predictor
 
         self.model_dir = str(model) if isinstance(model, (str, Path)) else None
-        self.clf = TrendClassifier.from_pretrained(model) if self.model_dir else model.eval()
-        self.labeler = WindowLabeler(self.clf, batch_size=batch_size, text_cache=text_cache)
+        self.clf = load_model(model) if self.model_dir else model.eval()
+        self.labeler = Predictor(self.clf, batch_size=batch_size, text_cache=text_cache)
         self.lock = threading.Lock()
 
     def validate(self, records: Sequence[dict]) -> list[dict]:
@@ -81,7 +81,7 @@ class ModelService:
 
     def predict(self, records: list[dict]) -> list[dict]:
         """One result per validated record: product_id, cutoff, label and probabilities (one model call)."""
-        probs = self.call(self.labeler.predict_proba, records)
+        probs = self.call(self.labeler, records).probs
         labels = self.clf.labels
         return [{"product_id": r["product_id"], "cutoff": r["cutoff"], "label": labels[int(np.argmax(p))],
                  "probabilities": {name: float(v) for name, v in zip(labels, p)}} for r, p in zip(records, probs)]

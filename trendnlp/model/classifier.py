@@ -17,6 +17,7 @@ The saved folder (DESIGN §4):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import warnings
@@ -31,13 +32,13 @@ from torch import nn
 
 from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
-from trendnlp.data.features import SUMMARY_NAMES, build_text, n_sales_channels, sales_channel_names, summary_stats
+from trendnlp.data.features import SUMMARY_NAMES, n_sales_channels, sales_channel_names, summary_stats
 from trendnlp.errors import ModelFolderError
 from trendnlp.model.card import write_model_card
 from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer,
                                    check_weights, read_meta, record_identity, resolve_stored_path)
 from trendnlp.model.fusion import FusionHead
-from trendnlp.data.records import ErrorReport, read_records_aligned
+from trendnlp.model.predict import Runtime
 from trendnlp.model.sales_encoder import SalesEncoder
 from trendnlp.model.text_encoder import BaseModelError, TextEncoder, load_base_model, load_tokenizer
 
@@ -45,7 +46,7 @@ FORMAT_VERSION = 1
 _ENCODER_PREFIX = "text_encoder."  # weights saved by peft (adapter/) or transformers (encoder/), not in model.safetensors
 
 
-class TrendClassifier(nn.Module):
+class TrendClassifier(Runtime, nn.Module):
     """Predicts rising / falling / stable sales from product text and sales history.
 
     Args:
@@ -79,11 +80,6 @@ class TrendClassifier(nn.Module):
         # temperature dividing the offset logits at inference (eval mode) only: 1 unless fitted on validation
         # after training and the offsets (train.calibrate_temperature, see calibration.py)
         self.register_buffer("temperature", torch.ones(()))
-
-    @property
-    def labels(self) -> list[str]:
-        """Class names in the order of logits and probability columns."""
-        return list(self.config.labels.names)
 
     # ---- forward -----------------------------------------------------------------------------
     def _text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, text_index: torch.Tensor):
@@ -248,7 +244,7 @@ class TrendClassifier(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, base_model: str | None = None, merge_lora: bool = True,
-                        device: str | torch.device | None = None, backend: str = "torch") -> "TrendClassifier":
+                        device: str | torch.device | None = None) -> "TrendClassifier":
         """Rebuild a saved model; never unpickles, never runs remote code.
 
         Args:
@@ -256,21 +252,14 @@ class TrendClassifier(nn.Module):
             base_model: override the stored base encoder reference (name or path), e.g. on another machine.
             merge_lora: fold LoRA into the encoder weights for faster inference (then it cannot be re-saved).
             device: where to put the model (default: CPU).
-            backend: "torch", or "onnx" / "onnx-int8" to run the graphs of `trendnlp export --format onnx [--int8]`
-                with onnxruntime (an `OnnxTrendClassifier` with the same predict / predict_proba).
         Returns:
             the model in eval mode.
 
-        >>> clf = TrendClassifier.from_pretrained("runs/demo/model", backend="onnx-int8")  # doctest: +SKIP
+        >>> clf = TrendClassifier.from_pretrained("runs/demo/model")  # doctest: +SKIP
+        (`trendnlp.load_model(dir, backend="onnx")` gives the same API on onnxruntime.)
         """
         from safetensors.torch import load_file
 
-        if backend != "torch":
-            from trendnlp.model.onnx_backend import BACKENDS, OnnxTrendClassifier
-
-            if backend not in BACKENDS:
-                raise ValueError(f"backend must be one of {list(BACKENDS)}, found {backend!r}")
-            return OnnxTrendClassifier(directory, backend)
         d = Path(directory)
         meta = read_meta(d)
         if meta.get("format") != "trendnlp" or not isinstance(meta.get("format_version"), int) or \
@@ -318,77 +307,49 @@ class TrendClassifier(nn.Module):
             model.text_encoder.merge_lora()
         return model.to(device or "cpu").eval()
 
-    # ---- inference ---------------------------------------------------------------------------
-    def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise",
-                      report: ErrorReport | None = None) -> np.ndarray:
-        """Class probabilities, columns in `self.labels` order.
+    # ---- the prediction primitives (model/predict.py runs every prediction through them) -------
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live."""
+        return next(self.parameters()).device
 
-        Args:
-            records: one record dict, a list of dicts, a pandas DataFrame or a .jsonl/.csv/.parquet path.
-            batch_size: records per forward pass (batches are formed from records of similar text length).
-            on_error: "raise" on the first bad record (RecordError naming row and field), or "skip" it.
-            report: an `ErrorReport` that receives each skipped record's row, field and reason.
-        Returns:
-            (n, n_classes) float32 array, one row per input record in input order, summing to 1; a record
-            skipped under on_error="skip" keeps its row, filled with NaN (see `report` for why).
+    @property
+    def text_dim(self) -> int:
+        """Width of a pooled text (0 without text)."""
+        return self.text_encoder.output_dim if self.text_encoder is not None else 0
 
-        >>> cfg = TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"hidden_size": 8}})
-        >>> clf = TrendClassifier(cfg)  # sales-only, untrained: probabilities are not meaningful yet
-        >>> proba = clf.predict_proba([{"product_id": "mug", "sales": [3, 4, 8, 12]},
-        ...                            {"product_id": "cap", "sales": [0]}])
-        >>> proba.shape, bool(np.allclose(proba.sum(1), 1.0)), clf.labels
-        ((2, 3), True, ['rising', 'falling', 'stable'])
-        """
-        return self._batched(records, batch_size, on_error, report, len(self.labels),
-                             lambda o: torch.softmax(o["logits"].float(), dim=-1))
+    @property
+    def has_change(self) -> bool:
+        """Whether the model estimates `expected_change` (fusion.change_head)."""
+        return self.fusion.change_head is not None
 
-    def predict_change(self, records: Any, batch_size: int = 64, on_error: str = "raise",
-                       report: ErrorReport | None = None) -> np.ndarray:
-        """`expected_change`: the regression head's estimate of the label rule's change (log ratio of the future
-        to the recent mean), one per record; needs a model trained with fusion.change_head=true.
-
-        Args:
-            records, batch_size, on_error, report: as `predict_proba`.
-        Returns:
-            (n,) float32 array, one value per input record in input order (NaN for a skipped record).
-
-        >>> cfg = TrendConfig.from_dict({"text": {"enabled": False}, "fusion": {"change_head": True}})
-        >>> TrendClassifier(cfg).predict_change([{"product_id": "a", "sales": [1, 2]}]).shape
-        (1,)
-        """
-        if self.fusion.change_head is None:
-            raise ValueError("this model has no change head; train it with --set fusion.change_head=true")
-        return self._batched(records, batch_size, on_error, report, 1, lambda o: o["change"].float()[:, None])[:, 0]
-
-    def _batched(self, records: Any, batch_size: int, on_error: str, report: ErrorReport | None, width: int,
-                 take) -> np.ndarray:
-        """(n, width) float32: `take(forward outputs)` per length-sorted batch, in eval mode, one row per input
-        record (NaN for a skipped one); the one inference loop of predict_proba and predict_change."""
-        out, batches, align = length_sorted_batches(self, records, batch_size, on_error, report, width)
-        device = next(self.parameters()).device
+    @contextlib.contextmanager
+    def inference(self):
+        """Eval mode (no dropout; logit offsets and temperature applied), the previous mode restored after."""
         was_training = self.training
         self.eval()
         try:
-            with torch.inference_mode():
-                for idx, batch in batches:
-                    batch.pop("labels", None)
-                    batch.pop("change_target", None)  # targets are for training losses, not inference
-                    out[idx] = take(self(**{k: v.to(device) for k, v in batch.items()})).cpu().numpy()
+            yield
         finally:
             self.train(was_training)
-        return align(out)
 
-    def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise",
-                report: ErrorReport | None = None) -> list[str | None]:
-        """Most probable label per input record (arguments as `predict_proba`); None for a skipped record.
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled texts (U, H) of token batches (U, L)."""
+        return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
 
-        >>> clf = TrendClassifier(TrendConfig.from_dict({"text": {"enabled": False}}))
-        >>> clf.predict({"product_id": "a", "sales": [1]})[0] in clf.labels
-        True
-        """
-        proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error, report=report)
-        ok = ~np.isnan(proba).any(axis=1)
-        return [self.labels[i] if good else None for i, good in zip(np.nan_to_num(proba).argmax(axis=1), ok)]
+    def head_outputs(self, pooled: torch.Tensor | None, text_index: torch.Tensor, sales: dict):
+        """Probabilities (B, C) and expected change (B,) or None of records whose texts are rows `text_index`
+        of `pooled` (-1: none); `sales` holds "sales" (B, T, C) and "summary" (B, S) (empty without sales)."""
+        text = self.record_texts(pooled, text_index) if self.text_encoder is not None else None
+        sales_vec = self.sales_encoder(**sales) if self.sales_encoder is not None else None
+        logits = self.head(text, sales_vec)
+        change = self.fusion.expected_change(text, sales_vec) if self.has_change else None
+        return torch.softmax(logits.float(), dim=-1), change
+
+    def batch_outputs(self, batch: dict):
+        """Probabilities (B, C) and expected change (B,) or None of a collated batch through `forward`."""
+        out = self(**{k: v for k, v in batch.items() if k not in ("labels", "change_target")})
+        return torch.softmax(out["logits"].float(), dim=-1), out["change"]
 
     def explain(self, records: Any, **kwargs) -> list[dict]:
         """One JSON-ready explanation per record: label, probabilities, text vs sales Shapley split, sales
@@ -409,31 +370,6 @@ def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: s
         warnings.warn(f"{d}: this model was trained on the base encoder {stored!r} (weights fingerprint {saved}), "
                       f"but is being loaded on {used!r} (fingerprint {fingerprint}); its predictions will be "
                       "wrong unless both are the same encoder", UserWarning, stacklevel=3)
-
-
-def length_sorted_batches(model: Any, records: Any, batch_size: int, on_error: str,
-                          report: ErrorReport | None = None, width: int | None = None):
-    """A zero (n_valid, width) output (width: n_classes by default), (row indices, collated batch) pairs with records of similar text
-    length together (less padding), and `align(out)`: one row per input record, NaN for a record skipped under
-    on_error="skip" (reported in `report`). Shared by the torch and the ONNX predict_proba."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, found {batch_size}")
-    c = model.config
-    recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
-                                               rule=c.labels.rule(), report=report)
-    out = np.zeros((len(recs), width or len(model.labels)), dtype=np.float32)
-    collate = model.make_collator()
-    lengths = [len(build_text(r, c.text)) if c.text.enabled else 0 for r in recs]
-    order = np.argsort(lengths, kind="stable")
-    batches = ((order[s:s + batch_size], collate([recs[i] for i in order[s:s + batch_size]]))
-               for s in range(0, len(order), batch_size))
-
-    def align(values: np.ndarray) -> np.ndarray:
-        aligned = np.full((n_rows, values.shape[1]), np.nan, dtype=np.float32)  # skipped records stay NaN
-        aligned[where] = values
-        return aligned
-
-    return out, batches, align
 
 
 def _versions() -> dict:

@@ -1,46 +1,28 @@
-"""A saved model run by onnxruntime: `TrendClassifier.from_pretrained(dir, backend="onnx" | "onnx-int8")`.
+"""A saved model run by onnxruntime: `trendnlp.load_model(dir, backend="onnx" | "onnx-int8")`.
 
 Reads the graphs written by `trendnlp export --format onnx` (inference/export.py): model.onnx or
 model.int8.onnx (the whole fused model; also returns pooled text embeddings) and head.onnx (sales encoder +
-fusion head on pooled texts). Tokenizer, collator and config come from the folder as for the torch backend,
-so records are validated, featurised and deduplicated exactly as there.
-
-Duck-types the parts of `TrendClassifier` that prediction and batch labeling use: `config`, `labels`,
-`tokenizer`, `make_collator`, `predict_proba`, `predict`, and stand-ins for `text_encoder` (pooled
-embeddings of token batches), `sales_encoder` and `fusion.needs_tokens`.
+fusion head on pooled texts). Tokenizer and config come from the folder as for the torch model, and every
+prediction runs through the same core (model/predict.py), so records are validated, featurised, deduplicated
+and batched exactly as there; this class only supplies the runtime primitives. The graphs carry no change head.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
 from trendnlp.config import TrendConfig
-from trendnlp.data.collate import TrendCollator
+from trendnlp.model.predict import Runtime
 from trendnlp.model.text_encoder import load_tokenizer
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
-_GRAPHS = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+GRAPHS = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 
 
-class OnnxTextEncoder:
-    """Pooled embeddings (U, H) of token batches, from the fused graph's `pooled` output (the record-side
-    inputs get one dummy record: onnxruntime needs every input, and one head row costs nothing)."""
-
-    def __init__(self, owner: "OnnxTrendClassifier", output_dim: int):
-        self.owner, self.output_dim = owner, output_dim
-
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask,
-                "text_index": torch.zeros(1, dtype=torch.long), **self.owner.dummy_sales(1)}
-        return torch.from_numpy(self.owner.run("model", feed, "pooled"))
-
-
-class OnnxTrendClassifier:
+class OnnxTrendClassifier(Runtime):
     """A saved trendnlp model on onnxruntime (CPU, or CUDA when onnxruntime-gpu is installed).
 
     Args:
@@ -53,9 +35,9 @@ class OnnxTrendClassifier:
         import onnxruntime as ort
 
         d = Path(directory)
-        if backend not in _GRAPHS:
-            raise ValueError(f"backend must be one of {list(_GRAPHS)}, found {backend!r}")
-        path = d / _GRAPHS[backend]
+        if backend not in GRAPHS:
+            raise ValueError(f"backend must be one of {list(GRAPHS)}, found {backend!r}")
+        path = d / GRAPHS[backend]
         if not path.is_file():
             flag = " --int8" if backend == "onnx-int8" else ""
             raise FileNotFoundError(f"{path}: no ONNX graph for backend {backend!r}; write it with `trendnlp export "
@@ -78,37 +60,16 @@ class OnnxTrendClassifier:
         n_channels, n_summary = meta.get("n_sales_channels"), len((meta.get("feature_scaling") or {}).get(
             "summary_names", []))
         self._sales_shape = (c.sales.history, n_channels, n_summary)
-        self.text_encoder = None
-        if c.text.enabled:  # cross attention has no pooled output: the labeler then runs the whole graph
-            self.text_encoder = OnnxTextEncoder(self, self._text_dim() if self.onnx_meta.get("pooled_output") else 0)
-        self.sales_encoder = True if c.sales.enabled else None  # stand-in: "this model reads sales"
-        self.fusion = SimpleNamespace(needs_tokens=c.fusion.method == "cross_attention")
+        self.device = torch.device("cpu")  # inputs are handed over as arrays
+        self.text_dim = self._text_dim() if c.text.enabled and self.onnx_meta.get("pooled_output") else 0
 
     def _text_dim(self) -> int:
         out = next(o for o in self.sessions["model"].get_outputs() if o.name == "pooled")
         return int(out.shape[-1])
 
-    @property
-    def labels(self) -> list[str]:
-        """Class names in the order of probability columns."""
-        return list(self.config.labels.names)
-
-    def parameters(self):
-        """A CPU tensor, for code that asks a model which device it runs on."""
-        yield torch.empty(0)
-
-    def eval(self) -> "OnnxTrendClassifier":
-        return self
-
-    def make_collator(self, dedup: bool = True, pad_to_max_length: bool = False) -> TrendCollator:
-        """The same collator as the torch model's (tokenization, sales features)."""
-        c = self.config
-        return TrendCollator(self.tokenizer, c.text, c.sales, self.labels, K=c.labels.K, alpha=c.labels.alpha,
-                             dedup=dedup, pad_to_max_length=pad_to_max_length)
-
     def dummy_sales(self, n: int) -> dict[str, torch.Tensor]:
         """Zero sales inputs for n records (only for graphs that read sales)."""
-        if self.sales_encoder is None:
+        if not self.config.sales.enabled:
             return {}
         T, C, S = self._sales_shape
         return {"sales": torch.zeros(n, T, C), "summary": torch.zeros(n, S)}
@@ -122,32 +83,25 @@ class OnnxTrendClassifier:
             arrays[k] = v.astype(np.int64) if v.dtype.kind in "iu" else v.astype(np.float32)
         return self.sessions[graph].run([output], arrays)[0]
 
-    def forward_probs(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
-        """Probabilities (B, n_classes) of a collated batch through the whole graph. A batch without any text
+    # ---- the prediction primitives (model/predict.py) ----------------------------------------
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
+        """Pooled texts (U, H) from the fused graph's `pooled` output (the record-side inputs get one dummy
+        record: onnxruntime needs every input, and one head row costs nothing)."""
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask,
+                "text_index": torch.zeros(1, dtype=torch.long), **self.dummy_sales(1)}
+        return self.run("model", feed, "pooled")
+
+    def head_outputs(self, pooled: torch.Tensor | None, text_index: torch.Tensor, sales: dict):
+        """Probabilities (B, C) from head.onnx on pooled texts (the whole graph for a sales-only model)."""
+        if pooled is None:
+            return self.run("model", {"text_index": text_index, **sales}), None
+        return self.run("head", {"pooled": pooled, "text_index": text_index, **sales}), None
+
+    def batch_outputs(self, batch: dict[str, torch.Tensor]):
+        """Probabilities (B, C) of a collated batch through the whole graph. A batch without any text
         (U = 0) gets one dummy text that no record points to, so every axis stays non-empty."""
         batch = {k: v for k, v in batch.items() if k != "labels"}
-        if self.text_encoder is not None and batch["input_ids"].shape[0] == 0:
+        if self.config.text.enabled and batch["input_ids"].shape[0] == 0:
             batch["input_ids"] = torch.zeros(1, 1, dtype=torch.long)
             batch["attention_mask"] = torch.ones(1, 1, dtype=torch.long)
-        return self.run("model", batch)
-
-    def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise", report: Any = None) -> np.ndarray:
-        """Class probabilities (n, n_classes) in `labels` order; arguments as `TrendClassifier.predict_proba`.
-
-        >>> clf = TrendClassifier.from_pretrained("runs/demo/model", backend="onnx")  # doctest: +SKIP
-        >>> clf.predict_proba([{"product_id": "mug", "title": "red mug", "sales": [3, 4, 8, 12]}])  # doctest: +SKIP
-        array([[0.71, 0.08, 0.21]], dtype=float32)
-        """
-        from trendnlp.model.classifier import length_sorted_batches
-
-        out, batches, align = length_sorted_batches(self, records, batch_size, on_error, report)
-        for idx, batch in batches:
-            out[idx] = self.forward_probs(batch)
-        return align(out)
-
-    def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise",
-                report: Any = None) -> list[str | None]:
-        """Most probable label per input record (arguments as `predict_proba`); None for a skipped record."""
-        proba = self.predict_proba(records, batch_size=batch_size, on_error=on_error, report=report)
-        ok = ~np.isnan(proba).any(axis=1)
-        return [self.labels[i] if good else None for i, good in zip(np.nan_to_num(proba).argmax(axis=1), ok)]
+        return self.run("model", batch), None

@@ -1,0 +1,280 @@
+"""The one prediction core: every runtime (torch, ONNX fp32, ONNX int8) and every caller (`predict_proba`,
+`predict`, `predict_change`, the batch labeler, serve, explain's probabilities) runs through `Predictor`.
+
+    records --validate--> windows of WINDOW records --> distinct texts of a window, tokenized once
+    (data.collate.token_ids), sorted by token length, encoded in dynamically padded batches of `batch_size`
+    (pooled embeddings also kept in a bounded LRU cache across windows when `text_cache` > 0)
+    --> scattered to records by text_index --> sales encoder + fusion head in batches of HEAD_BATCH
+    --> probabilities (n, C) and, with a change head, expected_change (n,) in the same pass
+    --> aligned with the input: a record skipped under on_error="skip" keeps a NaN row
+
+A runtime (`Runtime`) supplies the model and four primitives; everything else here is shared:
+    encode(input_ids (U, L), attention_mask (U, L))        -> pooled texts (U, H)
+    head_outputs(pooled (U, H) | None, text_index (B,), sales {"sales": (B, T, C), "summary": (B, S)})
+                                                           -> probs (B, C), change (B,) | None
+    batch_outputs(collated batch)                          -> probs (B, C), change (B,) | None
+        (the whole model on one batch: cross attention needs each record's token states, not pooled texts)
+    device                                                 where input tensors go
+`predict` is derived from `predict_proba`, and both from `predict_outputs`, here and only here.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from trendnlp.data.collate import TrendCollator, pad_token_ids, token_ids
+from trendnlp.data.records import ErrorReport, read_records_aligned
+
+HEAD_BATCH = 1024  # records per sales-encoder + fusion-head pass: cheap per record, so batch big
+WINDOW = 4096  # records per window in predict_proba: texts are deduplicated over a window
+
+
+class Predictions(NamedTuple):
+    """One pass's outputs, one row per record: probabilities (n, C) in `labels` order, and expected_change
+    (n,) when the model has a change head (else None)."""
+
+    probs: np.ndarray
+    change: np.ndarray | None
+
+
+class Runtime:
+    """The shared inference API of every runtime; subclasses define `config`, `tokenizer`, `device`,
+    `text_dim`, `has_change` and the primitives `encode`, `head_outputs`, `batch_outputs` (module docstring)."""
+
+    config: Any
+    tokenizer: Any
+    device: torch.device
+    text_dim: int = 0  # width H of a pooled text
+    has_change: bool = False
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in the order of logits and probability columns."""
+        return list(self.config.labels.names)
+
+    @property
+    def needs_tokens(self) -> bool:
+        """Cross-attention fusion reads token states: texts cannot be pooled apart from the head."""
+        return self.config.text.enabled and self.config.fusion.method == "cross_attention"
+
+    def inference(self):
+        """A context in which the runtime predicts (torch: eval mode, restored afterwards)."""
+        return contextlib.nullcontext()
+
+    def predict_outputs(self, records: Any, batch_size: int = 64, on_error: str = "raise",
+                        report: ErrorReport | None = None) -> Predictions:
+        """Probabilities and expected_change of any records input in one pass (arguments as `predict_proba`)."""
+        return Predictor(self, batch_size=batch_size).predict(records, on_error=on_error, report=report)
+
+    def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise",
+                      report: ErrorReport | None = None) -> np.ndarray:
+        """Class probabilities, columns in `self.labels` order.
+
+        Args:
+            records: one record dict, a list of dicts, a pandas DataFrame or a .jsonl/.csv/.parquet path.
+            batch_size: distinct texts per text-encoder pass (length-sorted, dynamically padded).
+            on_error: "raise" on the first bad record (RecordError naming row and field), or "skip" it.
+            report: an `ErrorReport` that receives each skipped record's row, field and reason.
+        Returns:
+            (n, n_classes) float32 array, one row per input record in input order, summing to 1; a record
+            skipped under on_error="skip" keeps its row, filled with NaN (see `report` for why).
+
+        >>> from trendnlp.config import TrendConfig
+        >>> from trendnlp.model.classifier import TrendClassifier
+        >>> clf = TrendClassifier(TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"hidden_size": 8}}))
+        >>> proba = clf.predict_proba([{"product_id": "mug", "sales": [3, 4, 8, 12]},
+        ...                            {"product_id": "cap", "sales": [0]}])  # untrained: not meaningful yet
+        >>> proba.shape, bool(np.allclose(proba.sum(1), 1.0)), clf.labels
+        ((2, 3), True, ['rising', 'falling', 'stable'])
+        """
+        return self.predict_outputs(records, batch_size, on_error, report).probs
+
+    def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise",
+                report: ErrorReport | None = None) -> list[str | None]:
+        """Most probable label per input record (arguments as `predict_proba`); None for a skipped record."""
+        return labels_of(self.predict_proba(records, batch_size=batch_size, on_error=on_error, report=report),
+                         self.labels)
+
+    def predict_change(self, records: Any, batch_size: int = 64, on_error: str = "raise",
+                       report: ErrorReport | None = None) -> np.ndarray:
+        """`expected_change`: the regression head's estimate of the label rule's change (log ratio of the future
+        to the recent mean), one per record; needs a model trained with fusion.change_head=true.
+
+        Returns:
+            (n,) float32 array, one value per input record in input order (NaN for a skipped record).
+        """
+        if not self.has_change:
+            raise ValueError("this model has no change head; train it with --set fusion.change_head=true")
+        return self.predict_outputs(records, batch_size, on_error, report).change
+
+
+def labels_of(probs: np.ndarray, labels: list[str]) -> list[str | None]:
+    """The most probable label of each row of `probs`; None for a NaN row (a skipped record).
+
+    >>> labels_of(np.array([[0.2, 0.8], [np.nan, np.nan]]), ["up", "down"])
+    ['down', None]
+    """
+    ok = ~np.isnan(probs).any(axis=1)
+    return [labels[i] if good else None for i, good in zip(np.nan_to_num(probs).argmax(axis=1), ok)]
+
+
+class Predictor:
+    """Probabilities (and expected_change) for validated records, each distinct text encoded once.
+
+    Pooled text embeddings stay in a bounded LRU cache across calls when `text_cache` > 0: a catalog sorted by
+    cutoff meets the same product text again one cutoff (a few thousand rows) later, and a server is asked about
+    the same products again and again. Cross-attention needs token states, which are not cached. Safe to call
+    from several threads: every read or write of the cache happens under one lock; the encoder runs outside it.
+
+    Args:
+        runtime: a `Runtime` (TrendClassifier in eval mode, LoRA merged for speed, or an ONNX runtime).
+        batch_size: distinct texts per encoder pass (dynamically padded, length-sorted).
+        text_cache: pooled embeddings kept across calls (H floats each; 0: dedup within one call only).
+            Only for a model whose weights no longer change.
+        dtype: "fp32" or "bf16" autocast (torch only).
+    """
+
+    def __init__(self, runtime: Runtime, batch_size: int = 64, text_cache: int = 0, dtype: str = "fp32"):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, found {batch_size}")
+        self.runtime, self.batch_size, self.cache_size = runtime, batch_size, max(0, text_cache)
+        c = runtime.config
+        self.collator = TrendCollator(runtime.tokenizer, c.text, c.sales, runtime.labels, K=c.labels.K,
+                                      alpha=c.labels.alpha)
+        self.device = runtime.device
+        self.dtype = dtype
+        self._slots: OrderedDict[str, int] = OrderedDict()  # text -> row of _table, least recently used first
+        self._table: torch.Tensor | None = None
+        self.texts_encoded = self.texts_cached = 0
+        self._lock = threading.Lock()
+
+    # ---- any input ----------------------------------------------------------------------------
+    def predict(self, records: Any, on_error: str = "raise", report: ErrorReport | None = None) -> Predictions:
+        """Validate any records input, run it window by window, align the outputs with the input rows."""
+        c = self.runtime.config
+        recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
+                                                   rule=c.labels.rule(), report=report)
+        parts = [self(recs[s:s + WINDOW]) for s in range(0, len(recs), WINDOW)] or [self([])]
+        probs = np.full((n_rows, len(self.runtime.labels)), np.nan, dtype=np.float32)  # skipped rows stay NaN
+        probs[where] = np.concatenate([p.probs for p in parts])
+        change = None
+        if self.runtime.has_change:
+            change = np.full(n_rows, np.nan, dtype=np.float32)
+            change[where] = np.concatenate([p.change for p in parts])
+        return Predictions(probs, change)
+
+    # ---- validated records --------------------------------------------------------------------
+    def __call__(self, records: list[dict]) -> Predictions:
+        """Outputs for validated records (rows in `records` order), texts deduplicated over all of them."""
+        rt, n = self.runtime, len(records)
+        probs = np.zeros((n, len(rt.labels)), dtype=np.float32)
+        change = np.full(n, np.nan, dtype=np.float32) if rt.has_change else None
+        out = Predictions(probs, change)
+        if not records:
+            return out
+        c = rt.config
+        sales = self.collator.sales(records) if c.sales.enabled else {}
+        texts, index = self.collator.texts(records) if c.text.enabled else ([], [-1] * n)
+        index = np.asarray(index, dtype=np.int64)
+        with torch.inference_mode(), self._autocast(), rt.inference():
+            if rt.needs_tokens:
+                self._by_text_group(texts, index, sales, out)
+                return out
+            pooled = self._encode(texts) if c.text.enabled else None  # (U, H)
+            for rows in _chunks(np.arange(n), HEAD_BATCH):
+                self._put(out, rows, rt.head_outputs(pooled, self._to(torch.from_numpy(index[rows])),
+                                                     {k: self._to(v[rows]) for k, v in sales.items()}))
+        return out
+
+    def _autocast(self):
+        if self.dtype == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _to(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device)
+
+    @staticmethod
+    def _put(out: Predictions, rows: np.ndarray, result: tuple) -> None:
+        probs, change = result
+        out.probs[rows] = _numpy(probs)
+        if out.change is not None and change is not None:
+            out.change[rows] = _numpy(change)
+
+    def text_batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict]]:
+        """(text positions, padded input_ids / attention_mask on the device) per batch of length-sorted texts."""
+        if not texts:
+            return
+        tok = self.runtime.tokenizer
+        ids = token_ids(tok, texts, self.runtime.config.text.max_length)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        for pos in _chunks(order, self.batch_size):
+            batch = pad_token_ids([ids[u] for u in pos], tok.pad_token_id or 0, left=tok.padding_side == "left")
+            yield pos, {k: self._to(v) for k, v in batch.items()}
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        """(U, H) pooled embeddings of distinct texts: cached ones copied, the others encoded, then cached."""
+        emb = torch.zeros(len(texts), self.runtime.text_dim, device=self.device)
+        with self._lock:  # copy the hits out before another thread can evict and reuse their slots
+            hit = [u for u, t in enumerate(texts) if t in self._slots]
+            for u in hit:
+                self._slots.move_to_end(texts[u])
+            if hit:
+                emb[hit] = self._table[[self._slots[texts[u]] for u in hit]]
+        hit_set = set(hit)
+        miss = [u for u in range(len(texts)) if u not in hit_set]
+        for pos, batch in self.text_batches([texts[u] for u in miss]):
+            emb[[miss[j] for j in pos]] = torch.as_tensor(self.runtime.encode(**batch)).float().to(self.device)
+        with self._lock:
+            self.texts_encoded, self.texts_cached = self.texts_encoded + len(miss), self.texts_cached + len(hit)
+            self._store(texts, miss, emb)
+        return emb
+
+    def _store(self, texts: list[str], miss: list[int], emb: torch.Tensor) -> None:
+        """Put freshly encoded texts into the LRU table (caller holds the lock)."""
+        if not self.cache_size:
+            return
+        if self._table is None:
+            self._table = torch.empty(self.cache_size, emb.shape[1], device=self.device)
+        for u in miss[-self.cache_size:]:
+            if texts[u] in self._slots:  # another thread encoded and stored it meanwhile
+                self._slots.move_to_end(texts[u])
+                continue
+            if len(self._slots) < self.cache_size:
+                slot = len(self._slots)
+            else:
+                slot = self._slots.popitem(last=False)[1]  # evict the least recently used text
+            self._slots[texts[u]] = slot
+            self._table[slot] = emb[u]
+
+    def _by_text_group(self, texts: list[str], index: np.ndarray, sales: dict, out: Predictions) -> None:
+        """Cross attention needs token states per record: run the whole model per text batch with all records
+        sharing those texts, so token states live only for one batch of distinct texts."""
+        rt = self.runtime
+        local = np.full(len(texts), -1, dtype=np.int64)
+        for pos, batch in self.text_batches(texts):
+            local[:] = -1
+            local[pos] = np.arange(len(pos))
+            for rows in _chunks(np.nonzero(np.isin(index, pos))[0], HEAD_BATCH):
+                self._put(out, rows, rt.batch_outputs({**batch, "text_index": self._to(torch.from_numpy(
+                    local[index[rows]])), **{k: self._to(v[rows]) for k, v in sales.items()}}))
+        for rows in _chunks(np.nonzero(index < 0)[0], HEAD_BATCH):
+            empty = torch.zeros(0, 1, dtype=torch.long, device=self.device)
+            self._put(out, rows, rt.batch_outputs({"input_ids": empty, "attention_mask": empty,
+                                                   "text_index": self._to(torch.full((len(rows),), -1)),
+                                                   **{k: self._to(v[rows]) for k, v in sales.items()}}))
+
+
+def _chunks(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for s in range(0, len(rows), size):
+        yield rows[s:s + size]
+
+
+def _numpy(x) -> np.ndarray:
+    return x.float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
