@@ -50,21 +50,37 @@ def step_times(config, out: Path) -> tuple[list[float], dict, dict]:
 
 
 def per_step(args: argparse.Namespace, work: Path) -> list[dict]:
-    from trendnlp.config import TrendConfig
+    """Table 1: one subprocess per precision (accelerate keeps a single precision per Python process)."""
+    import subprocess
+    import sys
 
     rows = []
     for precision in ("no", "bf16"):
-        config = TrendConfig.from_yaml(args.config, overrides=[*args.set,
-            f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", "train.epochs=100",
-            f"train.mixed_precision={precision!r}", "train.save_steps=0", "train.log_with=none", "data.test=",
-            f"data.train={args.train}", f"data.validation={args.validation}"])
-        times, result, report = step_times(config, work / f"step_{precision}")
-        measured = times[args.warmup:]
-        adapter = sum(f.stat().st_size for f in (Path(result["model_dir"]) / "adapter").glob("*.safetensors"))
-        rows.append({"precision": "fp32" if precision == "no" else "bf16", "steps": len(measured),
-                     "median_s": statistics.median(measured), "mean_s": statistics.fmean(measured),
-                     "adapter_bytes": adapter, **report})
+        options = {"config": args.config, "set": args.set, "batch_size": args.batch_size, "steps": args.steps,
+                   "train": args.train, "validation": args.validation, "warmup": args.warmup}
+        code = ("import json, sys; sys.path.insert(0, %r); import benchmark_training as b; "
+                "print(json.dumps(b.step_row(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3])))"
+                % str(Path(__file__).resolve().parent))
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(options), precision,
+                               str(work / f"step_{precision}")], capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return rows
+
+
+def step_row(options: dict, precision: str, out: str) -> dict:
+    """One row of table 1: --steps optimizer steps at `precision` ("no" or "bf16") in `out`."""
+    from trendnlp.config import TrendConfig
+
+    config = TrendConfig.from_yaml(options["config"], overrides=[*options["set"],
+        f"train.batch_size={options['batch_size']}", f"train.max_steps={options['steps']}", "train.epochs=100",
+        f"train.mixed_precision={precision!r}", "train.save_steps=0", "train.log_with=none", "data.test=",
+        f"data.train={options['train']}", f"data.validation={options['validation']}"])
+    times, result, report = step_times(config, Path(out))
+    measured = times[options["warmup"]:]
+    adapter = sum(f.stat().st_size for f in (Path(result["model_dir"]) / "adapter").glob("*.safetensors"))
+    return {"precision": "fp32" if precision == "no" else "bf16", "steps": len(measured),
+            "median_s": statistics.median(measured), "mean_s": statistics.fmean(measured),
+            "adapter_bytes": adapter, **report}
 
 
 def per_epoch(args: argparse.Namespace, work: Path) -> list[dict]:

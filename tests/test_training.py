@@ -14,11 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import load_script
-from trendnlp import training
+from trendnlp.training import steps
 from trendnlp.config import TrendConfig
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.data.records import write_records
-from trendnlp.training import class_weights, evaluate, latest_checkpoint, loss_function, train
+from trendnlp.evaluation.evaluate import evaluate
+from trendnlp.training import class_weights, latest_checkpoint, loss_function, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,8 +93,8 @@ def test_finetune_script_trains_exports_and_evaluates(tiny_bert_dir, data_files,
 def test_early_stopping_exports_the_best_epoch(tiny_config, data_files, tmp_path, monkeypatch):
     cfg = make_config(tiny_config, data_files, epochs=6, patience=2)
     fake_f1 = iter([0.50, 0.70, 0.60, 0.65, 0.90, 0.95])  # best at epoch 2, then 2 epochs without gain
-    real = training._scores
-    monkeypatch.setattr(training, "_scores", lambda *a: {**real(*a), "macro_f1": next(fake_f1)})
+    real = steps._scores
+    monkeypatch.setattr(steps, "_scores", lambda *a: {**real(*a), "macro_f1": next(fake_f1)})
     snapshots = {}
 
     def snapshot(step, model, accelerator):  # the head weights at the end of each epoch
@@ -126,7 +127,8 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_config, data_files, tmp_pat
 
     with pytest.raises(Interrupt):
         train(cfg, tmp_path / "b", progress=False, on_step=interrupt)
-    assert int(latest_checkpoint(tmp_path / "b").name.split("_")[1]) == stop_at // 4 * 4
+    saved_at = json.loads((latest_checkpoint(tmp_path / "b") / "trainer_state.json").read_text())["step"]
+    assert saved_at == stop_at // 4 * 4
     b = train(cfg, tmp_path / "b", resume=True, progress=False)
     assert a["steps"] == b["steps"] == 20
     assert [h["train_loss"] for h in a["history"]] == pytest.approx([h["train_loss"] for h in b["history"]], rel=1e-6)
@@ -181,17 +183,35 @@ def test_fp16_is_refused_on_cpu(tiny_config, data_files, tmp_path):
         train(make_config(tiny_config, data_files, mixed_precision="fp16"), tmp_path, progress=False)
 
 
+_BF16 = r'''
+import json, sys
+from trendnlp.config import TrendConfig
+from trendnlp.training import train
+seen = {}
+result = train(TrendConfig.from_yaml(sys.argv[1]), sys.argv[2], progress=False,
+               on_step=lambda step, model, accelerator: seen.update(precision=accelerator.mixed_precision))
+print(json.dumps({"precision": seen["precision"], "steps": result["steps"],
+                  "loss": result["history"][0]["train_loss"]}))
+'''
+
+
 def test_bf16_trains_on_cpu(tiny_config, data_files, tmp_path):
-    seen = {}
+    # accelerate keeps one precision per Python process: the bf16 run gets its own, as a user's would
+    make_config(tiny_config, data_files, mixed_precision="bf16", max_steps=3).save_yaml(tmp_path / "config.yaml")
+    done = subprocess.run([sys.executable, "-c", _BF16, str(tmp_path / "config.yaml"), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["precision"] == "bf16" and result["steps"] == 3
+    assert torch.isfinite(torch.tensor(result["loss"]))
+    assert TrendClassifier.from_pretrained(tmp_path / "run" / "model").predict(data_files["validation"])
 
-    def check(step, model, accelerator):
-        seen["precision"] = accelerator.mixed_precision
 
-    result = train(make_config(tiny_config, data_files, mixed_precision="bf16", max_steps=3), tmp_path,
-                   progress=False, on_step=check)
-    assert seen["precision"] == "bf16" and result["steps"] == 3
-    assert torch.isfinite(torch.tensor(result["history"][0]["train_loss"]))
-    assert TrendClassifier.from_pretrained(tmp_path / "model").predict(data_files["validation"])
+def test_a_second_precision_in_one_process_is_refused_clearly(tiny_config, data_files, tmp_path):
+    train(make_config(tiny_config, data_files, max_steps=1, epochs=1), tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="run it in a new process"):
+        train(make_config(tiny_config, data_files, mixed_precision="bf16", max_steps=1), tmp_path / "b",
+              progress=False)
 
 
 _WORKER = r'''

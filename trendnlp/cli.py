@@ -128,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from trendnlp.evaluation.metrics import format_metrics_table
-    from trendnlp.training import evaluate
+    from trendnlp.evaluation.evaluate import evaluate
 
     out = args.out or str(Path(args.model) / "eval")
     metrics = evaluate(args.model, args.data, out_dir=out, batch_size=args.batch_size, on_error=args.on_error,

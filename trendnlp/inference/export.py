@@ -305,19 +305,11 @@ def export_model(model: str | Path, out: str | Path | None = None, fmt: str | No
     files = []
     if self_contained or out.resolve() != Path(model).resolve():
         clf = TrendClassifier.from_pretrained(model, merge_lora=False)
-        clf.save_pretrained(out, self_contained=self_contained)
+        metrics_file = Path(model) / "metrics.json"  # kept, and so the card's metrics
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
+        clf.save_pretrained(out, self_contained=self_contained, metrics=metrics)
         files += sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-        _copy_metrics(Path(model), out)
     if fmt == "onnx":
         files += export_onnx(out, out, int8=int8)["files"]
     return {"dir": str(out), "files": files, "self_contained": self_contained,
             "seconds": round(time.perf_counter() - t0, 1)}
-
-
-def _copy_metrics(src: Path, dst: Path) -> None:
-    """Keep metrics.json (and so the card's metrics) when exporting to another folder."""
-    from trendnlp.model.card import write_model_card
-
-    if src.resolve() != dst.resolve() and (src / "metrics.json").is_file():
-        (dst / "metrics.json").write_bytes((src / "metrics.json").read_bytes())
-        write_model_card(dst)

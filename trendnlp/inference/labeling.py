@@ -88,17 +88,7 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     t0 = time.perf_counter()
     input, output = Path(input), Path(output)
     out_fmt = detect_format(output)
-    if dtype not in ("fp32", "bf16"):
-        raise ValueError(f"dtype must be 'fp32' or 'bf16', found {dtype!r} (fp16 is not supported on CPU)")
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
-    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be a probability in [0, 1], found {min_confidence}")
-    if backend not in BACKENDS or (backend != "torch" and dtype != "fp32"):
-        raise ValueError(f"backend must be torch, onnx or onnx-int8 (onnx ones with dtype fp32), found {backend!r} "
-                         f"with dtype {dtype!r}")
-    if batch_size < 1 or window < 1:
-        raise ValueError(f"batch_size and window must be >= 1, found {batch_size} and {window}")
+    _check_options(dtype, on_error, min_confidence, backend, batch_size, window)
     if on_error == "skip" and errors is None:
         errors = output.with_name(output.name[: -len(output.suffix)] + ".errors.csv")
     errors = Path(errors) if errors is not None else None
@@ -146,21 +136,7 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     rows = iter_raw_rows(input)
     for k, chunk in enumerate(iter(lambda: list(itertools.islice(rows, window)), [])):  # fixed windows
         rows_read += len(chunk)
-        good, bad = [], []
-        for n, raw in chunk:
-            try:
-                if isinstance(raw, RecordError):
-                    raise raw
-                rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded)
-                if not seen.add((rec["product_id"], rec["cutoff"])):
-                    raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = "
-                                      f"{(rec['product_id'], rec['cutoff'])}; each must be unique in a file",
-                                      rec["product_id"])
-                good.append(rec)
-            except RecordError as err:
-                if on_error == "raise":
-                    raise
-                bad.append(err.as_report())
+        good, bad = _validate_window(chunk, seen, source, history, rule, csv_encoded, on_error)
         if k % num_shards == shard_index and k >= state["next_window"]:
             probs, change = labeler(good)
             if good:
@@ -197,6 +173,42 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
 # ---------------------------------------------------------------------------------------------
 # helpers: model loading, results, manifest
 # ---------------------------------------------------------------------------------------------
+def _check_options(dtype: str, on_error: str, min_confidence: float | None, backend: str, batch_size: int,
+                   window: int) -> None:
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"dtype must be 'fp32' or 'bf16', found {dtype!r} (fp16 is not supported on CPU)")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be a probability in [0, 1], found {min_confidence}")
+    if backend not in BACKENDS or (backend != "torch" and dtype != "fp32"):
+        raise ValueError(f"backend must be torch, onnx or onnx-int8 (onnx ones with dtype fp32), found {backend!r} "
+                         f"with dtype {dtype!r}")
+    if batch_size < 1 or window < 1:
+        raise ValueError(f"batch_size and window must be >= 1, found {batch_size} and {window}")
+
+
+def _validate_window(chunk: list, seen: KeySet, source: str, history: int, rule, csv_encoded: bool,
+                     on_error: str) -> tuple[list[dict], list[dict]]:
+    """(valid records, error reports) of one window's raw rows; `seen` holds every earlier valid key (duplicates)."""
+    good, bad = [], []
+    for n, raw in chunk:
+        try:
+            if isinstance(raw, RecordError):
+                raise raw
+            rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded)
+            if not seen.add((rec["product_id"], rec["cutoff"])):
+                raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = "
+                                  f"{(rec['product_id'], rec['cutoff'])}; each must be unique in a file",
+                                  rec["product_id"])
+            good.append(rec)
+        except RecordError as err:
+            if on_error == "raise":
+                raise
+            bad.append(err.as_report())
+    return good, bad
+
+
 def _load_model(model: Any, device, backend: str = "torch"):
     if isinstance(model, (str, Path)):
         if backend != "torch":

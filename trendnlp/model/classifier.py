@@ -196,23 +196,25 @@ class TrendClassifier(Runtime, nn.Module):
         return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / max(total, 1)}
 
     # ---- save / load -------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, self_contained: bool = False) -> None:
+    def save_pretrained(self, directory: str | Path, self_contained: bool = False, metrics: dict | None = None) -> None:
         """Write the model folder (see module docstring): JSON + safetensors only, plus the README.md model card.
 
         Args:
             directory: target folder (created if needed).
             self_contained: also store the encoder with LoRA merged under `encoder/` (recorded in config.json),
                 so the folder loads on a machine without the base model.
+            metrics: written as metrics.json (training: best epoch, validation and test metrics) and shown on the
+                model card.
 
         >>> clf.save_pretrained("dist/model", self_contained=True)  # doctest: +SKIP
         """
         from safetensors.torch import save_file
 
         with atomic_folder(directory) as d:  # a crash mid-save leaves the previous model (or none), never half
-            self._write_folder(d, save_file, self_contained)
+            self._write_folder(d, save_file, self_contained, metrics)
             record_identity(d, self)  # files list, vocabulary size, base encoder fingerprint into config.json
 
-    def _write_folder(self, d: Path, save_file, self_contained: bool) -> None:
+    def _write_folder(self, d: Path, save_file, self_contained: bool, metrics: dict | None) -> None:
         c = self.config
         stored = c.to_dict()
         if c.text.enabled and not Path(c.text.base_model).is_absolute() and Path(c.text.base_model).exists():
@@ -240,6 +242,8 @@ class TrendClassifier(Runtime, nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
                  if not k.startswith(_ENCODER_PREFIX)}
         save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt"})
+        if metrics is not None:
+            (d / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         write_model_card(d)
 
     @classmethod

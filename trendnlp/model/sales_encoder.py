@@ -15,7 +15,6 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from trendnlp.config import SalesConfig
-from trendnlp.data.features import N_SALES_CHANNELS
 
 MASK_CHANNEL = 1  # features.py: 1 for a real period, 0 for left padding
 SUMMARY_CLIP = 5.0  # standardised summaries beyond +-5 std are clipped: a few wild series must not dominate
@@ -27,10 +26,11 @@ class SalesEncoder(nn.Module):
     Args:
         cfg: the sales part of the config (history, hidden_size, num_layers, bidirectional, dropout, summary_stats).
         n_summary: length S of the summary vector (len(features.SUMMARY_NAMES)).
-        n_channels: C, channels per period (features.N_SALES_CHANNELS).
+        n_channels: C, channels per period: features.n_sales_channels(cfg), which grows with the optional
+            channels the config switches on (no default, so a caller cannot build an encoder of the wrong width).
     """
 
-    def __init__(self, cfg: SalesConfig, n_summary: int, n_channels: int = N_SALES_CHANNELS):
+    def __init__(self, cfg: SalesConfig, n_summary: int, n_channels: int):
         super().__init__()
         self.cfg, self.n_summary = cfg, n_summary
         self.directions = 2 if cfg.bidirectional else 1

@@ -1,0 +1,88 @@
+"""The one prediction core (model/predict.py): one pass gives probabilities and expected change, however the
+records are windowed and batched, aligned with the input, for every caller."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import trendnlp
+from test_labeling import save_model
+from trendnlp.data.records import ErrorReport, write_records
+from trendnlp.inference.labeling import label_file
+from trendnlp.model import predict as core
+from trendnlp.model.classifier import TrendClassifier
+from trendnlp.model.predict import Predictor, labels_of
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_config, sample_records, tmp_path_factory):
+    return save_model(tiny_config, sample_records, tmp_path_factory.mktemp("core") / "model",
+                      fusion={"change_head": True})
+
+
+@pytest.fixture(scope="module")
+def clf(model_dir):
+    return trendnlp.load_model(model_dir)
+
+
+def test_load_model_returns_the_torch_runtime_and_names_bad_backends(model_dir, clf):
+    assert isinstance(clf, TrendClassifier) and not clf.training
+    with pytest.raises(ValueError, match="backend must be one of"):
+        trendnlp.load_model(model_dir, backend="tensorrt")
+
+
+def test_probabilities_labels_and_change_come_from_one_pass(clf, sample_records):
+    out = clf.predict_outputs(sample_records)
+    assert out.probs.shape == (len(sample_records), 3) and out.change.shape == (len(sample_records),)
+    np.testing.assert_array_equal(out.probs, clf.predict_proba(sample_records))
+    np.testing.assert_array_equal(out.change, clf.predict_change(sample_records))
+    assert clf.predict(sample_records) == labels_of(out.probs, clf.labels)
+
+
+def test_the_core_equals_the_models_own_forward(clf, sample_records):
+    recs = sample_records[:40]
+    batch = clf.make_collator()(recs)
+    batch.pop("labels", None)
+    batch.pop("change_target", None)
+    with torch.inference_mode():
+        out = clf(**batch)
+    np.testing.assert_allclose(clf.predict_proba(recs), out["logits"].float().softmax(-1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(clf.predict_change(recs), out["change"].numpy(), atol=1e-5)
+
+
+def test_windows_and_batch_sizes_do_not_change_the_outputs(clf, sample_records, monkeypatch):
+    ref = clf.predict_outputs(sample_records, batch_size=64)
+    monkeypatch.setattr(core, "WINDOW", 7)
+    monkeypatch.setattr(core, "HEAD_BATCH", 5)
+    small = clf.predict_outputs(sample_records, batch_size=3)
+    np.testing.assert_allclose(small.probs, ref.probs, atol=1e-5)
+    np.testing.assert_allclose(small.change, ref.change, atol=1e-5)
+
+
+def test_a_skipped_record_keeps_its_row(clf, sample_records):
+    recs = [sample_records[0], {"product_id": "bad", "sales": [-1.0]}, sample_records[1]]
+    report = ErrorReport()
+    out = clf.predict_outputs(recs, on_error="skip", report=report)
+    assert np.isnan(out.probs[1]).all() and np.isnan(out.change[1]) and not np.isnan(out.probs[[0, 2]]).any()
+    assert len(report) == 1
+    labels = clf.predict(recs, on_error="skip")
+    assert labels[1] is None and labels[0] in clf.labels
+
+
+def test_the_text_cache_serves_repeated_texts_with_the_same_probabilities(clf, sample_records):
+    predictor = Predictor(clf, batch_size=4, text_cache=10_000)
+    first = predictor(sample_records).probs
+    encoded = predictor.texts_encoded
+    second = predictor(sample_records).probs
+    assert encoded > 0 and predictor.texts_encoded == encoded and predictor.texts_cached >= encoded
+    np.testing.assert_allclose(second, first, atol=1e-6)
+
+
+def test_label_file_writes_expected_change_from_the_same_pass(model_dir, clf, sample_records, tmp_path):
+    write_records(sample_records, tmp_path / "catalog.jsonl")
+    label_file(model_dir, tmp_path / "catalog.jsonl", tmp_path / "labels.csv", window=50, progress=False)
+    got = pd.read_csv(tmp_path / "labels.csv")
+    assert list(got["product_id"]) == [r["product_id"] for r in sample_records]
+    np.testing.assert_allclose(got["expected_change"], clf.predict_change(sample_records), atol=1e-5)
