@@ -64,7 +64,7 @@ class ModelService:
         from trendnlp.model.predict import Predictor
 
         self.model_dir = str(model) if isinstance(model, (str, Path)) else None
-        self.clf = load_model(model) if self.model_dir else model.eval()
+        self.clf = load_model(model) if self.model_dir else (model.eval() if hasattr(model, "eval") else model)
         self.labeler = Predictor(self.clf, batch_size=batch_size, text_cache=text_cache)
         self.lock = threading.Lock()
 

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from trendnlp.data.features import period_ends
 from trendnlp.data.records import read_records
+from trendnlp.model.predict import Predictor
 
 SALES_STEPS = 32  # IG steps over the sales history: the LSTM + head are cheap, so batch them all
 TEXT_STEPS = 8  # Gauss-Legendre steps for the text: the encoder dominates the cost, 8 already converge well
@@ -217,6 +218,7 @@ def explain(model, records: Any, top_words: int = TOP_WORDS, top_periods: int = 
 def _explain_batch(model, recs, top_words, top_periods, sales_steps, text_steps, dedupe_text) -> list[dict]:
     b = _Batch(model, recs)
     labels = model.labels
+    probs = Predictor(model)(recs).probs  # label and probabilities from the prediction core, as predict_proba
     has_sales, has_text = model.sales_encoder is not None, model.text_encoder is not None
     tok = b.tokenized() if has_text else None
     no_text_index = torch.full((b.B,), -1, dtype=torch.long, device=b.device)
@@ -231,7 +233,7 @@ def _explain_batch(model, recs, top_words, top_periods, sales_steps, text_steps,
             return F.log_softmax(model.head(vec, sales_vec, tokens, tmask).float(), dim=-1)
 
         v_ts = logp(b.index, s_full)
-        pred = v_ts.argmax(1)
+        pred = torch.as_tensor(probs.argmax(1), dtype=torch.long, device=b.device)
         pick = lambda v: v.gather(1, pred[:, None]).squeeze(1)  # noqa: E731 (log p of the predicted class)
         v_s = pick(logp(no_text_index, s_full)) if has_text else pick(v_ts)
         v_t = pick(logp(b.index, s_none)) if has_sales else pick(v_ts)
@@ -254,7 +256,6 @@ def _explain_batch(model, recs, top_words, top_periods, sales_steps, text_steps,
     reviews = _review_effects(model, recs, pred, v_full.exp())
 
     out = []
-    probs = v_ts.exp().cpu().numpy()
     for i, r in enumerate(recs):
         n = len(r["sales"][-model.config.sales.history:])
         row_sal = sal[i, -n:].tolist() if sal is not None else []
