@@ -257,10 +257,9 @@ class TrendClassifier(Runtime, nn.Module):
             merge_lora: fold LoRA into the encoder weights for faster inference (then it cannot be re-saved).
             device: where to put the model (default: CPU).
         Returns:
-            the model in eval mode.
+            the model in eval mode (`trendnlp.load_model(dir, backend="onnx")` gives the same API on onnxruntime).
 
         >>> clf = TrendClassifier.from_pretrained("runs/demo/model")  # doctest: +SKIP
-        (`trendnlp.load_model(dir, backend="onnx")` gives the same API on onnxruntime.)
         """
         from safetensors.torch import load_file
 
