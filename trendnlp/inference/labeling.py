@@ -85,6 +85,8 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     >>> label_file("runs/demo/model", "catalog.parquet", "labels.csv")  # doctest: +SKIP
     {'output': 'labels.csv', 'rows_written': 20000, ...}
     """
+    # ~80 lines of body kept in one function on purpose: the commit protocol (part, then manifest, per window;
+    # barrier; merge) reads top to bottom as the module docstring describes it
     t0 = time.perf_counter()
     input, output = Path(input), Path(output)
     out_fmt = detect_format(output)
