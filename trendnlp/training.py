@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 import time
 import warnings
@@ -46,7 +47,7 @@ from trendnlp.model.classifier import TrendClassifier
 from trendnlp.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_curves
 from trendnlp.data.records import ErrorReport, read_records
 from trendnlp.data.fingerprint import fingerprint_diff, flatten, run_fingerprint
-from trendnlp.errors import ResumeError
+from trendnlp.errors import ResumeError, exclusive_output, rank_tag
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: its presence marks the save complete
 KEEP_CHECKPOINTS = 2
@@ -152,6 +153,20 @@ def _checkpoint(accelerator: Accelerator, out: Path, state: TrainerState) -> Non
         for old in done[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def refused_pickle(ckpt: Path) -> Path:
+    """The first file of a checkpoint that torch's safe loader (weights_only) refuses; the folder if none is."""
+    for f in sorted(p for p in ckpt.rglob("*") if p.is_file() and p.suffix in (".bin", ".pkl", ".pt", ".pth")):
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+                torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            return f
+        except Exception:  # noqa: BLE001 - unreadable for another reason: not the file looked for
+            continue
+    return ckpt
 
 
 def check_resumable(ckpt: Path, fingerprint: dict, anyway: bool) -> None:
@@ -274,6 +289,7 @@ def _scores(labels: list, probs: np.ndarray, y: np.ndarray) -> dict:
 
 
 # ---- training ------------------------------------------------------------------------------------
+@exclusive_output(lambda a: (a["output_dir"], "--output-dir", rank_tag()))  # one run per folder (its checkpoints)
 def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, progress: bool = True,
           on_step: Callable[[int, Any, Accelerator], None] | None = None, resume_anyway: bool = False,
           init_from: str | Path | None = None) -> dict:
@@ -369,11 +385,18 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
     state = TrainerState(fingerprint=fingerprint)
     if ckpt is not None:
         try:
-            accelerator.load_state(str(ckpt), strict=False)  # strict=False: the frozen weights are not in the file
+            with warnings.catch_warnings():  # torch's note on a planted pickle's protocol: the error below says it
+                warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+                accelerator.load_state(str(ckpt), strict=False)  # strict=False: the frozen weights are not in the file
         except (RuntimeError, ValueError, KeyError) as e:  # size mismatch, another optimizer layout
             raise ResumeError(f"{ckpt}: the checkpoint does not fit this model ({' '.join(str(e).split())[:200]}); "
                               "model sizes changed since it was saved. Train without --resume (into a new "
                               "--output-dir to keep the old run)") from None
+        except pickle.UnpicklingError:  # torch's weights_only refused a planted object: it was never run
+            raise ResumeError(f"{refused_pickle(ckpt)}: holds pickled objects other than tensors, so it was not "
+                              "loaded (trendnlp loads weights from safetensors only and never runs pickled code); "
+                              f"remove {ckpt} (an earlier checkpoint is then resumed) or train without --resume"
+                              ) from None
         state = TrainerState(**{**json.loads((ckpt / STATE_FILE).read_text()), "fingerprint": fingerprint})
         if resume_anyway:
             apply_new_hyperparameters(optimizer, scheduler, model, tc)

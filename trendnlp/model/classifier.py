@@ -320,7 +320,7 @@ class TrendClassifier(nn.Module):
 
     # ---- inference ---------------------------------------------------------------------------
     def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise",
-                      report: ErrorReport | None = None) -> np.ndarray:
+                      report: ErrorReport | None = None, as_frame: bool = False) -> Any:
         """Class probabilities, columns in `self.labels` order.
 
         Args:
@@ -328,9 +328,12 @@ class TrendClassifier(nn.Module):
             batch_size: records per forward pass (batches are formed from records of similar text length).
             on_error: "raise" on the first bad record (RecordError naming row and field), or "skip" it.
             report: an `ErrorReport` that receives each skipped record's row, field and reason.
+            as_frame: return a pandas DataFrame with one column per label, indexed like `records` (a
+                DataFrame's own index; 0..n-1 otherwise).
         Returns:
             (n, n_classes) float32 array, one row per input record in input order, summing to 1; a record
-            skipped under on_error="skip" keeps its row, filled with NaN (see `report` for why).
+            skipped under on_error="skip" keeps its row, filled with NaN (see `report` for why). No records
+            give shape (0, n_classes).
 
         >>> cfg = TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"hidden_size": 8}})
         >>> clf = TrendClassifier(cfg)  # sales-only, untrained: probabilities are not meaningful yet
@@ -338,9 +341,12 @@ class TrendClassifier(nn.Module):
         ...                            {"product_id": "cap", "sales": [0]}])
         >>> proba.shape, bool(np.allclose(proba.sum(1), 1.0)), clf.labels
         ((2, 3), True, ['rising', 'falling', 'stable'])
+        >>> clf.predict_proba([]).shape
+        (0, 3)
         """
-        return self._batched(records, batch_size, on_error, report, len(self.labels),
-                             lambda o: torch.softmax(o["logits"].float(), dim=-1))
+        proba = self._batched(records, batch_size, on_error, report, len(self.labels),
+                              lambda o: torch.softmax(o["logits"].float(), dim=-1))
+        return proba_frame(proba, records, self.labels) if as_frame else proba
 
     def predict_change(self, records: Any, batch_size: int = 64, on_error: str = "raise",
                        report: ErrorReport | None = None) -> np.ndarray:
@@ -401,6 +407,15 @@ class TrendClassifier(nn.Module):
         from trendnlp.model.explain import explain  # captum is an optional extra: import on first use
 
         return explain(self, records, **kwargs)
+
+
+def proba_frame(proba: np.ndarray, records: Any, labels: list[str]):
+    """(n, n_classes) probabilities as a DataFrame, one column per label, indexed like `records` when it is a
+    DataFrame (else 0..n-1)."""
+    import pandas as pd
+
+    index = records.index if isinstance(records, pd.DataFrame) else None
+    return pd.DataFrame(proba, columns=list(labels), index=index)
 
 
 def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: str) -> None:
