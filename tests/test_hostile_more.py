@@ -107,6 +107,14 @@ def _log(path: Path, stamps: list[str]) -> str:
     return str(path)
 
 
+def _market_overflow(path: Path) -> str:
+    """Each product's units are finite, the whole shop's (market_sales) overflow: found by test_fuzz."""
+    days = [f"2024-01-{d:02d}" for d in range(1, 29)]
+    pd.DataFrame({"product_id": ["A", "B", "C"] + ["A"] * len(days), "timestamp": days[:3] + days,
+                  "units": [1e308] * 3 + [1] * len(days)}).to_csv(path, index=False)
+    return str(path)
+
+
 LOG_CASES = [
     # (id, argv(world), needles)
     ("prepare-one-partial-week", lambda w: ["prepare", "--sales", _log(w / "one_week.csv", [
@@ -117,6 +125,9 @@ LOG_CASES = [
      ["one_full_week.csv", "'timestamp'", "1 complete W periods", "history + horizon"]),
     ("prepare-as-of-one-partial-week", lambda w: ["prepare", "--sales", str(w / "one_week.csv"), "--as-of", "--out",
                                                   w / "r.parquet"], ["one_week.csv", "'timestamp'", "at least 1"]),
+    ("prepare-market-overflow", lambda w: ["prepare", "--sales", _market_overflow(w / "market.csv"), "--out",
+                                           w / "r.parquet", "--history", "2", "--horizon", "1"],
+     ["market.csv", "'units'", "all products", "infinity"]),
     ("label-sales-one-partial-week", lambda w: ["label", "--model", w / "model", "--sales", str(w / "one_week.csv"),
                                                 "--output", w / "t.csv", "--no-progress"],
      ["one_week.csv", "'timestamp'", "0 complete"]),

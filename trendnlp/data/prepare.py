@@ -339,10 +339,16 @@ def _check_finite_sums(units_pt: np.ndarray, grid: "_Grid", src: str, col: str) 
     would write records that the records reader itself rejects."""
     with np.errstate(over="ignore"):
         csum = units_pt.cumsum(axis=1)
+        market = units_pt.sum(axis=0)  # (T,) the shop's units per period: the market_sales channel
     bad = ~np.isfinite(csum)
     if bad.any():
         p, t = np.argwhere(bad)[0]
         raise DataError(f"{src}: column {col!r}: the units of product {grid.products[p]!r} up to the period ending "
+                        f"{grid.end_dates(np.array([t]))[0]} sum to infinity (float overflow); check that column for "
+                        "absurdly large values")
+    if not np.isfinite(market).all():
+        t = int(np.argmin(np.isfinite(market)))
+        raise DataError(f"{src}: column {col!r}: the units of all products in the period ending "
                         f"{grid.end_dates(np.array([t]))[0]} sum to infinity (float overflow); check that column for "
                         "absurdly large values")
 
