@@ -143,6 +143,15 @@ def test_logs_that_do_not_fit_are_one_named_line(case, world, capsys):
         assert needle in line, f"{needle!r} not in {line!r}"
 
 
+def test_a_non_numeric_change_field_names_row_and_field(world, capsys):
+    path = world / "change.jsonl"
+    write_records([{"product_id": "a", "sales": [1, 2]}], path)
+    path.write_text(path.read_text() + json.dumps({"product_id": "b", "sales": [1], "change": "up"}) + "\n")
+    line = one_line_error(capsys, ["label", "--model", world / "model", "--input", path, "--output",
+                                   world / "change.csv", "--no-progress"])
+    assert "change.jsonl: row 2" in line and "field 'change'" in line and "'up'" in line, line
+
+
 def test_mixed_utc_offsets_are_read_as_utc(world, capsys):
     days = pd.date_range("2024-01-01", periods=70, freq="D")
     stamps = [f"{d.date()}T12:00:00{'+01:00' if i % 2 else '-05:00'}" for i, d in enumerate(days)]
