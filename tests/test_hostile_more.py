@@ -115,6 +115,14 @@ def _market_overflow(path: Path) -> str:
     return str(path)
 
 
+def _price_overflow(path: Path) -> str:
+    """Finite units and prices whose product overflows in the weighted average price: found by test_fuzz."""
+    days = [f"2024-01-{d:02d}" for d in range(1, 29)]
+    pd.DataFrame({"product_id": ["A"] * len(days), "timestamp": days, "units": [1e10] + [1] * (len(days) - 1),
+                  "price": [1e300] + [2.0] * (len(days) - 1)}).to_csv(path, index=False)
+    return str(path)
+
+
 LOG_CASES = [
     # (id, argv(world), needles)
     ("prepare-one-partial-week", lambda w: ["prepare", "--sales", _log(w / "one_week.csv", [
@@ -128,6 +136,9 @@ LOG_CASES = [
     ("prepare-market-overflow", lambda w: ["prepare", "--sales", _market_overflow(w / "market.csv"), "--out",
                                            w / "r.parquet", "--history", "2", "--horizon", "1"],
      ["market.csv", "'units'", "all products", "infinity"]),
+    ("prepare-price-overflow", lambda w: ["prepare", "--sales", _price_overflow(w / "pricey.csv"), "--price-col",
+                                          "price", "--out", w / "r.parquet", "--history", "2", "--horizon", "1"],
+     ["pricey.csv", "'price'", "'A'", "infinite"]),
     ("label-sales-one-partial-week", lambda w: ["label", "--model", w / "model", "--sales", str(w / "one_week.csv"),
                                                 "--output", w / "t.csv", "--no-progress"],
      ["one_week.csv", "'timestamp'", "0 complete"]),

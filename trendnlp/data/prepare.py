@@ -179,6 +179,11 @@ def _read_log(sales, product_col, time_col, units_col, price_col, freq, report: 
     # (P,) first period with a sale; a log inside one partial period has no complete period (T = 0) at all
     first = np.where(units_pt.any(axis=1), (units_pt > 0).argmax(axis=1), T) if T else np.zeros(len(units_pt), int)
     price_pt = _price_matrix(pid, per - grid.p0, units, price, units_pt.shape)
+    if price_pt is not None and np.isinf(price_pt).any():  # units x price overflowed in the weighted average
+        p, t = np.argwhere(np.isinf(price_pt))[0]
+        raise DataError(f"{src}: column {price_col!r}: units x price of product {grid.products[p]!r} in the period "
+                        f"ending {grid.end_dates(np.array([t]))[0]} is infinite (float overflow); check the "
+                        f"{price_col!r} and {units_col!r} columns for absurdly large values")
     return _Log(grid, units_pt, first, dropped, src, price_pt)
 
 
@@ -266,8 +271,9 @@ def _price_matrix(pid, per, units, price, shape) -> np.ndarray | None:
         return None
     ok = per < shape[1]  # the dropped partial period
     flat_u = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok], minlength=shape[0] * shape[1])
-    flat_r = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok] * price[ok], minlength=shape[0] * shape[1])
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # an overflow is reported by the caller
+        flat_r = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok] * price[ok],
+                             minlength=shape[0] * shape[1])
         return np.where(flat_u > 0, flat_r / flat_u, np.nan).reshape(shape)
 
 
