@@ -13,12 +13,22 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, Phase, settings
 
 from trendnlp.config import TrendConfig
 from trendnlp.labels import LabelRule
 from trendnlp.data.records import write_records
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+# Hypothesis (tests/test_fuzz.py): "ci" is the default, derandomized (a fixed seed per test) with a bounded example
+# count so the fuzz suite stays under a minute; `pytest --hypothesis-profile=long` explores far more, at random.
+_FUZZ = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=True)
+settings.register_profile("ci", max_examples=40, derandomize=True, **_FUZZ)
+settings.register_profile("long", max_examples=2000, **_FUZZ)
+settings.register_profile("dev", max_examples=40, derandomize=True, phases=[Phase.explicit, Phase.generate],
+                          **_FUZZ)  # ci without shrinking: a quick first look while fixing
+settings.load_profile("ci")  # --hypothesis-profile=NAME (the Hypothesis plugin) loads another after this
 
 HISTORY = 26
 # words that go with each trend, so a model can learn something from the text of the synthetic records

@@ -270,7 +270,6 @@ CASES = [
      ["--output", "not writable"]),
     ("label-output-unknown-type", lambda w: label_args(w, out=str(w / "labels.xlsx")), [".xlsx"]),
     ("label-window-zero", lambda w: label_args(w, None, None, None, "--window", "0"), ["window"]),
-    ("label-input-empty", lambda w: label_args(w, inp=str(w / "empty.jsonl")), ["empty.jsonl", "empty"]),
     ("label-input-missing", lambda w: label_args(w, inp=str(w / "nope.jsonl")), ["nope.jsonl"]),
     ("label-truncated-weights", lambda w: label_args(w, broken_model(w, "ltw", lambda d: truncate(
         d / "model.safetensors", 1000))), ["model.safetensors"]),

@@ -95,16 +95,18 @@ def prepare_from_args(args: argparse.Namespace, progress: bool = True):
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from trendnlp.data.records import write_records
+    from trendnlp.errors import output_lock
 
     start = time.perf_counter()
-    result = prepare_from_args(args)
-    n = write_records(result.records, args.out)
-    print(result.summary())
-    if args.on_error == "skip":
-        out = Path(args.out)
-        errors = args.errors or str(out.with_name(out.name[: -len(out.suffix)] + ".errors.csv"))
-        result.errors.write(errors)
-        print(f"{len(result.errors):,} bad input rows skipped, listed in {errors}")
+    with output_lock(args.out, "--out"):  # a second prepare into the same file is refused at once
+        result = prepare_from_args(args)
+        n = write_records(result.records, args.out)
+        print(result.summary())
+        if args.on_error == "skip":
+            out = Path(args.out)
+            errors = args.errors or str(out.with_name(out.name[: -len(out.suffix)] + ".errors.csv"))
+            result.errors.write(errors)
+            print(f"{len(result.errors):,} bad input rows skipped, listed in {errors}")
     print(f"wrote {n:,} records to {args.out} in {time.perf_counter() - start:.1f} s")
     return 0
 

