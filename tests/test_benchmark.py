@@ -29,8 +29,9 @@ def expected_row_names() -> list[str]:
     with_offsets = [n for b in BASELINE_NAMES for n in ([b, f"{b}+offsets"] if b in PROBABILISTIC else [b])]
     forecasters = list(FORECASTERS) if statsforecast_available() else []
     return with_offsets + forecasters + NEURAL + ["fused", "ensemble"]
-BASELINE_NAMES = ["majority", "persistence", "mean_reversion", "sales_logreg", "sales_hgb", "text_tfidf_logreg"]
-PROBABILISTIC = ("sales_logreg", "sales_hgb", "text_tfidf_logreg")  # these also get a `+offsets` row
+BASELINE_NAMES = ["majority", "persistence", "mean_reversion", "sales_logreg", "sales_hgb", "text_tfidf_logreg",
+                  "gbm_all", "gbm_all_text"]
+PROBABILISTIC = ("sales_logreg", "sales_hgb", "text_tfidf_logreg", "gbm_all", "gbm_all_text")  # + `+offsets` rows
 FIGURES = ["per_class_f1.png", "validation_f1.png", "confusion_matrix_fused.png"]
 
 
@@ -129,13 +130,17 @@ SYNTH_SPLIT = ["--train-cutoffs", "2011-03-06:2011-05-22", "--val-cutoffs", "201
 
 @pytest.fixture(scope="module")
 def small_hgb_grid():
-    """Two grid points and 20 boosting rounds: the boosting baseline is the slowest part of a tiny benchmark."""
+    """Two grid points and 20 boosting rounds (one point, 30 rounds for LightGBM): the boosting baselines are the
+    slowest part of a tiny benchmark."""
     from trendnlp.benchmark.baselines import SalesHGBBaseline
+    from trendnlp.benchmark.gbm import GBMAllBaseline
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(SalesHGBBaseline, "grid", SalesHGBBaseline.grid[:2])
         mp.setattr(SalesHGBBaseline, "max_iter", 20)
         mp.setattr(SalesHGBBaseline, "eval_every", 5)
+        mp.setattr(GBMAllBaseline, "grid", GBMAllBaseline.grid[:1])
+        mp.setattr(GBMAllBaseline, "max_rounds", 30)
         yield
 
 
@@ -215,6 +220,7 @@ def test_calibration_check_script_on_the_synthetic_run(synthetic_run, small_hgb_
     assert sum("test (offsets from all validation)" in ln for ln in lines) == 2
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_report_html_renders_in_headless_chromium(synthetic_run, tmp_path):
     from matplotlib.image import imread
 

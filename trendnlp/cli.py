@@ -8,6 +8,7 @@
     trendnlp export    ONNX graphs (+ int8) and/or a self-contained model folder
     trendnlp serve     serve a saved model over HTTP (/health, /v1/metadata, /v1/predict, /v1/explain)
     trendnlp benchmark the Online Retail benchmark: every baseline and ablation in one table
+    trendnlp backtest  the benchmark repeated at rolling origins (DESIGN §7): per-origin table, mean, wins, plot
 """
 from __future__ import annotations
 
@@ -221,6 +222,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return run_benchmark_cli(args)
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from trendnlp.benchmark.backtest import run_backtest_cli
+
+    return run_backtest_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trendnlp", description="Sales-trend classification from product text "
                                      "and sales history.")
@@ -299,13 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("benchmark", help="Online Retail benchmark: prepare, split, train, baselines, report")
-    try:
-        from trendnlp.benchmark.args import add_arguments as add_benchmark_arguments
+    from trendnlp.benchmark.args import add_arguments as add_benchmark_arguments
 
-        add_benchmark_arguments(p)
-    except ImportError:  # pragma: no cover - the benchmark module is optional during development
-        pass
+    add_benchmark_arguments(p)
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("backtest", help="rolling-origin backtest (DESIGN §7): the benchmark at several origins")
+    add_benchmark_arguments(p, backtest=True)
+    p.set_defaults(func=cmd_backtest)
     return parser
 
 

@@ -192,16 +192,18 @@ def variant_config(base: dict, variant: str, seed: int, data: dict[str, str]) ->
 
 
 def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, keep_checkpoints: bool = False,
-                  parts: dict[str, list[dict]] | None = None, slice_mask: np.ndarray | None = None) -> dict:
+                  parts: dict[str, list[dict]] | None = None, slice_mask: np.ndarray | None = None,
+                  init_from: str | Path | None = None) -> dict:
     """Train one run (training.train) and return its test metrics, best validation macro-F1 and curve.
 
     With `parts`, the exported model also predicts validation and test (saved as probs_{part}.npy in the run
     folder and kept under `probs` for the ensemble row), and `slice_mask` gives the new-product macro-F1.
+    `init_from` warm-starts from an exported model folder (the backtest's --update).
     """
     from trendnlp.training import train
 
     t0 = time.perf_counter()
-    result = train(config, out_dir, progress=progress)
+    result = train(config, out_dir, progress=progress, init_from=init_from)
     if not keep_checkpoints:  # resumable state holds the whole encoder and the optimizer: ~100 MB a run
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     test = result["test"]
@@ -228,6 +230,7 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
             "best_epoch": result["best_epoch"], "epochs": result["epochs"],
             "val_curve": [h["validation"]["macro_f1"] for h in result["history"]],
             "model_dir": result["model_dir"], "seconds": round(time.perf_counter() - t0, 1),
+            "init_from": str(init_from) if init_from else None,
             "calibration": test.get("calibration")}  # test ECE / Brier before and after the temperature
 
 
@@ -337,7 +340,8 @@ def _forecaster_rows(parts, rule, names, slice_mask, timer: Timer, notes: list[s
 def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str | Path, seeds: Sequence[int],
                   variants: Sequence[str] | None = None, baselines: Sequence[str] | None = None,
                   forecasters: Sequence[str] | None = None, timer: Timer | None = None, progress: bool = True,
-                  n_examples: int = 6, meta: dict | None = None) -> dict:
+                  n_examples: int = 6, meta: dict | None = None,
+                  warm_start: dict[str, str] | None = None) -> dict:
     """Baselines and every neural variant over the seeds on prepared, split records; writes the report.
 
     Args:
@@ -353,6 +357,7 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         progress: progress bars and per-epoch lines.
         n_examples: test products drawn in the product-history plots.
         meta: extra facts stored in results.json (command, data, split, machine).
+        warm_start: {"variant/seed_s": exported model folder} to warm-start those runs from (backtest --update).
     Returns:
         the results dict written to results.json: {"rows": [...], "timings": {...}, ...}.
 
@@ -385,7 +390,7 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         with timer.stage("baselines"):
             for row in run_baselines(parts["train"], parts["validation"], parts["test"], rule, seed=seeds[0],
                                      progress=progress, names=baselines, slice_mask=slice_mask,
-                                     probs_out=baseline_probs):
+                                     probs_out=baseline_probs, base_model=base_config["text"]["base_model"]):
                 rows.append({**row, "kind": "baseline", "seeds": [seeds[0]]})
     if forecasters is None or len(forecasters):
         rows += _forecaster_rows(parts, rule, forecasters, slice_mask, timer, notes)
@@ -395,7 +400,8 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
             config = variant_config(base_config, variant, seed, data)
             with timer.stage(f"{variant} seed {seed}"):
                 runs.append(train_variant(config, out / "runs" / variant / f"seed_{seed}", progress=progress,
-                                          parts=parts, slice_mask=slice_mask))
+                                          parts=parts, slice_mask=slice_mask,
+                                          init_from=(warm_start or {}).get(f"{variant}/seed_{seed}")))
             r = runs[-1]
             print(f"[benchmark] {variant} seed {seed}: validation macro-F1 {r['val_macro_f1']:.4f} "
                   f"(epoch {r['best_epoch']}), test macro-F1 {r['macro_f1']:.4f}")
