@@ -20,6 +20,7 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from trendnlp.data.channels import context_channels
 from trendnlp.data.features import N_CALENDAR, SUMMARY_NAMES, cutoff_calendar, summary_stats
 from trendnlp.labels import LABELS, LabelRule
 from trendnlp.evaluation.metrics import classification_metrics
@@ -49,15 +50,40 @@ SALES_FEATURE_NAMES = (
 )
 
 
-def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int = 26) -> np.ndarray:
-    """Sales summary, the newest log1p units and the cutoff's calendar: SALES_FEATURE_NAMES per record.
+CHANNEL_STATS = ("log_recent", "change_recent_vs_previous", "change_recent_vs_all")
+
+
+def channel_feature_names(channels: Sequence[str]) -> list[str]:
+    """Columns `sales_calendar_matrix` adds for context channels (before the calendar), e.g. orders_log_recent.
+
+    >>> channel_feature_names(["orders"])[0]
+    'orders_log_recent'
+    """
+    return [f"{name}_{stat}" for name in channels for stat in CHANNEL_STATS]
+
+
+def _channel_stats(values: Sequence[float | None] | None, K: int, alpha: float) -> list[float]:
+    """CHANNEL_STATS of one channel's periods (null periods left out; all 0 without the channel)."""
+    v = np.array([x for x in (values or ()) if x is not None], dtype=np.float64)
+    if len(v) == 0:
+        return [0.0] * len(CHANNEL_STATS)
+    recent = v[-K:].mean()
+    prev = v[-2 * K:-K].mean() if len(v) > K else recent
+    return [np.log1p(recent), np.log((recent + alpha) / (prev + alpha)), np.log((recent + alpha) / (v.mean() + alpha))]
+
+
+def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int = 26,
+                          channels: Sequence[str] = ()) -> np.ndarray:
+    """Sales summary, the newest log1p units and the cutoff's calendar: SALES_FEATURE_NAMES per record, with
+    `channel_feature_names(channels)` inserted before the calendar columns.
 
     Args:
         records: normalised records.
         rule: label rule; its K and alpha shape the summary statistics.
         history: the periods a full history holds (scales `history_fraction`).
+        channels: context channels of the records (trendnlp.data.channels) summarised too, e.g. orders.
     Returns:
-        float32 array (len(records), len(SALES_FEATURE_NAMES)).
+        float32 array (len(records), len(SALES_FEATURE_NAMES) + 3 * len(channels)).
 
     >>> sales_calendar_matrix([{"sales": [0, 3, 5], "cutoff": "2011-06-05"}], LabelRule()).shape
     (1, 25)
@@ -78,6 +104,13 @@ def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int
         if c not in calendar:
             calendar[c] = cutoff_calendar(r)
         X[i, -N_CALENDAR:] = calendar[c]
+    if channels:
+        unknown = sorted(set(channels) - {c.name for c in context_channels()})
+        if unknown:
+            raise ValueError(f"unknown channel(s) {unknown}; known: {[c.name for c in context_channels()]}")
+        C = np.array([[s for name in channels for s in _channel_stats(r.get(name), K, a)] for r in records],
+                     dtype=np.float32).reshape(len(records), -1)
+        X = np.concatenate([X[:, :-N_CALENDAR], C, X[:, -N_CALENDAR:]], axis=1)
     return X
 
 
@@ -94,9 +127,10 @@ class _Baseline:
 
     name = "baseline"
 
-    def __init__(self, rule: LabelRule | None = None, seed: int = 0):
+    def __init__(self, rule: LabelRule | None = None, seed: int = 0, channels: Sequence[str] = ()):
         self.rule = rule or LabelRule()  # the benchmark's label rule (K, alpha, tau)
         self.seed = seed  # random_state of the learned baselines
+        self.channels = tuple(channels)  # context channels the sales-feature models also get (e.g. orders)
 
     def fit(self, train_records: Sequence[dict], val_records: Sequence[dict] | None = None) -> "_Baseline":
         """Learn from labelled training records.
@@ -208,7 +242,7 @@ class SalesLogRegBaseline(_LogRegBaseline):
     default = dict(C=1.0, calendar=True)
 
     def _matrix(self, records):
-        return sales_calendar_matrix(records, self.rule)
+        return sales_calendar_matrix(records, self.rule, channels=self.channels)
 
     def _columns(self, X, params):
         return X if params["calendar"] else X[:, :-N_CALENDAR]
@@ -238,10 +272,10 @@ class SalesHGBBaseline(_Baseline):
                                               early_stopping=False, random_state=self.seed)
 
     def fit(self, train_records, val_records=None):
-        X, y = sales_calendar_matrix(train_records, self.rule), _labels(train_records)
+        X, y = sales_calendar_matrix(train_records, self.rule, channels=self.channels), _labels(train_records)
         self.params_, self.val_macro_f1_ = dict(self.default), None
         if _has_labels(val_records):
-            Xv, yv = sales_calendar_matrix(val_records, self.rule), _labels(val_records)
+            Xv, yv = sales_calendar_matrix(val_records, self.rule, channels=self.channels), _labels(val_records)
             best = (-1.0, None)
             for params in self.grid:
                 model = self._model(**params).fit(X, y)
@@ -253,11 +287,14 @@ class SalesHGBBaseline(_Baseline):
         return self
 
     def predict(self, records):
-        return self.model_.predict(sales_calendar_matrix(records, self.rule)).tolist() if len(records) else []
+        if not len(records):
+            return []
+        return self.model_.predict(sales_calendar_matrix(records, self.rule, channels=self.channels)).tolist()
 
     def predict_proba(self, records):
         """(n, 3) class probabilities in LABELS order."""
-        return _in_label_order(self.model_, self.model_.predict_proba(sales_calendar_matrix(records, self.rule)))
+        X = sales_calendar_matrix(records, self.rule, channels=self.channels)
+        return _in_label_order(self.model_, self.model_.predict_proba(X))
 
 
 def record_text(record: dict) -> str:
@@ -304,13 +341,15 @@ BASELINES: dict[str, type[_Baseline]] = {cls.name: cls for cls in (
     TextTfidfBaseline)}
 
 
-def make_baselines(rule: LabelRule, seed: int, names: Sequence[str] | None = None) -> list[_Baseline]:
+def make_baselines(rule: LabelRule, seed: int, names: Sequence[str] | None = None,
+                   channels: Sequence[str] = ()) -> list[_Baseline]:
     """Instantiate baselines (all of BASELINES by default, in table order).
 
     Args:
         rule: the label rule of the benchmark (persistence applies it; features use its K and alpha).
         seed: random_state of the learned baselines.
         names: subset of BASELINES keys.
+        channels: context channels the sales-feature baselines also get (see `sales_calendar_matrix`).
     Returns:
         list of unfitted baselines.
 
@@ -320,7 +359,7 @@ def make_baselines(rule: LabelRule, seed: int, names: Sequence[str] | None = Non
     unknown = sorted(set(names or ()) - set(BASELINES))
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; known: {list(BASELINES)}")
-    return [BASELINES[n](rule=rule, seed=seed) for n in (names or BASELINES)]
+    return [BASELINES[n](rule=rule, seed=seed, channels=channels) for n in (names or BASELINES)]
 
 
 def _table_metrics(y_true: Sequence[str], y_pred: Sequence[str], slice_mask: np.ndarray | None = None) -> dict:
@@ -376,7 +415,7 @@ def offsets_row(name: str, baseline, val: Sequence[dict], test: Sequence[dict], 
 def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Sequence[dict], rule: LabelRule,
                   seed: int, progress: bool = True, names: Sequence[str] | None = None,
                   n_threads: int | None = 1, slice_mask: np.ndarray | None = None,
-                  probs_out: dict | None = None) -> list[dict]:
+                  probs_out: dict | None = None, channels: Sequence[str] = ()) -> list[dict]:
     """Fit every baseline on train (choices on val) and score it on test.
 
     Each probabilistic baseline (sales_logreg, sales_hgb, text_tfidf_logreg) also gets a `<name>+offsets`
@@ -393,6 +432,7 @@ def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Seque
         slice_mask: (len(test),) bool, the new-product slice; rows then carry `slice_macro_f1`.
         probs_out: when given, filled with {name: (validation probs, test probs)} of the probabilistic baselines
             (for the ensemble row).
+        channels: context channels (e.g. orders, customers) added to the sales-feature baselines' matrix.
     Returns:
         one row per baseline: name, accuracy, macro_f1, f1/precision/recall_per_class ({label: value}),
         confusion_matrix (rows true, columns predicted, LABELS order), val_macro_f1 (None without val),
@@ -402,7 +442,7 @@ def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Seque
     from tqdm.auto import tqdm
 
     rows = []
-    bar = tqdm(make_baselines(rule, seed, names), desc="baselines", disable=not progress)
+    bar = tqdm(make_baselines(rule, seed, names, channels), desc="baselines", disable=not progress)
     with threadpool_limits(limits=n_threads):
         for baseline in bar:
             bar.set_postfix_str(baseline.name)

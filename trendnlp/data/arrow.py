@@ -27,10 +27,11 @@ from torch.utils.data import Dataset as TorchDataset, Sampler
 from trendnlp.config import TextConfig
 from trendnlp.data.features import build_text, summary_stats
 from trendnlp.data.keys import KeySet
+from trendnlp.data.channels import context_channels
 from trendnlp.data.records import ErrorReport, iter_raw_rows, detect_format, validate_rows
 from trendnlp.labels import LabelRule
 
-CACHE_VERSION = 3  # bump when the row schema changes: older caches are rebuilt
+CACHE_VERSION = 4  # bump when the row schema changes: older caches are rebuilt
 ARROW_FILE = "records.arrow"
 TEXTS_FILE = "texts.arrow"
 WRITER_BATCH = 10_000  # rows buffered before an Arrow record batch is written
@@ -46,8 +47,8 @@ def _features(text_codes: bool):
                      "reviews": Sequence(Value("string")), "sales": Sequence(Value("float64")),
                      "cutoff": Value("string"), "freq": Value("string"), "label": Value("string"),
                      "future_sales": Sequence(Value("float64")),
-                     # the optional context fields (DESIGN §1); price holds nulls where nothing sold
-                     "price": Sequence(Value("float64")), "market_sales": Sequence(Value("float64")),
+                     # the optional context fields (DESIGN §1); a nullable channel holds nulls (price)
+                     **{c.name: Sequence(Value("float64")) for c in context_channels()},
                      "first_sale": Value("string"), "change": Value("float64"), "product_code": Value("int32")})
 
 

@@ -23,16 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trendnlp.data.channels import context_channels
 from trendnlp.errors import DataError, TrendError
 from trendnlp.labels import LABELS, LabelRule
 
 FREQS = ("W", "D", "M")
-# optional context fields (None when absent): per-period average unit price and the whole shop's units over the
-# same periods as `sales`, the date of the product's first sale, and the label rule's `change` (never an input)
-CONTEXT_FIELDS = ("price", "market_sales", "first_sale", "change")
+_CONTEXT_CHANNELS = tuple(c.name for c in context_channels())
+# optional context fields (None when absent): the context channels over the same periods as `sales` (see
+# trendnlp.data.channels), the date of the product's first sale, and the label rule's `change` (never an input)
+CONTEXT_FIELDS = (*_CONTEXT_CHANNELS, "first_sale", "change")
 RECORD_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cutoff", "freq", "label", "future_sales",
                  *CONTEXT_FIELDS)
-_LIST_FIELDS = ("sales", "future_sales", "reviews", "price", "market_sales")
+_LIST_FIELDS = ("sales", "future_sales", "reviews", *_CONTEXT_CHANNELS)
 
 # DESIGN §1 as a table: field -> (type, required, meaning). Types: "str", "date" (ISO), "float", "list[str]",
 # "list[float]" (finite, >= 0), "list[float?]" (nulls allowed), "freq", "label". The HTTP server generates its
@@ -47,8 +49,7 @@ RECORD_SCHEMA: dict[str, tuple[str, bool, str]] = {
     "freq": ("freq", False, "period length: W (default), D or M"),
     "label": ("label", False, "rising / falling / stable (for training and evaluation)"),
     "future_sales": ("list[float]", False, "the next periods' units (training and evaluation)"),
-    "price": ("list[float?]", False, "average unit price per sales period (null where nothing sold)"),
-    "market_sales": ("list[float]", False, "the whole shop's units over the same periods as sales"),
+    **{c.name: ("list[float?]" if c.nullable else "list[float]", False, c.help) for c in context_channels()},
     "first_sale": ("date", False, "date of the product's first sale (at or before cutoff)"),
     "category": ("str", False, "product group"),
     "change": ("float", False, "derived by the label rule, never read as input"),
@@ -149,19 +150,17 @@ def _missing(v: Any) -> bool:
 
 
 def _context_fields(raw: dict, n_sales: int, csv_encoded: bool) -> dict:
-    """The CONTEXT_FIELDS of a raw row, checked; lists must be as long as `sales`."""
+    """The CONTEXT_FIELDS of a raw row, checked; channel lists must be as long as `sales`."""
     out: dict[str, Any] = {}
-    price = None if _missing(raw.get("price")) else _as_list(raw.get("price"), "price", csv_encoded)
-    if price is not None:  # null where nothing sold that period
-        out["price"] = [None if _missing(v) else v for v in price]
-        out["price"] = [None if v is None else _numbers([v], "price")[0] for v in out["price"]]
-    market = None if _missing(raw.get("market_sales")) else _as_list(raw.get("market_sales"), "market_sales",
-                                                                      csv_encoded)
-    out["market_sales"] = _numbers(market, "market_sales") if market is not None else None
-    for name in ("price", "market_sales"):
-        if out.get(name) is not None and len(out[name]) != n_sales:
-            raise _Bad(name, f"{len(out[name])} periods, but sales has {n_sales}; they must cover the same periods")
-    out.setdefault("price", None)
+    for ch in context_channels():
+        values = None if _missing(raw.get(ch.name)) else _as_list(raw.get(ch.name), ch.name, csv_encoded)
+        if values is not None and ch.nullable:  # null where the period has no value (price: nothing sold)
+            values = [None if _missing(v) else _numbers([v], ch.name)[0] for v in values]
+        elif values is not None:
+            values = _numbers(values, ch.name)
+        if values is not None and len(values) != n_sales:
+            raise _Bad(ch.name, f"{len(values)} periods, but sales has {n_sales}; they must cover the same periods")
+        out[ch.name] = values
     try:
         out["first_sale"] = None if _missing(raw.get("first_sale")) else _cutoff(raw.get("first_sale"))
     except _Bad as b:
@@ -506,8 +505,7 @@ def record_features():
         "sales": datasets.Sequence(datasets.Value("float64")), "cutoff": datasets.Value("string"),
         "freq": datasets.Value("string"), "label": datasets.Value("string"),
         "future_sales": datasets.Sequence(datasets.Value("float64")),
-        "price": datasets.Sequence(datasets.Value("float64")),
-        "market_sales": datasets.Sequence(datasets.Value("float64")),
+        **{name: datasets.Sequence(datasets.Value("float64")) for name in _CONTEXT_CHANNELS},
         "first_sale": datasets.Value("string"), "change": datasets.Value("float64"),
     })
 
