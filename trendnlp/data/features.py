@@ -124,6 +124,50 @@ def summary_stats(units: np.ndarray, history: int, K: int, alpha: float) -> np.n
     ], dtype=np.float32)
 
 
+def summary_stats_many(series: Sequence[Sequence[float]], history: int, K: int, alpha: float) -> np.ndarray:
+    """`summary_stats` of many series at once: (N, len(SUMMARY_NAMES)) float32, vectorised per history length.
+
+    >>> s = [[0, 3, 5, 1, 2], [4.0, 4.0], [1, 2, 3, 4, 5]]
+    >>> bool(np.allclose(summary_stats_many(s, 26, 4, 1.0), [summary_stats(np.asarray(x, float), 26, 4, 1.0)
+    ...                                                      for x in s], atol=1e-6))
+    True
+    """
+    out = np.zeros((len(series), len(SUMMARY_NAMES)), dtype=np.float32)
+    lengths = np.fromiter((min(len(s), history) for s in series), dtype=np.int64, count=len(series))
+    for n in np.unique(lengths).tolist():
+        rows = np.nonzero(lengths == n)[0]
+        U = np.array([series[i][-n:] for i in rows.tolist()], dtype=np.float64).reshape(len(rows), n)  # (m, n)
+        out[rows] = _summary_block(U, history, K, alpha)
+    return out
+
+
+def _summary_block(U: np.ndarray, history: int, K: int, alpha: float) -> np.ndarray:
+    """SUMMARY_NAMES of m series of one length n, U (m, n); the same formulas as `summary_stats`."""
+    m, n = U.shape
+    recent = U[:, -K:].mean(axis=1)
+    prev = U[:, -2 * K:-K].mean(axis=1) if n > K else recent
+    allm = U.mean(axis=1)
+    logu = np.log1p(U)
+
+    def slope(y: np.ndarray) -> np.ndarray:  # (m, k) -> (m,)
+        if y.shape[1] < 2:
+            return np.zeros(m)
+        t = np.arange(y.shape[1], dtype=float)
+        t -= t.mean()
+        return (t * (y - y.mean(axis=1, keepdims=True))).sum(axis=1) / (t * t).sum()
+
+    std = U.std(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cv = np.where(allm > 0, std / (allm + 1e-6), 0.0)
+    return np.stack([
+        np.log1p(recent), np.log1p(allm),
+        np.log((recent + alpha) / (prev + alpha)), np.log((recent + alpha) / (allm + alpha)),
+        slope(logu), slope(logu[:, -2 * K:]),
+        (U == 0).mean(axis=1), np.full(m, n / history), np.log1p(U[:, -1]),
+        cv, np.log((recent + alpha) / (U.max(axis=1) + alpha)),
+    ], axis=1).astype(np.float32)
+
+
 def sales_features(record: dict, cfg: SalesConfig, K: int = 4, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Per-period channels (history, n_sales_channels(cfg)) and summary vector (len(SUMMARY_NAMES),)."""
     units = np.asarray(record["sales"], dtype=np.float64)[-cfg.history :]
