@@ -19,6 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
+from trendnlp.data.channels import column_options, context_channels
 from trendnlp.labels import LabelRule
 
 
@@ -43,7 +44,10 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_lab
     p.add_argument("--product-col", default="product_id", help="product id column (default product_id)")
     p.add_argument("--time-col", default="timestamp", help="timestamp column (default timestamp)")
     p.add_argument("--units-col", default="units", help="units column (default units)")
-    p.add_argument("--price-col", default=None, help="optional price column (validated)")
+    for channel in context_channels():  # one option per channel built from a log column (--price-col, ...)
+        if channel.column:
+            p.add_argument(channel.cli_flag, default=None, help=f"optional column for the `{channel.name}` channel "
+                           f"({channel.help}); without it records carry no `{channel.name}`")
     p.add_argument("--freq", choices=("W", "D", "M"), default=None, help="period: W (weeks ending Sunday), D or M")
     p.add_argument("--history", type=int, default=None, help="periods of history per record (default "
                    + ("the model's)" if for_label else "26)"))
@@ -79,7 +83,7 @@ def prepare_options(args: argparse.Namespace) -> dict:
         opts["rule"] = _rule(args)
     if not args.preset:  # a preset fixes its columns and text source
         opts.update(product_col=args.product_col, time_col=args.time_col, units_col=args.units_col,
-                    price_col=args.price_col, texts=args.texts)
+                    texts=args.texts, **{col: getattr(args, col) for col in column_options()})
     return opts
 
 

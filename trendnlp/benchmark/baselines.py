@@ -19,9 +19,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from trendnlp.benchmark.tabular import (N_LAST, SALES_FEATURE_NAMES, _Baseline, _has_labels,  # noqa: F401
-                                        _in_label_order, _labels, _macro_f1, sales_calendar_matrix)
 from trendnlp.benchmark.gbm import INSTALL_HINT, GBMAllBaseline, GBMAllTextBaseline, lightgbm_available
+from trendnlp.benchmark.tabular import (CHANNEL_STATS, N_LAST, SALES_FEATURE_NAMES, _Baseline,  # noqa: F401
+                                        _has_labels, _in_label_order, _labels, _macro_f1, channel_feature_names,
+                                        sales_calendar_matrix)
 from trendnlp.data.features import N_CALENDAR
 from trendnlp.labels import LABELS, LabelRule
 from trendnlp.evaluation.metrics import classification_metrics
@@ -123,7 +124,7 @@ class SalesLogRegBaseline(_LogRegBaseline):
     default = dict(C=1.0, calendar=True)
 
     def _matrix(self, records):
-        return sales_calendar_matrix(records, self.rule)
+        return sales_calendar_matrix(records, self.rule, channels=self.channels)
 
     def _columns(self, X, params):
         return X if params["calendar"] else X[:, :-N_CALENDAR]
@@ -153,10 +154,10 @@ class SalesHGBBaseline(_Baseline):
                                               early_stopping=False, random_state=self.seed)
 
     def fit(self, train_records, val_records=None):
-        X, y = sales_calendar_matrix(train_records, self.rule), _labels(train_records)
+        X, y = sales_calendar_matrix(train_records, self.rule, channels=self.channels), _labels(train_records)
         self.params_, self.val_macro_f1_ = dict(self.default), None
         if _has_labels(val_records):
-            Xv, yv = sales_calendar_matrix(val_records, self.rule), _labels(val_records)
+            Xv, yv = sales_calendar_matrix(val_records, self.rule, channels=self.channels), _labels(val_records)
             best = (-1.0, None)
             for params in self.grid:
                 model = self._model(**params).fit(X, y)
@@ -168,11 +169,14 @@ class SalesHGBBaseline(_Baseline):
         return self
 
     def predict(self, records):
-        return self.model_.predict(sales_calendar_matrix(records, self.rule)).tolist() if len(records) else []
+        if not len(records):
+            return []
+        return self.model_.predict(sales_calendar_matrix(records, self.rule, channels=self.channels)).tolist()
 
     def predict_proba(self, records):
         """(n, 3) class probabilities in LABELS order."""
-        return _in_label_order(self.model_, self.model_.predict_proba(sales_calendar_matrix(records, self.rule)))
+        X = sales_calendar_matrix(records, self.rule, channels=self.channels)
+        return _in_label_order(self.model_, self.model_.predict_proba(X))
 
 
 def record_text(record: dict) -> str:
@@ -226,13 +230,15 @@ def default_baselines() -> list[str]:
 
 
 def make_baselines(rule: LabelRule, seed: int, names: Sequence[str] | None = None,
-                   base_model: str | None = None) -> list[_Baseline]:
+                   channels: Sequence[str] = (), base_model: str | None = None) -> list[_Baseline]:
     """Instantiate baselines (default_baselines() by default, in table order).
 
     Args:
         rule: the label rule of the benchmark (persistence applies it; features use its K and alpha).
         seed: random_state of the learned baselines.
         names: subset of BASELINES keys.
+        channels: context channels the sales-feature baselines also get (see `sales_calendar_matrix`); the gbm
+            rows use every channel of the records whatever this says.
         base_model: the text encoder whose frozen embeddings gbm_all_text uses (None: the shipped MiniLM).
     Returns:
         list of unfitted baselines.
@@ -245,7 +251,8 @@ def make_baselines(rule: LabelRule, seed: int, names: Sequence[str] | None = Non
         raise ValueError(f"unknown baseline(s) {unknown}; known: {list(BASELINES)}")
     if any(n in NEEDS_LIGHTGBM for n in names or ()) and not lightgbm_available():
         raise ValueError(f"baselines {list(NEEDS_LIGHTGBM)} need LightGBM: {INSTALL_HINT}")
-    return [BASELINES[n](rule=rule, seed=seed, **({"base_model": base_model} if n == GBMAllTextBaseline.name else {}))
+    return [BASELINES[n](rule=rule, seed=seed, channels=channels,
+                         **({"base_model": base_model} if n == GBMAllTextBaseline.name else {}))
             for n in (names or default_baselines())]
 
 
@@ -302,7 +309,8 @@ def offsets_row(name: str, baseline, val: Sequence[dict], test: Sequence[dict], 
 def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Sequence[dict], rule: LabelRule,
                   seed: int, progress: bool = True, names: Sequence[str] | None = None,
                   n_threads: int | None = 1, slice_mask: np.ndarray | None = None,
-                  probs_out: dict | None = None, base_model: str | None = None) -> list[dict]:
+                  probs_out: dict | None = None, channels: Sequence[str] = (),
+                  base_model: str | None = None) -> list[dict]:
     """Fit every baseline on train (choices on val) and score it on test.
 
     Each probabilistic baseline (sales_logreg, sales_hgb, text_tfidf_logreg) also gets a `<name>+offsets`
@@ -319,6 +327,7 @@ def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Seque
         slice_mask: (len(test),) bool, the new-product slice; rows then carry `slice_macro_f1`.
         probs_out: when given, filled with {name: (validation probs, test probs)} of the probabilistic baselines
             (for the ensemble row).
+        channels: context channels (e.g. orders, customers) added to the sales-feature baselines' matrix.
         base_model: the text encoder of gbm_all_text's embeddings (the benchmark config's text.base_model).
     Returns:
         one row per baseline: name, accuracy, macro_f1, f1/precision/recall_per_class ({label: value}),
@@ -329,7 +338,7 @@ def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Seque
     from tqdm.auto import tqdm
 
     rows = []
-    bar = tqdm(make_baselines(rule, seed, names, base_model), desc="baselines", disable=not progress)
+    bar = tqdm(make_baselines(rule, seed, names, channels, base_model), desc="baselines", disable=not progress)
     with threadpool_limits(limits=n_threads):
         for baseline in bar:
             bar.set_postfix_str(baseline.name)

@@ -78,7 +78,7 @@ def channel_matrix(records: Sequence[dict], rule: LabelRule, history: int = 26) 
     >>> rec = {"sales": [1, 2, 3, 4, 5], "orders": [1, 1, 2, 2, 3], "cutoff": "2011-06-05", "first_sale": "2011-05-08"}
     >>> X = channel_matrix([rec], LabelRule())
     >>> X.shape, float(X[0, 2]), bool(np.isnan(X[0, CHANNEL_FEATURE_NAMES.index("customers_log_recent")]))
-    ((1, 45), 4.0, True)
+    ((1, 33), 4.0, True)
     """
     import datetime as dt
 
@@ -231,8 +231,9 @@ class GBMAllTextBaseline(GBMAllBaseline):
 
     name = "gbm_all_text"
 
-    def __init__(self, rule: LabelRule | None = None, seed: int = 0, base_model: str | None = None):
-        super().__init__(rule, seed)
+    def __init__(self, rule: LabelRule | None = None, seed: int = 0, channels: Sequence[str] = (),
+                 base_model: str | None = None):
+        super().__init__(rule, seed, channels)
         self.base_model = base_model  # text.base_model of the benchmark config (None: the shipped MiniLM)
 
     def _embed(self, records):

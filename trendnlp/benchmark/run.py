@@ -45,7 +45,7 @@ _PRESET_COLUMNS = {"product_col": "StockCode", "time_col": "InvoiceDate", "units
                    "customer_col": "CustomerID"}
 # without a preset: prepare's column arguments and their defaults
 _GENERIC_COLUMNS = {"product_col": "product_id", "time_col": "timestamp", "units_col": "units", "price_col": None,
-                    "title_col": "title", "description_col": "description"}
+                    "invoice_col": None, "customer_col": None, "title_col": "title", "description_col": "description"}
 
 
 # ---- stages and timing ---------------------------------------------------------------------------
@@ -379,7 +379,10 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
                              "-cutoffs range against the data's cutoffs")
     with timer.stage("write split records"):
         data = write_splits(parts, out / "data")
-    rule = TrendConfig.from_dict(base_config).labels.rule()
+    base = TrendConfig.from_dict(base_config)
+    rule = base.labels.rule()
+    # the channels the config names in sales.channels (orders, customers, ...) go to the sales baselines too
+    channels = list(base.sales.channels)
     rows: list[dict] = []
     notes: list[str] = []
     slice_mask = new_product_mask(parts["test"])
@@ -390,7 +393,8 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         with timer.stage("baselines"):
             for row in run_baselines(parts["train"], parts["validation"], parts["test"], rule, seed=seeds[0],
                                      progress=progress, names=baselines, slice_mask=slice_mask,
-                                     probs_out=baseline_probs, base_model=base_config["text"]["base_model"]):
+                                     probs_out=baseline_probs, channels=channels,
+                                     base_model=base_config["text"]["base_model"]):
                 rows.append({**row, "kind": "baseline", "seeds": [seeds[0]]})
     if forecasters is None or len(forecasters):
         rows += _forecaster_rows(parts, rule, forecasters, slice_mask, timer, notes)

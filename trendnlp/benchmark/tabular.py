@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
+from trendnlp.data.channels import context_channels
 from trendnlp.data.features import N_CALENDAR, SUMMARY_NAMES, cutoff_calendar, summary_stats
 from trendnlp.labels import LABELS, LabelRule
 
@@ -38,15 +39,40 @@ SALES_FEATURE_NAMES = (
 )
 
 
-def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int = 26) -> np.ndarray:
-    """Sales summary, the newest log1p units and the cutoff's calendar: SALES_FEATURE_NAMES per record.
+CHANNEL_STATS = ("log_recent", "change_recent_vs_previous", "change_recent_vs_all")
+
+
+def channel_feature_names(channels: Sequence[str]) -> list[str]:
+    """Columns `sales_calendar_matrix` adds for context channels (before the calendar), e.g. orders_log_recent.
+
+    >>> channel_feature_names(["orders"])[0]
+    'orders_log_recent'
+    """
+    return [f"{name}_{stat}" for name in channels for stat in CHANNEL_STATS]
+
+
+def _channel_stats(values: Sequence[float | None] | None, K: int, alpha: float) -> list[float]:
+    """CHANNEL_STATS of one channel's periods (null periods left out; all 0 without the channel)."""
+    v = np.array([x for x in (values or ()) if x is not None], dtype=np.float64)
+    if len(v) == 0:
+        return [0.0] * len(CHANNEL_STATS)
+    recent = v[-K:].mean()
+    prev = v[-2 * K:-K].mean() if len(v) > K else recent
+    return [np.log1p(recent), np.log((recent + alpha) / (prev + alpha)), np.log((recent + alpha) / (v.mean() + alpha))]
+
+
+def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int = 26,
+                          channels: Sequence[str] = ()) -> np.ndarray:
+    """Sales summary, the newest log1p units and the cutoff's calendar: SALES_FEATURE_NAMES per record, with
+    `channel_feature_names(channels)` inserted before the calendar columns.
 
     Args:
         records: normalised records.
         rule: label rule; its K and alpha shape the summary statistics.
         history: the periods a full history holds (scales `history_fraction`).
+        channels: context channels of the records (trendnlp.data.channels) summarised too, e.g. orders.
     Returns:
-        float32 array (len(records), len(SALES_FEATURE_NAMES)).
+        float32 array (len(records), len(SALES_FEATURE_NAMES) + 3 * len(channels)).
 
     >>> sales_calendar_matrix([{"sales": [0, 3, 5], "cutoff": "2011-06-05"}], LabelRule()).shape
     (1, 25)
@@ -67,6 +93,13 @@ def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int
         if c not in calendar:
             calendar[c] = cutoff_calendar(r)
         X[i, -N_CALENDAR:] = calendar[c]
+    if channels:
+        unknown = sorted(set(channels) - {c.name for c in context_channels()})
+        if unknown:
+            raise ValueError(f"unknown channel(s) {unknown}; known: {[c.name for c in context_channels()]}")
+        C = np.array([[s for name in channels for s in _channel_stats(r.get(name), K, a)] for r in records],
+                     dtype=np.float32).reshape(len(records), -1)
+        X = np.concatenate([X[:, :-N_CALENDAR], C, X[:, -N_CALENDAR:]], axis=1)
     return X
 
 
@@ -83,9 +116,10 @@ class _Baseline:
 
     name = "baseline"
 
-    def __init__(self, rule: LabelRule | None = None, seed: int = 0):
+    def __init__(self, rule: LabelRule | None = None, seed: int = 0, channels: Sequence[str] = ()):
         self.rule = rule or LabelRule()  # the benchmark's label rule (K, alpha, tau)
         self.seed = seed  # random_state of the learned baselines
+        self.channels = tuple(channels)  # context channels the sales-feature models also get (e.g. orders)
 
     def fit(self, train_records: Sequence[dict], val_records: Sequence[dict] | None = None) -> "_Baseline":
         """Learn from labelled training records.
