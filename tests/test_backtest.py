@@ -37,6 +37,7 @@ def test_choose_origins_default_explicit_and_errors():
 def test_plan_rows():
     assert bt.plan_rows(["fused", "sales_only", "gbm_all+offsets", "gbm_all_text+offsets", "gbm_all"], "concat") == (
         ["fused_concat", "sales_only"], ["gbm_all", "gbm_all_text"])
+    assert bt.plan_rows(["ensemble"], "gated") == (["fused_gated"], ["gbm_all"])
     with pytest.raises(ValueError, match="unknown row 'nope'"):
         bt.plan_rows(["nope"], "gated")
 

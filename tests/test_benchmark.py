@@ -168,6 +168,7 @@ def test_benchmark_on_synthetic_order_log(synthetic_run, capsys):
         assert set(r["f1_per_class"]) == set(LABELS) and (r["seeds"] or r["kind"] == "forecaster")
     ensemble = results["rows"][-1]
     assert [run["seed"] for run in ensemble["runs"]] == [0, 1] and 0 <= ensemble["runs"][0]["weight_fused"] <= 1
+    assert " x gbm_all, " in ensemble["selected_by"]  # the strongest boosting peer, when it ran
     assert (out / "runs" / "fused_concat" / "seed_0" / "probs_test.npy").is_file()
     neural = {r["name"]: r for r in results["rows"] if r["kind"] == "neural"}
     for r in neural.values():

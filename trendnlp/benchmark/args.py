@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
         _add_scale_arguments(p)
         return
     run.add_argument("--variants", default=",".join(VARIANTS), help=f"neural rows to train (default all: "
-                     f"{','.join(VARIANTS)})")
+                     f"{','.join(VARIANTS)}; `none` for none)")
     run.add_argument("--baselines", default=None, help="baselines to run, comma-separated (default all; "
                      "`none` for none)")
     run.add_argument("--forecasters", default=None, help="statsforecast models to run, comma-separated (default "

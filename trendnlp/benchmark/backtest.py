@@ -107,7 +107,8 @@ def choose_origins(cutoffs: Sequence[str], spec: str | None, every: int, freq: s
 def plan_rows(rows: Sequence[str], fusion_method: str) -> tuple[list[str], list[str]]:
     """Which neural variants and baselines the requested table rows need.
 
-    `fused` trains the config's fusion method; `name+offsets` needs the baseline `name`.
+    `fused` trains the config's fusion method; `name+offsets` needs the baseline `name`; `ensemble` (fused
+    blended with gbm_all on validation) needs both.
 
     >>> plan_rows(["fused", "sales_only", "gbm_all+offsets"], "gated")
     (['fused_gated', 'sales_only'], ['gbm_all'])
@@ -117,15 +118,18 @@ def plan_rows(rows: Sequence[str], fusion_method: str) -> tuple[list[str], list[
     variants, baselines = [], []
     for row in rows:
         base = row[: -len(OFFSETS)] if row.endswith(OFFSETS) else row
-        if row == "fused":
+        if row == "ensemble":
+            variants += [v for v in [FUSED_PREFIX + fusion_method] if v not in variants]
+            name, into = "gbm_all", baselines
+        elif row == "fused":
             name, into = FUSED_PREFIX + fusion_method, variants
         elif row in VARIANTS:
             name, into = row, variants
         elif base in BASELINES:
             name, into = base, baselines
         else:
-            raise ValueError(f"--rows: unknown row {row!r}; known: fused, {', '.join(VARIANTS)}, and the baselines "
-                             f"{', '.join(BASELINES)} (with +offsets for the probabilistic ones)")
+            raise ValueError(f"--rows: unknown row {row!r}; known: fused, ensemble, {', '.join(VARIANTS)}, the "
+                             f"baselines {', '.join(BASELINES)} (with +offsets for the probabilistic ones)")
         if name not in into:
             into.append(name)
     return variants, baselines

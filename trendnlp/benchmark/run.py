@@ -38,6 +38,7 @@ FUSED_PREFIX = "fused_"
 CALIBRATION_KEYS = ("ece_before", "ece_after", "brier_before", "brier_after")  # test, mean over seeds
 NEW_PRODUCT_AGE = 8  # DESIGN §6: the new-product slice, first sale at most 8 periods before the cutoff
 ENSEMBLE_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))  # weight of the fused model in the ensemble
+ENSEMBLE_PEERS = ("gbm_all", "sales_hgb")  # the boosting row blended with `fused`: the first one that ran
 
 # --preset online-retail: the file's own column -> the name the preset expects (only for --*-col options given)
 _PRESET_COLUMNS = {"product_col": "StockCode", "time_col": "InvoiceDate", "units_col": "Quantity",
@@ -260,9 +261,11 @@ def new_product_mask(records: Sequence[dict], max_age: int = NEW_PRODUCT_AGE) ->
 
 
 def ensemble_row(fused: dict, hgb_probs: tuple[np.ndarray, np.ndarray], parts: dict[str, list[dict]],
-                 slice_mask: np.ndarray | None, weights: Sequence[float] = ENSEMBLE_WEIGHTS) -> dict:
-    """`ensemble`: w * fused + (1 - w) * sales HGB probabilities, then validation logit offsets; per seed, w
-    and the offsets are those with the best validation macro-F1 (test is never used to choose)."""
+                 slice_mask: np.ndarray | None, weights: Sequence[float] = ENSEMBLE_WEIGHTS,
+                 peer: str = "sales_hgb") -> dict:
+    """`ensemble`: w * fused + (1 - w) * the boosting peer's probabilities (`peer`: gbm_all when it ran, else
+    sales_hgb), then validation logit offsets; per seed, w and the offsets are those with the best validation
+    macro-F1 (test is never used to choose)."""
     from trendnlp.model.calibration import biased_scores, fit_logit_bias, macro_f1_from_predictions
 
     yv = np.array([LABELS.index(r["label"]) for r in parts["validation"]])
@@ -285,7 +288,7 @@ def ensemble_row(fused: dict, hgb_probs: tuple[np.ndarray, np.ndarray], parts: d
                      "logit_bias": [round(float(b), 3) for b in bias], "seconds": round(time.perf_counter() - t0, 1),
                      **_slice_score(parts["test"], pred, slice_mask)})
     row = {**aggregate("ensemble", runs), "kind": "ensemble"}
-    row["selected_by"] = f"{fused.get('variant', fused['name'])} x sales_hgb, weight and offsets on validation"
+    row["selected_by"] = f"{fused.get('variant', fused['name'])} x {peer}, weight and offsets on validation"
     return row
 
 
@@ -349,7 +352,7 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         base_config: the benchmark TrendConfig as a dict (YAML + overrides); variants flip one switch each.
         out_dir: output folder (layout in the module docstring).
         seeds: training seeds; the neural rows report mean, std and min over them.
-        variants: subset of VARIANTS (all by default).
+        variants: subset of VARIANTS (all by default); an empty list trains none.
         baselines: subset of baselines.BASELINES (all by default); an empty list runs none.
         forecasters: subset of forecasters.FORECASTERS (all by default); an empty list runs none. Skipped with
             a note when statsforecast is not installed.
@@ -369,7 +372,7 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
 
     out, timer = Path(out_dir), timer or Timer()
     out.mkdir(parents=True, exist_ok=True)
-    variants = list(variants or VARIANTS)
+    variants = list(VARIANTS if variants is None else variants)
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
@@ -413,9 +416,10 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
     fused = select_fused(rows)
     if fused is not None:
         rows.append(fused)
-        if "sales_hgb" in baseline_probs:
+        peer = next((p for p in ENSEMBLE_PEERS if p in baseline_probs), None)
+        if peer:
             with timer.stage("ensemble"):
-                rows.append(ensemble_row(fused, baseline_probs["sales_hgb"], parts, slice_mask))
+                rows.append(ensemble_row(fused, baseline_probs[peer], parts, slice_mask, peer=peer))
     for row in rows:  # probabilities are in probs_*.npy of each run folder, not in results.json
         for run in row.get("runs", []):
             run.pop("probs", None)
@@ -483,7 +487,7 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     meta = {"options": {k: v for k, v in vars(args).items() if k != "func"},
             "split": {k: list(v) for k, v in ranges.items()}, "machine": machine_description()}
     results = run_benchmark({"train": train, "validation": val, "test": test}, base, args.out, seeds,
-                            variants=[v.strip() for v in args.variants.split(",") if v.strip()], baselines=names,
+                            variants=_names(args.variants), baselines=names,
                             forecasters=_names(getattr(args, "forecasters", None)),
                             timer=timer, progress=progress, n_examples=args.examples, meta=meta)
     print()
