@@ -9,6 +9,7 @@
 Every stage is timed and printed. The output folder:
     data/{train,validation,test}.parquet   the split records (validation/test sorted by product: texts dedupe)
     runs/{variant}/seed_{s}/               each training run (training.train's folder, checkpoints removed)
+    baselines/{name}_probs_{part}.npy      validation / test probabilities of each probabilistic baseline
     results.json, results.md, report.html, *.png, products/*.png
 """
 from __future__ import annotations
@@ -399,6 +400,10 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
                                      probs_out=baseline_probs, channels=channels,
                                      base_model=base_config["text"]["base_model"]):
                 rows.append({**row, "kind": "baseline", "seeds": [seeds[0]]})
+        for name, probs in baseline_probs.items():  # for later blends with a neural run (scripts/hybrid_check.py)
+            (out / "baselines").mkdir(exist_ok=True)
+            for part, p in zip(("validation", "test"), probs):
+                np.save(out / "baselines" / f"{name}_probs_{part}.npy", p)
     if forecasters is None or len(forecasters):
         rows += _forecaster_rows(parts, rule, forecasters, slice_mask, timer, notes)
     for variant in variants:
