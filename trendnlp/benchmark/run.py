@@ -9,7 +9,7 @@
 Every stage is timed and printed. The output folder:
     data/{train,validation,test}.parquet   the split records (validation/test sorted by product: texts dedupe)
     runs/{variant}/seed_{s}/               each training run (training.train's folder, checkpoints removed)
-    baselines/{name}_probs_{part}.npy      validation / test probabilities of each probabilistic baseline
+    baselines/{name}_probs_{part}.npy      validation / test probabilities of each probabilistic baseline (file order)
     results.json, results.md, report.html, *.png, products/*.png
 """
 from __future__ import annotations
@@ -167,6 +167,16 @@ def _has_text_columns(path: str, cols: dict) -> bool:
     return bool({cols["title_col"], cols["description_col"]} & names)
 
 
+def by_product(records: Sequence[dict]) -> list[dict]:
+    """Records sorted by (product, cutoff): the order of the written validation / test files.
+
+    >>> [r["product_id"] for r in by_product([{"product_id": "b", "cutoff": "2011-01-02"},
+    ...                                       {"product_id": "a", "cutoff": "2011-01-09"}])]
+    ['a', 'b']
+    """
+    return sorted(records, key=lambda r: (r["product_id"], r.get("cutoff") or ""))
+
+
 def write_splits(parts: dict[str, list[dict]], data_dir: Path) -> dict[str, str]:
     """Write each part to data_dir/{name}.parquet; validation and test sorted by (product, cutoff).
 
@@ -178,7 +188,7 @@ def write_splits(parts: dict[str, list[dict]], data_dir: Path) -> dict[str, str]
     paths = {}
     for name, recs in parts.items():
         if name != "train":
-            recs = sorted(recs, key=lambda r: (r["product_id"], r.get("cutoff") or ""))
+            recs = by_product(recs)
         paths[name] = str(data_dir / f"{name}.parquet")
         write_records(recs, paths[name])
     return paths
@@ -383,6 +393,8 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
                              "-cutoffs range against the data's cutoffs")
     with timer.stage("write split records"):
         data = write_splits(parts, out / "data")
+    # validation / test in the files' order, so every saved probability array lines up with its file
+    parts = {k: (v if k == "train" else by_product(v)) for k, v in parts.items()}
     base = TrendConfig.from_dict(base_config)
     rule = base.labels.rule()
     # the channels the config names in sales.channels (orders, customers, ...) go to the sales baselines too
