@@ -275,3 +275,20 @@ def test_ensemble_weight_and_offsets_come_from_validation():
     run = row["runs"][0]
     assert row["name"] == "ensemble" and run["weight_fused"] >= 0.7  # validation says: trust the fused model
     assert row["macro_f1"] > 0.6 and "slice_macro_f1" in row and len(run["logit_bias"]) == 3
+
+
+def test_hybrid_check_script_reproduces_the_ensemble_row(synthetic_run, capsys):
+    """Saved baseline probabilities line up with data/*.parquet: the script, reading only files, gives the
+    ensemble row the benchmark computed in memory (same weight, same validation and test macro-F1)."""
+    results = json.loads((synthetic_run / "results.json").read_text())
+    fused = next(r for r in results["rows"] if r["name"] == "fused")
+    ens = next(r for r in results["rows"] if r["name"] == "ensemble")["runs"][0]
+    model = synthetic_run / "runs" / fused["variant"] / "seed_0" / "model"
+    script = load_script("hybrid_check")
+    assert script.main(["--data", str(synthetic_run / "data"), "--baselines", str(synthetic_run / "baselines"),
+                        "--model", str(model), "--test"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["ensemble_weight"] == ens["weight_fused"]
+    assert out["ensemble_validation_macro_f1"] == pytest.approx(ens["val_macro_f1"], abs=1e-4)
+    assert out["ensemble_test_macro_f1"] == pytest.approx(ens["macro_f1"], abs=1e-4)
+    assert out["test_macro_f1"] == pytest.approx(fused["runs"][0]["macro_f1"], abs=1e-4)
