@@ -29,8 +29,9 @@ def expected_row_names() -> list[str]:
     with_offsets = [n for b in BASELINE_NAMES for n in ([b, f"{b}+offsets"] if b in PROBABILISTIC else [b])]
     forecasters = list(FORECASTERS) if statsforecast_available() else []
     return with_offsets + forecasters + NEURAL + ["fused", "ensemble"]
-BASELINE_NAMES = ["majority", "persistence", "mean_reversion", "sales_logreg", "sales_hgb", "text_tfidf_logreg"]
-PROBABILISTIC = ("sales_logreg", "sales_hgb", "text_tfidf_logreg")  # these also get a `+offsets` row
+BASELINE_NAMES = ["majority", "persistence", "mean_reversion", "sales_logreg", "sales_hgb", "text_tfidf_logreg",
+                  "gbm_all", "gbm_all_text"]
+PROBABILISTIC = ("sales_logreg", "sales_hgb", "text_tfidf_logreg", "gbm_all", "gbm_all_text")  # + `+offsets` rows
 FIGURES = ["per_class_f1.png", "validation_f1.png", "confusion_matrix_fused.png"]
 
 
@@ -129,13 +130,17 @@ SYNTH_SPLIT = ["--train-cutoffs", "2011-03-06:2011-05-22", "--val-cutoffs", "201
 
 @pytest.fixture(scope="module")
 def small_hgb_grid():
-    """Two grid points and 20 boosting rounds: the boosting baseline is the slowest part of a tiny benchmark."""
+    """Two grid points and 20 boosting rounds (one point, 30 rounds for LightGBM): the boosting baselines are the
+    slowest part of a tiny benchmark."""
     from trendnlp.benchmark.baselines import SalesHGBBaseline
+    from trendnlp.benchmark.gbm import GBMAllBaseline
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(SalesHGBBaseline, "grid", SalesHGBBaseline.grid[:2])
         mp.setattr(SalesHGBBaseline, "max_iter", 20)
         mp.setattr(SalesHGBBaseline, "eval_every", 5)
+        mp.setattr(GBMAllBaseline, "grid", GBMAllBaseline.grid[:1])
+        mp.setattr(GBMAllBaseline, "max_rounds", 30)
         yield
 
 
@@ -163,6 +168,7 @@ def test_benchmark_on_synthetic_order_log(synthetic_run, capsys):
         assert set(r["f1_per_class"]) == set(LABELS) and (r["seeds"] or r["kind"] == "forecaster")
     ensemble = results["rows"][-1]
     assert [run["seed"] for run in ensemble["runs"]] == [0, 1] and 0 <= ensemble["runs"][0]["weight_fused"] <= 1
+    assert " x gbm_all, " in ensemble["selected_by"]  # the strongest boosting peer, when it ran
     assert (out / "runs" / "fused_concat" / "seed_0" / "probs_test.npy").is_file()
     neural = {r["name"]: r for r in results["rows"] if r["kind"] == "neural"}
     for r in neural.values():
@@ -215,6 +221,7 @@ def test_calibration_check_script_on_the_synthetic_run(synthetic_run, small_hgb_
     assert sum("test (offsets from all validation)" in ln for ln in lines) == 2
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_report_html_renders_in_headless_chromium(synthetic_run, tmp_path):
     from matplotlib.image import imread
 
@@ -268,3 +275,20 @@ def test_ensemble_weight_and_offsets_come_from_validation():
     run = row["runs"][0]
     assert row["name"] == "ensemble" and run["weight_fused"] >= 0.7  # validation says: trust the fused model
     assert row["macro_f1"] > 0.6 and "slice_macro_f1" in row and len(run["logit_bias"]) == 3
+
+
+def test_hybrid_check_script_reproduces_the_ensemble_row(synthetic_run, capsys):
+    """Saved baseline probabilities line up with data/*.parquet: the script, reading only files, gives the
+    ensemble row the benchmark computed in memory (same weight, same validation and test macro-F1)."""
+    results = json.loads((synthetic_run / "results.json").read_text())
+    fused = next(r for r in results["rows"] if r["name"] == "fused")
+    ens = next(r for r in results["rows"] if r["name"] == "ensemble")["runs"][0]
+    model = synthetic_run / "runs" / fused["variant"] / "seed_0" / "model"
+    script = load_script("hybrid_check")
+    assert script.main(["--data", str(synthetic_run / "data"), "--baselines", str(synthetic_run / "baselines"),
+                        "--model", str(model), "--test"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["ensemble_weight"] == ens["weight_fused"]
+    assert out["ensemble_validation_macro_f1"] == pytest.approx(ens["val_macro_f1"], abs=1e-4)
+    assert out["ensemble_test_macro_f1"] == pytest.approx(ens["macro_f1"], abs=1e-4)
+    assert out["test_macro_f1"] == pytest.approx(fused["runs"][0]["macro_f1"], abs=1e-4)

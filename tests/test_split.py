@@ -24,6 +24,16 @@ def test_online_retail_defaults():
     assert split_by_cutoff(weekly(), **ONLINE_RETAIL_SPLIT, horizon=4) == (train, val, test)
 
 
+def test_two_year_file_trains_from_its_first_full_history_cutoff():
+    """Online Retail II (2009-12 … 2011-12): train 2010-05-30 … 2011-08-14 by default; validation and test as
+    for the one-year file, whose own train range (2011-05-29 …) the same defaults give above."""
+    train, val, test = split_by_cutoff(weekly(first="2010-05-30"))
+    assert (cutoffs(train)[0], cutoffs(train)[-1], len(cutoffs(train))) == ("2010-05-30", "2011-08-14", 64)
+    assert split_by_cutoff(weekly())[1:] == split_by_cutoff(weekly(first="2010-05-30"))[1:] == (val, test)
+    earlier = weekly(first="2010-05-23", last="2010-05-23")  # a cutoff with less than 26 weeks of history
+    assert split_by_cutoff(earlier) == ([], [], [])
+
+
 def test_optional_parts_and_records_order():
     train, val, test = split_by_cutoff(weekly(), train=("2011-05-29", "2011-06-05"), val=None, test=None)
     assert val == test == [] and [r["product_id"] for r in train] == ["a", "b", "a", "b"]

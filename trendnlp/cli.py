@@ -8,6 +8,7 @@
     trendnlp export    ONNX graphs (+ int8) and/or a self-contained model folder
     trendnlp serve     serve a saved model over HTTP (/health, /v1/metadata, /v1/predict, /v1/explain)
     trendnlp benchmark the Online Retail benchmark: every baseline and ablation in one table
+    trendnlp backtest  the benchmark repeated at rolling origins (DESIGN §7): per-origin table, mean, wins, plot
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
+from trendnlp.data.channels import column_options, context_channels
 from trendnlp.labels import LabelRule
 
 
@@ -42,7 +44,10 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_lab
     p.add_argument("--product-col", default="product_id", help="product id column (default product_id)")
     p.add_argument("--time-col", default="timestamp", help="timestamp column (default timestamp)")
     p.add_argument("--units-col", default="units", help="units column (default units)")
-    p.add_argument("--price-col", default=None, help="optional price column (validated)")
+    for channel in context_channels():  # one option per channel built from a log column (--price-col, ...)
+        if channel.column:
+            p.add_argument(channel.cli_flag, default=None, help=f"optional column for the `{channel.name}` channel "
+                           f"({channel.help}); without it records carry no `{channel.name}`")
     p.add_argument("--freq", choices=("W", "D", "M"), default=None, help="period: W (weeks ending Sunday), D or M")
     p.add_argument("--history", type=int, default=None, help="periods of history per record (default "
                    + ("the model's)" if for_label else "26)"))
@@ -78,7 +83,7 @@ def prepare_options(args: argparse.Namespace) -> dict:
         opts["rule"] = _rule(args)
     if not args.preset:  # a preset fixes its columns and text source
         opts.update(product_col=args.product_col, time_col=args.time_col, units_col=args.units_col,
-                    price_col=args.price_col, texts=args.texts)
+                    texts=args.texts, **{col: getattr(args, col) for col in column_options()})
     return opts
 
 
@@ -223,6 +228,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return run_benchmark_cli(args)
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from trendnlp.benchmark.backtest import run_backtest_cli
+
+    return run_backtest_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trendnlp", description="Sales-trend classification from product text "
                                      "and sales history.")
@@ -301,13 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("benchmark", help="Online Retail benchmark: prepare, split, train, baselines, report")
-    try:
-        from trendnlp.benchmark.args import add_arguments as add_benchmark_arguments
+    from trendnlp.benchmark.args import add_arguments as add_benchmark_arguments
 
-        add_benchmark_arguments(p)
-    except ImportError:  # pragma: no cover - the benchmark module is optional during development
-        pass
+    add_benchmark_arguments(p)
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("backtest", help="rolling-origin backtest (DESIGN §7): the benchmark at several origins")
+    add_benchmark_arguments(p, backtest=True)
+    p.set_defaults(func=cmd_backtest)
     return parser
 
 

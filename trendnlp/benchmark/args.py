@@ -19,8 +19,9 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The `trendnlp benchmark` options (cli.py calls this on its subparser)."""
+def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
+    """The `trendnlp benchmark` options (cli.py calls this on its subparser); with `backtest`, the data, record,
+    config and run options they share plus the backtest's own (origins instead of fixed split ranges)."""
     src = p.add_argument_group("data")
     src.add_argument("--sales", default=None, help="order log (.parquet, .csv, .jsonl), e.g. "
                      "../shared/data/online_retail/online_retail.parquet")
@@ -29,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "(default online-retail; `none` for a generic log with --product-col etc.)")
     src.add_argument("--texts", default=None, help="without a preset: product text table (product, title, ...)")
     src.add_argument("--reviews", default=None, help="reviews table: product id, timestamp, text")
-    src.add_argument("--out", required=True, help="output folder: results.json, results.md, report.html, plots")
+    src.add_argument("--out", required=True, help="output folder: " + ("backtest.json, backtest.md, backtest.png, "
+                     "origin_*/ (each origin's benchmark output)" if backtest else "results.json, results.md, "
+                     "report.html, plots"))
     cols = p.add_argument_group("column names (with the preset only where the file differs from UCI Online "
                                 "Retail I/II; both UCI spellings are recognised anyway)")
     for name, help_ in (("product", "product id (StockCode)"), ("time", "order timestamp (InvoiceDate)"),
@@ -52,24 +55,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             ("F", int, "future periods averaged into `future`"),
                             ("alpha", float, "additive smoothing"), ("tau", float, "relative change threshold")):
         win.add_argument(f"--{name}", type=tp, default=None, help=f"{help_} (config labels.{name})")
-    split = p.add_argument_group("split by cutoff date, inclusive FROM:TO (defaults: DESIGN §6)")
-    for part, key in (("train", "train"), ("val", "val"), ("test", "test")):
-        first, last = ONLINE_RETAIL_SPLIT[key]
-        split.add_argument(f"--{part}-cutoffs", default=f"{first}:{last}", help=f"default {first}:{last}")
+    if backtest:
+        bt = p.add_argument_group("origins (DESIGN §7: at origin O, train cutoffs up to O-10 periods, validation "
+                                  "O-6 … O-4, test O … O+2)")
+        bt.add_argument("--origins", default=None, metavar="FIRST:LAST", help="first and last origin (ISO dates, "
+                        "inclusive), e.g. 2011-03-13:2011-10-23 (default: the latest possible origin and the 4 "
+                        "before it, --every periods apart)")
+        bt.add_argument("--every", type=int, default=8, help="periods between origins (default 8)")
+        bt.add_argument("--rows", default="fused,sales_only,gbm_all+offsets,gbm_all_text+offsets",
+                        help="table rows: fused (the config's fusion method), neural variants "
+                        f"({','.join(VARIANTS)}), baselines (name or name+offsets) (default %(default)s)")
+        bt.add_argument("--update", action="store_true", help="warm-start each neural run from its model at the "
+                        "previous origin instead of training from scratch")
+    else:
+        split = p.add_argument_group("split by cutoff date, inclusive FROM:TO (defaults: DESIGN §6; train starts "
+                                     "at the first cutoff of the file when that is later)")
+        for part, key in (("train", "train"), ("val", "val"), ("test", "test")):
+            first, last = ONLINE_RETAIL_SPLIT[key]
+            split.add_argument(f"--{part}-cutoffs", default=f"{first}:{last}", help=f"default {first}:{last}")
     run = p.add_argument_group("runs")
     run.add_argument("--config", default=None, help=f"YAML config of our model (default {DEFAULT_CONFIG.name} "
                      "in configs/)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
-    run.add_argument("--seeds", default=None, help="training seeds (default 0,1,2, with --quick 0; --seeds 0 for "
-                     "a one-seed run)")
+    run.add_argument("--seeds", default="0" if backtest else None, help="training seeds (default 0" + (")" if backtest
+                     else ",1,2, with --quick 0; --seeds 0 for a one-seed run)"))
+    if backtest:
+        _add_scale_arguments(p)
+        return
     run.add_argument("--variants", default=",".join(VARIANTS), help=f"neural rows to train (default all: "
-                     f"{','.join(VARIANTS)})")
+                     f"{','.join(VARIANTS)}; `none` for none)")
     run.add_argument("--baselines", default=None, help="baselines to run, comma-separated (default all; "
                      "`none` for none)")
     run.add_argument("--forecasters", default=None, help="statsforecast models to run, comma-separated (default "
                      "all: AutoETS,CrostonOptimized,ADIDA,IMAPA; `none` for none; needs trendnlp[forecast])")
     run.add_argument("--examples", type=int, default=6, help="test products plotted with their prediction")
+    _add_scale_arguments(p)
+
+
+def _add_scale_arguments(p: argparse.ArgumentParser) -> None:
     small = p.add_argument_group("scale down (CI, smoke runs)")
     small.add_argument("--max-products", type=int, default=None, help="keep a random subset of this many products")
     small.add_argument("--base-model", default=None, help="text encoder name or folder (sets text.base_model)")

@@ -16,102 +16,18 @@ from scipy import sparse
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from trendnlp.data.features import N_CALENDAR, SUMMARY_NAMES, cutoff_calendar, summary_stats
+from trendnlp.benchmark.gbm import INSTALL_HINT, GBMAllBaseline, GBMAllTextBaseline, lightgbm_available
+from trendnlp.benchmark.tabular import (CHANNEL_STATS, N_LAST, SALES_FEATURE_NAMES, _Baseline,  # noqa: F401
+                                        _has_labels, _in_label_order, _labels, _macro_f1, channel_feature_names,
+                                        sales_calendar_matrix)
+from trendnlp.data.features import N_CALENDAR
 from trendnlp.labels import LABELS, LabelRule
 from trendnlp.evaluation.metrics import classification_metrics
 
-N_LAST = 8  # raw log1p units of the newest periods given to the sales models next to the summary
 _FLIP = {"rising": "falling", "falling": "rising", "stable": "stable"}
-
-
-def _labels(records: Sequence[dict]) -> list[str]:
-    return [r["label"] for r in records]
-
-
-def _has_labels(records: Sequence[dict] | None) -> bool:
-    return bool(records) and all(r.get("label") in LABELS for r in records)
-
-
-def _macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
-    return float(f1_score(y_true, y_pred, average="macro", labels=list(LABELS), zero_division=0))
-
-
-SALES_FEATURE_NAMES = (
-    *SUMMARY_NAMES,
-    "history_periods",  # observed periods (young products have fewer)
-    *(f"log1p_units_t-{i}" for i in range(N_LAST - 1, -1, -1)),  # newest N_LAST periods, 0 before the history
-    "change_recent_vs_8_ago",  # rule's log ratio of the newest K periods vs the K ending N_LAST periods earlier
-    "sin_week", "cos_week", "sin_month", "cos_month",  # of the cutoff; always the last N_CALENDAR columns
-)
-
-
-def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int = 26) -> np.ndarray:
-    """Sales summary, the newest log1p units and the cutoff's calendar: SALES_FEATURE_NAMES per record.
-
-    Args:
-        records: normalised records.
-        rule: label rule; its K and alpha shape the summary statistics.
-        history: the periods a full history holds (scales `history_fraction`).
-    Returns:
-        float32 array (len(records), len(SALES_FEATURE_NAMES)).
-
-    >>> sales_calendar_matrix([{"sales": [0, 3, 5], "cutoff": "2011-06-05"}], LabelRule()).shape
-    (1, 25)
-    """
-    K, a = rule.K, rule.alpha
-    X = np.zeros((len(records), len(SALES_FEATURE_NAMES)), dtype=np.float32)
-    S, L = len(SUMMARY_NAMES), N_LAST
-    calendar: dict[str | None, np.ndarray] = {}  # few distinct cutoffs: compute each once
-    for i, r in enumerate(records):
-        units = np.asarray(r["sales"], dtype=np.float64)
-        X[i, :S] = summary_stats(units, history, K, a)
-        X[i, S] = len(units)
-        tail = np.log1p(units[-L:])
-        X[i, S + 1 + L - len(tail) : S + 1 + L] = tail
-        earlier = units[: -L][-K:]  # empty (mean 0) when the history is no longer than N_LAST
-        X[i, S + 1 + L] = np.log((units[-K:].mean() + a) / ((earlier.mean() if len(earlier) else 0.0) + a))
-        c = r.get("cutoff")
-        if c not in calendar:
-            calendar[c] = cutoff_calendar(r)
-        X[i, -N_CALENDAR:] = calendar[c]
-    return X
-
-
-def _in_label_order(model, proba: np.ndarray) -> np.ndarray:
-    """Columns of a scikit-learn `predict_proba` reordered to LABELS (a class absent from training gets 0)."""
-    out = np.zeros((len(proba), len(LABELS)))
-    for j, c in enumerate(model.classes_):  # a Pipeline exposes its last step's classes_
-        out[:, LABELS.index(c)] = proba[:, j]
-    return out
-
-
-class _Baseline:
-    """The common interface. `__init__` only stores arguments; what `fit` learns ends in `_`."""
-
-    name = "baseline"
-
-    def __init__(self, rule: LabelRule | None = None, seed: int = 0):
-        self.rule = rule or LabelRule()  # the benchmark's label rule (K, alpha, tau)
-        self.seed = seed  # random_state of the learned baselines
-
-    def fit(self, train_records: Sequence[dict], val_records: Sequence[dict] | None = None) -> "_Baseline":
-        """Learn from labelled training records.
-
-        Args:
-            train_records: labelled normalised records.
-            val_records: labelled records used only to choose hyper-parameters; None keeps the defaults.
-        Returns:
-            self.
-        """
-        return self
-
-    def predict(self, records: Sequence[dict]) -> list[str]:
-        """Labels (strings from LABELS), one per record."""
-        raise NotImplementedError
 
 
 class MajorityBaseline(_Baseline):
@@ -208,7 +124,7 @@ class SalesLogRegBaseline(_LogRegBaseline):
     default = dict(C=1.0, calendar=True)
 
     def _matrix(self, records):
-        return sales_calendar_matrix(records, self.rule)
+        return sales_calendar_matrix(records, self.rule, channels=self.channels)
 
     def _columns(self, X, params):
         return X if params["calendar"] else X[:, :-N_CALENDAR]
@@ -238,10 +154,10 @@ class SalesHGBBaseline(_Baseline):
                                               early_stopping=False, random_state=self.seed)
 
     def fit(self, train_records, val_records=None):
-        X, y = sales_calendar_matrix(train_records, self.rule), _labels(train_records)
+        X, y = sales_calendar_matrix(train_records, self.rule, channels=self.channels), _labels(train_records)
         self.params_, self.val_macro_f1_ = dict(self.default), None
         if _has_labels(val_records):
-            Xv, yv = sales_calendar_matrix(val_records, self.rule), _labels(val_records)
+            Xv, yv = sales_calendar_matrix(val_records, self.rule, channels=self.channels), _labels(val_records)
             best = (-1.0, None)
             for params in self.grid:
                 model = self._model(**params).fit(X, y)
@@ -253,11 +169,14 @@ class SalesHGBBaseline(_Baseline):
         return self
 
     def predict(self, records):
-        return self.model_.predict(sales_calendar_matrix(records, self.rule)).tolist() if len(records) else []
+        if not len(records):
+            return []
+        return self.model_.predict(sales_calendar_matrix(records, self.rule, channels=self.channels)).tolist()
 
     def predict_proba(self, records):
         """(n, 3) class probabilities in LABELS order."""
-        return _in_label_order(self.model_, self.model_.predict_proba(sales_calendar_matrix(records, self.rule)))
+        X = sales_calendar_matrix(records, self.rule, channels=self.channels)
+        return _in_label_order(self.model_, self.model_.predict_proba(X))
 
 
 def record_text(record: dict) -> str:
@@ -301,16 +220,26 @@ class TextTfidfBaseline(_LogRegBaseline):
 
 BASELINES: dict[str, type[_Baseline]] = {cls.name: cls for cls in (
     MajorityBaseline, PersistenceBaseline, MeanReversionBaseline, SalesLogRegBaseline, SalesHGBBaseline,
-    TextTfidfBaseline)}
+    TextTfidfBaseline, GBMAllBaseline, GBMAllTextBaseline)}
+NEEDS_LIGHTGBM = (GBMAllBaseline.name, GBMAllTextBaseline.name)
 
 
-def make_baselines(rule: LabelRule, seed: int, names: Sequence[str] | None = None) -> list[_Baseline]:
-    """Instantiate baselines (all of BASELINES by default, in table order).
+def default_baselines() -> list[str]:
+    """Every baseline whose library is installed (the gbm rows need LightGBM: the `boost` extra)."""
+    return [n for n in BASELINES if n not in NEEDS_LIGHTGBM or lightgbm_available()]
+
+
+def make_baselines(rule: LabelRule, seed: int, names: Sequence[str] | None = None,
+                   channels: Sequence[str] = (), base_model: str | None = None) -> list[_Baseline]:
+    """Instantiate baselines (default_baselines() by default, in table order).
 
     Args:
         rule: the label rule of the benchmark (persistence applies it; features use its K and alpha).
         seed: random_state of the learned baselines.
         names: subset of BASELINES keys.
+        channels: context channels the sales-feature baselines also get (see `sales_calendar_matrix`); the gbm
+            rows use every channel of the records whatever this says.
+        base_model: the text encoder whose frozen embeddings gbm_all_text uses (None: the shipped MiniLM).
     Returns:
         list of unfitted baselines.
 
@@ -320,7 +249,11 @@ def make_baselines(rule: LabelRule, seed: int, names: Sequence[str] | None = Non
     unknown = sorted(set(names or ()) - set(BASELINES))
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; known: {list(BASELINES)}")
-    return [BASELINES[n](rule=rule, seed=seed) for n in (names or BASELINES)]
+    if any(n in NEEDS_LIGHTGBM for n in names or ()) and not lightgbm_available():
+        raise ValueError(f"baselines {list(NEEDS_LIGHTGBM)} need LightGBM: {INSTALL_HINT}")
+    return [BASELINES[n](rule=rule, seed=seed, channels=channels,
+                         **({"base_model": base_model} if n == GBMAllTextBaseline.name else {}))
+            for n in (names or default_baselines())]
 
 
 def _table_metrics(y_true: Sequence[str], y_pred: Sequence[str], slice_mask: np.ndarray | None = None) -> dict:
@@ -376,7 +309,8 @@ def offsets_row(name: str, baseline, val: Sequence[dict], test: Sequence[dict], 
 def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Sequence[dict], rule: LabelRule,
                   seed: int, progress: bool = True, names: Sequence[str] | None = None,
                   n_threads: int | None = 1, slice_mask: np.ndarray | None = None,
-                  probs_out: dict | None = None) -> list[dict]:
+                  probs_out: dict | None = None, channels: Sequence[str] = (),
+                  base_model: str | None = None) -> list[dict]:
     """Fit every baseline on train (choices on val) and score it on test.
 
     Each probabilistic baseline (sales_logreg, sales_hgb, text_tfidf_logreg) also gets a `<name>+offsets`
@@ -393,6 +327,8 @@ def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Seque
         slice_mask: (len(test),) bool, the new-product slice; rows then carry `slice_macro_f1`.
         probs_out: when given, filled with {name: (validation probs, test probs)} of the probabilistic baselines
             (for the ensemble row).
+        channels: context channels (e.g. orders, customers) added to the sales-feature baselines' matrix.
+        base_model: the text encoder of gbm_all_text's embeddings (the benchmark config's text.base_model).
     Returns:
         one row per baseline: name, accuracy, macro_f1, f1/precision/recall_per_class ({label: value}),
         confusion_matrix (rows true, columns predicted, LABELS order), val_macro_f1 (None without val),
@@ -402,7 +338,7 @@ def run_baselines(train: Sequence[dict], val: Sequence[dict] | None, test: Seque
     from tqdm.auto import tqdm
 
     rows = []
-    bar = tqdm(make_baselines(rule, seed, names), desc="baselines", disable=not progress)
+    bar = tqdm(make_baselines(rule, seed, names, channels, base_model), desc="baselines", disable=not progress)
     with threadpool_limits(limits=n_threads):
         for baseline in bar:
             bar.set_postfix_str(baseline.name)

@@ -9,6 +9,7 @@
 Every stage is timed and printed. The output folder:
     data/{train,validation,test}.parquet   the split records (validation/test sorted by product: texts dedupe)
     runs/{variant}/seed_{s}/               each training run (training.train's folder, checkpoints removed)
+    baselines/{name}_probs_{part}.npy      validation / test probabilities of each probabilistic baseline (file order)
     results.json, results.md, report.html, *.png, products/*.png
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ FUSED_PREFIX = "fused_"
 CALIBRATION_KEYS = ("ece_before", "ece_after", "brier_before", "brier_after")  # test, mean over seeds
 NEW_PRODUCT_AGE = 8  # DESIGN §6: the new-product slice, first sale at most 8 periods before the cutoff
 ENSEMBLE_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))  # weight of the fused model in the ensemble
+ENSEMBLE_PEERS = ("gbm_all", "sales_hgb")  # the boosting row blended with `fused`: the first one that ran
 
 # --preset online-retail: the file's own column -> the name the preset expects (only for --*-col options given)
 _PRESET_COLUMNS = {"product_col": "StockCode", "time_col": "InvoiceDate", "units_col": "Quantity",
@@ -45,7 +47,7 @@ _PRESET_COLUMNS = {"product_col": "StockCode", "time_col": "InvoiceDate", "units
                    "customer_col": "CustomerID"}
 # without a preset: prepare's column arguments and their defaults
 _GENERIC_COLUMNS = {"product_col": "product_id", "time_col": "timestamp", "units_col": "units", "price_col": None,
-                    "title_col": "title", "description_col": "description"}
+                    "invoice_col": None, "customer_col": None, "title_col": "title", "description_col": "description"}
 
 
 # ---- stages and timing ---------------------------------------------------------------------------
@@ -165,6 +167,16 @@ def _has_text_columns(path: str, cols: dict) -> bool:
     return bool({cols["title_col"], cols["description_col"]} & names)
 
 
+def by_product(records: Sequence[dict]) -> list[dict]:
+    """Records sorted by (product, cutoff): the order of the written validation / test files.
+
+    >>> [r["product_id"] for r in by_product([{"product_id": "b", "cutoff": "2011-01-02"},
+    ...                                       {"product_id": "a", "cutoff": "2011-01-09"}])]
+    ['a', 'b']
+    """
+    return sorted(records, key=lambda r: (r["product_id"], r.get("cutoff") or ""))
+
+
 def write_splits(parts: dict[str, list[dict]], data_dir: Path) -> dict[str, str]:
     """Write each part to data_dir/{name}.parquet; validation and test sorted by (product, cutoff).
 
@@ -176,7 +188,7 @@ def write_splits(parts: dict[str, list[dict]], data_dir: Path) -> dict[str, str]
     paths = {}
     for name, recs in parts.items():
         if name != "train":
-            recs = sorted(recs, key=lambda r: (r["product_id"], r.get("cutoff") or ""))
+            recs = by_product(recs)
         paths[name] = str(data_dir / f"{name}.parquet")
         write_records(recs, paths[name])
     return paths
@@ -192,16 +204,18 @@ def variant_config(base: dict, variant: str, seed: int, data: dict[str, str]) ->
 
 
 def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, keep_checkpoints: bool = False,
-                  parts: dict[str, list[dict]] | None = None, slice_mask: np.ndarray | None = None) -> dict:
+                  parts: dict[str, list[dict]] | None = None, slice_mask: np.ndarray | None = None,
+                  init_from: str | Path | None = None) -> dict:
     """Train one run (training.train) and return its test metrics, best validation macro-F1 and curve.
 
     With `parts`, the exported model also predicts validation and test (saved as probs_{part}.npy in the run
     folder and kept under `probs` for the ensemble row), and `slice_mask` gives the new-product macro-F1.
+    `init_from` warm-starts from an exported model folder (the backtest's --update).
     """
     from trendnlp.training import train
 
     t0 = time.perf_counter()
-    result = train(config, out_dir, progress=progress)
+    result = train(config, out_dir, progress=progress, init_from=init_from)
     if not keep_checkpoints:  # resumable state holds the whole encoder and the optimizer: ~100 MB a run
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     test = result["test"]
@@ -228,6 +242,7 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
             "best_epoch": result["best_epoch"], "epochs": result["epochs"],
             "val_curve": [h["validation"]["macro_f1"] for h in result["history"]],
             "model_dir": result["model_dir"], "seconds": round(time.perf_counter() - t0, 1),
+            "init_from": str(init_from) if init_from else None,
             "calibration": test.get("calibration")}  # test ECE / Brier before and after the temperature
 
 
@@ -257,9 +272,11 @@ def new_product_mask(records: Sequence[dict], max_age: int = NEW_PRODUCT_AGE) ->
 
 
 def ensemble_row(fused: dict, hgb_probs: tuple[np.ndarray, np.ndarray], parts: dict[str, list[dict]],
-                 slice_mask: np.ndarray | None, weights: Sequence[float] = ENSEMBLE_WEIGHTS) -> dict:
-    """`ensemble`: w * fused + (1 - w) * sales HGB probabilities, then validation logit offsets; per seed, w
-    and the offsets are those with the best validation macro-F1 (test is never used to choose)."""
+                 slice_mask: np.ndarray | None, weights: Sequence[float] = ENSEMBLE_WEIGHTS,
+                 peer: str = "sales_hgb") -> dict:
+    """`ensemble`: w * fused + (1 - w) * the boosting peer's probabilities (`peer`: gbm_all when it ran, else
+    sales_hgb), then validation logit offsets; per seed, w and the offsets are those with the best validation
+    macro-F1 (test is never used to choose)."""
     from trendnlp.model.calibration import biased_scores, fit_logit_bias, macro_f1_from_predictions
 
     yv = np.array([LABELS.index(r["label"]) for r in parts["validation"]])
@@ -282,7 +299,7 @@ def ensemble_row(fused: dict, hgb_probs: tuple[np.ndarray, np.ndarray], parts: d
                      "logit_bias": [round(float(b), 3) for b in bias], "seconds": round(time.perf_counter() - t0, 1),
                      **_slice_score(parts["test"], pred, slice_mask)})
     row = {**aggregate("ensemble", runs), "kind": "ensemble"}
-    row["selected_by"] = f"{fused.get('variant', fused['name'])} x sales_hgb, weight and offsets on validation"
+    row["selected_by"] = f"{fused.get('variant', fused['name'])} x {peer}, weight and offsets on validation"
     return row
 
 
@@ -337,7 +354,8 @@ def _forecaster_rows(parts, rule, names, slice_mask, timer: Timer, notes: list[s
 def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str | Path, seeds: Sequence[int],
                   variants: Sequence[str] | None = None, baselines: Sequence[str] | None = None,
                   forecasters: Sequence[str] | None = None, timer: Timer | None = None, progress: bool = True,
-                  n_examples: int = 6, meta: dict | None = None) -> dict:
+                  n_examples: int = 6, meta: dict | None = None,
+                  warm_start: dict[str, str] | None = None) -> dict:
     """Baselines and every neural variant over the seeds on prepared, split records; writes the report.
 
     Args:
@@ -345,7 +363,7 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         base_config: the benchmark TrendConfig as a dict (YAML + overrides); variants flip one switch each.
         out_dir: output folder (layout in the module docstring).
         seeds: training seeds; the neural rows report mean, std and min over them.
-        variants: subset of VARIANTS (all by default).
+        variants: subset of VARIANTS (all by default); an empty list trains none.
         baselines: subset of baselines.BASELINES (all by default); an empty list runs none.
         forecasters: subset of forecasters.FORECASTERS (all by default); an empty list runs none. Skipped with
             a note when statsforecast is not installed.
@@ -353,6 +371,7 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         progress: progress bars and per-epoch lines.
         n_examples: test products drawn in the product-history plots.
         meta: extra facts stored in results.json (command, data, split, machine).
+        warm_start: {"variant/seed_s": exported model folder} to warm-start those runs from (backtest --update).
     Returns:
         the results dict written to results.json: {"rows": [...], "timings": {...}, ...}.
 
@@ -364,7 +383,7 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
 
     out, timer = Path(out_dir), timer or Timer()
     out.mkdir(parents=True, exist_ok=True)
-    variants = list(variants or VARIANTS)
+    variants = list(VARIANTS if variants is None else variants)
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
@@ -374,7 +393,12 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
                              "-cutoffs range against the data's cutoffs")
     with timer.stage("write split records"):
         data = write_splits(parts, out / "data")
-    rule = TrendConfig.from_dict(base_config).labels.rule()
+    # validation / test in the files' order, so every saved probability array lines up with its file
+    parts = {k: (v if k == "train" else by_product(v)) for k, v in parts.items()}
+    base = TrendConfig.from_dict(base_config)
+    rule = base.labels.rule()
+    # the channels the config names in sales.channels (orders, customers, ...) go to the sales baselines too
+    channels = list(base.sales.channels)
     rows: list[dict] = []
     notes: list[str] = []
     slice_mask = new_product_mask(parts["test"])
@@ -385,8 +409,13 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         with timer.stage("baselines"):
             for row in run_baselines(parts["train"], parts["validation"], parts["test"], rule, seed=seeds[0],
                                      progress=progress, names=baselines, slice_mask=slice_mask,
-                                     probs_out=baseline_probs):
+                                     probs_out=baseline_probs, channels=channels,
+                                     base_model=base_config["text"]["base_model"]):
                 rows.append({**row, "kind": "baseline", "seeds": [seeds[0]]})
+        for name, probs in baseline_probs.items():  # for later blends with a neural run (scripts/hybrid_check.py)
+            (out / "baselines").mkdir(exist_ok=True)
+            for part, p in zip(("validation", "test"), probs):
+                np.save(out / "baselines" / f"{name}_probs_{part}.npy", p)
     if forecasters is None or len(forecasters):
         rows += _forecaster_rows(parts, rule, forecasters, slice_mask, timer, notes)
     for variant in variants:
@@ -395,7 +424,8 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
             config = variant_config(base_config, variant, seed, data)
             with timer.stage(f"{variant} seed {seed}"):
                 runs.append(train_variant(config, out / "runs" / variant / f"seed_{seed}", progress=progress,
-                                          parts=parts, slice_mask=slice_mask))
+                                          parts=parts, slice_mask=slice_mask,
+                                          init_from=(warm_start or {}).get(f"{variant}/seed_{seed}")))
             r = runs[-1]
             print(f"[benchmark] {variant} seed {seed}: validation macro-F1 {r['val_macro_f1']:.4f} "
                   f"(epoch {r['best_epoch']}), test macro-F1 {r['macro_f1']:.4f}")
@@ -403,9 +433,10 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
     fused = select_fused(rows)
     if fused is not None:
         rows.append(fused)
-        if "sales_hgb" in baseline_probs:
+        peer = next((p for p in ENSEMBLE_PEERS if p in baseline_probs), None)
+        if peer:
             with timer.stage("ensemble"):
-                rows.append(ensemble_row(fused, baseline_probs["sales_hgb"], parts, slice_mask))
+                rows.append(ensemble_row(fused, baseline_probs[peer], parts, slice_mask, peer=peer))
     for row in rows:  # probabilities are in probs_*.npy of each run folder, not in results.json
         for run in row.get("runs", []):
             run.pop("probs", None)
@@ -473,7 +504,7 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     meta = {"options": {k: v for k, v in vars(args).items() if k != "func"},
             "split": {k: list(v) for k, v in ranges.items()}, "machine": machine_description()}
     results = run_benchmark({"train": train, "validation": val, "test": test}, base, args.out, seeds,
-                            variants=[v.strip() for v in args.variants.split(",") if v.strip()], baselines=names,
+                            variants=_names(args.variants), baselines=names,
                             forecasters=_names(getattr(args, "forecasters", None)),
                             timer=timer, progress=progress, n_examples=args.examples, meta=meta)
     print()

@@ -25,12 +25,13 @@ import numpy as np
 from torch.utils.data import Dataset as TorchDataset, Sampler
 
 from trendnlp.config import TextConfig
-from trendnlp.data.features import build_text, summary_stats
+from trendnlp.data.features import build_text, summary_stats_many
 from trendnlp.data.keys import KeySet
-from trendnlp.data.records import ErrorReport, iter_raw_rows, detect_format, validate_rows
+from trendnlp.data.channels import context_channels
+from trendnlp.data.records import ErrorReport, detect_format, iter_raw_batches, validate_batches
 from trendnlp.labels import LabelRule
 
-CACHE_VERSION = 3  # bump when the row schema changes: older caches are rebuilt
+CACHE_VERSION = 4  # bump when the row schema changes: older caches are rebuilt
 ARROW_FILE = "records.arrow"
 TEXTS_FILE = "texts.arrow"
 WRITER_BATCH = 10_000  # rows buffered before an Arrow record batch is written
@@ -46,8 +47,8 @@ def _features(text_codes: bool):
                      "reviews": Sequence(Value("string")), "sales": Sequence(Value("float64")),
                      "cutoff": Value("string"), "freq": Value("string"), "label": Value("string"),
                      "future_sales": Sequence(Value("float64")),
-                     # the optional context fields (DESIGN §1); price holds nulls where nothing sold
-                     "price": Sequence(Value("float64")), "market_sales": Sequence(Value("float64")),
+                     # the optional context fields (DESIGN §1); a nullable channel holds nulls (price)
+                     **{c.name: Sequence(Value("float64")) for c in context_channels()},
                      "first_sale": Value("string"), "change": Value("float64"), "product_code": Value("int32")})
 
 
@@ -79,6 +80,7 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
     """
     import time
 
+    import pyarrow as pa
     from datasets import Dataset
     from datasets.arrow_writer import ArrowWriter
 
@@ -96,8 +98,9 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
         return Dataset.from_file(str(folder / ARROW_FILE)), {**stats, "cached": True, "folder": str(folder)}
     acc = _Accumulator(history, rule)
     skipped = ErrorReport()
-    rows = validate_rows(iter_raw_rows(path), source=str(path), on_error=on_error, history=history, rule=rule,
-                         csv_encoded=detect_format(path) == "csv", report=skipped, seen=KeySet())
+    # validated a Parquet batch at a time: its number lists by one vectorised check, the rest row by row
+    batches = validate_batches(iter_raw_batches(path), source=str(path), on_error=on_error, history=history,
+                               rule=rule, csv_encoded=detect_format(path) == "csv", report=skipped, seen=KeySet())
 
     shutil.rmtree(folder, ignore_errors=True)
     tmp = folder.with_name(folder.name + ".tmp")
@@ -108,11 +111,18 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
                                                  writer_batch_size=WRITER_BATCH))
         texts = None if text is None else _TextCodes(text, files.enter_context(ArrowWriter(
             features=_text_features(), path=str(tmp / TEXTS_FILE), writer_batch_size=WRITER_BATCH)))
-        for _, rec in rows:  # streamed: one writer batch of rows in memory at a time
-            row = acc.add(rec)
+        features = _features(text is not None)
+        names = [name for name in features if name not in ("product_code", "text_code")]
+        for batch in batches:  # streamed: one batch of rows in memory at a time
+            recs = [rec for _, rec in batch]
+            if not recs:
+                continue
+            columns = {name: [r.get(name) for r in recs] for name in names}
+            columns["product_code"] = acc.add_batch(recs)
             if texts is not None:
-                row["text_code"] = texts(rec)
-            writer.write(row)
+                columns["text_code"] = [texts(rec) for rec in recs]
+            # one conversion per batch, straight to the declared Arrow schema
+            writer.write_table(pa.Table.from_pydict(columns, schema=features.arrow_schema))
         writer.finalize()
         if texts is not None:
             texts.writer.finalize()
@@ -278,33 +288,34 @@ class ArrowRecords(TorchDataset):
 
 
 class _Accumulator:
-    """One pass over validated records: product codes, label counts, summary-statistic moments."""
+    """One pass over validated records: product codes, label counts, summary-statistic moments (a
+    StandardScaler fitted batch by batch with `partial_fit`)."""
 
     def __init__(self, history: int, rule: LabelRule):
+        from sklearn.preprocessing import StandardScaler
+
         self.history, self.rule = history, rule
         self.codes: dict[str, int] = {}
         self.labels: dict[str, int] = {}
         self.unlabelled, self.n = None, 0
-        self.sum = self.sumsq = None
+        self.scaler = StandardScaler()
 
-    def add(self, rec: dict) -> dict:
-        z = summary_stats(np.asarray(rec["sales"], dtype=np.float64)[-self.history:], self.history, self.rule.K,
-                          self.rule.alpha)
-        if self.sum is None:
-            self.sum, self.sumsq = np.zeros_like(z), np.zeros_like(z)
-        self.sum += z
-        self.sumsq += z * z
-        self.n += 1
-        if rec["label"] is None:
-            self.unlabelled = self.unlabelled or {"product_id": rec["product_id"], "cutoff": rec["cutoff"]}
-        else:
-            self.labels[rec["label"]] = self.labels.get(rec["label"], 0) + 1
-        code = self.codes.setdefault(rec["product_id"], len(self.codes))
-        return {**rec, "product_code": code}
+    def add_batch(self, recs: list[dict]) -> list[int]:
+        """Count a batch of records; returns their product codes."""
+        z = summary_stats_many([r["sales"] for r in recs], self.history, self.rule.K, self.rule.alpha)
+        self.scaler.partial_fit(z.astype(np.float64))
+        self.n += len(recs)
+        for rec in recs:
+            if rec["label"] is None:
+                self.unlabelled = self.unlabelled or {"product_id": rec["product_id"], "cutoff": rec["cutoff"]}
+            else:
+                self.labels[rec["label"]] = self.labels.get(rec["label"], 0) + 1
+        codes = self.codes
+        return [codes.setdefault(rec["product_id"], len(codes)) for rec in recs]
 
     def stats(self) -> dict:
-        mean = self.sum / max(self.n, 1) if self.n else np.zeros(0)
-        std = np.sqrt(np.maximum(self.sumsq / max(self.n, 1) - mean * mean, 0.0)) if self.n else np.zeros(0)
+        mean = self.scaler.mean_ if self.n else np.zeros(0)
+        std = np.sqrt(self.scaler.var_) if self.n else np.zeros(0)
         return {"n": self.n, "label_counts": self.labels, "unlabelled": self.unlabelled,
                 "summary_mean": mean.tolist(), "summary_std": std.tolist(), "n_products": len(self.codes)}
 

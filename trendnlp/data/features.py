@@ -4,9 +4,8 @@ Sales per period (T = history; left-padded, since the newest period must sit at 
     channel 0   scaled units (see SalesConfig.scaling)
     channel 1   observed mask (1 for a real period, 0 for padding)
     channel 2-5 sin/cos week of year, sin/cos month of the period's end date (zeros without cutoff)
-    then, when switched on (SalesConfig.price_channels / market_channels; `sales_channel_names` lists them):
-    price_rel, price_change   log price / the history's median price, log price change (0 where unknown)
-    market                    centred log1p of the shop's units per period (`market_sales`; 0 where absent)
+    then the context channels the config feeds (trendnlp.data.channels.fed_channels: SalesConfig.price_channels,
+    market_channels and `channels`), each as its registry entry encodes it; `sales_channel_names` lists them
 Summary statistics (SUMMARY_NAMES) are computed on the raw units and concatenated to the LSTM state.
 """
 from __future__ import annotations
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from trendnlp.config import SalesConfig, TextConfig
+from trendnlp.data.channels import fed_channels, price_features  # noqa: F401 (price_features re-exported)
 
 SUMMARY_NAMES = (
     "log_level_recent",  # log1p(mean of last K periods)
@@ -36,10 +36,6 @@ N_CALENDAR = 4
 N_SALES_CHANNELS = 2 + N_CALENDAR
 
 
-PRICE_CHANNELS = ("price_rel", "price_change")
-MARKET_CHANNELS = ("market",)
-
-
 def sales_channel_names(cfg: SalesConfig) -> list[str]:
     """Names of the per-period channels this config builds, in order (stored with the saved model).
 
@@ -47,45 +43,12 @@ def sales_channel_names(cfg: SalesConfig) -> list[str]:
     ['price_rel', 'price_change']
     """
     base = ["units", "observed", "sin_week", "cos_week", "sin_month", "cos_month"]
-    return base + (list(PRICE_CHANNELS) if cfg.price_channels else []) + (
-        list(MARKET_CHANNELS) if cfg.market_channels else [])
+    return base + [name for ch in fed_channels(cfg) for name in ch.features]
 
 
 def n_sales_channels(cfg: SalesConfig) -> int:
     """C, the channels per period of `sales_features` under this config."""
     return len(sales_channel_names(cfg))
-
-
-def price_features(price: Sequence[float | None] | None, n: int) -> np.ndarray:
-    """(n, 2) price channels: log(price / median observed price) and log price change, with the last known
-    price carried forward over periods without sales; 0 before the first known price or without prices.
-
-    >>> price_features([2.0, None, 4.0], 3).astype(float).round(3).tolist()
-    [[-0.405, 0.0], [-0.405, 0.0], [0.288, 0.693]]
-    """
-    out = np.zeros((n, len(PRICE_CHANNELS)), dtype=np.float32)
-    if price is None:
-        return out
-    p = np.array([np.nan if v is None else float(v) for v in price][-n:], dtype=np.float64)
-    known = ~np.isnan(p) & (np.nan_to_num(p) > 0)
-    if not known.any():
-        return out
-    idx = np.maximum.accumulate(np.where(known, np.arange(len(p)), -1))  # last known period at or before t
-    logp = np.where(idx >= 0, np.log(np.where(known, p, 1.0))[np.maximum(idx, 0)], np.nan)
-    rel = logp - np.log(np.median(p[known]))
-    change = np.diff(logp, prepend=np.nan)
-    out[n - len(p):, 0] = np.nan_to_num(rel)
-    out[n - len(p):, 1] = np.nan_to_num(change)
-    return out
-
-
-def market_features(market: Sequence[float] | None, n: int) -> np.ndarray:
-    """(n, 1) centred log1p of the shop's units per period (0 without `market_sales`)."""
-    out = np.zeros((n, 1), dtype=np.float32)
-    if market is not None and len(market):
-        m = np.log1p(np.asarray(market, dtype=np.float64)[-n:])
-        out[n - len(m):, 0] = m - m.mean()
-    return out
 
 
 def build_text(record: dict, cfg: TextConfig) -> str:
@@ -161,6 +124,50 @@ def summary_stats(units: np.ndarray, history: int, K: int, alpha: float) -> np.n
     ], dtype=np.float32)
 
 
+def summary_stats_many(series: Sequence[Sequence[float]], history: int, K: int, alpha: float) -> np.ndarray:
+    """`summary_stats` of many series at once: (N, len(SUMMARY_NAMES)) float32, vectorised per history length.
+
+    >>> s = [[0, 3, 5, 1, 2], [4.0, 4.0], [1, 2, 3, 4, 5]]
+    >>> bool(np.allclose(summary_stats_many(s, 26, 4, 1.0), [summary_stats(np.asarray(x, float), 26, 4, 1.0)
+    ...                                                      for x in s], atol=1e-6))
+    True
+    """
+    out = np.zeros((len(series), len(SUMMARY_NAMES)), dtype=np.float32)
+    lengths = np.fromiter((min(len(s), history) for s in series), dtype=np.int64, count=len(series))
+    for n in np.unique(lengths).tolist():
+        rows = np.nonzero(lengths == n)[0]
+        U = np.array([series[i][-n:] for i in rows.tolist()], dtype=np.float64).reshape(len(rows), n)  # (m, n)
+        out[rows] = _summary_block(U, history, K, alpha)
+    return out
+
+
+def _summary_block(U: np.ndarray, history: int, K: int, alpha: float) -> np.ndarray:
+    """SUMMARY_NAMES of m series of one length n, U (m, n); the same formulas as `summary_stats`."""
+    m, n = U.shape
+    recent = U[:, -K:].mean(axis=1)
+    prev = U[:, -2 * K:-K].mean(axis=1) if n > K else recent
+    allm = U.mean(axis=1)
+    logu = np.log1p(U)
+
+    def slope(y: np.ndarray) -> np.ndarray:  # (m, k) -> (m,)
+        if y.shape[1] < 2:
+            return np.zeros(m)
+        t = np.arange(y.shape[1], dtype=float)
+        t -= t.mean()
+        return (t * (y - y.mean(axis=1, keepdims=True))).sum(axis=1) / (t * t).sum()
+
+    std = U.std(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cv = np.where(allm > 0, std / (allm + 1e-6), 0.0)
+    return np.stack([
+        np.log1p(recent), np.log1p(allm),
+        np.log((recent + alpha) / (prev + alpha)), np.log((recent + alpha) / (allm + alpha)),
+        slope(logu), slope(logu[:, -2 * K:]),
+        (U == 0).mean(axis=1), np.full(m, n / history), np.log1p(U[:, -1]),
+        cv, np.log((recent + alpha) / (U.max(axis=1) + alpha)),
+    ], axis=1).astype(np.float32)
+
+
 def sales_features(record: dict, cfg: SalesConfig, K: int = 4, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Per-period channels (history, n_sales_channels(cfg)) and summary vector (len(SUMMARY_NAMES),)."""
     units = np.asarray(record["sales"], dtype=np.float64)[-cfg.history :]
@@ -173,11 +180,9 @@ def sales_features(record: dict, cfg: SalesConfig, K: int = 4, alpha: float = 1.
         if dates is not None:
             x[:, 2:N_SALES_CHANNELS] = calendar_features(dates)  # padded periods still have a date
     col = N_SALES_CHANNELS
-    if cfg.price_channels:  # only the record's own periods: its window ends at the cutoff
-        x[T - n:, col:col + 2] = price_features(record.get("price"), n)
-        col += 2
-    if cfg.market_channels:
-        x[T - n:, col:col + 1] = market_features(record.get("market_sales"), n)
+    for ch in fed_channels(cfg):  # only the record's own periods: its window ends at the cutoff
+        x[T - n:, col:col + ch.width] = ch.encode(record.get(ch.name), n)
+        col += ch.width
     return x, summary_stats(units, cfg.history, K, alpha)
 
 

@@ -20,6 +20,7 @@ from rich.progress import Progress
 
 from trendnlp.errors import ConfigError, DataError
 from trendnlp.labels import LABELS, LabelRule
+from trendnlp.data.channels import CHANNELS, context_channels
 from trendnlp.data.records import FREQS, ErrorReport, RecordError, detect_format, unreadable_as_data_error
 
 PERIOD_CODES = {"W": "W-SUN", "D": "D", "M": "M"}  # weeks end on Sunday, as in the Online Retail benchmark
@@ -55,19 +56,23 @@ class PrepareResult:
 
 
 def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "timestamp", units_col: str = "units",
-            price_col: str | None = None, texts: Any = None, reviews: Any = None, title_col: str | None = "title",
+            texts: Any = None, reviews: Any = None, title_col: str | None = "title",
             description_col: str | None = "description", review_col: str = "text", freq: str = "W",
             history: int = 26, horizon: int = 4, stride: int = 1, min_history_units: float = 10.0,
             max_reviews: int = 5, series_start: str = "data", rule: LabelRule | None = None,
-            as_of: str | None = None, progress: bool = True, on_error: str = "raise") -> PrepareResult:
+            as_of: str | None = None, progress: bool = True, on_error: str = "raise",
+            **channel_columns: str | None) -> PrepareResult:
     """Slide a cutoff over period ends and build one leakage-safe record per (product, cutoff).
 
     Args:
         sales: order lines or product-period rows: a DataFrame or a .csv / .parquet / .jsonl path.
         product_col, time_col, units_col: column names in `sales` (and in `texts` / `reviews`, where
             `product_id` and `timestamp` are accepted too).
-        price_col: optional price column (finite, >= 0): each record gets `price`, the units-weighted average per
-            `sales` period (None where nothing sold).
+        **channel_columns: the log columns of the optional channels (trendnlp.data.channels), each record
+            getting the channel over its `sales` periods (None without the column):
+            price_col: price (finite, >= 0) -> `price`, the units-weighted average (None where nothing sold);
+            invoice_col: invoice id -> `orders`, distinct invoices containing the product;
+            customer_col: customer id -> `customers`, distinct customers (rows without an id not counted).
         texts: optional product text table (product, `title_col`, `description_col`, optional time column).
             With a time column the text is the most frequent (title, description) seen at or before the
             cutoff, ties going to the most recent; without one it is treated as known at every cutoff.
@@ -111,7 +116,8 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
         report = ErrorReport()
-        log = _read_log(sales, product_col, time_col, units_col, price_col, freq, report, on_error)
+        log = _read_log(sales, product_col, time_col, units_col, _channel_columns(channel_columns), freq, report,
+                        on_error)
         T = log.units.shape[1]
 
         bar.update(stage, description="choosing cutoffs")
@@ -151,23 +157,34 @@ class _Log:
     first: np.ndarray  # (P,) first period with a sale (T: never)
     dropped: str | None  # end date of the incomplete last period that was left out
     source: str
-    price: np.ndarray | None = None  # (P, T) average unit price, NaN where nothing sold; None without a price column
+    # context channel -> (P, T) per product, or (1, T) for a shop total; absent: its column was not given
+    channels: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _read_log(sales, product_col, time_col, units_col, price_col, freq, report: ErrorReport,
+def _channel_columns(given: dict[str, str | None]) -> dict[str, str]:
+    """Channel name -> log column, from prepare's `*_col` keyword options (unknown options are a TypeError)."""
+    by_option = {c.column: c for c in context_channels() if c.column}
+    unknown = sorted(set(given) - set(by_option))
+    if unknown:
+        raise TypeError(f"prepare() got unexpected keyword argument(s) {unknown}; channel columns are "
+                        f"{sorted(by_option)}")
+    return {by_option[k].name: v for k, v in given.items() if v}
+
+
+def _read_log(sales, product_col, time_col, units_col, columns: dict[str, str], freq, report: ErrorReport,
               on_error: str) -> _Log:
-    df, src, off = read_table(sales, "sales", {"product": [product_col], "time": [time_col],
-                                               "units": [units_col], "price": [price_col] if price_col else []})
+    df, src, off = read_table(sales, "sales", {"product": [product_col], "time": [time_col], "units": [units_col],
+                                               **{name: [col] for name, col in columns.items()}})
     if len(df) == 0:
         raise RecordError(src, None, units_col, "the sales table has no rows")
     skip = SkippedRows(len(df), report) if on_error == "skip" else None
     ids = _product_ids(df, src, off, product_col, skip)
     ts = parse_times(df["time"], src, off, time_col, skip)
     units = parse_units(df["units"], src, off, units_col, skip=skip)
-    price = parse_units(df["price"], src, off, price_col, what="price", skip=skip) if "price" in df else None
+    values = {name: _channel_values(CHANNELS[name], df[name], src, off, col, skip) for name, col in columns.items()}
     if skip is not None and skip.mask.any():
-        ids, ts, units = skip.apply(ids, ts, units)
-        price = skip.apply(price)[0] if price is not None else None
+        ids, ts, units, *kept = skip.apply(ids, ts, units, *values.values())
+        values = dict(zip(values, kept))
         if len(ids) == 0:
             raise DataError(f"{src}: every one of its {len(df):,} rows is bad (see the errors report)")
     pid, uniques = pd.factorize(ids, sort=True)  # sorted ids -> records ordered by product
@@ -178,13 +195,15 @@ def _read_log(sales, product_col, time_col, units_col, price_col, freq, report: 
     _check_finite_sums(units_pt, grid, src, units_col)
     # (P,) first period with a sale; a log inside one partial period has no complete period (T = 0) at all
     first = np.where(units_pt.any(axis=1), (units_pt > 0).argmax(axis=1), T) if T else np.zeros(len(units_pt), int)
-    price_pt = _price_matrix(pid, per - grid.p0, units, price, units_pt.shape)
-    if price_pt is not None and np.isinf(price_pt).any():  # units x price overflowed in the weighted average
-        p, t = np.argwhere(np.isinf(price_pt))[0]
-        raise DataError(f"{src}: column {price_col!r}: units x price of product {grid.products[p]!r} in the period "
-                        f"ending {grid.end_dates(np.array([t]))[0]} is infinite (float overflow); check the "
-                        f"{price_col!r} and {units_col!r} columns for absurdly large values")
-    return _Log(grid, units_pt, first, dropped, src, price_pt)
+    matrices = {"sales": units_pt}
+    for ch in context_channels():
+        if ch.build == "total":
+            matrices[ch.name] = matrices[ch.of].sum(axis=0, keepdims=True)  # (1, T) the whole shop
+        elif ch.name in values:
+            matrices[ch.name] = _channel_matrix(ch.build, pid, per - grid.p0, units, values[ch.name],
+                                                units_pt.shape)
+            _check_finite_channel(matrices[ch.name], ch, grid, src, columns.get(ch.name), units_col)
+    return _Log(grid, units_pt, first, dropped, src, {k: v for k, v in matrices.items() if k != "sales"})
 
 
 def _as_of_period(log: _Log, as_of: Any) -> int:
@@ -261,34 +280,63 @@ def _build_records(log: _Log, p: np.ndarray, c: np.ndarray, *, history: int, hor
         records.append(rec)
         if i % 20000 == 0:
             progress.update(stage, completed=i)
-    add_context_fields(records, log.grid, units, log.price, p, c, log.first, history - length, rule)
+    add_context_fields(records, log.grid, log.channels, p, c, log.first, history - length, rule)
     return records
 
 
-def _price_matrix(pid, per, units, price, shape) -> np.ndarray | None:
-    """(P, T) average unit price per (product, period), units-weighted; NaN where nothing sold (or no price)."""
-    if price is None:
-        return None
-    ok = per < shape[1]  # the dropped partial period
-    flat_u = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok], minlength=shape[0] * shape[1])
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # an overflow is reported by the caller
-        flat_r = np.bincount(pid[ok] * shape[1] + per[ok], weights=units[ok] * price[ok],
-                             minlength=shape[0] * shape[1])
-        return np.where(flat_u > 0, flat_r / flat_u, np.nan).reshape(shape)
+def _channel_values(ch, s: pd.Series, src: str, off: int, col: str, skip) -> np.ndarray:
+    """A channel's log column, checked: numbers for a mean, ids (None where missing: not counted) otherwise."""
+    if ch.build == "mean":
+        return parse_units(s, src, off, col, what=ch.name, skip=skip)
+    ids = s.astype("string").str.strip().to_numpy(dtype=object, na_value=None)
+    ids[ids == ""] = None
+    return ids
 
 
-def add_context_fields(records: list[dict], grid: "_Grid", units_pt: np.ndarray, price_pt: np.ndarray | None,
-                       p: np.ndarray, c: np.ndarray, first: np.ndarray, starts: np.ndarray,
-                       rule: LabelRule) -> None:
+def _check_finite_channel(matrix: np.ndarray, ch, grid: "_Grid", src: str, col: str | None, units_col: str) -> None:
+    """A units-weighted mean that overflowed (units x value = inf) is one error naming the column and period."""
+    if ch.build == "mean" and np.isinf(matrix).any():
+        p, t = np.argwhere(np.isinf(matrix))[0]
+        raise DataError(f"{src}: column {col!r}: units x {ch.name} of product {grid.products[p]!r} in the period "
+                        f"ending {grid.end_dates(np.array([t]))[0]} is infinite (float overflow); check the "
+                        f"{col!r} and {units_col!r} columns for absurdly large values")
+
+
+def _channel_matrix(build: str, pid, per, units, values, shape) -> np.ndarray:
+    """(P, T) of one channel per (product, period), the dropped partial period left out.
+
+    mean: units-weighted mean of `values`, NaN where nothing sold; distinct: distinct non-null values;
+    count: rows with a non-null value.
+    """
+    ok = per < shape[1]
+    key = pid[ok] * shape[1] + per[ok]
+    size = shape[0] * shape[1]
+    if build == "mean":
+        flat_u = np.bincount(key, weights=units[ok], minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # an overflow: _check_finite_channel
+            flat_r = np.bincount(key, weights=units[ok] * values[ok], minlength=size)
+            return np.where(flat_u > 0, flat_r / flat_u, np.nan).reshape(shape)
+    v = values[ok]
+    has = pd.notna(v)
+    if build == "count":
+        return np.bincount(key[has], minlength=size).astype(np.float64).reshape(shape)
+    code, uniq = pd.factorize(v[has])
+    pairs = np.unique(key[has].astype(np.int64) * max(len(uniq), 1) + code)  # distinct (cell, value)
+    return np.bincount(pairs // max(len(uniq), 1), minlength=size).astype(np.float64).reshape(shape)
+
+
+def add_context_fields(records: list[dict], grid: "_Grid", channels: dict[str, np.ndarray], p: np.ndarray,
+                       c: np.ndarray, first: np.ndarray, starts: np.ndarray, rule: LabelRule) -> None:
     """Add the §1 context fields to records built at (product p, cutoff period c), in place.
 
-    `price` and `market_sales` cover exactly the periods of `sales` (so nothing after the cutoff), `first_sale`
-    is the end date of the product's first period with a sale (at or before the cutoff, since a product enters
-    only once it has sold), and `change` is the label rule's log ratio (from `future_sales`; never an input).
+    Every context channel covers exactly the periods of `sales` (so nothing after the cutoff; None when its
+    log column was not given), `first_sale` is the end date of the product's first period with a sale (at or
+    before the cutoff, since a product enters only once it has sold), and `change` is the label rule's log
+    ratio (from `future_sales`; never an input).
 
     Args:
         records: the records, in the order of p and c.
-        grid: the product/period grid; units_pt (P, T) units; price_pt (P, T) prices or None.
+        grid: the product/period grid; channels: channel name -> (P, T) or (1, T) matrix (see `_Log`).
         p, c: (N,) product and cutoff-period index of each record; first (P,) first-sale period per product.
         starts: (N,) offset of each record's `sales` inside its `history`-long window.
         rule: the label rule (K, F, alpha) for `change`.
@@ -299,13 +347,21 @@ def add_context_fields(records: list[dict], grid: "_Grid", units_pt: np.ndarray,
     # (N, history) period indices, all <= cutoff; those before the log (as-of histories) fall in the cut-off
     # `starts` part and are clipped only to stay valid indices
     window = np.maximum(c[:, None] - history + 1 + np.arange(history), 0)
-    market = units_pt.sum(axis=0)  # (T,) the whole shop's units per period
     first_dates = np.asarray(grid.end_dates(first[p]), dtype=object)
-    prices = price_pt[p[:, None], window] if price_pt is not None else None
+    for ch in context_channels():
+        m = channels.get(ch.name)
+        if m is None:
+            for r in records:
+                r[ch.name] = None
+            continue
+        rows = np.zeros_like(p) if len(m) == 1 else p  # a shop total is one row for every product
+        values = m[rows[:, None], window].tolist()
+        for r, v, s0 in zip(records, values, starts.tolist()):
+            v = v[s0:]
+            if ch.nullable or ch.digits is not None:
+                v = [None if x != x else (x if ch.digits is None else round(x, ch.digits)) for x in v]
+            r[ch.name] = v
     for i, r in enumerate(records):
-        s0 = int(starts[i])
-        r["market_sales"] = market[window[i, s0:]].tolist()
-        r["price"] = None if prices is None else [None if np.isnan(v) else round(float(v), 4) for v in prices[i, s0:]]
         r["first_sale"] = first_dates[i]
         if "future_sales" in r:  # as-of records have no future, hence no change
             r["change"] = rule.change(r["sales"], r["future_sales"]) if r["future_sales"] else None
@@ -567,7 +623,9 @@ def read_table(source: Any, what: str, wanted: dict[str, list[str]],
         if hit is not None:
             chosen[name] = hit
         elif candidates and name not in optional:
-            hint = f"; name the right one with --{name}-col" if name in ("product", "time", "units", "price") else ""
+            flag = f"--{name}-col" if name in ("product", "time", "units") else getattr(CHANNELS.get(name), "cli_flag",
+                                                                                          None)
+            hint = f"; name the right one with {flag}" if flag else ""
             raise RecordError(src, None, candidates[0], f"column not found in the {what} table; its columns are "
                               f"{columns}{hint}")
     if isinstance(source, pd.DataFrame):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from trendnlp.data.channels import column_options
 from trendnlp.data.prepare import PrepareResult, parse_times, prepare, read_table
 from trendnlp.data.records import RecordError
 
@@ -23,7 +24,7 @@ class Preset:
     name: str
     help: str
     clean: Callable[[Any], tuple[pd.DataFrame, list[str]]]  # raw source -> (clean frame, notes on what was dropped)
-    columns: dict[str, str]  # prepare's column arguments (product_col, time_col, units_col, price_col, title_col)
+    columns: dict[str, str]  # prepare's column arguments (product_col, time_col, units_col, *_col of channels, ...)
     defaults: dict[str, Any] = field(default_factory=dict)  # prepare options of the benchmark protocol
 
 
@@ -86,7 +87,8 @@ ONLINE_RETAIL = Preset(
     help="UCI Online Retail (I or II): weekly units per StockCode, Description as the title (DESIGN §6)",
     clean=clean_online_retail,
     columns={"product_col": "StockCode", "time_col": "InvoiceDate", "units_col": "Quantity",
-             "price_col": "UnitPrice", "title_col": "Description", "description_col": None},
+             "price_col": "UnitPrice", "invoice_col": "InvoiceNo", "customer_col": "CustomerID",
+             "title_col": "Description", "description_col": None},
     defaults={"freq": "W", "history": 26, "horizon": 4, "stride": 1, "min_history_units": 10.0},
 )
 
@@ -128,7 +130,9 @@ def prepare_preset(name: str, sales: Any, *, reviews: Any = None, progress: bool
         raise RecordError(clean.attrs.get("source", "<sales>"), None, "(rows)", "no rows left after cleaning")
     kwargs = {**preset.defaults, **options}
     texts = clean if preset.columns.get("title_col") in clean else None
-    result = prepare(clean, texts=texts, reviews=reviews, progress=progress, **preset.columns, **kwargs)
+    # an optional channel column the file lacks (an export without CustomerID) leaves that channel out
+    columns = {k: v for k, v in preset.columns.items() if k not in column_options() or v in clean}
+    result = prepare(clean, texts=texts, reviews=reviews, progress=progress, **columns, **kwargs)
     result.notes[:0] = notes
     return result
 

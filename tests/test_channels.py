@@ -1,0 +1,181 @@
+"""The channel registry and its first users, `orders` and `customers`: built by prepare from the log's invoice
+and customer columns without look-ahead (training and as-of records alike), validated, stored, fed to the
+sales encoder and to the baselines' feature matrix."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from trendnlp.benchmark.baselines import channel_feature_names, sales_calendar_matrix
+from trendnlp.cli import build_parser, prepare_options
+from trendnlp.config import SalesConfig, TrendConfig
+from trendnlp.data.channels import CHANNELS, fed_channels
+from trendnlp.data.features import sales_channel_names, sales_features
+from trendnlp.data.prepare import prepare
+from trendnlp.data.records import RecordError, read_records, write_records
+from trendnlp.errors import ConfigError
+from trendnlp.labels import LabelRule
+from trendnlp.model.classifier import TrendClassifier
+
+SUNDAY = dt.date(2024, 1, 7)
+WEEKS = 10
+
+
+def _log(late_invoices: int = 1, late_customers: int = 1) -> pd.DataFrame:
+    """Product a sells in 2 invoices a week (one without a customer id, one invoice of two lines), b in one;
+    `late_*` sets the number of invoices / customers of a in weeks 7..9 only (after the checked cutoffs)."""
+    rows, n = [], 0
+    for i in range(WEEKS):
+        day = (SUNDAY + dt.timedelta(weeks=i)).isoformat()  # the last day of week i
+        if i >= 7:
+            for k in range(late_invoices):
+                n += 1
+                rows.append(("a", day, 1, 1.0, f"inv{n}", f"c{k % late_customers}"))
+        else:
+            n += 1
+            rows += [("a", day, 2, 1.0, f"inv{n}", "c1"), ("a", day, 1, 1.0, f"inv{n}", "c1")]  # one invoice, 2 lines
+            n += 1
+            rows.append(("a", day, 4, 1.0, f"inv{n}", None))  # no customer id: an order, but no customer
+        if i >= 2:
+            n += 1
+            rows.append(("b", day, 3, 2.0, f"inv{n}", f"c{i % 2}"))
+    return pd.DataFrame(rows, columns=["product_id", "timestamp", "units", "price", "invoice", "customer"])
+
+
+KW = dict(invoice_col="invoice", customer_col="customer", history=4, horizon=2, min_history_units=0,
+          progress=False)
+
+
+def _by_key(records):
+    return {(r["product_id"], r["cutoff"]): r for r in records}
+
+
+def test_orders_and_customers_count_distinct_values_per_period():
+    recs = _by_key(prepare(_log(), **KW).records)
+    cut = (SUNDAY + dt.timedelta(weeks=6)).isoformat()
+    a, b = recs[("a", cut)], recs[("b", cut)]
+    assert a["sales"] == [7.0] * 4 and a["orders"] == [2.0] * 4  # 3 lines in 2 invoices
+    assert a["customers"] == [1.0] * 4  # the row without a customer id is not counted
+    assert b["orders"] == [1.0] * 4 and b["customers"] == [1.0] * 4
+    assert len(a["orders"]) == len(a["customers"]) == len(a["sales"])
+
+
+def test_orders_and_customers_never_see_past_the_cutoff():
+    base = _by_key(prepare(_log(), **KW).records)
+    changed = _by_key(prepare(_log(late_invoices=9, late_customers=5), **KW).records)
+    cut = (SUNDAY + dt.timedelta(weeks=6)).isoformat()  # the last cutoff before the changed weeks
+    checked = 0
+    for key, r in base.items():
+        if key[1] <= cut:
+            for field in ("sales", "orders", "customers", "market_sales"):
+                assert changed[key][field] == r[field], (key, field)
+            checked += 1
+    assert checked >= 4
+    late = (SUNDAY + dt.timedelta(weeks=7)).isoformat()
+    assert changed[("a", late)]["orders"][-1] == 9 and changed[("a", late)]["customers"][-1] == 5
+
+
+def test_as_of_record_is_the_training_record_without_its_future():
+    log = _log(late_invoices=3, late_customers=2)
+    train = _by_key(prepare(log, **KW).records)
+    for weeks in (4, 6, 7):
+        cut = (SUNDAY + dt.timedelta(weeks=weeks)).isoformat()
+        (today,) = [r for r in prepare(log, **{**KW, "as_of": cut}).records if r["product_id"] == "a"]
+        expected = {k: v for k, v in train[("a", cut)].items() if k not in ("label", "future_sales", "change")}
+        assert today == expected
+        # a log cut at the cutoff gives the same record: nothing later entered it
+        early = log[pd.to_datetime(log["timestamp"]) <= pd.Timestamp(cut)]
+        (cut_log,) = [r for r in prepare(early, **{**KW, "as_of": cut}).records if r["product_id"] == "a"]
+        assert cut_log == today
+
+
+def test_without_the_columns_the_channels_are_absent():
+    recs = prepare(_log(), history=4, horizon=2, min_history_units=0, progress=False).records
+    assert all(r["orders"] is None and r["customers"] is None for r in recs)
+    with pytest.raises(TypeError, match="invoice_column"):
+        prepare(_log(), invoice_column="invoice", progress=False)
+    with pytest.raises(RecordError, match="--customer-col"):
+        prepare(_log(), customer_col="buyer", progress=False)
+
+
+def test_cli_options_come_from_the_registry():
+    args = build_parser().parse_args(["prepare", "--sales", "x.csv", "--out", "y.parquet", "--invoice-col", "inv",
+                                      "--customer-col", "cust"])
+    opts = prepare_options(args)
+    assert opts["invoice_col"] == "inv" and opts["customer_col"] == "cust" and opts["price_col"] is None
+    for ch in CHANNELS.values():
+        if ch.column:
+            assert ch.cli_flag in build_parser().format_help() or ch.cli_flag in _prepare_help()
+
+
+def _prepare_help() -> str:
+    import argparse
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["prepare"].format_help()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_channels_survive_writing_and_reading(tmp_path, fmt):
+    recs = prepare(_log(), **KW).records
+    write_records(recs, tmp_path / f"r.{fmt}")
+    back = read_records(str(tmp_path / f"r.{fmt}"))
+    assert [(r["orders"], r["customers"]) for r in back] == [(r["orders"], r["customers"]) for r in recs]
+
+
+def test_bad_channel_values_name_the_field():
+    with pytest.raises(RecordError, match="orders.*3 periods, but sales has 2"):
+        read_records([{"product_id": "a", "sales": [1, 2], "orders": [1, 1, 1]}])
+    with pytest.raises(RecordError, match="customers.*negative"):
+        read_records([{"product_id": "a", "sales": [1, 2], "customers": [1, -1]}])
+    with pytest.raises(RecordError, match="orders"):
+        read_records([{"product_id": "a", "sales": [1, 2], "orders": [1, None]}])  # only price may hold nulls
+
+
+def test_fed_channels_widen_the_encoder_and_round_trip(tmp_path):
+    cfg = SalesConfig(history=6, calendar=False, channels=["orders", "customers"])
+    assert sales_channel_names(cfg)[-2:] == ["orders", "customers"]
+    rec = {"sales": [1, 0, 2, 2], "orders": [1, 0, 2, 1], "customers": [1, 0, 1, 1]}
+    x, _ = sales_features(rec, cfg)
+    m = np.log1p([1, 0, 2, 1])
+    assert x.shape == (6, 8) and (x[:2] == 0).all()
+    np.testing.assert_allclose(x[2:, 6], m - m.mean(), atol=1e-6)
+    with pytest.raises(ConfigError, match="unknown channel"):
+        fed_channels(SalesConfig(channels=["returns"]))
+
+    config = TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"history": 4, "hidden_size": 8,
+                                    "channels": ["orders", "customers"]}, "fusion": {"hidden_size": 16}})
+    recs = read_records(prepare(_log(), **KW).records)
+    torch.manual_seed(0)
+    model = TrendClassifier(config).fit_feature_scaling(recs)
+    assert model.sales_encoder.lstm.input_size == 8
+    model.save_pretrained(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["sales_channels"][-2:] == ["orders", "customers"]
+    loaded = TrendClassifier.from_pretrained(tmp_path)
+    np.testing.assert_allclose(loaded.predict_proba(recs), model.predict_proba(recs), atol=1e-6)
+    moved = [{**r, "orders": [v * (3 + i) for i, v in enumerate(r["orders"])]} for r in recs]
+    assert not np.allclose(loaded.predict_proba(moved), loaded.predict_proba(recs))
+
+
+def test_default_config_feeds_no_new_channel():
+    assert fed_channels(SalesConfig()) == [] and fed_channels(TrendConfig().sales) == []
+
+
+def test_baseline_matrix_adds_channel_columns_before_the_calendar():
+    recs = prepare(_log(), **KW).records
+    plain = sales_calendar_matrix(recs, LabelRule())
+    X = sales_calendar_matrix(recs, LabelRule(), channels=["orders", "customers"])
+    assert X.shape[1] == plain.shape[1] + len(channel_feature_names(["orders", "customers"])) == plain.shape[1] + 6
+    np.testing.assert_array_equal(X[:, -4:], plain[:, -4:])  # the calendar stays last
+    np.testing.assert_array_equal(X[:, :plain.shape[1] - 4], plain[:, :-4])
+    i = next(i for i, r in enumerate(recs) if r["product_id"] == "a")
+    assert X[i, plain.shape[1] - 4] == pytest.approx(np.log1p(np.mean(recs[i]["orders"][-4:])))
+    with pytest.raises(ValueError, match="unknown channel"):
+        sales_calendar_matrix(recs, LabelRule(), channels=["returns"])
