@@ -25,37 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from trendnlp.data.channels import context_channels
+from trendnlp.data.schema import FREQS, LIST_FIELDS, NUMBER_LISTS, NULLABLE_LISTS, RECORD_FIELDS, RECORD_SCHEMA  # noqa: F401
 from trendnlp.errors import DataError, TrendError
 from trendnlp.labels import LABELS, LabelRule
 
-FREQS = ("W", "D", "M")
 _CONTEXT = tuple(context_channels())
 _CONTEXT_CHANNELS = tuple(c.name for c in _CONTEXT)
 # optional context fields (None when absent): the context channels over the same periods as `sales` (see
 # trendnlp.data.channels), the date of the product's first sale, and the label rule's `change` (never an input)
 CONTEXT_FIELDS = (*_CONTEXT_CHANNELS, "first_sale", "change")
-RECORD_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cutoff", "freq", "label", "future_sales",
-                 *CONTEXT_FIELDS)
-_LIST_FIELDS = ("sales", "future_sales", "reviews", *_CONTEXT_CHANNELS)
-
-# DESIGN §1 as a table: field -> (type, required, meaning). Types: "str", "date" (ISO), "float", "list[str]",
-# "list[float]" (finite, >= 0), "list[float?]" (nulls allowed), "freq", "label". The HTTP server generates its
-# pydantic request models from it (trendnlp.inference.serve), so the API and the readers share one schema.
-RECORD_SCHEMA: dict[str, tuple[str, bool, str]] = {
-    "product_id": ("str", True, "unique per (product, cutoff); errors name it"),
-    "title": ("str", False, "short product name"),
-    "description": ("str", False, "longer product text"),
-    "reviews": ("list[str]", False, "reviews written on or before cutoff, newest first"),
-    "sales": ("list[float]", True, "units per period, oldest to newest; 1..history periods"),
-    "cutoff": ("date", False, "end of the last sales period (recommended: drives calendar features)"),
-    "freq": ("freq", False, "period length: W (default), D or M"),
-    "label": ("label", False, "rising / falling / stable (for training and evaluation)"),
-    "future_sales": ("list[float]", False, "the next periods' units (training and evaluation)"),
-    **{c.name: ("list[float?]" if c.nullable else "list[float]", False, c.help) for c in context_channels()},
-    "first_sale": ("date", False, "date of the product's first sale (at or before cutoff)"),
-    "category": ("str", False, "product group"),
-    "change": ("float", False, "derived by the label rule, never read as input"),
-}
 
 
 class RecordError(DataError):
@@ -272,6 +250,8 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
             raise _Bad("label", f"unknown label {label!r}; expected one of {list(LABELS)}")
         rec["label"] = label
         rec.update(_context_fields(raw, len(rec["sales"]), csv_encoded, checked))
+        category = raw.get("category")
+        rec["category"] = None if _missing(category) else _text(category, "category")
         return rec
     except _Bad as b:
         raise RecordError(source, row, b.field, b.reason, pid) from None
@@ -401,18 +381,14 @@ def iter_raw_batches(path: str | Path, batch_size: int = 8192
             n += len(rows)
 
 
-_NUMBER_LISTS = ("sales", "future_sales", *_CONTEXT_CHANNELS)
-
-
 def checked_columns(batch) -> frozenset:
     """Number-list columns of an Arrow batch whose every value is a finite float >= 0 (nulls only where the
     channel allows them): their rows need no element-by-element check."""
     import numpy as np
     import pyarrow as pa
 
-    nullable = {c.name for c in context_channels() if c.nullable}
     ok = set()
-    for name in _NUMBER_LISTS:
+    for name in NUMBER_LISTS:
         if name not in batch.schema.names:
             continue
         col = batch.column(name)
@@ -420,7 +396,7 @@ def checked_columns(batch) -> frozenset:
             continue  # ints (become floats), strings, ...: row by row
         values = col.flatten()
         if values.null_count:
-            if name not in nullable:
+            if name not in NULLABLE_LISTS:
                 continue
             values = values.drop_null()
         x = values.to_numpy(zero_copy_only=False)
@@ -568,17 +544,10 @@ def load_records(source: Any, *, on_error: str = "raise", history: int | None = 
 
 
 def record_features():
-    import datasets
+    """The `datasets.Features` of normalised records (trendnlp.data.schema.arrow_features)."""
+    from trendnlp.data.schema import arrow_features
 
-    return datasets.Features({
-        "product_id": datasets.Value("string"), "title": datasets.Value("string"),
-        "description": datasets.Value("string"), "reviews": datasets.Sequence(datasets.Value("string")),
-        "sales": datasets.Sequence(datasets.Value("float64")), "cutoff": datasets.Value("string"),
-        "freq": datasets.Value("string"), "label": datasets.Value("string"),
-        "future_sales": datasets.Sequence(datasets.Value("float64")),
-        **{name: datasets.Sequence(datasets.Value("float64")) for name in _CONTEXT_CHANNELS},
-        "first_sale": datasets.Value("string"), "change": datasets.Value("float64"),
-    })
+    return arrow_features()
 
 
 def write_records(records: Iterable[dict], path: str | Path) -> int:
@@ -595,7 +564,7 @@ def write_records(records: Iterable[dict], path: str | Path) -> int:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
     elif fmt == "csv":
         df = pd.DataFrame(recs, columns=list(RECORD_FIELDS))
-        for col in _LIST_FIELDS:
+        for col in LIST_FIELDS:
             df[col] = [json.dumps(v) if not _missing(v) else "" for v in df[col]]  # a missing key reads as NaN
         df.to_csv(path, index=False)
     else:
