@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trendnlp.data.records import RecordError
+from trendnlp.data.io import RecordError
 from trendnlp.data.tables import drop_bad_rows, parse_times, product_ids, read_table, text_column
 
 

@@ -113,7 +113,9 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
     rule = rule or LabelRule()
     _check_options(freq, history, horizon, stride, min_history_units, max_reviews, series_start)
     history, horizon, stride = int(history), int(horizon), int(stride)
-    with tqdm(desc="reading sales", total=None, disable=not progress, leave=False, unit="record") as bar:
+    # disable=None: no bar when stderr is not a terminal (logs, pipes), so an error stays one line there
+    with tqdm(desc="reading sales", total=None, disable=None if progress else True, leave=False,
+              unit="record") as bar:
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
         report = ErrorReport()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from trendnlp.data.channels import CHANNELS
-from trendnlp.data.records import ErrorReport, RecordError, detect_format, unreadable_as_data_error
+from trendnlp.data.io import ErrorReport, RecordError, detect_format, unreadable_as_data_error
 
 
 def read_table(source: Any, what: str, wanted: dict[str, list[str]],
