@@ -266,3 +266,18 @@ def test_a_toy_channel_flows_end_to_end(tmp_path):
     done = subprocess.run([sys.executable, "-c", TOY, str(tmp_path)], env=env, cwd=repo, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0 and "TOY CHANNEL OK" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_labeling_a_log_without_a_channel_the_model_reads_fails_by_name(tmp_path):
+    from trendnlp.inference.as_of import label_log
+
+    config = TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"history": 4, "hidden_size": 8,
+                                    "channels": ["orders"]}, "fusion": {"hidden_size": 16}})
+    recs = read_records(prepare(_log(), **KW).records)
+    torch.manual_seed(0)
+    model = TrendClassifier(config).fit_feature_scaling(recs)
+    with pytest.raises(ConfigError, match=r"\['orders'\].*--invoice-col"):
+        label_log(model, _log(), tmp_path / "today.csv", progress=False)
+    summary = label_log(model, _log(), tmp_path / "today.csv", prepare_options={"invoice_col": "invoice"},
+                        progress=False)
+    assert summary["products"] == 2
