@@ -48,13 +48,20 @@ class _Section(BaseModel):
                 value = value.item()  # numpy scalars: YAML and JSON cannot hold them
             elif isinstance(value, str) and _is_list(cls, key):
                 value = [v.strip() for v in value.split(",") if v.strip()]  # --set section.key=a,b
+            elif isinstance(value, bool) and _annotation(cls, key) in (int, float):  # pydantic would take 1 / 0
+                raise ConfigError(f"config: {_SECTION_OF.get(cls.__name__, cls.__name__)}.{key}: expected a number, "
+                                  f"found {value!r}; fix it in the YAML or with --set")
             out[key] = value
         return out
 
 
-def _is_list(cls: type, key: str) -> bool:
+def _annotation(cls: type, key: str) -> Any:
     field = cls.model_fields.get(key)
-    return field is not None and getattr(field.annotation, "__origin__", None) is list
+    return None if field is None else field.annotation
+
+
+def _is_list(cls: type, key: str) -> bool:
+    return getattr(_annotation(cls, key), "__origin__", None) is list
 
 
 class TextConfig(_Section):
@@ -222,8 +229,8 @@ def _config_error(e: ValidationError, section: str | None) -> ConfigError:
         return ConfigError(f"config: unknown key(s) {unknown} in {owner}; known keys: {known}")
     if kind in _BOUNDS:
         op, name = _BOUNDS[kind]
-        return ConfigError(f"config: {key} must be {op} {err['ctx'][name]}, found {value!r}; fix it in the YAML or "
-                           f"with --set {key}=...")
+        return ConfigError(f"config: {key} must be {op} {err['ctx'][name]}, found {_number(value)!r}; fix it in the "
+                           f"YAML or with --set {key}=...")
     if kind == "finite_number":
         return ConfigError(f"config: {key} must be a finite number, found {value!r}; fix it in the YAML or with "
                            f"--set {key}=...")
@@ -231,6 +238,17 @@ def _config_error(e: ValidationError, section: str | None) -> ConfigError:
     if kind == "literal_error":
         return ConfigError(f"config: {key} must be one of {err['ctx']['expected']}, found {value!r}{hint}")
     return ConfigError(f"config: {key}: {err['msg'].lower()}, found {value!r}{hint}")
+
+
+def _number(value: Any) -> Any:
+    """A number given as text ("-1e-3", as PyYAML reads it) shown as the number it was read as."""
+    if isinstance(value, str):
+        for tp in (int, float):
+            try:
+                return tp(value)
+            except ValueError:
+                pass
+    return value
 
 
 def _type_name(model: str, path: list[str]) -> str:
