@@ -179,3 +179,105 @@ def test_baseline_matrix_adds_channel_columns_before_the_calendar():
     assert X[i, plain.shape[1] - 4] == pytest.approx(np.log1p(np.mean(recs[i]["orders"][-4:])))
     with pytest.raises(ValueError, match="unknown channel"):
         sales_calendar_matrix(recs, LabelRule(), channels=["returns"])
+
+
+TOY = r'''
+import datetime as dt, json, socket, sys, threading, time
+from pathlib import Path
+
+# the one declaration: rows per (product, period) of the log's `line` column, fed to the encoder as "lines"
+from trendnlp.data import channels
+channels.CHANNELS["lines"] = channels.Channel("lines", "order lines per sales period", build="count",
+                                              column="line_col", features=("lines",), encode=channels.centred_log1p)
+
+import httpx, numpy as np, pandas as pd, torch, uvicorn
+from trendnlp.config import TrendConfig
+from trendnlp.data.prepare import prepare
+from trendnlp.data.records import read_records, write_records
+from trendnlp.inference.labeling import label_file
+from trendnlp.inference.serve import create_app
+from trendnlp.model.classifier import TrendClassifier
+from trendnlp.training import train
+
+torch.set_num_threads(1)
+out = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+rows = []
+for p in range(12):
+    for w in range(30):
+        day = (dt.date(2024, 1, 7) + dt.timedelta(weeks=w)).isoformat()
+        for k in range(int(rng.integers(1, 4 + p % 3))):
+            rows.append((f"p{p}", day, int(rng.integers(1, 5 + w % 7)), f"L{p}-{w}-{k}"))
+log = pd.DataFrame(rows, columns=["product_id", "timestamp", "units", "line"])
+recs = prepare(log, line_col="line", history=8, horizon=2, min_history_units=0, progress=False).records
+assert all(len(r["lines"]) == len(r["sales"]) and r["lines"][-1] >= 1 for r in recs)
+cut = sorted({r["cutoff"] for r in recs})
+write_records([r for r in recs if r["cutoff"] <= cut[-6]], out / "train.parquet")
+write_records([r for r in recs if r["cutoff"] > cut[-4]], out / "val.jsonl")
+assert read_records(str(out / "val.jsonl"))[0]["lines"] == [r for r in recs if r["cutoff"] > cut[-4]][0]["lines"]
+
+config = TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"history": 8, "hidden_size": 8,
+                                "channels": ["lines"]}, "fusion": {"hidden_size": 16},
+                                "data": {"train": str(out / "train.parquet"), "validation": str(out / "val.jsonl")},
+                                "train": {"epochs": 1, "batch_size": 16, "log_with": "none"}})
+train(config, out / "run", progress=False)
+model = TrendClassifier.from_pretrained(out / "run" / "model")
+meta = json.loads((out / "run" / "model" / "config.json").read_text())
+assert meta["sales_channels"][-1] == "lines" and model.sales_encoder.lstm.input_size == 7, meta["sales_channels"]
+val = read_records(str(out / "val.jsonl"))
+moved = [{**r, "lines": [v * 5 for v in r["lines"]]} for r in val]
+assert not np.allclose(model.predict_proba(moved), model.predict_proba(val))
+
+label_file(out / "run" / "model", out / "val.jsonl", out / "labels.csv", resume=False, progress=False)
+labels = pd.read_csv(out / "labels.csv")
+assert len(labels) == len(val)
+
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+server = uvicorn.Server(uvicorn.Config(create_app(out / "run" / "model"), host="127.0.0.1", port=port,
+                                       log_level="warning"))
+thread = threading.Thread(target=server.run, daemon=True)
+thread.start()
+while not server.started:
+    time.sleep(0.05)
+body = [{k: v for k, v in r.items() if v is not None} for r in val[:3]]
+got = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"records": body}, timeout=60).json()
+expected = model.predict_proba(val[:3])
+assert np.allclose([[x["probabilities"][n] for n in model.labels] for x in got["results"]], expected, atol=1e-5)
+bad = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"records": [{**body[0], "lines": [-1.0] * 8}]})
+assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "lines", bad.text
+server.should_exit = True
+thread.join(timeout=30)
+print("TOY CHANNEL OK")
+'''
+
+
+def test_a_toy_channel_flows_end_to_end(tmp_path):
+    """A channel declared in one place (inside this test's process only) flows prepare -> record -> train ->
+    save/load -> label -> serve, with no other file edited."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, "-c", TOY, str(tmp_path)], env=env, cwd=repo, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and "TOY CHANNEL OK" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_labeling_a_log_without_a_channel_the_model_reads_fails_by_name(tmp_path):
+    from trendnlp.inference.as_of import label_log
+
+    config = TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"history": 4, "hidden_size": 8,
+                                    "channels": ["orders"]}, "fusion": {"hidden_size": 16}})
+    recs = read_records(prepare(_log(), **KW).records)
+    torch.manual_seed(0)
+    model = TrendClassifier(config).fit_feature_scaling(recs)
+    with pytest.raises(ConfigError, match=r"\['orders'\].*--invoice-col"):
+        label_log(model, _log(), tmp_path / "today.csv", progress=False)
+    summary = label_log(model, _log(), tmp_path / "today.csv", prepare_options={"invoice_col": "invoice"},
+                        progress=False)
+    assert summary["products"] == 2

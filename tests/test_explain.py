@@ -148,3 +148,25 @@ def test_explain_cli_writes_jsonl_and_an_html_page_chromium_renders(trained, tmp
     dom = subprocess.run([*common, "--dump-dom", page.resolve().as_uri()], check=True, timeout=120,
                          capture_output=True, text=True).stdout
     assert dom.count("<img") == 6 and recs[0]["product_id"] in dom
+
+
+def test_word_pieces_merge_by_word_ids_for_any_fast_tokenizer():
+    """A BPE tokenizer marks no continuation pieces with "##": word_ids() still joins them into words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from trendnlp.model.explain import _merge_words, _words_of
+
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.train_from_iterator(["glow mug red lamp ing s"] * 10, trainers.BpeTrainer(special_tokens=["[UNK]", "[PAD]"]))
+    tokz = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="[UNK]", pad_token="[PAD]")
+    text = "glowing mugs"
+    ids = tokz(text)["input_ids"]
+    assert len(ids) > 2  # the words are split into pieces
+    values = np.arange(1, len(ids) + 1, dtype=float)
+    words = _words_of(tokz, text, ids, values, np.zeros(len(ids), dtype=bool), 32)
+    assert [w["word"] for w in words] == ["glowing", "mugs"]
+    assert sum(w["attribution"] for w in words) == pytest.approx(values.sum())
+    # the "##" rule alone would have split them into pieces
+    assert len(_merge_words(tokz.convert_ids_to_tokens(ids), values, np.zeros(len(ids), dtype=bool))) > 2

@@ -212,3 +212,19 @@ def test_load_test_script_runs_bounded_against_loopback_only(server, sample_reco
     with pytest.raises(SystemExit) as exc:
         load_test.main(["--url", "http://10.0.0.1:8000", *argv])
     assert exc.value.code == 2
+
+
+def test_category_and_channels_pass_through_the_declared_schema(server, sample_records):
+    """The request model is the §1 declaration: `category` and the context channels are accepted and kept."""
+    url, _ = server
+    records = as_json(sample_records[:2])
+    records[0] = {**records[0], "category": "mugs", "orders": [1.0] * len(records[0]["sales"])}
+    r = httpx.post(f"{url}/v1/predict", json={"records": records}, timeout=60)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results[0]["category"] == "mugs" and "category" not in results[1]
+    bad = {**records[1], "customers": [1.0, -2.0]}
+    r = httpx.post(f"{url}/v1/predict", json={"records": [records[0], bad]}, timeout=60)
+    assert r.status_code == 422 and r.json()["errors"][0]["index"] == 1
+    assert r.json()["errors"][0]["field"] == "customers"
+    assert httpx.get(f"{url}/v1/metadata").json()["channels"][0] == "sales"

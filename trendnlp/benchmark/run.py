@@ -160,7 +160,7 @@ def _read_renamed(path: str, renames: dict[str, str]):
 
 
 def _has_text_columns(path: str, cols: dict) -> bool:
-    from trendnlp.data.prepare import _file_columns
+    from trendnlp.data.tables import _file_columns
     from trendnlp.data.records import detect_format
 
     names = set(_file_columns(path, detect_format(path)))

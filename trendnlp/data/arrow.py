@@ -27,11 +27,11 @@ from torch.utils.data import Dataset as TorchDataset, Sampler
 from trendnlp.config import TextConfig
 from trendnlp.data.features import build_text, summary_stats_many
 from trendnlp.data.keys import KeySet
-from trendnlp.data.channels import context_channels
+from trendnlp.data.schema import arrow_features
 from trendnlp.data.records import ErrorReport, detect_format, iter_raw_batches, validate_batches
 from trendnlp.labels import LabelRule
 
-CACHE_VERSION = 4  # bump when the row schema changes: older caches are rebuilt
+CACHE_VERSION = 5  # bump when the row schema changes: older caches are rebuilt
 ARROW_FILE = "records.arrow"
 TEXTS_FILE = "texts.arrow"
 WRITER_BATCH = 10_000  # rows buffered before an Arrow record batch is written
@@ -40,16 +40,13 @@ RECENT_TEXTS = 1 << 16  # distinct texts remembered while numbering them
 
 
 def _features(text_codes: bool):
-    from datasets import Features, Sequence, Value
+    """The cached rows: the record's declared features (trendnlp.data.schema), `product_code` and, with texts,
+    `text_code` first."""
+    from datasets import Value
 
-    extra = {"text_code": Value("int32")} if text_codes else {}
-    return Features({**extra, "product_id": Value("string"), "title": Value("string"), "description": Value("string"),
-                     "reviews": Sequence(Value("string")), "sales": Sequence(Value("float64")),
-                     "cutoff": Value("string"), "freq": Value("string"), "label": Value("string"),
-                     "future_sales": Sequence(Value("float64")),
-                     # the optional context fields (DESIGN §1); a nullable channel holds nulls (price)
-                     **{c.name: Sequence(Value("float64")) for c in context_channels()},
-                     "first_sale": Value("string"), "change": Value("float64"), "product_code": Value("int32")})
+    features = arrow_features(**({"text_code": Value("int32")} if text_codes else {}))
+    features["product_code"] = Value("int32")
+    return features
 
 
 def _fingerprint(path: Path, options: dict) -> str:

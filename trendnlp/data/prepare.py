@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.progress import Progress
+from tqdm.auto import tqdm
 
 from trendnlp.errors import ConfigError, DataError
-from trendnlp.labels import LABELS, LabelRule
+from trendnlp.labels import LabelRule
 from trendnlp.data.channels import CHANNELS, context_channels
-from trendnlp.data.records import FREQS, ErrorReport, RecordError, detect_format, unreadable_as_data_error
+from trendnlp.data.lookups import reviews_as_of, texts_as_of
+from trendnlp.data.records import FREQS, ErrorReport, RecordError
+from trendnlp.data.summary import RecordSummary, summarize  # noqa: F401 (re-exported)
+from trendnlp.data.tables import SkippedRows, parse_times, parse_units, product_ids, read_table  # noqa: F401
 
 PERIOD_CODES = {"W": "W-SUN", "D": "D", "M": "M"}  # weeks end on Sunday, as in the Online Retail benchmark
 SERIES_STARTS = ("data", "first_sale")
@@ -111,8 +113,9 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
     rule = rule or LabelRule()
     _check_options(freq, history, horizon, stride, min_history_units, max_reviews, series_start)
     history, horizon, stride = int(history), int(horizon), int(stride)
-    with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
-        stage = bar.add_task("reading sales", total=None)
+    # disable=None: no bar when stderr is not a terminal (logs, pipes), so an error stays one line there
+    with tqdm(desc="reading sales", total=None, disable=None if progress else True, leave=False,
+              unit="record") as bar:
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
         report = ErrorReport()
@@ -120,7 +123,7 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
                         on_error)
         T = log.units.shape[1]
 
-        bar.update(stage, description="choosing cutoffs")
+        bar.set_description("choosing cutoffs")
         if as_of is None or T == 0:
             cut = np.arange(history - 1, T - horizon, stride) if as_of is None else np.zeros(0, int)
             if len(cut) == 0:
@@ -136,7 +139,7 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
         records = _build_records(log, p, cut[ci], history=history, horizon=horizon, series_start=series_start,
                                  rule=rule, texts=texts, reviews=reviews, product_col=product_col, time_col=time_col,
                                  title_col=title_col, description_col=description_col, review_col=review_col,
-                                 max_reviews=max_reviews, freq=freq, bar=(bar, stage), report=report,
+                                 max_reviews=max_reviews, freq=freq, bar=bar, report=report,
                                  on_error=on_error)
     report.errors.sort(key=lambda e: (e.source, e.row or 0))  # in file order, whichever check found them
     notes = []
@@ -178,7 +181,7 @@ def _read_log(sales, product_col, time_col, units_col, columns: dict[str, str], 
     if len(df) == 0:
         raise RecordError(src, None, units_col, "the sales table has no rows")
     skip = SkippedRows(len(df), report) if on_error == "skip" else None
-    ids = _product_ids(df, src, off, product_col, skip)
+    ids = product_ids(df, src, off, product_col, skip)
     ts = parse_times(df["time"], src, off, time_col, skip)
     units = parse_units(df["units"], src, off, units_col, skip=skip)
     values = {name: _channel_values(CHANNELS[name], df[name], src, off, col, skip) for name, col in columns.items()}
@@ -253,7 +256,6 @@ def _build_records(log: _Log, p: np.ndarray, c: np.ndarray, *, history: int, hor
     Only periods <= c enter `sales`, text and reviews. With horizon > 0 the next `horizon` periods become
     `future_sales` and the label; horizon 0 (as-of) leaves both keys out.
     """
-    progress, stage = bar
     units = log.units
     # histories that would start before the log (possible for an as-of cutoff) are cut at its first period
     length = np.minimum(history, c + 1) if series_start == "data" else np.minimum(history, c - log.first[p] + 1)
@@ -261,12 +263,13 @@ def _build_records(log: _Log, p: np.ndarray, c: np.ndarray, *, history: int, hor
     fut = units[p[:, None], c[:, None] + 1 + np.arange(horizon)]  # (N, horizon)
     labels = _labels(hist, length, fut, rule) if horizon else [None] * len(p)
 
-    progress.update(stage, description="text as of each cutoff")
-    title, desc = _texts_as_of(texts, log.grid, p, c, product_col, time_col, title_col, description_col, report,
+    bar.set_description("text as of each cutoff")
+    title, desc = texts_as_of(texts, log.grid, p, c, product_col, time_col, title_col, description_col, report,
                                on_error)
-    revs = _reviews_as_of(reviews, log.grid, p, c, product_col, time_col, review_col, max_reviews, report, on_error)
+    revs = reviews_as_of(reviews, log.grid, p, c, product_col, time_col, review_col, max_reviews, report, on_error)
 
-    progress.update(stage, description="building records", total=len(p), completed=0)
+    bar.set_description("building records")
+    bar.reset(total=len(p))
     records = []
     uc, inv = np.unique(c, return_inverse=True)
     cuts = np.asarray(log.grid.end_dates(uc), dtype=object)[inv].tolist()
@@ -274,12 +277,12 @@ def _build_records(log: _Log, p: np.ndarray, c: np.ndarray, *, history: int, hor
     rows = zip(pids, title, desc, revs, hist.tolist(), starts, cuts, labels, fut.tolist())
     for i, (pid_i, t, d, rv, h, s0, cu, lab, fu) in enumerate(rows):
         rec = {"product_id": pid_i, "title": t, "description": d, "reviews": rv, "sales": h[s0:], "cutoff": cu,
-               "freq": freq}
+               "freq": freq, "category": None}  # an order log has no product groups
         if horizon:
             rec.update(label=lab, future_sales=fu)
         records.append(rec)
         if i % 20000 == 0:
-            progress.update(stage, completed=i)
+            bar.update(min(20000, len(p) - i))
     add_context_fields(records, log.grid, log.channels, p, c, log.first, history - length, rule)
     return records
 
@@ -428,331 +431,9 @@ def _check_options(freq, history, horizon, stride, min_history_units, max_review
         raise ValueError(f"series_start must be one of {list(SERIES_STARTS)}, found {series_start!r}")
 
 
-def _product_ids(df: pd.DataFrame, src: str, off: int, col: str, skip: "SkippedRows | None" = None) -> np.ndarray:
-    ids = df["product"].astype("string").str.strip()
-    missing = (ids.isna() | (ids == "")).to_numpy()
-    if missing.any() and skip is not None:
-        skip.add(df, missing, src, off, col, "missing product id; every row needs one", df["product"])
-    elif missing.any():
-        row = int(df.index[missing.argmax()]) + off
-        raise RecordError(src, row, col, f"missing product id ({int(missing.sum())} such rows); every row needs one")
-    return ids.to_numpy(dtype=object)
-
-
 def _labels(hist: np.ndarray, length: np.ndarray, fut: np.ndarray, rule: LabelRule) -> list[str]:
     # the same means `LabelRule.label` takes on the stored record: last min(K, len) sales, first min(F, horizon)
     k = np.minimum(rule.K, length)
     recent = np.cumsum(hist[:, ::-1], axis=1)[np.arange(len(hist)), k - 1] / k if len(hist) else np.zeros(0)
     future = fut[:, : rule.F].mean(axis=1)
     return rule.labels_vectorized(recent, future).tolist()
-
-
-def _texts_as_of(texts, grid: _Grid, p, c, product_col, time_col, title_col, description_col, report=None,
-                 on_error="raise"):
-    n = len(p)
-    if texts is None:
-        return [""] * n, [""] * n
-    wanted = {"product": [product_col, "product_id"], "time": [time_col, "timestamp"],
-              "title": [title_col] if title_col else [], "description": [description_col] if description_col else []}
-    df, src, off = read_table(texts, "texts", wanted, optional=("time", "title", "description"))
-    if "title" not in df and "description" not in df:
-        raise RecordError(src, None, f"{title_col} / {description_col}", "the texts table has neither column")
-    df = _drop_bad_rows(df, src, off, wanted["product"][0], time_col, report, on_error)
-    pid = grid.product(_product_ids(df, src, off, wanted["product"][0]))
-    title = text_column(df, "title")
-    desc = text_column(df, "description")
-    if "time" in df:
-        when = parse_times(df["time"], src, off, time_col)
-        per = grid.period(when)
-        order_key = when.to_numpy().astype("datetime64[ns]").astype(np.int64)
-    else:  # undated text: known at every cutoff; among repeated rows the later row wins ties
-        per = np.full(len(df), np.iinfo(np.int32).min)
-        order_key = np.arange(len(df))
-    has = (pid >= 0) & ((title != "") | (desc != ""))
-    # one value per distinct (title, description) pair, so that the two always come from the same row
-    t_code, t_uniq = pd.factorize(title[has])
-    d_code, d_uniq = pd.factorize(desc[has])
-    val, pairs = pd.factorize(t_code.astype(np.int64) * max(len(d_uniq), 1) + d_code)
-    best = _mode_as_of(pid[has], per[has], val, order_key[has], p, c)
-    titles = np.append(np.asarray(t_uniq, dtype=object)[pairs // max(len(d_uniq), 1)], "")  # index -1 -> ""
-    descs = np.append(np.asarray(d_uniq, dtype=object)[pairs % max(len(d_uniq), 1)], "")
-    return titles[best].tolist(), descs[best].tolist()
-
-
-def _mode_as_of(pid, per, val, when, q_pid, q_per) -> np.ndarray:
-    """Per query (product, period): the value seen most often at or before that period; ties -> most recent.
-
-    Runs in O(n log n): count each (product, value, period), accumulate counts per (product, value) over
-    periods, score each state as (count, recency) packed in one int64, and take the running max per product.
-    The running max is the mode because a value's score only grows and other values' scores stand still.
-    """
-    if len(pid) == 0:
-        return np.full(len(q_pid), -1)
-    g = (pd.DataFrame({"pid": pid, "val": val, "per": per, "when": when})
-         .groupby(["pid", "val", "per"], sort=True).agg(n=("when", "size"), last=("when", "max")).reset_index())
-    cum = g.groupby(["pid", "val"])["n"].cumsum().to_numpy(np.int64)
-    rank = np.empty(len(g), np.int64)
-    rank[np.lexsort((g["val"].to_numpy(), g["last"].to_numpy()))] = np.arange(len(g))  # unique recency rank
-    score = cum * len(g) + rank
-    order = np.lexsort((g["per"].to_numpy(), g["pid"].to_numpy()))
-    spid, sper = g["pid"].to_numpy()[order], g["per"].to_numpy()[order]
-    running = pd.Series(score[order]).groupby(spid).cummax().to_numpy()
-    by_score = np.argsort(score)
-    best_val = g["val"].to_numpy()[by_score[np.searchsorted(score[by_score], running)]]
-    idx = last_at_or_before(spid, sper, q_pid, q_per)
-    return np.where(idx >= 0, best_val[idx], -1)
-
-
-def _reviews_as_of(reviews, grid: _Grid, p, c, product_col, time_col, review_col, max_reviews, report=None,
-                   on_error="raise"):
-    n = len(p)
-    if reviews is None or max_reviews == 0:
-        return [[] for _ in range(n)]
-    wanted = {"product": [product_col, "product_id"], "time": [time_col, "timestamp"], "text": [review_col, "review"]}
-    df, src, off = read_table(reviews, "reviews", wanted)
-    df = _drop_bad_rows(df, src, off, wanted["product"][0], time_col, report, on_error)
-    pid = grid.product(_product_ids(df, src, off, wanted["product"][0]))
-    when = parse_times(df["time"], src, off, time_col)
-    text = text_column(df, "text")
-    has = (pid >= 0) & (text != "")
-    per = grid.period(when)[has]
-    stamp = when.to_numpy().astype("datetime64[ns]").astype(np.int64)[has]
-    order = np.lexsort((stamp, pid[has]))  # by product, then time; equal times keep file order
-    spid, sper, stext = pid[has][order], per[order], text[has][order].tolist()
-    end = last_at_or_before(spid, sper, p, c) + 1  # one past the newest review at or before the cutoff
-    start = np.maximum(np.searchsorted(spid, p, side="left"), end - max_reviews)
-    return [stext[s:e][::-1] if e > 0 else [] for s, e in zip(start.tolist(), end.tolist())]
-
-
-def _drop_bad_rows(df: pd.DataFrame, src: str, off: int, product_col: str, time_col: str, report, on_error: str):
-    """Texts / reviews under on_error="skip": rows without a product id or with a bad timestamp are reported and
-    dropped (the original index is kept, so later messages still name the file's line)."""
-    if on_error != "skip" or report is None:
-        return df
-    skip = SkippedRows(len(df), report)
-    _product_ids(df, src, off, product_col, skip)
-    if "time" in df:
-        parse_times(df["time"], src, off, time_col, skip)
-    return df[~skip.mask]
-
-
-def last_at_or_before(obs_pid: np.ndarray, obs_per: np.ndarray, q_pid: np.ndarray, q_per: np.ndarray) -> np.ndarray:
-    """Index of the last observation of product q_pid with period <= q_per, or -1 (obs sorted by product, period)."""
-    if len(obs_pid) == 0:
-        return np.full(len(q_pid), -1)
-    lo = min(int(obs_per.min()), int(q_per.min()))
-    span = max(int(obs_per.max()), int(q_per.max())) - lo + 1
-    key = obs_pid.astype(np.int64) * span + (obs_per - lo)  # sorted, since obs are sorted by (product, period)
-    idx = np.searchsorted(key, q_pid.astype(np.int64) * span + (q_per - lo), side="right") - 1
-    found = idx >= 0
-    found[found] = obs_pid[idx[found]] == q_pid[found]  # else the hit belongs to an earlier product
-    return np.where(found, idx, -1)
-
-
-# ---------------------------------------------------------------------------------------------
-# summary
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class RecordSummary:
-    """Counts of a list of records; `str()` gives a printable table."""
-
-    n_records: int
-    n_products: int
-    n_cutoffs: int
-    first_cutoff: str | None
-    last_cutoff: str | None
-    label_counts: dict[str, int]
-
-    def __str__(self) -> str:
-        span = f" ({self.first_cutoff} … {self.last_cutoff})" if self.first_cutoff else ""
-        rows = [f"{'records':<10}{self.n_records:>10,}", f"{'products':<10}{self.n_products:>10,}",
-                f"{'cutoffs':<10}{self.n_cutoffs:>10,}{span}", f"{'label':<10}{'count':>10}{'share':>9}"]
-        for name, n in self.label_counts.items():
-            rows.append(f"{name:<10}{n:>10,}{100 * n / max(self.n_records, 1):>8.1f}%")
-        return "\n".join(rows)
-
-
-def summarize(records: list[dict]) -> RecordSummary:
-    """Counts, cutoff range and label distribution of normalised records.
-
-    Args:
-        records: record dicts (as from `prepare` or `trendnlp.data.records.read_records`).
-    Returns:
-        a RecordSummary; print it for a table. Labels are listed in LABELS order, then "unlabeled" if any.
-
-    >>> summarize([{"product_id": "a", "cutoff": "2011-06-05", "label": "rising"}]).label_counts["rising"]
-    1
-    """
-    cutoffs = sorted({r["cutoff"] for r in records if r.get("cutoff")})
-    labels = pd.Series([r.get("label") or "unlabeled" for r in records], dtype=object).value_counts()
-    counts = {name: int(labels.get(name, 0)) for name in LABELS}
-    if labels.get("unlabeled", 0):
-        counts["unlabeled"] = int(labels["unlabeled"])
-    return RecordSummary(len(records), len({r["product_id"] for r in records}), len(cutoffs),
-                         cutoffs[0] if cutoffs else None, cutoffs[-1] if cutoffs else None, counts)
-
-
-# ---------------------------------------------------------------------------------------------
-# input tables: read only the needed columns, and name file, row and column in every error
-# ---------------------------------------------------------------------------------------------
-def read_table(source: Any, what: str, wanted: dict[str, list[str]],
-               optional: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str, int]:
-    """Load the wanted columns of a DataFrame or .csv/.parquet/.jsonl file, renamed to their logical names.
-
-    Args:
-        source: DataFrame or path. A DataFrame may carry `attrs["source"]` and `attrs["row_offset"]` (and an
-            integer index of original row positions) so that errors point into the file it came from.
-        what: table name for messages ("sales", "texts", "reviews").
-        wanted: logical name -> candidate column names (first present wins; an empty list skips it).
-        optional: logical names that may be absent.
-    Returns:
-        (frame with logical column names and an integer row index, source name, offset from index to row number)
-    """
-    if isinstance(source, pd.DataFrame):
-        src = source.attrs.get("source", f"<{what} DataFrame>")
-        off = source.attrs.get("row_offset", 1)
-        columns = list(source.columns)
-    else:
-        src, fmt = str(source), detect_format(source)
-        off = 2 if fmt == "csv" else 1  # CSV errors name the line, the header being line 1
-        with unreadable_as_data_error(src, what):
-            columns = _file_columns(source, fmt)
-    chosen = {}
-    for name, candidates in wanted.items():
-        hit = next((c for c in candidates if c in columns), None)
-        if hit is not None:
-            chosen[name] = hit
-        elif candidates and name not in optional:
-            flag = f"--{name}-col" if name in ("product", "time", "units") else getattr(CHANNELS.get(name), "cli_flag",
-                                                                                          None)
-            hint = f"; name the right one with {flag}" if flag else ""
-            raise RecordError(src, None, candidates[0], f"column not found in the {what} table; its columns are "
-                              f"{columns}{hint}")
-    if isinstance(source, pd.DataFrame):
-        df = source[list(chosen.values())]
-        if not pd.api.types.is_integer_dtype(df.index) or not df.index.is_unique:
-            df = df.reset_index(drop=True)
-    else:
-        with unreadable_as_data_error(src, what):
-            df = _read_columns(source, fmt, list(chosen.values()))
-    return df.rename(columns={v: k for k, v in chosen.items()}), src, off
-
-
-def _read_columns(path: Any, fmt: str, cols: list[str]) -> pd.DataFrame:
-    if fmt == "csv":  # strings everywhere: ids keep leading zeros, numbers are checked row by row below
-        return pd.read_csv(path, usecols=cols, dtype=str, encoding="utf-8")
-    if fmt == "parquet":
-        return pd.read_parquet(path, columns=cols)
-    return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")[cols]
-
-
-def _file_columns(path: Any, fmt: str) -> list[str]:
-    import pyarrow.parquet as pq
-
-    if fmt == "csv":
-        return list(pd.read_csv(path, nrows=0, encoding="utf-8").columns)
-    if fmt == "parquet":
-        return list(pq.read_schema(path).names)
-    return list(pd.read_json(path, lines=True, nrows=1).columns)
-
-
-class SkippedRows:
-    """Bad rows of one input table under on_error="skip": each goes to `report` (file, line, column, reason)
-    and is marked in `mask` (positional), so the caller drops them all at once instead of stopping at the first."""
-
-    def __init__(self, n: int, report: ErrorReport):
-        self.mask, self.report = np.zeros(n, dtype=bool), report
-
-    def add(self, df: pd.DataFrame, bad: np.ndarray, src: str, off: int, col: str, reason: str,
-            values: pd.Series) -> None:
-        for pos in np.nonzero(bad & ~self.mask)[0]:  # a row is reported once, for its first problem
-            self.report.add(RecordError(src, int(df.index[pos]) + off, col, f"{reason}, found {values.iloc[pos]!r}"))
-        self.mask |= bad
-
-    def apply(self, *arrays):
-        """The positional arrays (numpy or Series) without the skipped rows."""
-        keep = ~self.mask
-        return [a[keep] if isinstance(a, np.ndarray) else a[keep].reset_index(drop=True) for a in arrays]
-
-
-def _fail(df: pd.DataFrame, bad: np.ndarray, src: str, off: int, col: str, reason: str, values: pd.Series,
-          skip: SkippedRows | None = None) -> None:
-    if skip is not None:
-        skip.add(df, bad, src, off, col, reason, values)
-        return
-    pos = int(bad.argmax())
-    more = f" ({int(bad.sum()) - 1} more rows like it)" if bad.sum() > 1 else ""
-    raise RecordError(src, int(df.index[pos]) + off, col, f"{reason}, found {values.iloc[pos]!r}{more}")
-
-
-def parse_times(s: pd.Series, src: str, off: int, col: str, skip: SkippedRows | None = None) -> pd.Series:
-    """Timestamps as naive datetimes (time zones dropped, wall time kept); an unparsable or missing one is an error
-    (or, with `skip`, a reported row left as NaT)."""
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        raise RecordError(src, None, col, f"expected dates like 2011-06-05 or 2011-06-05 14:30, found numbers "
-                          f"({s.iloc[0]!r}...); convert them to dates first")
-    if pd.api.types.is_datetime64_any_dtype(s):
-        t = s
-    else:
-        try:
-            t = pd.to_datetime(s, errors="coerce")  # fast path: one format, inferred from the first value
-            retry = (t.isna() & s.notna()).to_numpy()
-            if retry.any():  # mixed formats: parse the rest one by one
-                t[retry] = pd.to_datetime(s[retry], errors="coerce", format="mixed")
-        except (ValueError, TypeError) as e:  # e.g. mixed time zones
-            t = _as_utc(s, src, col, e)
-        if not pd.api.types.is_datetime64_any_dtype(t):  # mixed UTC offsets: pandas leaves plain objects
-            t = _as_utc(s, src, col, None)
-    if getattr(t.dt, "tz", None) is not None:
-        t = t.dt.tz_localize(None)
-    bad = t.isna().to_numpy()
-    if bad.any():
-        _fail(s.to_frame(), bad, src, off, col, "missing or unparsable timestamp; expected a date like 2011-06-05", s,
-              skip)
-    return t
-
-
-def _as_utc(s: pd.Series, src: str, col: str, err: Exception | None) -> pd.Series:
-    """Timestamps with mixed UTC offsets, converted to UTC (naive); a column that still does not parse is an
-    error naming it."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t = pd.to_datetime(s, errors="coerce", utc=True, format="mixed")
-    except (ValueError, TypeError) as e:
-        raise RecordError(src, None, col, f"could not read the timestamps ({' '.join(str(err or e).split())[:120]}); "
-                          "write them as ISO dates like 2011-06-05 or 2011-06-05T14:30+01:00") from None
-    return t.dt.tz_convert("UTC")
-
-
-def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units",
-                skip: SkippedRows | None = None) -> np.ndarray:
-    """Finite, non-negative numbers as float64; anything else is an error naming the first bad row (or, with
-    `skip`, reported rows left as NaN)."""
-    if pd.api.types.is_bool_dtype(s):
-        is_bool = s.notna().to_numpy()
-    elif s.dtype == object:
-        is_bool = s.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-    else:
-        is_bool = np.zeros(len(s), dtype=bool)
-    # pandas would read True / False as 1 / 0: a boolean is not a count of units
-    x = np.where(is_bool, np.nan, pd.to_numeric(s.where(~is_bool), errors="coerce").to_numpy(dtype=float,
-                                                                                            na_value=np.nan))
-    frame = s.to_frame()
-    for bad, reason in ((is_bool, f"{what} must be a number, not a boolean"),
-                        (np.isnan(x) & s.notna().to_numpy(), f"{what} must be a number"),
-                        (s.isna().to_numpy(), f"missing {what}; use 0 for none"),
-                        (np.isinf(x), f"{what} must be finite"),
-                        (x < 0, f"{what} must be >= 0 (net out returns and cancellations before preparing)")):
-        if bad.any():
-            _fail(frame, bad, src, off, col, reason, s, skip)
-    return x
-
-
-def text_column(df: pd.DataFrame, name: str) -> np.ndarray:
-    """A text column as an object array of stripped strings ("" where missing or absent)."""
-    if name not in df:
-        return np.full(len(df), "", dtype=object)
-    return df[name].astype("string").str.strip().fillna("").to_numpy(dtype=object)

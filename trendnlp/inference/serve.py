@@ -8,8 +8,8 @@
                         record]}: text vs sales split, salient weeks, top words, most influential review
 
 Requests pass three gates before the model sees them: the body size (413 above `max_body_bytes`, checked on
-the Content-Length header and on the bytes actually received), pydantic models generated from the §1 schema
-table `trendnlp.data.records.RECORD_SCHEMA`, then `validate_rows` (the rules every reader applies, e.g.
+the Content-Length header and on the bytes actually received), the pydantic model of the §1 record declared
+once in `trendnlp.data.schema`, then `validate_rows` (the rules every reader applies, e.g.
 history length); a bad record is a 422 naming its index and field. More than `max_records` records is a 413.
 A request's records are scored in one call of the prediction core (`model.predict.Predictor`, as `trendnlp label`: each
 distinct text encoded once, pooled text embeddings kept in a bounded LRU cache across requests, since a shop
@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from trendnlp.data.records import RECORD_SCHEMA, RecordError, validate_rows
+from trendnlp.data.records import RecordError, validate_rows
+from trendnlp.data.channels import fed_channels
+from trendnlp.data.schema import record_model
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # ~10k typical records; bounds the memory and parse time of one request
 MAX_RECORDS = 10_000
@@ -83,8 +85,10 @@ class ModelService:
         """One result per validated record: product_id, cutoff, label and probabilities (one model call)."""
         probs = self.call(self.labeler, records).probs
         labels = self.clf.labels
-        return [{"product_id": r["product_id"], "cutoff": r["cutoff"], "label": labels[int(np.argmax(p))],
-                 "probabilities": {name: float(v) for name, v in zip(labels, p)}} for r, p in zip(records, probs)]
+        return [{"product_id": r["product_id"], "cutoff": r["cutoff"],
+                 **({"category": r["category"]} if r.get("category") is not None else {}),
+                 "label": labels[int(np.argmax(p))], "probabilities": {name: float(v) for name, v in zip(labels, p)}}
+                for r, p in zip(records, probs)]
 
     def metadata(self) -> dict:
         """Labels, label rule, versions and the training summary of the model folder (metrics.json)."""
@@ -95,6 +99,7 @@ class ModelService:
         meta: dict[str, Any] = {"labels": self.clf.labels, "label_rule": asdict(c.labels.rule()),
                                 "history": c.sales.history, "inputs": {"text": c.text.enabled,
                                                                       "sales": c.sales.enabled},
+                                "channels": ["sales", *(ch.name for ch in fed_channels(c.sales))],
                                 "base_model": c.text.base_model if c.text.enabled else None,
                                 "fusion": c.fusion.method, "model_dir": self.model_dir, "versions": {},
                                 "training": None}
@@ -109,33 +114,7 @@ class ModelService:
         return meta
 
 
-# ---- request models from the §1 schema -----------------------------------------------------------
-def record_model():
-    """The pydantic model of one §1 record, generated from `RECORD_SCHEMA` (unknown fields are refused)."""
-    from typing import Annotated, Literal, Optional
-
-    import datetime as dt
-    from pydantic import ConfigDict, Field, create_model
-
-    from trendnlp.labels import LABELS
-    from trendnlp.data.records import FREQS
-
-    units = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    types = {"str": str, "date": dt.date, "float": float, "list[str]": list[str], "list[float]": list[units],
-             "list[float?]": list[Optional[units]], "freq": Literal[FREQS], "label": Literal[tuple(LABELS)]}
-    fields = {}
-    for name, (kind, required, help_) in RECORD_SCHEMA.items():
-        tp = types[kind]
-        if name == "sales":
-            tp = Annotated[tp, Field(min_length=1)]
-        elif name == "product_id":
-            tp = str | int  # numeric ids are read as text, as the file readers do
-        fields[name] = (tp, Field(..., description=help_)) if required else (
-            Optional[tp], Field(None, description=help_))
-    return create_model("ProductRecord", __config__=ConfigDict(extra="forbid"),
-                        **fields)
-
-
+# ---- request models from the §1 declaration (trendnlp.data.schema.record_model) -------------------
 def request_model(record):
     """{"records": [record, ...]}: the body of /v1/predict (and /v1/explain)."""
     from pydantic import ConfigDict, Field, create_model

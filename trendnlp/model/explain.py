@@ -342,14 +342,15 @@ def _text_words(model, b: _Batch, s_full, pred, top_k, steps, dedupe):
         width = int(max(lengths[k[0]] for k in chunk))
         g_text = torch.tensor([k[0] for k in chunk], device=b.device)
         top, delta = _text_chunk(model, b, s_full, pred, ids_all[g_text, :width], mask_all[g_text, :width],
-                                 [groups[k] for k in chunk], top_k, steps)
+                                 [groups[k] for k in chunk], top_k, steps, [b.texts[k[0]] for k in chunk])
         for g, k in enumerate(chunk):
             for i in groups[k]:
                 words[i], deltas[i] = top[g], float(delta[g])
     return words, deltas
 
 
-def _text_chunk(model, b: _Batch, s_full, pred, input_ids, attention_mask, members: list[list[int]], top_k, steps):
+def _text_chunk(model, b: _Batch, s_full, pred, input_ids, attention_mask, members: list[list[int]], top_k, steps,
+                texts: list[str]):
     """LayerIG for G texts (G, L) at once; members[g]: the records whose mean log p_c text g explains."""
     from captum.attr import LayerIntegratedGradients
 
@@ -386,10 +387,29 @@ def _text_chunk(model, b: _Batch, s_full, pred, input_ids, attention_mask, membe
     per_token = attr.sum(-1).detach().cpu().numpy()  # (G, L)
     tops = []
     for g in range(G):
-        merged = _merge_words(tokz.convert_ids_to_tokens(input_ids[g].tolist()), per_token[g],
-                              is_special[g].cpu().numpy() | (attention_mask[g].cpu().numpy() == 0))
+        skip = is_special[g].cpu().numpy() | (attention_mask[g].cpu().numpy() == 0)
+        merged = _words_of(tokz, texts[g], input_ids[g].tolist(), per_token[g], skip, model.config.text.max_length)
         tops.append(sorted(merged, key=lambda w: -abs(w["attribution"]))[:top_k])
     return tops, delta.detach().cpu().numpy()
+
+
+def _words_of(tokz, text: str, ids: list[int], values: np.ndarray, skip: np.ndarray, max_length: int) -> list[dict]:
+    """Token attributions summed per word of `text`: the fast tokenizer's `word_ids()` say which tokens form a
+    word and their character offsets give its spelling, so any BERT-family tokenizer (WordPiece, BPE,
+    SentencePiece) merges correctly; a slow tokenizer falls back to joining WordPiece "##" pieces."""
+    if getattr(tokz, "is_fast", False):
+        enc = tokz(text, truncation=True, max_length=max_length, return_offsets_mapping=True)
+        if enc["input_ids"] == ids[:len(enc["input_ids"])]:  # the same tokens the attributions belong to
+            spans: dict[int, list] = {}
+            for pos, (w, (a, e)) in enumerate(zip(enc.word_ids(), enc["offset_mapping"])):
+                if w is None or skip[pos]:
+                    continue
+                span = spans.setdefault(w, [a, e, 0.0])
+                span[0], span[1], span[2] = min(span[0], a), max(span[1], e), span[2] + float(values[pos])
+            lower = getattr(tokz, "do_lower_case", False)  # an uncased model's words, as it reads them
+            return [{"word": text[a:e].lower() if lower else text[a:e], "attribution": round(v, 6)}
+                    for a, e, v in spans.values()]
+    return _merge_words(tokz.convert_ids_to_tokens(ids), values, skip)
 
 
 def _merge_words(tokens: list[str], values: np.ndarray, skip: np.ndarray) -> list[dict]:
