@@ -155,7 +155,7 @@ def test_word_pieces_merge_by_word_ids_for_any_fast_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from trendnlp.model.explain import _merge_words, _words_of
+    from trendnlp.model.words import merge_word_pieces as _merge_words, words_of as _words_of
 
     bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -278,8 +278,8 @@ def plot_backtest(result: dict, path: str | Path) -> Path:
 
 def run_backtest_cli(args: argparse.Namespace) -> int:
     """`trendnlp backtest`: prepare once, choose the origins, run every origin, print the summary table."""
-    from trendnlp.benchmark.run import (load_config_dict, machine_description, parse_seeds, prepare_records,
-                                        subsample_products)
+    from trendnlp.benchmark.inputs import (load_config_dict, machine_description, parse_seeds, prepare_records,
+                                           subsample_products)
 
     if not (args.sales or args.records):
         raise ValueError("give the order log with --sales PATH (or prepared records with --records PATH)")

@@ -17,21 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
 
 from trendnlp.config import TrendConfig, apply_overrides
 from trendnlp.labels import LABELS
 from trendnlp.benchmark.args import DEFAULT_CONFIG, DEFAULT_SEEDS, VARIANTS, add_arguments  # noqa: F401 (re-exported)
+from trendnlp.benchmark.inputs import (by_product, load_config_dict, machine_description,  # noqa: F401 (re-exported)
+                                       names_option, parse_range, parse_seeds, prepare_records,
+                                       subsample_products, write_splits)
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT
 from trendnlp.evaluation.metrics import classification_metrics
 
@@ -41,13 +41,6 @@ NEW_PRODUCT_AGE = 8  # DESIGN §6: the new-product slice, first sale at most 8 p
 ENSEMBLE_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))  # weight of the fused model in the ensemble
 ENSEMBLE_PEERS = ("gbm_all", "sales_hgb")  # the boosting row blended with `fused`: the first one that ran
 
-# --preset online-retail: the file's own column -> the name the preset expects (only for --*-col options given)
-_PRESET_COLUMNS = {"product_col": "StockCode", "time_col": "InvoiceDate", "units_col": "Quantity",
-                   "price_col": "UnitPrice", "title_col": "Description", "invoice_col": "InvoiceNo",
-                   "customer_col": "CustomerID"}
-# without a preset: prepare's column arguments and their defaults
-_GENERIC_COLUMNS = {"product_col": "product_id", "time_col": "timestamp", "units_col": "units", "price_col": None,
-                    "invoice_col": None, "customer_col": None, "title_col": "title", "description_col": "description"}
 
 
 # ---- stages and timing ---------------------------------------------------------------------------
@@ -72,128 +65,6 @@ class Timer:
 
 
 # ---- data ----------------------------------------------------------------------------------------
-def parse_range(text: str, what: str) -> tuple[str, str]:
-    """`FROM:TO` (ISO dates, inclusive) -> (FROM, TO).
-
-    >>> parse_range("2011-05-29:2011-08-14", "--train-cutoffs")
-    ('2011-05-29', '2011-08-14')
-    """
-    parts = [p.strip() for p in str(text).split(":")]
-    if len(parts) != 2 or not all(parts):
-        raise ValueError(f"{what}: expected FROM:TO with ISO dates, e.g. 2011-05-29:2011-08-14, found {text!r}")
-    return parts[0], parts[1]
-
-
-def parse_seeds(text: str) -> list[int]:
-    """`0,1,2` -> [0, 1, 2].
-
-    >>> parse_seeds("0, 1,2")
-    [0, 1, 2]
-    """
-    try:
-        seeds = [int(s) for s in str(text).split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds: expected comma-separated integers such as 0,1,2, found {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: expected one or more distinct integers, found {text!r}")
-    return seeds
-
-
-def subsample_products(records: Sequence[dict], max_products: int | None, seed: int = 0) -> list[dict]:
-    """Keep the records of at most `max_products` products, drawn at random (seeded) from all products.
-
-    >>> recs = [{"product_id": p, "cutoff": "2011-06-05"} for p in "abcdef"]
-    >>> len(subsample_products(recs, 2))
-    2
-    """
-    if not max_products:
-        return list(records)
-    products = sorted({r["product_id"] for r in records})
-    if max_products >= len(products):
-        return list(records)
-    keep = set(np.random.default_rng(seed).choice(products, size=max_products, replace=False).tolist())
-    return [r for r in records if r["product_id"] in keep]
-
-
-def prepare_records(args: argparse.Namespace, config: TrendConfig, progress: bool = True):
-    """Build the records from the order log of `args` (preset or generic columns), or read prepared ones.
-
-    Returns:
-        (records, notes): normalised record dicts, and printable lines about what preparing did.
-    """
-    from trendnlp.data.presets import prepare_preset
-    from trendnlp.data.prepare import prepare
-    from trendnlp.data.records import read_records
-
-    rule = config.labels.rule()
-    if args.records:
-        return read_records(args.records, history=config.sales.history, rule=rule), [f"records: {args.records}"]
-    opts = {"history": config.sales.history, "horizon": args.horizon, "stride": args.stride,
-            "min_history_units": args.min_history_units, "freq": args.freq, "rule": rule}
-    if args.preset and args.preset.lower() != "none":
-        renames = {getattr(args, k): v for k, v in _PRESET_COLUMNS.items() if getattr(args, k, None)}
-        sales = _read_renamed(args.sales, renames) if renames else args.sales
-        result = prepare_preset(args.preset, sales, reviews=args.reviews, progress=progress, **opts)
-    else:
-        cols = {k: getattr(args, k, None) or default for k, default in _GENERIC_COLUMNS.items()}
-        texts = args.texts or (args.sales if args.texts is None and _has_text_columns(args.sales, cols) else None)
-        result = prepare(args.sales, texts=texts, reviews=args.reviews, progress=progress, **cols, **opts)
-    return result.records, result.summary().splitlines()
-
-
-def _read_renamed(path: str, renames: dict[str, str]):
-    """The sales file as a DataFrame with the user's column names mapped to the preset's."""
-    import pandas as pd
-
-    from trendnlp.data.records import detect_format
-
-    fmt = detect_format(path)
-    df = (pd.read_csv(path, dtype=str) if fmt == "csv" else pd.read_parquet(path) if fmt == "parquet"
-          else pd.read_json(path, lines=True, dtype=False))
-    missing = sorted(set(renames) - set(df.columns))
-    if missing:
-        raise ValueError(f"{path}: column(s) {missing} named by --*-col options are not in the file; its columns "
-                         f"are {list(df.columns)}")
-    df = df.rename(columns=renames)
-    df.attrs.update(source=str(path), row_offset=2 if fmt == "csv" else 1)
-    return df
-
-
-def _has_text_columns(path: str, cols: dict) -> bool:
-    from trendnlp.data.tables import _file_columns
-    from trendnlp.data.records import detect_format
-
-    names = set(_file_columns(path, detect_format(path)))
-    return bool({cols["title_col"], cols["description_col"]} & names)
-
-
-def by_product(records: Sequence[dict]) -> list[dict]:
-    """Records sorted by (product, cutoff): the order of the written validation / test files.
-
-    >>> [r["product_id"] for r in by_product([{"product_id": "b", "cutoff": "2011-01-02"},
-    ...                                       {"product_id": "a", "cutoff": "2011-01-09"}])]
-    ['a', 'b']
-    """
-    return sorted(records, key=lambda r: (r["product_id"], r.get("cutoff") or ""))
-
-
-def write_splits(parts: dict[str, list[dict]], data_dir: Path) -> dict[str, str]:
-    """Write each part to data_dir/{name}.parquet; validation and test sorted by (product, cutoff).
-
-    Evaluation batches follow file order, so sorting by product puts each product's cutoffs in one batch
-    and its text is encoded once per batch instead of once per record.
-    """
-    from trendnlp.data.records import write_records
-
-    paths = {}
-    for name, recs in parts.items():
-        if name != "train":
-            recs = by_product(recs)
-        paths[name] = str(data_dir / f"{name}.parquet")
-        write_records(recs, paths[name])
-    return paths
-
-
 # ---- neural rows ---------------------------------------------------------------------------------
 def variant_config(base: dict, variant: str, seed: int, data: dict[str, str]) -> TrendConfig:
     """The base config dict with a variant's switch, the seed and the data files applied."""
@@ -453,24 +324,6 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
 
 
 # ---- command line --------------------------------------------------------------------------------
-def load_config_dict(args: argparse.Namespace) -> dict:
-    """The benchmark config as a validated dict: YAML, then the shortcut options, then every --set."""
-    path = Path(args.config) if args.config else DEFAULT_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"config {path} not found; pass --config configs/benchmark_online_retail.yaml "
-                                "(from a checkout of the repository) or your own YAML")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    shortcuts = [f"labels.{k}={getattr(args, k)}" for k in ("K", "F", "alpha", "tau") if getattr(args, k) is not None]
-    if args.history is not None:
-        shortcuts.append(f"sales.history={args.history}")
-    if args.base_model:
-        shortcuts.append(f"text.base_model={args.base_model}")
-    if args.epochs is not None or args.quick:
-        shortcuts.append(f"train.epochs={args.epochs or 1}")
-    apply_overrides(raw, shortcuts + list(args.set))
-    return TrendConfig.from_dict(raw, source=str(path)).to_dict()
-
-
 def run_benchmark_cli(args: argparse.Namespace) -> int:
     """`trendnlp benchmark`: prepare, split, run everything, write the report, print the table and timings."""
     from trendnlp.benchmark.report import format_results_table
@@ -500,12 +353,12 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         train, val, test = split_by_cutoff(records, ranges["train"], ranges["val"], ranges["test"],
                                            horizon=args.horizon, freq=args.freq)
         print(f"split: train {len(train):,}, validation {len(val):,}, test {len(test):,} records")
-    names = _names(args.baselines)
+    names = names_option(args.baselines)
     meta = {"options": {k: v for k, v in vars(args).items() if k != "func"},
             "split": {k: list(v) for k, v in ranges.items()}, "machine": machine_description()}
     results = run_benchmark({"train": train, "validation": val, "test": test}, base, args.out, seeds,
-                            variants=_names(args.variants), baselines=names,
-                            forecasters=_names(getattr(args, "forecasters", None)),
+                            variants=names_option(args.variants), baselines=names,
+                            forecasters=names_option(getattr(args, "forecasters", None)),
                             timer=timer, progress=progress, n_examples=args.examples, meta=meta)
     print()
     print(format_results_table(results["rows"]))
@@ -513,20 +366,3 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     print("time per stage (s): " + ", ".join(f"{k} {v:.1f}" for k, v in results["timings"].items()))
     print(f"results in {args.out}: results.md, results.json, report.html")
     return 0
-
-
-def _names(option: str | None) -> list[str] | None:
-    """A comma-separated option: None (all), [] for `none`, else the names."""
-    if option is None:
-        return None
-    return [] if option.strip().lower() == "none" else [b.strip() for b in option.split(",") if b.strip()]
-
-
-def machine_description() -> dict:
-    """CPU count, processor, Python and torch versions, and the GPU if any (stored with the results)."""
-    import torch
-
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

@@ -60,9 +60,14 @@ class ErrorReport:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` to write to; it replaces `path` only when the block ends without error,
-    so a reader never sees half a file.
+    so a reader never sees half a file. The one atomic file write of the package (records, error reports,
+    label output and its parts, metrics.json, run state).
+
+    Args:
+        path: the file to write.
+        fsync: flush the written file to disk before the rename (label parts that a resumed run trusts).
 
     >>> with atomic_path("out/records.parquet") as tmp:  # doctest: +SKIP
     ...     df.to_parquet(tmp)
@@ -72,9 +77,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, obj: Any, indent: int = 2, fsync: bool = False) -> None:
+    """Replace `path` by `obj` as JSON, atomically (see `atomic_path`)."""
+    with atomic_path(path, fsync=fsync) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """`evaluate`: score a saved model on labelled records (the `trendnlp evaluate` command)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from trendnlp.data.io import write_json
 from trendnlp.data.records import ErrorReport, read_records
 from trendnlp.evaluation.metrics import classification_metrics
 from trendnlp.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
@@ -51,7 +51,7 @@ def evaluate(model_dir: str | Path, data: Any, out_dir: str | Path | None = None
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_json(out / "metrics.json", metrics)
         name = Path(data).name if isinstance(data, (str, Path)) else "records"
         plot_confusion_matrix(metrics, out / "confusion_matrix.png", name)
         plot_reliability_diagram(calib, out / "reliability.png", name)

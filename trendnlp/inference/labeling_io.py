@@ -17,12 +17,12 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from trendnlp.data.io import atomic_path, write_json as _write_json
 from trendnlp.errors import ResumeError
 
 
 class ResumeMismatchError(ResumeError):
     """The parts folder was written by a run with another model, input or options."""
-
 
 
 def write_table(columns: dict[str, list], path: str | Path, fmt: str) -> None:
@@ -33,28 +33,23 @@ def write_table(columns: dict[str, list], path: str | Path, fmt: str) -> None:
         path: target file.
         fmt: "csv", "jsonl" or "parquet".
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     names = list(columns)
     rows = zip(*(columns[c] for c in names))
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    if fmt not in ("csv", "jsonl", "parquet"):
+        raise ValueError(f"{path}: unknown table format {fmt!r}; use csv, jsonl or parquet")
+    with atomic_path(path, fsync=True) as tmp:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
 
-        pq.write_table(_arrow_table(columns), tmp)
-        _fsync(tmp)
-    else:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            if fmt == "csv":
-                w = csv.writer(fh)
-                w.writerow(names)
-                w.writerows(rows)
-            elif fmt == "jsonl":
-                fh.writelines(json.dumps(dict(zip(names, r)), ensure_ascii=False) + "\n" for r in rows)
-            else:
-                raise ValueError(f"{path}: unknown table format {fmt!r}; use csv, jsonl or parquet")
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+            pq.write_table(_arrow_table(columns), tmp)
+        else:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                if fmt == "csv":
+                    w = csv.writer(fh)
+                    w.writerow(names)
+                    w.writerows(rows)
+                else:
+                    fh.writelines(json.dumps(dict(zip(names, r)), ensure_ascii=False) + "\n" for r in rows)
 
 
 def merge_parts(parts: Sequence[Path], output: str | Path, fmt: str, empty_columns: Sequence[str]) -> int:
@@ -68,43 +63,32 @@ def merge_parts(parts: Sequence[Path], output: str | Path, fmt: str, empty_colum
     Returns:
         number of parts merged.
     """
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.merging")
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    with atomic_path(output, fsync=True) as tmp:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
 
-        if not parts:
-            pq.write_table(_arrow_table({c: [] for c in empty_columns}), tmp)
+            if not parts:
+                pq.write_table(_arrow_table({c: [] for c in empty_columns}), tmp)
+            else:
+                schema = pq.read_schema(parts[0])
+                with pq.ParquetWriter(tmp, schema) as writer:
+                    for p in parts:
+                        writer.write_table(pq.read_table(p).cast(schema))
         else:
-            schema = pq.read_schema(parts[0])
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for p in parts:
-                    writer.write_table(pq.read_table(p).cast(schema))
-        _fsync(tmp)
-    else:
-        with open(tmp, "wb") as out:
-            if not parts and fmt == "csv":
-                out.write((",".join(empty_columns) + "\r\n").encode("utf-8"))
-            for i, p in enumerate(parts):
-                with open(p, "rb") as fh:
-                    if fmt == "csv" and i > 0:
-                        fh.readline()  # header, already written by the first part
-                    shutil.copyfileobj(fh, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-    os.replace(tmp, output)
+            with open(tmp, "wb") as out:
+                if not parts and fmt == "csv":
+                    out.write((",".join(empty_columns) + "\r\n").encode("utf-8"))
+                for i, p in enumerate(parts):
+                    with open(p, "rb") as fh:
+                        if fmt == "csv" and i > 0:
+                            fh.readline()  # header, already written by the first part
+                        shutil.copyfileobj(fh, out, 1 << 20)
     return len(parts)
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Replace `path` by `obj` as JSON, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Replace `path` by `obj` as JSON, atomically and flushed to disk (a manifest a resumed run trusts)."""
+    _write_json(path, obj, indent=1, fsync=True)
 
 
 def open_shard_state(parts: Path, shard: int, fingerprint: dict) -> dict:
@@ -139,7 +123,7 @@ def open_shard_state(parts: Path, shard: int, fingerprint: dict) -> dict:
             f"(was {[old.get(k) for k in diff]!r:.300}). Rerun with --no-resume (resume=False) to start over, "
             f"or remove {parts}.")
     for p in parts.glob(f"*-{shard}-*"):  # beyond the last commit: recomputed (and overwritten) below
-        if p.suffix == ".tmp" or window_of(p) >= state["next_window"]:
+        if p.name.startswith(".") or window_of(p) >= state["next_window"]:  # ".part-….tmp-PID": a killed write
             p.unlink()
     state["done"] = False
     return state
@@ -208,8 +192,3 @@ def _arrow_table(columns: dict[str, list]):
             arr = arr.cast(pa.float64() if name.startswith("p_") else pa.string())
         arrays[name] = arr
     return pa.table(arrays)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())

@@ -32,6 +32,7 @@ from torch import nn
 
 from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
+from trendnlp.data.io import write_json
 from trendnlp.data.features import SUMMARY_NAMES, n_sales_channels, sales_channel_names, summary_stats
 from trendnlp.errors import ModelFolderError
 from trendnlp.model.card import write_model_card
@@ -243,7 +244,7 @@ class TrendClassifier(Runtime, nn.Module):
                  if not k.startswith(_ENCODER_PREFIX)}
         save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt"})
         if metrics is not None:
-            (d / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+            write_json(d / "metrics.json", metrics)
         write_model_card(d)
 
     @classmethod

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from trendnlp.data.features import period_ends
 from trendnlp.data.records import read_records
 from trendnlp.model.predict import Predictor
+from trendnlp.model.words import words_of
 
 SALES_STEPS = 32  # IG steps over the sales history: the LSTM + head are cheap, so batch them all
 TEXT_STEPS = 8  # Gauss-Legendre steps for the text: the encoder dominates the cost, 8 already converge well
@@ -388,47 +389,9 @@ def _text_chunk(model, b: _Batch, s_full, pred, input_ids, attention_mask, membe
     tops = []
     for g in range(G):
         skip = is_special[g].cpu().numpy() | (attention_mask[g].cpu().numpy() == 0)
-        merged = _words_of(tokz, texts[g], input_ids[g].tolist(), per_token[g], skip, model.config.text.max_length)
+        merged = words_of(tokz, texts[g], input_ids[g].tolist(), per_token[g], skip, model.config.text.max_length)
         tops.append(sorted(merged, key=lambda w: -abs(w["attribution"]))[:top_k])
     return tops, delta.detach().cpu().numpy()
-
-
-def _words_of(tokz, text: str, ids: list[int], values: np.ndarray, skip: np.ndarray, max_length: int) -> list[dict]:
-    """Token attributions summed per word of `text`: the fast tokenizer's `word_ids()` say which tokens form a
-    word and their character offsets give its spelling, so any BERT-family tokenizer (WordPiece, BPE,
-    SentencePiece) merges correctly; a slow tokenizer falls back to joining WordPiece "##" pieces."""
-    if getattr(tokz, "is_fast", False):
-        enc = tokz(text, truncation=True, max_length=max_length, return_offsets_mapping=True)
-        if enc["input_ids"] == ids[:len(enc["input_ids"])]:  # the same tokens the attributions belong to
-            spans: dict[int, list] = {}
-            for pos, (w, (a, e)) in enumerate(zip(enc.word_ids(), enc["offset_mapping"])):
-                if w is None or skip[pos]:
-                    continue
-                span = spans.setdefault(w, [a, e, 0.0])
-                span[0], span[1], span[2] = min(span[0], a), max(span[1], e), span[2] + float(values[pos])
-            lower = getattr(tokz, "do_lower_case", False)  # an uncased model's words, as it reads them
-            return [{"word": text[a:e].lower() if lower else text[a:e], "attribution": round(v, 6)}
-                    for a, e, v in spans.values()]
-    return _merge_words(tokz.convert_ids_to_tokens(ids), values, skip)
-
-
-def _merge_words(tokens: list[str], values: np.ndarray, skip: np.ndarray) -> list[dict]:
-    """Word pieces ("##ing") joined to the previous piece, attributions summed; special/padding tokens dropped.
-
-    >>> _merge_words(["[CLS]", "glow", "##ing", "mug", "[SEP]"], np.array([0.0, 0.2, 0.1, -0.3, 0.0]),
-    ...              np.array([True, False, False, False, True]))
-    [{'word': 'glowing', 'attribution': 0.3}, {'word': 'mug', 'attribution': -0.3}]
-    """
-    out: list[dict] = []
-    for t, v, s in zip(tokens, values, skip):
-        if s:
-            continue
-        if t.startswith("##") and out:
-            out[-1]["word"] += t[2:]
-            out[-1]["attribution"] = round(out[-1]["attribution"] + float(v), 6)
-        else:
-            out.append({"word": t, "attribution": round(float(v), 6)})
-    return out
 
 
 def _review_effects(model, recs, pred, p_full) -> list[dict | None]:

@@ -20,6 +20,7 @@ from accelerate import Accelerator
 
 from trendnlp.config import TrainConfig
 from trendnlp.data.fingerprint import fingerprint_diff
+from trendnlp.data.io import write_json
 from trendnlp.errors import ResumeError
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: its presence marks the save complete
@@ -130,8 +131,3 @@ def apply_new_hyperparameters(optimizer, scheduler, model, tc: TrainConfig) -> N
         group["initial_lr"], group["weight_decay"] = g["lr"], g["weight_decay"]
         sched.base_lrs[i] = g["lr"]
         group["lr"] = g["lr"] * factor
-
-
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
