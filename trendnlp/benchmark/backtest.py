@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -278,21 +277,10 @@ def plot_backtest(result: dict, path: str | Path) -> Path:
 
 def run_backtest_cli(args: argparse.Namespace) -> int:
     """`trendnlp backtest`: prepare once, choose the origins, run every origin, print the summary table."""
-    from trendnlp.benchmark.inputs import (load_config_dict, machine_description, parse_seeds, prepare_records,
-                                           subsample_products)
+    from trendnlp.benchmark.inputs import machine_description, parse_seeds, run_records, start_run
 
-    if not (args.sales or args.records):
-        raise ValueError("give the order log with --sales PATH (or prepared records with --records PATH)")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    base = load_config_dict(args)
-    config = TrendConfig.from_dict(base)
-    records, notes = prepare_records(args, config, progress=not args.no_progress)
-    records = subsample_products(records, args.max_products or (300 if args.quick else None))
-    print("\n".join(notes))
+    base, config = start_run(args)
+    records = run_records(args, config, progress=not args.no_progress)
     origins = choose_origins([r["cutoff"] for r in records], args.origins, args.every, args.freq)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     print(f"[backtest] origins: {', '.join(origins)}; rows: {', '.join(rows)}")

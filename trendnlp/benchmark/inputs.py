@@ -148,6 +148,36 @@ def write_splits(parts: dict[str, list[dict]], data_dir: Path) -> dict[str, str]
     return paths
 
 
+def start_run(args: argparse.Namespace) -> tuple[dict, TrendConfig]:
+    """The start shared by `trendnlp benchmark` and `trendnlp backtest`: an input is given, torch's threads are
+    set, and the config (YAML, shortcuts, --set) is read and checked against --horizon.
+
+    Returns:
+        (the validated config dict, the same as a TrendConfig).
+    """
+    if not (args.sales or args.records):
+        raise ValueError("give the order log with --sales PATH (or prepared records with --records PATH)")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    base = load_config_dict(args)
+    config = TrendConfig.from_dict(base)
+    if config.labels.F > args.horizon:
+        raise ValueError(f"labels.F={config.labels.F} looks further ahead than --horizon {args.horizon}; "
+                         "raise --horizon or lower --F")
+    return base, config
+
+
+def run_records(args: argparse.Namespace, config: TrendConfig, progress: bool = True) -> list[dict]:
+    """The records a run works on: prepared (or read), subsampled by --max-products / --quick, notes printed."""
+    records, notes = prepare_records(args, config, progress=progress)
+    records = subsample_products(records, args.max_products or (300 if args.quick else None))
+    print("\n".join(notes))
+    return records
+
+
 def load_config_dict(args: argparse.Namespace) -> dict:
     """The benchmark config as a validated dict: YAML, then the shortcut options, then every --set."""
     path = Path(args.config) if args.config else DEFAULT_CONFIG

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -30,8 +29,8 @@ from trendnlp.config import TrendConfig, apply_overrides
 from trendnlp.labels import LABELS
 from trendnlp.benchmark.args import DEFAULT_CONFIG, DEFAULT_SEEDS, VARIANTS, add_arguments  # noqa: F401 (re-exported)
 from trendnlp.benchmark.inputs import (by_product, load_config_dict, machine_description,  # noqa: F401 (re-exported)
-                                       names_option, parse_range, parse_seeds, prepare_records,
-                                       subsample_products, write_splits)
+                                       names_option, parse_range, parse_seeds, prepare_records, run_records,
+                                       start_run, subsample_products, write_splits)
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT
 from trendnlp.evaluation.metrics import classification_metrics
 
@@ -329,26 +328,13 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     from trendnlp.benchmark.report import format_results_table
     from trendnlp.data.split import split_by_cutoff
 
-    if not (args.sales or args.records):
-        raise ValueError("give the order log with --sales PATH (or prepared records with --records PATH)")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     progress = not args.no_progress
     timer = Timer()
-    base = load_config_dict(args)
-    config = TrendConfig.from_dict(base)
+    base, config = start_run(args)
     seeds = parse_seeds(args.seeds or ("0" if args.quick else ",".join(map(str, DEFAULT_SEEDS))))
     ranges = {k: parse_range(getattr(args, f"{k}_cutoffs"), f"--{k}-cutoffs") for k in ("train", "val", "test")}
-    if config.labels.F > args.horizon:
-        raise ValueError(f"labels.F={config.labels.F} looks further ahead than --horizon {args.horizon}; "
-                         "raise --horizon or lower --F")
     with timer.stage("prepare"):
-        records, notes = prepare_records(args, config, progress=progress)
-        records = subsample_products(records, args.max_products or (300 if args.quick else None))
-        print("\n".join(notes))
+        records = run_records(args, config, progress=progress)
     with timer.stage("split"):
         train, val, test = split_by_cutoff(records, ranges["train"], ranges["val"], ranges["test"],
                                            horizon=args.horizon, freq=args.freq)

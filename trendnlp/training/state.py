@@ -22,6 +22,7 @@ from trendnlp.config import TrainConfig
 from trendnlp.data.fingerprint import fingerprint_diff
 from trendnlp.data.io import write_json
 from trendnlp.errors import ResumeError
+from trendnlp.model.text_encoder import PICKLE_SUFFIXES
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: its presence marks the save complete
 KEEP_CHECKPOINTS = 2  # accelerate's total_limit
@@ -91,7 +92,7 @@ def continue_numbering(accelerator: Accelerator, output_dir: Path) -> None:
 
 def refused_pickle(ckpt: Path) -> Path:
     """The first file of a checkpoint that torch's safe loader (weights_only) refuses; the folder if none is."""
-    for f in sorted(p for p in ckpt.rglob("*") if p.is_file() and p.suffix in (".bin", ".pkl", ".pt", ".pth")):
+    for f in sorted(p for p in ckpt.rglob("*") if p.is_file() and p.suffix in PICKLE_SUFFIXES):
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*pickle protocol.*")
