@@ -10,10 +10,13 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# The stamp holds the hash of the pyproject.toml that was installed (read before installing), so an edit made
+# while pip runs still triggers the next install.
 stamp=.venv/.trendnlp-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $TORCH_SPEC"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "$TORCH_SPEC"
   .venv/bin/python -m pip install -q -e ".[dev,all,docs]"
-  touch "$stamp"
+  echo "$want" > "$stamp"
 fi

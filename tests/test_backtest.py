@@ -24,7 +24,12 @@ def test_origin_ranges_reproduce_the_section_6_split():
 
 def test_choose_origins_default_explicit_and_errors():
     cuts = [(dt.date(2010, 5, 30) + dt.timedelta(weeks=i)).isoformat() for i in range(76)]  # … 2011-11-06
-    assert bt.choose_origins(cuts, None, 8) == ["2011-03-13", "2011-05-08", "2011-07-03", "2011-08-28", "2011-10-23"]
+    # default (DESIGN §7): every 8 weeks over the log's last year (the log ends 2011-12-04, 4 weeks after the last
+    # cutoff), newest first from the latest origin whose test window is covered
+    assert bt.choose_origins(cuts, None, 8) == ["2011-01-16", "2011-03-13", "2011-05-08", "2011-07-03", "2011-08-28",
+                                                "2011-10-23"]
+    assert bt.choose_origins(cuts, None, 16) == ["2011-03-13", "2011-07-03", "2011-10-23"]
+    assert bt.choose_origins(cuts[:20], None, 8) == ["2010-09-26"]  # a short log: only origins with training cutoffs
     assert bt.choose_origins(cuts, "2011-03-13:2011-10-23", 16) == ["2011-03-13", "2011-07-03", "2011-10-23"]
     with pytest.raises(ValueError, match="latest possible origin is 2011-10-23"):
         bt.choose_origins(cuts, "2011-10-30:2011-10-30", 8)

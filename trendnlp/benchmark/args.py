@@ -59,8 +59,8 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
         bt = p.add_argument_group("origins (DESIGN §7: at origin O, train cutoffs up to O-10 periods, validation "
                                   "O-6 … O-4, test O … O+2)")
         bt.add_argument("--origins", default=None, metavar="FIRST:LAST", help="first and last origin (ISO dates, "
-                        "inclusive), e.g. 2011-03-13:2011-10-23 (default: the latest possible origin and the 4 "
-                        "before it, --every periods apart)")
+                        "inclusive), e.g. 2011-03-13:2011-10-23 (default: every --every periods over the log's last "
+                        "year, back from the latest possible origin; on the two-year file 2011-01-16 … 2011-10-23)")
         bt.add_argument("--every", type=int, default=8, help="periods between origins (default 8)")
         bt.add_argument("--rows", default="fused,sales_only,gbm_all+offsets,gbm_all_text+offsets",
                         help="table rows: fused (the config's fusion method), neural variants "

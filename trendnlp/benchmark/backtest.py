@@ -29,7 +29,7 @@ REFERENCES = ("sales_only", "gbm_all+offsets")  # rows every other row's wins ar
 OFFSETS = "+offsets"
 # the §6 split relative to its test origin, in periods: (first, last) of validation and test, last of train
 GAPS = {"train_last": -10, "val": (-6, -4), "test": (0, 2)}
-DEFAULT_ORIGINS = 5  # without --origins: the latest possible origin and the 4 before it, `every` periods apart
+PERIODS_PER_YEAR = {"W": 52, "D": 365, "M": 12}  # without --origins: every `every` periods over the log's last year
 
 
 def _shift(date: str, periods: int, freq: str) -> str:
@@ -54,23 +54,27 @@ def origin_ranges(origin: str, first_cutoff: str, freq: str = "W") -> dict[str, 
             "test": tuple(_shift(origin, k, freq) for k in GAPS["test"])}
 
 
-def choose_origins(cutoffs: Sequence[str], spec: str | None, every: int, freq: str = "W") -> list[str]:
-    """The origins: `FIRST:LAST` every `every` periods from FIRST, or by default the latest origin whose test
-    window the records cover and the DEFAULT_ORIGINS - 1 before it.
+def choose_origins(cutoffs: Sequence[str], spec: str | None, every: int, freq: str = "W",
+                   horizon: int = 4) -> list[str]:
+    """The origins: `FIRST:LAST` every `every` periods from FIRST, or by default (DESIGN §7) every `every`
+    periods over the last year of the log: from the latest origin whose test window the records cover, back
+    while the origin is inside the log's last year (which ends `horizon` periods after the last cutoff) and
+    still has training cutoffs before it.
 
     Args:
         cutoffs: every record cutoff (ISO dates).
         spec: "FIRST:LAST" (inclusive ISO dates) or None.
         every: periods between origins.
         freq: period length.
+        horizon: future periods per record (the log's last period is the last cutoff + horizon).
     Returns:
         origins, oldest first; each has training cutoffs before it and its test window inside the records.
     Raises:
         ValueError when an origin has no training cutoffs or its test window runs past the last cutoff.
 
     >>> cuts = [(dt.date(2010, 5, 30) + dt.timedelta(weeks=i)).isoformat() for i in range(76)]
-    >>> choose_origins(cuts, None, 8)
-    ['2011-03-13', '2011-05-08', '2011-07-03', '2011-08-28', '2011-10-23']
+    >>> choose_origins(cuts, None, 8)  # the log ends 2011-12-04: its last year starts after 2010-12-05
+    ['2011-01-16', '2011-03-13', '2011-05-08', '2011-07-03', '2011-08-28', '2011-10-23']
     >>> choose_origins(cuts, "2011-08-28:2011-10-23", 8)
     ['2011-08-28', '2011-10-23']
     """
@@ -88,7 +92,11 @@ def choose_origins(cutoffs: Sequence[str], spec: str | None, every: int, freq: s
             origins.append(o)
             o = _shift(o, every, freq)
     else:
-        origins = [_shift(latest, -every * k, freq) for k in range(DEFAULT_ORIGINS - 1, -1, -1)]
+        year_start = _shift(_shift(last, horizon, freq), -PERIODS_PER_YEAR[freq], freq)
+        origins, o = [], latest
+        while not origins or (o > year_start and _shift(o, GAPS["train_last"], freq) >= first):
+            origins.insert(0, o)
+            o = _shift(o, -every, freq)
     for o in origins:
         try:
             dt.date.fromisoformat(o)
@@ -281,7 +289,8 @@ def run_backtest_cli(args: argparse.Namespace) -> int:
 
     base, config = start_run(args)
     records = run_records(args, config, progress=not args.no_progress)
-    origins = choose_origins([r["cutoff"] for r in records], args.origins, args.every, args.freq)
+    origins = choose_origins([r["cutoff"] for r in records], args.origins, args.every, args.freq,
+                             horizon=args.horizon)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     print(f"[backtest] origins: {', '.join(origins)}; rows: {', '.join(rows)}")
     meta = {"options": {k: v for k, v in vars(args).items() if k != "func"}, "machine": machine_description()}
