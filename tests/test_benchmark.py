@@ -44,6 +44,17 @@ def test_parse_options():
     for bad in ("", "a", "1,1"):
         with pytest.raises(ValueError, match="--seeds"):
             bm.parse_seeds(bad)
+    from trendnlp.cli import build_parser
+    from trendnlp.config import TrendConfig
+
+    # default rows: the comparison's (sales_only + the config's fused model); `all` adds the ablations
+    gated, concat = TrendConfig(), TrendConfig.from_dict({"fusion": {"method": "concat"}})
+    assert bm.default_variants(None, gated) == ["sales_only", "fused_gated"]
+    assert bm.default_variants(None, concat) == ["sales_only", "fused_concat"]
+    assert bm.default_variants("all", gated) is None and bm.default_variants("none", gated) == []
+    assert bm.default_variants("text_only", gated) == ["text_only"]
+    args = build_parser().parse_args(["benchmark", "--sales", "x.parquet", "--out", "o"])
+    assert args.variants is None and bm.names_option(args.forecasters) is None and args.baselines is None
 
 
 def test_subsample_keeps_whole_products_and_is_seeded():
@@ -153,7 +164,7 @@ def synthetic_run(tiny_bert_dir, tmp_path_factory, small_hgb_grid) -> Path:
                    "--product-col", "SKU", "--history", "8", "--min-history-units", "1", *SYNTH_SPLIT,
                    "--base-model", tiny_bert_dir, "--epochs", "1", "--seeds", "0,1", "--examples", "3",
                    "--set", "train.batch_size=16", "--set", "text.lora_r=4", "--set", "sales.hidden_size=16",
-                   "--set", "fusion.hidden_size=32", "--no-progress"])
+                   "--set", "fusion.hidden_size=32", "--variants", "all", "--no-progress"])
     assert rc == 0
     return out
 
@@ -245,7 +256,7 @@ def test_benchmark_on_online_retail_subset(tiny_bert_dir, tmp_path, small_hgb_gr
     rc = cli_main(["benchmark", "--preset", "online-retail", "--sales", str(ONLINE_RETAIL), "--out", str(out),
                    "--max-products", "200", "--base-model", tiny_bert_dir, "--epochs", "1", "--seeds", "0",
                    "--examples", "2", "--set", "text.lora_r=4", "--set", "sales.hidden_size=16",
-                   "--set", "fusion.hidden_size=32", "--no-progress"])
+                   "--set", "fusion.hidden_size=32", "--variants", "all", "--no-progress"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     assert [r["name"] for r in results["rows"]] == expected_row_names()

@@ -83,7 +83,8 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
     if backtest:
         _add_scale_arguments(p)
         return
-    run.add_argument("--variants", default=",".join(VARIANTS), help=f"neural rows to train (default all: "
+    run.add_argument("--variants", default=None, help="neural rows to train, comma-separated (default: "
+                     "sales_only and the config's fusion method, e.g. fused_gated; `all` for every ablation: "
                      f"{','.join(VARIANTS)}; `none` for none)")
     run.add_argument("--baselines", default=None, help="baselines to run, comma-separated (default all; "
                      "`none` for none)")

@@ -197,8 +197,8 @@ def load_config_dict(args: argparse.Namespace) -> dict:
 
 
 def names_option(option: str | None) -> list[str] | None:
-    """A comma-separated option: None (all), [] for `none`, else the names."""
-    if option is None:
+    """A comma-separated option: None (all) for None or `all`, [] for `none`, else the names."""
+    if option is None or option.strip().lower() == "all":
         return None
     return [] if option.strip().lower() == "none" else [b.strip() for b in option.split(",") if b.strip()]
 

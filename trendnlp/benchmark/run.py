@@ -323,6 +323,18 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
 
 
 # ---- command line --------------------------------------------------------------------------------
+def default_variants(option: str | None, config: TrendConfig) -> list[str] | None:
+    """--variants: the names given, or by default the rows the comparison needs (sales_only and the config's
+    fused model); `all` adds the ablations (text_only and the other fusion methods).
+
+    >>> default_variants(None, TrendConfig()), default_variants("all", TrendConfig())
+    (['sales_only', 'fused_gated'], None)
+    """
+    if option is None:
+        return ["sales_only", FUSED_PREFIX + config.fusion.method]
+    return names_option(option)
+
+
 def run_benchmark_cli(args: argparse.Namespace) -> int:
     """`trendnlp benchmark`: prepare, split, run everything, write the report, print the table and timings."""
     from trendnlp.benchmark.report import format_results_table
@@ -343,7 +355,7 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     meta = {"options": {k: v for k, v in vars(args).items() if k != "func"},
             "split": {k: list(v) for k, v in ranges.items()}, "machine": machine_description()}
     results = run_benchmark({"train": train, "validation": val, "test": test}, base, args.out, seeds,
-                            variants=names_option(args.variants), baselines=names,
+                            variants=default_variants(args.variants, config), baselines=names,
                             forecasters=names_option(getattr(args, "forecasters", None)),
                             timer=timer, progress=progress, n_examples=args.examples, meta=meta)
     print()
