@@ -42,7 +42,10 @@ def test_choose_origins_default_explicit_and_errors():
 def test_plan_rows():
     assert bt.plan_rows(["fused", "sales_only", "gbm_all+offsets", "gbm_all_text+offsets", "gbm_all"], "concat") == (
         ["fused_concat", "sales_only"], ["gbm_all", "gbm_all_text"])
-    assert bt.plan_rows(["ensemble"], "gated") == (["fused_gated"], ["gbm_all"])
+    assert bt.plan_rows(["trendnlp:neural", "trendnlp_refit", "gbm_all_text"], "gated") == (
+        ["trendnlp", "trendnlp_refit"], ["gbm_all_text"])
+    with pytest.raises(ValueError, match="unknown row 'trendnlp:lstm'"):
+        bt.plan_rows(["trendnlp:lstm"], "gated")
     with pytest.raises(ValueError, match="unknown row 'nope'"):
         bt.plan_rows(["nope"], "gated")
 
@@ -81,7 +84,7 @@ def test_backtest_end_to_end_on_the_sample_log(tiny_bert_dir, tmp_path, small_bo
     assert rc == 0
     res = json.loads((out / "backtest.json").read_text())
     assert res["origins"] == ["2023-09-17", "2023-11-12"] and res["update"] is True
-    rows = ["fused", "sales_only", "gbm_all+offsets", "gbm_all_text+offsets"]
+    rows = list(bt.DEFAULT_ROWS)
     for o in res["origins"]:
         assert list(res["per_origin"][o]) == rows
         split = res["splits"][o]
@@ -91,13 +94,18 @@ def test_backtest_end_to_end_on_the_sample_log(tiny_bert_dir, tmp_path, small_bo
         bench = json.loads((out / f"origin_{o}" / "results.json").read_text())
         assert {r["name"]: r["macro_f1"] for r in bench["rows"] if r["name"] in rows} == {
             r: res["per_origin"][o][r]["macro_f1"] for r in rows}
-    # --update: the second origin's neural runs warm-start from the first origin's exported models
+        # the product row is the saved model of the pipeline's own split: the same test score as its metrics.json
+        metrics = json.loads((out / f"origin_{o}" / "runs" / "trendnlp" / "seed_0" / "metrics.json").read_text())
+        assert metrics["split"]["ranges"]["test"] == split["test"]
+        assert metrics["test"]["macro_f1"] == pytest.approx(res["per_origin"][o]["trendnlp"]["macro_f1"], abs=1e-9)
+        assert 0 <= res["per_origin"][o]["trendnlp"]["blend_weights"][0] <= 1
+    # --update: the second origin's runs warm-start from the first origin's exported models
     second = json.loads((out / "origin_2023-11-12" / "results.json").read_text())
-    sales = next(r for r in second["rows"] if r["name"] == "sales_only")
-    assert sales["runs"][0]["init_from"] == str(out / "origin_2023-09-17" / "runs" / "sales_only" / "seed_0" / "model")
+    product = next(r for r in second["rows"] if r["name"] == "trendnlp")
+    assert product["runs"][0]["init_from"] == str(out / "origin_2023-09-17" / "runs" / "trendnlp" / "seed_0" / "model")
     s = res["summary"]
-    assert set(s) == set(rows) and s["fused"]["origins"] == 2
-    assert 0 <= s["fused"]["wins_vs_sales_only"] <= 2 and 0 <= s["fused"]["wins_vs_gbm_all+offsets"] <= 2
+    assert set(s) == set(rows) and s["trendnlp"]["origins"] == 2
+    assert 0 <= s["trendnlp"]["wins_vs_gbm_all+offsets"] <= 2 and "wins_vs_sales_only" not in s["trendnlp"]
     assert (out / "backtest.png").stat().st_size > 1000 and "| wins vs gbm_all+offsets |" in (
         out / "backtest.md").read_text()
     assert "| **mean** |" in capsys.readouterr().out

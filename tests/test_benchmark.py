@@ -25,10 +25,12 @@ NEURAL = list(bm.VARIANTS)
 
 
 def expected_row_names() -> list[str]:
-    """Every row of a full run, in table order: baselines (+offsets twins), forecasters, neural, fused, ensemble."""
+    """Every row of a full run, in table order: baselines (+offsets twins), forecasters, the saved product and its
+    refit (each with its branches alone), the neural ablations, fused."""
     with_offsets = [n for b in BASELINE_NAMES for n in ([b, f"{b}+offsets"] if b in PROBABILISTIC else [b])]
     forecasters = list(FORECASTERS) if statsforecast_available() else []
-    return with_offsets + forecasters + NEURAL + ["fused", "ensemble"]
+    product = [f"{p}{b}" for p in bm.PRODUCT_VARIANTS for b in ("", ":neural", ":boosting")]
+    return with_offsets + forecasters + product + NEURAL + ["fused"]
 BASELINE_NAMES = ["majority", "persistence", "mean_reversion", "sales_logreg", "sales_hgb", "text_tfidf_logreg",
                   "gbm_all", "gbm_all_text"]
 PROBABILISTIC = ("sales_logreg", "sales_hgb", "text_tfidf_logreg", "gbm_all", "gbm_all_text")  # + `+offsets` rows
@@ -49,8 +51,7 @@ def test_parse_options():
 
     # default rows: the comparison's (sales_only + the config's fused model); `all` adds the ablations
     gated, concat = TrendConfig(), TrendConfig.from_dict({"fusion": {"method": "concat"}})
-    assert bm.default_variants(None, gated) == ["sales_only", "fused_gated"]
-    assert bm.default_variants(None, concat) == ["sales_only", "fused_concat"]
+    assert bm.default_variants(None, gated) == bm.default_variants(None, concat) == ["trendnlp", "sales_only"]
     assert bm.default_variants("all", gated) is None and bm.default_variants("none", gated) == []
     assert bm.default_variants("text_only", gated) == ["text_only"]
     args = build_parser().parse_args(["benchmark", "--sales", "x.parquet", "--out", "o"])
@@ -177,9 +178,15 @@ def test_benchmark_on_synthetic_order_log(synthetic_run, capsys):
     for r in results["rows"]:
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
         assert set(r["f1_per_class"]) == set(LABELS) and (r["seeds"] or r["kind"] == "forecaster")
-    ensemble = results["rows"][-1]
-    assert [run["seed"] for run in ensemble["runs"]] == [0, 1] and 0 <= ensemble["runs"][0]["weight_fused"] <= 1
-    assert " x gbm_all, " in ensemble["selected_by"]  # the strongest boosting peer, when it ran
+    product = next(r for r in results["rows"] if r["name"] == "trendnlp")
+    assert [run["seed"] for run in product["runs"]] == [0, 1] and 0 <= product["runs"][0]["blend_weight"] <= 1
+    # the row is the saved model of `trendnlp train --records`: its own split, the benchmark's test records
+    for run in product["runs"]:
+        saved = json.loads((Path(run["model_dir"]).parent / "metrics.json").read_text())
+        assert saved["split"]["ranges"]["test"] == results["split"]["test"]
+        assert saved["test"]["macro_f1"] == pytest.approx(run["macro_f1"], abs=1e-9)
+    refit = json.loads((out / "runs" / "trendnlp_refit" / "seed_0" / "model" / "config.json").read_text())
+    assert refit["refit"]["records"] > results["records"]["train"] + results["records"]["validation"]
     assert (out / "runs" / "fused_concat" / "seed_0" / "probs_test.npy").is_file()
     neural = {r["name"]: r for r in results["rows"] if r["kind"] == "neural"}
     for r in neural.values():
@@ -265,41 +272,10 @@ def test_benchmark_on_online_retail_subset(tiny_bert_dir, tmp_path, small_hgb_gr
     assert (out / "report.html").exists() and (out / "confusion_matrix_fused.png").exists()
 
 
-# ---- fair rows: new-product slice and the ensemble ------------------------------------------------
+# ---- fair rows: the new-product slice --------------------------------------------------------
 def test_new_product_mask_uses_first_sale_and_needs_it():
     recs = [{"cutoff": "2011-10-23", "first_sale": d, "freq": "W"} for d in ("2011-08-28", "2011-08-21", "2010-12-05")]
     assert bm.new_product_mask(recs).tolist() == [True, False, False]  # 8 weeks before the cutoff is still new
     assert bm.new_product_mask([{"cutoff": "2011-10-23", "freq": "W"}]) is None
 
 
-def test_ensemble_weight_and_offsets_come_from_validation():
-    rng = np.random.default_rng(0)
-    yv, yt = rng.integers(3, size=300), rng.integers(3, size=300)
-    noisy = lambda y, s: np.eye(3)[y] * s + rng.dirichlet(np.ones(3), size=len(y))  # noqa: E731
-    good_v, good_t = noisy(yv, 1.0), noisy(yt, 1.0)  # the "fused" model is informative
-    bad_v, bad_t = rng.dirichlet(np.ones(3), size=300), rng.dirichlet(np.ones(3), size=300)  # HGB stand-in: noise
-    norm = lambda p: p / p.sum(1, keepdims=True)  # noqa: E731
-    parts = {"validation": [{"label": LABELS[i]} for i in yv], "test": [{"label": LABELS[i]} for i in yt]}
-    fused = {"name": "fused", "variant": "fused_concat",
-             "runs": [{"seed": 0, "probs": {"validation": norm(good_v), "test": norm(good_t)}}]}
-    row = bm.ensemble_row(fused, (norm(bad_v), norm(bad_t)), parts, slice_mask=np.arange(300) < 100)
-    run = row["runs"][0]
-    assert row["name"] == "ensemble" and run["weight_fused"] >= 0.7  # validation says: trust the fused model
-    assert row["macro_f1"] > 0.6 and "slice_macro_f1" in row and len(run["logit_bias"]) == 3
-
-
-def test_hybrid_check_script_reproduces_the_ensemble_row(synthetic_run, capsys):
-    """Saved baseline probabilities line up with data/*.parquet: the script, reading only files, gives the
-    ensemble row the benchmark computed in memory (same weight, same validation and test macro-F1)."""
-    results = json.loads((synthetic_run / "results.json").read_text())
-    fused = next(r for r in results["rows"] if r["name"] == "fused")
-    ens = next(r for r in results["rows"] if r["name"] == "ensemble")["runs"][0]
-    model = synthetic_run / "runs" / fused["variant"] / "seed_0" / "model"
-    script = load_script("hybrid_check")
-    assert script.main(["--data", str(synthetic_run / "data"), "--baselines", str(synthetic_run / "baselines"),
-                        "--model", str(model), "--test"]) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["ensemble_weight"] == ens["weight_fused"]
-    assert out["ensemble_validation_macro_f1"] == pytest.approx(ens["val_macro_f1"], abs=1e-4)
-    assert out["ensemble_test_macro_f1"] == pytest.approx(ens["macro_f1"], abs=1e-4)
-    assert out["test_macro_f1"] == pytest.approx(fused["runs"][0]["macro_f1"], abs=1e-4)

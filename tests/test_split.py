@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from trendnlp.data.split import ONLINE_RETAIL_SPLIT, split_by_cutoff, time_holdout
+from trendnlp.data.split import ONLINE_RETAIL_SPLIT, latest_ranges, split_by_cutoff, time_holdout
 
 
 def weekly(first="2011-05-29", last="2011-11-06", products="ab"):
@@ -84,3 +84,24 @@ def test_time_holdout_errors():
     mixed = weekly()[:2] + [{"product_id": "d", "cutoff": "2011-06-01", "freq": "D"}]
     with pytest.raises(ValueError, match="mix period lengths"):
         time_holdout(mixed)
+
+
+def test_latest_ranges_count_back_from_the_newest_cutoff_and_give_the_section_6_split():
+    """On the two-year file's cutoffs (2010-05-30 … 2011-11-06) the default sizes are exactly §6; the gap is the
+    three purged cutoffs between train and validation (labels known before test: refit only)."""
+    r = latest_ranges(cutoffs(weekly(first="2010-05-30")))
+    assert {k: r[k] for k in ("val", "test")} == {k: ONLINE_RETAIL_SPLIT[k] for k in ("val", "test")}
+    assert r["train"] == ("2010-05-30", ONLINE_RETAIL_SPLIT["train"][1]) and r["gap"] == ("2011-08-21", "2011-09-04")
+    shorter = latest_ranges(cutoffs(weekly(last="2011-10-02")), test_periods=2, val_periods=1, purge=2)
+    assert shorter == {"train": ("2011-05-29", "2011-08-28"), "gap": ("2011-09-04", "2011-09-04"),
+                       "val": ("2011-09-11", "2011-09-11"), "test": ("2011-09-25", "2011-10-02")}
+    # the parts it gives pass split_by_cutoff's own purge check
+    train, val, test = split_by_cutoff(weekly(), r["train"], r["val"], r["test"], horizon=4)
+    assert cutoffs(test)[0] > cutoffs(val)[-1] > cutoffs(train)[-1]
+
+
+def test_latest_ranges_refuses_a_log_too_short_to_split():
+    with pytest.raises(ValueError, match="no training cutoff is left"):
+        latest_ranges(cutoffs(weekly(last="2011-08-14")))  # 12 cutoffs: 3 + 4 + 3 + 4 > 12
+    with pytest.raises(ValueError, match="test_periods must be at least 1"):
+        latest_ranges(cutoffs(weekly()), test_periods=0)

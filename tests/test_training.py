@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -291,3 +292,51 @@ def test_training_benchmark_script_prints_both_tables(tiny_bert_dir, data_files,
     assert fast["steps"] == plain["steps"] and fast["texts_per_record"] < plain["texts_per_record"] <= 1
     printed = capsys.readouterr().out
     assert "seconds per optimizer step" in printed and "dedup + product grouping" in printed
+
+
+# ---- one table in: `trendnlp train --sales LOG` / `--records FILE` ------------------------------------------------
+def test_train_from_an_order_log_splits_by_cutoff_and_writes_metrics(tiny_bert_dir, tmp_path, capsys):
+    """The sample order log to a saved model in one command: the split counted back from the newest labelled
+    cutoff with one-horizon purges, DIR/metrics.json with the split and the test score of the saved model."""
+    from trendnlp.cli import main
+
+    samples = ROOT / "data_samples"
+    out = tmp_path / "run"
+    rc = main(["train", "--sales", str(samples / "orders.csv"), "--texts", str(samples / "products.csv"),
+               "--price-col", "price", "--config", str(ROOT / "configs" / "tiny.yaml"), "--output-dir", str(out),
+               "--set", f"text.base_model={tiny_bert_dir}", "--set", "sales.history=8", "--set", "train.epochs=1",
+               "--set", "train.max_steps=4", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    r, n = metrics["split"]["ranges"], metrics["split"]["records"]
+    assert r["test"] == ["2023-11-12", "2023-11-26"] and r["val"] == ["2023-10-01", "2023-10-15"]
+    assert r["gap"] == ["2023-09-10", "2023-09-24"] and r["train"][1] == "2023-09-03"
+    test = pd.read_parquet(out / "data" / "test.parquet")
+    assert len(test) == n["test"] == metrics["test"]["n"] and test["cutoff"].min() == "2023-11-12"
+    assert pd.read_parquet(out / "data" / "train.parquet")["cutoff"].max() <= "2023-09-03"  # nothing from test's future
+    assert "price" in pd.read_parquet(out / "data" / "train.parquet").columns
+    assert (out / "model" / "config.json").is_file() and "metrics.json" in capsys.readouterr().out
+    # the same records as a file: the same split
+    records = tmp_path / "records.parquet"
+    pd.read_parquet(out / "data" / "train.parquet").pipe(
+        lambda d: pd.concat([d, *(pd.read_parquet(out / "data" / f"{k}.parquet")
+                                  for k in ("refit_extra", "validation", "test"))])).to_parquet(records)
+    rc = main(["train", "--records", str(records), "--config", str(ROOT / "configs" / "tiny.yaml"),
+               "--output-dir", str(tmp_path / "run2"), "--set", f"text.base_model={tiny_bert_dir}",
+               "--set", "sales.history=8", "--set", "train.max_steps=2", "--no-progress"])
+    assert rc == 0
+    assert json.loads((tmp_path / "run2" / "metrics.json").read_text())["split"]["records"] == n
+
+
+def test_train_needs_exactly_one_source(tmp_path, capsys):
+    from trendnlp.cli import main
+
+    assert main(["train", "--output-dir", str(tmp_path / "a")]) == 2
+    assert "--sales LOG" in capsys.readouterr().err
+    samples = ROOT / "data_samples"
+    assert main(["train", "--sales", str(samples / "orders.csv"), "--records", str(samples / "train.jsonl"),
+                 "--output-dir", str(tmp_path / "b")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["train", "--records", str(samples / "train.jsonl"), "--test-periods", "40",
+                 "--output-dir", str(tmp_path / "c")]) == 2
+    assert "no training cutoff is left" in capsys.readouterr().err

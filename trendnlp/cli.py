@@ -1,7 +1,7 @@
 """`trendnlp` command line: thin argument parsing over the library (DESIGN §5).
 
     trendnlp prepare   order log (+ texts, reviews) -> product records
-    trendnlp train     fine-tune a model from a YAML config (alias: finetune)
+    trendnlp train     train on an order log or records file (split by cutoff), or a config's split files
     trendnlp evaluate  metrics table, metrics.json and a confusion-matrix PNG for a saved model
     trendnlp label     label every active product of an order log as of a date, or a whole records file
     trendnlp explain   per-record explanations (text vs sales, salient weeks, top words) as JSONL and HTML
@@ -35,9 +35,13 @@ def _rule(args: argparse.Namespace) -> LabelRule:
     return LabelRule(K=args.K, F=args.F, alpha=args.alpha, tau=args.tau)
 
 
-def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_label: bool = False) -> None:
-    p.add_argument("--sales", required=not for_label, help="long-format sales table (.csv or .parquet): one row per "
-                   "order line" + (" (label every product active in it; instead of --input)" if for_label else ""))
+def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_label: bool = False,
+                      for_train: bool = False) -> None:
+    p.add_argument("--sales", required=not (for_label or for_train), help="long-format sales table (.csv or "
+                   ".parquet): one row per order line" + (" (label every product active in it; instead of --input)"
+                                                          if for_label else " (prepare, split by cutoff and train on "
+                                                          "it; instead of --config's split files)" if for_train
+                                                          else ""))
     p.add_argument("--preset", default=None, help="known dataset with its cleaning rules, e.g. online-retail")
     p.add_argument("--texts", default=None, help="product text table: product id, title, description [, timestamp]")
     p.add_argument("--reviews", default=None, help="reviews table: product id, timestamp, text")
@@ -49,8 +53,9 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_lab
             p.add_argument(channel.cli_flag, default=None, help=f"optional column for the `{channel.name}` channel "
                            f"({channel.help}); without it records carry no `{channel.name}`")
     p.add_argument("--freq", choices=("W", "D", "M"), default=None, help="period: W (weeks ending Sunday), D or M")
-    p.add_argument("--history", type=int, default=None, help="periods of history per record (default "
-                   + ("the model's)" if for_label else "26)"))
+    if not for_train:  # training windows are as long as the config's sales.history
+        p.add_argument("--history", type=int, default=None, help="periods of history per record (default "
+                       + ("the model's)" if for_label else "26)"))
     if not for_label:
         p.add_argument("--horizon", type=int, default=None, help="future periods per record (default 4)")
         p.add_argument("--stride", type=int, default=None, help="periods between cutoffs (default 1)")
@@ -58,6 +63,13 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_lab
                    "units in their history (default " + ("1 with --sales: every active product)" if for_label
                                                           else "10)"))
     p.add_argument("--max-reviews", type=int, default=None, help="newest reviews kept per record (default 5)")
+    if for_train:  # the label rule comes from the config (--set labels.K=...), the split sizes from here
+        p.add_argument("--records", default=None, help="prepared records (.jsonl, .csv, .parquet) instead of --sales")
+        p.add_argument("--test-periods", type=int, default=3, help="newest labelled cutoffs held out for test "
+                       "(default 3)")
+        p.add_argument("--val-periods", type=int, default=3, help="cutoffs for validation, ending one label "
+                       "horizon (labels.F periods) before test (default 3); train ends one horizon before them")
+        return
     if for_label:
         p.add_argument("--as-of", default="latest", metavar="DATE", help="cutoff: the last period ending on or "
                        "before DATE (default: the log's last complete period)")
@@ -119,18 +131,60 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from trendnlp.config import TrendConfig
     from trendnlp.evaluation.metrics import format_metrics_table
-    from trendnlp.training import train
 
-    config = TrendConfig.from_yaml(args.config, overrides=args.set)
-    result = train(config, args.output_dir, resume=args.resume or getattr(args, "resume_anyway", False),
-                   progress=not args.no_progress, resume_anyway=getattr(args, "resume_anyway", False),
-                   init_from=args.init_from)
+    one_table = args.sales or args.records
+    if args.sales and args.records:
+        raise ValueError("give one table: --sales ORDER_LOG or --records FILE, not both")
+    if not (one_table or args.config):
+        raise ValueError("give an order log (--sales LOG) or prepared records (--records FILE) to split and train "
+                         "on, or --config CONFIG.yaml whose data.train / data.validation name the split files")
+    options = {"resume": args.resume or args.resume_anyway, "resume_anyway": args.resume_anyway,
+               "init_from": args.init_from}
+    if one_table:
+        from trendnlp.configs import default_config
+        from trendnlp.training.pipeline import train_on_records
+
+        config = TrendConfig.from_yaml(args.config or default_config(args.preset), overrides=args.set)
+        records = _training_records(args, config)
+        result = train_on_records(records, config, args.output_dir, test_periods=args.test_periods,
+                                  val_periods=args.val_periods, progress=not args.no_progress, **options)
+    else:
+        from trendnlp.training import train
+
+        config = TrendConfig.from_yaml(args.config, overrides=args.set)
+        result = train(config, args.output_dir, progress=not args.no_progress, **options)
     if result.get("is_main_process", True):
         for split in ("validation", "test"):
             if result.get(split):
-                print(f"\n{split} (best model, {Path(args.output_dir) / 'model'}):")
+                print(f"\n{split} (saved model, {Path(args.output_dir) / 'model'}):")
                 print(format_metrics_table(result[split]))
+        for name, branch in (result.get("branches") or {}).items():
+            scores = ", ".join(f"{part} macro-F1 {branch[part]['macro_f1']:.4f}" for part in ("validation", "test")
+                               if (branch or {}).get(part))
+            print(f"{name} branch alone: {scores}")
+        if result.get("metrics_path"):
+            print(f"split, metrics of the saved model and of each branch: {result['metrics_path']}")
     return 0
+
+
+def _training_records(args: argparse.Namespace, config) -> list[dict]:
+    """`train --sales` / `--records`: the labelled records, prepared with the config's history and label rule."""
+    if args.records:
+        from trendnlp.data.records import read_records
+
+        return read_records(args.records, history=config.sales.history, rule=config.labels.rule())
+    horizon = args.horizon or 4
+    if config.labels.F > horizon:
+        raise ValueError(f"labels.F={config.labels.F} looks further ahead than --horizon {horizon}; raise "
+                         "--horizon or lower labels.F")
+    args.history = config.sales.history
+    opts = prepare_options(args)
+    opts["rule"] = config.labels.rule()
+    from trendnlp.data.presets import prepare_log
+
+    result = prepare_log(args.sales, preset=args.preset, progress=not args.no_progress, **opts)
+    print(result.summary())
+    return result.records
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -244,9 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     for name in ("train", "finetune"):
-        p = sub.add_parser(name, help="fine-tune a model from a YAML config" + (" (alias of train)" if name != "train"
-                                                                                 else ""))
-        p.add_argument("--config", required=True, help="YAML config (see configs/)")
+        p = sub.add_parser(name, help="train a model from an order log (--sales), prepared records (--records) or a "
+                           "config's split files" + (" (alias of train)" if name != "train" else ""))
+        p.add_argument("--config", default=None, help="YAML config (default with --sales / --records: the shipped "
+                       "one, or the preset's; without them the config must name data.train and data.validation)")
         p.add_argument("--output-dir", required=True, help="run folder; the best model is exported to DIR/model")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
@@ -256,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--init-from", default=None, metavar="MODEL_DIR", help="warm-start every weight, the logit "
                        "offsets and the feature scaling from an exported model (e.g. to update it with newer weeks)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        _add_prepare_args(p.add_argument_group("one table: an order log (as for `trendnlp prepare`) or prepared "
+                                               "records, split by cutoff into train / validation / test"),
+                          with_out=False, for_train=True)
         p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on labelled records")

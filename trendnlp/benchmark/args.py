@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from trendnlp.configs import config_path
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "benchmark_online_retail.yaml"
+DEFAULT_CONFIG = config_path("online_retail")
 DEFAULT_SEEDS = (0, 1, 2)
 
 # the neural rows: the benchmark config with one switch flipped each (applied after the user's --set)
@@ -17,6 +17,16 @@ VARIANTS: dict[str, list[str]] = {
     "fused_gated": ["fusion.method=gated"],
     "fused_cross_attention": ["fusion.method=cross_attention"],
 }
+# the product rows: the saved model exactly as `trendnlp train --sales/--records` builds it (training.pipeline),
+# each with its branches' own rows (`trendnlp:neural`, `trendnlp:boosting`) from the same run, at no extra cost
+PRODUCT_VARIANTS: dict[str, list[str]] = {
+    "trendnlp": [],
+    "trendnlp_refit": ["train.refit=true"],  # retrained on every label known before test with the chosen settings
+}
+BRANCHES = ("neural", "boosting")
+# the backtest's default rows: the product, its branches alone, and the strongest peers raw and with offsets
+DEFAULT_ROWS = ("trendnlp", "trendnlp:neural", "trendnlp:boosting", "gbm_all", "gbm_all+offsets", "gbm_all_text",
+                "gbm_all_text+offsets")
 
 
 def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
@@ -62,8 +72,10 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
                         "inclusive), e.g. 2011-03-13:2011-10-23 (default: every --every periods over the log's last "
                         "year, back from the latest possible origin; on the two-year file 2011-01-16 … 2011-10-23)")
         bt.add_argument("--every", type=int, default=8, help="periods between origins (default 8)")
-        bt.add_argument("--rows", default="fused,sales_only,gbm_all+offsets,gbm_all_text+offsets",
-                        help="table rows: fused (the config's fusion method), neural variants "
+        bt.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+                        help="table rows: trendnlp (the saved model as `trendnlp train` builds it), trendnlp:neural "
+                        "and trendnlp:boosting (its branches alone, same run), trendnlp_refit (refit on every "
+                        "label known before test), fused (the config's fusion method alone), neural variants "
                         f"({','.join(VARIANTS)}), baselines (name or name+offsets) (default %(default)s)")
         bt.add_argument("--update", action="store_true", help="warm-start each neural run from its model at the "
                         "previous origin instead of training from scratch")
@@ -74,8 +86,8 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
             first, last = ONLINE_RETAIL_SPLIT[key]
             split.add_argument(f"--{part}-cutoffs", default=f"{first}:{last}", help=f"default {first}:{last}")
     run = p.add_argument_group("runs")
-    run.add_argument("--config", default=None, help=f"YAML config of our model (default {DEFAULT_CONFIG.name} "
-                     "in configs/)")
+    run.add_argument("--config", default=None, help=f"YAML config of our model (default: the shipped {DEFAULT_CONFIG.name}, "
+                     "also at configs/benchmark_online_retail.yaml in the repository)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
     run.add_argument("--seeds", default="0" if backtest else None, help="training seeds (default 0" + (")" if backtest

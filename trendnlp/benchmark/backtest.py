@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trendnlp.benchmark.args import VARIANTS
-from trendnlp.benchmark.run import FUSED_PREFIX, Timer, run_benchmark
+from trendnlp.benchmark.args import BRANCHES, DEFAULT_ROWS, PRODUCT_VARIANTS, VARIANTS
+from trendnlp.benchmark.run import FUSED_PREFIX, Timer, run_benchmark, within
 from trendnlp.config import TrendConfig
 
-DEFAULT_ROWS = ("fused", "sales_only", "gbm_all+offsets", "gbm_all_text+offsets")
 REFERENCES = ("sales_only", "gbm_all+offsets")  # rows every other row's wins are counted against
 OFFSETS = "+offsets"
 # the §6 split relative to its test origin, in periods: (first, last) of validation and test, last of train
@@ -112,22 +111,23 @@ def choose_origins(cutoffs: Sequence[str], spec: str | None, every: int, freq: s
 
 
 def plan_rows(rows: Sequence[str], fusion_method: str) -> tuple[list[str], list[str]]:
-    """Which neural variants and baselines the requested table rows need.
+    """Which training runs and baselines the requested table rows need.
 
-    `fused` trains the config's fusion method; `name+offsets` needs the baseline `name`; `ensemble` (fused
-    blended with gbm_all on validation) needs both.
+    `trendnlp` trains the saved model as `trendnlp train` does, and its branches' rows (`trendnlp:neural`,
+    `trendnlp:boosting`) come from the same run; `fused` trains the config's fusion method alone;
+    `name+offsets` needs the baseline `name`.
 
-    >>> plan_rows(["fused", "sales_only", "gbm_all+offsets"], "gated")
-    (['fused_gated', 'sales_only'], ['gbm_all'])
+    >>> plan_rows(["trendnlp", "trendnlp:boosting", "fused", "sales_only", "gbm_all+offsets"], "gated")
+    (['trendnlp', 'fused_gated', 'sales_only'], ['gbm_all'])
     """
     from trendnlp.benchmark.baselines import BASELINES
 
     variants, baselines = [], []
     for row in rows:
         base = row[: -len(OFFSETS)] if row.endswith(OFFSETS) else row
-        if row == "ensemble":
-            variants += [v for v in [FUSED_PREFIX + fusion_method] if v not in variants]
-            name, into = "gbm_all", baselines
+        product, _, branch = row.partition(":")
+        if product in PRODUCT_VARIANTS and branch in ("", *BRANCHES):
+            name, into = product, variants
         elif row == "fused":
             name, into = FUSED_PREFIX + fusion_method, variants
         elif row in VARIANTS:
@@ -135,7 +135,8 @@ def plan_rows(rows: Sequence[str], fusion_method: str) -> tuple[list[str], list[
         elif base in BASELINES:
             name, into = base, baselines
         else:
-            raise ValueError(f"--rows: unknown row {row!r}; known: fused, ensemble, {', '.join(VARIANTS)}, the "
+            raise ValueError(f"--rows: unknown row {row!r}; known: {', '.join(PRODUCT_VARIANTS)} (and NAME:"
+                             f"{' / NAME:'.join(BRANCHES)} for a branch alone), fused, {', '.join(VARIANTS)}, the "
                              f"baselines {', '.join(BASELINES)} (with +offsets for the probabilistic ones)")
         if name not in into:
             into.append(name)
@@ -215,7 +216,8 @@ def run_backtest(records: Sequence[dict], base_config: dict, out_dir: str | Path
             res = run_benchmark({"train": train, "validation": val, "test": test}, base_config,
                                 out / f"origin_{o}", seeds, variants=variants, baselines=baselines, forecasters=[],
                                 progress=progress, n_examples=0, warm_start=warm,
-                                meta={"origin": o, "split": {k: list(v) for k, v in ranges.items()}})
+                                meta={"origin": o, "split": {k: list(v) for k, v in ranges.items()}},
+                                records=within(records, ranges["train"][0], ranges["test"][1]))
         by_name = {r["name"]: r for r in res["rows"]}
         per_origin[o] = {name: _compact(by_name[name]) for name in rows if name in by_name}
         if update:
@@ -236,7 +238,11 @@ def _compact(row: dict) -> dict:
     """The fields of a benchmark row the backtest keeps (no per-run details, no confusion matrices)."""
     keep = ("macro_f1", "accuracy", "macro_f1_std", "macro_f1_min", "val_macro_f1", "slice_macro_f1", "f1_per_class",
             "seeds", "seconds", "variant")
-    return {k: row[k] for k in keep if row.get(k) is not None}
+    out = {k: row[k] for k in keep if row.get(k) is not None}
+    weights = [run["blend_weight"] for run in row.get("runs", []) if run.get("blend_weight") is not None]
+    if weights:  # the hybrid's weight of its neural branch, chosen on this origin's validation weeks
+        out["blend_weights"] = weights
+    return out
 
 
 def backtest_markdown(result: dict) -> str:

@@ -121,33 +121,6 @@ def _has_text_columns(path: str, cols: dict) -> bool:
     return bool({cols["title_col"], cols["description_col"]} & names)
 
 
-def by_product(records: Sequence[dict]) -> list[dict]:
-    """Records sorted by (product, cutoff): the order of the written validation / test files.
-
-    >>> [r["product_id"] for r in by_product([{"product_id": "b", "cutoff": "2011-01-02"},
-    ...                                       {"product_id": "a", "cutoff": "2011-01-09"}])]
-    ['a', 'b']
-    """
-    return sorted(records, key=lambda r: (r["product_id"], r.get("cutoff") or ""))
-
-
-def write_splits(parts: dict[str, list[dict]], data_dir: Path) -> dict[str, str]:
-    """Write each part to data_dir/{name}.parquet; validation and test sorted by (product, cutoff).
-
-    Evaluation batches follow file order, so sorting by product puts each product's cutoffs in one batch
-    and its text is encoded once per batch instead of once per record.
-    """
-    from trendnlp.data.records import write_records
-
-    paths = {}
-    for name, recs in parts.items():
-        if name != "train":
-            recs = by_product(recs)
-        paths[name] = str(data_dir / f"{name}.parquet")
-        write_records(recs, paths[name])
-    return paths
-
-
 def start_run(args: argparse.Namespace) -> tuple[dict, TrendConfig]:
     """The start shared by `trendnlp benchmark` and `trendnlp backtest`: an input is given, torch's threads are
     set, and the config (YAML, shortcuts, --set) is read and checked against --horizon.
@@ -182,8 +155,8 @@ def load_config_dict(args: argparse.Namespace) -> dict:
     """The benchmark config as a validated dict: YAML, then the shortcut options, then every --set."""
     path = Path(args.config) if args.config else DEFAULT_CONFIG
     if not path.is_file():
-        raise FileNotFoundError(f"config {path} not found; pass --config configs/benchmark_online_retail.yaml "
-                                "(from a checkout of the repository) or your own YAML")
+        raise FileNotFoundError(f"config {path} not found; pass --config with your own YAML (the shipped one is "
+                                f"{DEFAULT_CONFIG})")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     shortcuts = [f"labels.{k}={getattr(args, k)}" for k in ("K", "F", "alpha", "tau") if getattr(args, k) is not None]
     if args.history is not None:

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from trendnlp.labels import LABELS
 from trendnlp.evaluation.plots import _save, plot_confusion_matrix, plot_product_history
 
+HIGHLIGHTED = ("trendnlp", "fused")  # the rows set in bold: the saved product, else the best fused ablation
 _COLUMNS = ("name", "test accuracy", "test macro-F1", "std", "min", *(f"F1 {c}" for c in LABELS), "val macro-F1",
             "new-product macro-F1", "seeds")
 
@@ -29,7 +30,7 @@ def _cells(row: Mapping) -> list[str]:
     def num(x):
         return "" if x is None else f"{x:.3f}"
 
-    neural = row.get("kind") in ("neural", "ensemble")  # rows with several seeds
+    neural = row.get("kind") in ("neural", "product", "branch")  # rows with several seeds
     return [row["name"], num(row["accuracy"]), num(row["macro_f1"]), num(row.get("macro_f1_std")) if neural else "",
             num(row.get("macro_f1_min")) if neural else "", *(num(row["f1_per_class"][c]) for c in LABELS),
             num(row.get("val_macro_f1")), num(row.get("slice_macro_f1")), ",".join(map(str, row.get("seeds", [])))]
@@ -55,7 +56,7 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
     out = ["| " + " | ".join(_COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(_COLUMNS) - 1)) + "|"]
     for r in rows:
         cells = _cells(r)
-        cells[0] = f"**{cells[0]}**" if r["name"] == "fused" else cells[0]
+        cells[0] = f"**{cells[0]}**" if r["name"] in HIGHLIGHTED else cells[0]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -83,7 +84,7 @@ def plot_per_class_f1(rows: Sequence[Mapping], path: str | Path) -> Path:
             per = np.array([[run["f1_per_class"][c] for c in LABELS] + [run["macro_f1"]] for run in r["runs"]])
             err = np.stack([vals - per.min(0), per.max(0) - vals])
         ax.bar(x - 0.4 + width * (i + 0.5), vals, width, yerr=err, capsize=2, label=r["name"], color=cmap[i],
-               edgecolor="black" if r["name"] == "fused" else None, linewidth=1.2)
+               edgecolor="black" if r["name"] in HIGHLIGHTED else None, linewidth=1.2)
     ax.set_xticks(x, [f"F1 {g}" if g != "macro" else "macro-F1" for g in groups])
     ax.set_ylabel("test F1")
     ax.set_ylim(0, 1)
@@ -176,7 +177,8 @@ def write_report(results: Mapping, parts: Mapping[str, Sequence[dict]], out_dir:
     neural = [r for r in rows if r.get("runs")]
     if neural:
         files["validation_f1"] = plot_validation_curves(rows, out / "validation_f1.png")
-        best = next((r for r in rows if r["name"] == "fused"), None) or max(neural, key=lambda r: r["val_macro_f1"])
+        best = next((r for n in HIGHLIGHTED for r in rows if r["name"] == n), None) or max(
+            neural, key=lambda r: r["val_macro_f1"])
         first = best["runs"][0]
         metrics = {"labels": list(LABELS), "confusion_matrix": first["confusion_matrix"],
                    "accuracy": first["accuracy"], "macro_f1": first["macro_f1"]}
@@ -200,6 +202,13 @@ def results_markdown(results: Mapping, timings: Mapping[str, float] | None = Non
     fused = next((r for r in rows if r["name"] == "fused"), None)
     if fused:
         lines.append(f"`fused` is `{fused['variant']}`, chosen by {fused['selected_by']}.")
+    product = next((r for r in rows if r["name"] == "trendnlp"), None)
+    if product:
+        w = [run["blend_weight"] for run in product.get("runs", []) if run.get("blend_weight") is not None]
+        lines.append("`trendnlp` is the saved model exactly as `trendnlp train` builds it; `trendnlp:neural` and "
+                     "`trendnlp:boosting` are its branches alone" + (
+                         "; the neural branch's blend weight per seed: " + ", ".join(f"{x:.2f}" for x in w)
+                         if w else "") + ".")
     lines.append(f"Neural rows: mean over seeds {results.get('seeds')}; std and min of test macro-F1 over seeds. "
                  "Baselines choose their hyper-parameters on validation.")
     calib = calibration_lines(rows)
@@ -236,7 +245,7 @@ def write_html(results: Mapping, files: Mapping[str, Path], path: Path,
     """A self-contained HTML page: the table, the timings and every PNG embedded as a base64 data URI."""
     rows = results["rows"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in _COLUMNS)
-    body = "".join("<tr" + (' class="fused"' if r["name"] == "fused" else "") + ">" +
+    body = "".join("<tr" + (' class="fused"' if r["name"] in HIGHLIGHTED else "") + ">" +
                    "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in rows)
     figures = []
     for key, p in files.items():

@@ -2,13 +2,16 @@
 
     order log --prepare--> records --split by cutoff--> train / validation / test
         --> baselines (baselines.run_baselines)                              one row each
-        --> our model: sales-only, text-only, fused x {concat, gated, cross_attention}, each over the seeds
+        --> `trendnlp`: the saved model as `trendnlp train --sales` builds it (training.pipeline, which splits
+            the same records the same way), with its branches alone as `trendnlp:neural` / `trendnlp:boosting`
+        --> ablations: sales-only, text-only, fused x {concat, gated, cross_attention}, each over the seeds
         --> `fused`: the fusion method with the best mean validation macro-F1 (test is never used to choose)
         --> DIR/results.json, DIR/results.md, plots, DIR/report.html (report.py)
 
 Every stage is timed and printed. The output folder:
     data/{train,validation,test}.parquet   the split records (validation/test sorted by product: texts dedupe)
-    runs/{variant}/seed_{s}/               each training run (training.train's folder, checkpoints removed)
+    runs/{variant}/seed_{s}/               each training run (training.train's folder, checkpoints removed;
+                                           for `trendnlp` the pipeline's folder with data/ and metrics.json)
     baselines/{name}_probs_{part}.npy      validation / test probabilities of each probabilistic baseline (file order)
     results.json, results.md, report.html, *.png, products/*.png
 """
@@ -27,18 +30,17 @@ import numpy as np
 
 from trendnlp.config import TrendConfig, apply_overrides
 from trendnlp.labels import LABELS
-from trendnlp.benchmark.args import DEFAULT_CONFIG, DEFAULT_SEEDS, VARIANTS, add_arguments  # noqa: F401 (re-exported)
-from trendnlp.benchmark.inputs import (by_product, load_config_dict, machine_description,  # noqa: F401 (re-exported)
+from trendnlp.benchmark.args import (BRANCHES, DEFAULT_CONFIG, DEFAULT_SEEDS,  # noqa: F401 (re-exported)
+                                     PRODUCT_VARIANTS, VARIANTS, add_arguments)
+from trendnlp.benchmark.inputs import (load_config_dict, machine_description,  # noqa: F401 (re-exported)
                                        names_option, parse_range, parse_seeds, prepare_records, run_records,
-                                       start_run, subsample_products, write_splits)
-from trendnlp.data.split import ONLINE_RETAIL_SPLIT
+                                       start_run, subsample_products)
+from trendnlp.data.split import ONLINE_RETAIL_SPLIT, by_product, write_splits
 from trendnlp.evaluation.metrics import classification_metrics
 
 FUSED_PREFIX = "fused_"
 CALIBRATION_KEYS = ("ece_before", "ece_after", "brier_before", "brier_after")  # test, mean over seeds
 NEW_PRODUCT_AGE = 8  # DESIGN §6: the new-product slice, first sale at most 8 periods before the cutoff
-ENSEMBLE_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))  # weight of the fused model in the ensemble
-ENSEMBLE_PEERS = ("gbm_all", "sales_hgb")  # the boosting row blended with `fused`: the first one that ran
 
 
 
@@ -68,7 +70,7 @@ class Timer:
 def variant_config(base: dict, variant: str, seed: int, data: dict[str, str]) -> TrendConfig:
     """The base config dict with a variant's switch, the seed and the data files applied."""
     raw = json.loads(json.dumps(base))  # deep copy
-    apply_overrides(raw, VARIANTS[variant] + [f"train.seed={seed}"])
+    apply_overrides(raw, {**VARIANTS, **PRODUCT_VARIANTS}[variant] + [f"train.seed={seed}"])
     raw.setdefault("data", {}).update(train=data["train"], validation=data["validation"], test=data["test"])
     return TrendConfig.from_dict(raw, source=f"benchmark variant {variant}")
 
@@ -79,7 +81,7 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
     """Train one run (training.train) and return its test metrics, best validation macro-F1 and curve.
 
     With `parts`, the exported model also predicts validation and test (saved as probs_{part}.npy in the run
-    folder and kept under `probs` for the ensemble row), and `slice_mask` gives the new-product macro-F1.
+    folder), and `slice_mask` gives the new-product macro-F1.
     `init_from` warm-starts from an exported model folder (the backtest's --update).
     """
     from trendnlp.training import train
@@ -88,7 +90,6 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
     result = train(config, out_dir, progress=progress, init_from=init_from)
     if not keep_checkpoints:  # resumable state holds the whole encoder and the optimizer: ~100 MB a run
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    test = result["test"]
     extra = {}
     if parts is not None:
         from trendnlp.model.classifier import TrendClassifier
@@ -98,7 +99,6 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
                  for k in ("validation", "test")}
         for k, v in probs.items():
             np.save(out_dir / f"probs_{k}.npy", v)
-        extra["probs"] = probs
         extra.update(_slice_score(parts["test"], probs["test"].argmax(1), slice_mask))
         if clf.fusion.change_head is not None:  # the regression head against persistence (change = 0)
             rule = config.labels.rule()
@@ -106,14 +106,62 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
             pred = clf.predict_change(parts["test"], batch_size=config.train.eval_batch_size)
             extra.update(change_mae=float(np.abs(pred - true).mean()),
                          persistence_change_mae=float(np.abs(true).mean()))
-    return {**extra, "seed": config.train.seed, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
-            "f1_per_class": test["f1"], "precision_per_class": test["precision"], "recall_per_class": test["recall"],
-            "confusion_matrix": test["confusion_matrix"], "val_macro_f1": result["validation"]["macro_f1"],
+    return {**extra, **_run_row(result, result["test"], result["validation"]["macro_f1"], config.train.seed,
+                                time.perf_counter() - t0), "init_from": str(init_from) if init_from else None}
+
+
+def _run_row(result: dict, test: dict, val_macro_f1: float, seed: int, seconds: float) -> dict:
+    """One run's entry of a table row: the test metrics, validation macro-F1, epochs and timing."""
+    return {"seed": seed, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "f1_per_class": test["f1"],
+            "precision_per_class": test["precision"], "recall_per_class": test["recall"],
+            "confusion_matrix": test["confusion_matrix"], "val_macro_f1": val_macro_f1,
             "best_epoch": result["best_epoch"], "epochs": result["epochs"],
             "val_curve": [h["validation"]["macro_f1"] for h in result["history"]],
-            "model_dir": result["model_dir"], "seconds": round(time.perf_counter() - t0, 1),
-            "init_from": str(init_from) if init_from else None,
+            "model_dir": result["model_dir"], "seconds": round(seconds, 1),
             "calibration": test.get("calibration")}  # test ECE / Brier before and after the temperature
+
+
+def train_product(config: TrendConfig, records: Sequence[dict], out_dir: Path, test: Sequence[dict],
+                  progress: bool = True, slice_mask: np.ndarray | None = None,
+                  init_from: str | Path | None = None) -> dict[str, dict]:
+    """The `trendnlp` row's run: `training.pipeline.train_on_records` on every record up to the end of test,
+    split by the pipeline itself, then the saved model (and each branch alone) scored on the benchmark's test.
+
+    Returns:
+        {row name: run entry}: `trendnlp` (or the product variant's name) and, for a hybrid, one row per branch.
+    """
+    from trendnlp.model.load import load_model
+    from trendnlp.training.pipeline import train_on_records
+
+    t0 = time.perf_counter()
+    result = train_on_records(records, config, out_dir, progress=progress, init_from=init_from)
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    if result["split"]["records"]["test"] != len(test):
+        raise ValueError(f"the pipeline's split holds {result['split']['records']['test']} test records where the "
+                         f"benchmark's holds {len(test)}; its ranges: {result['split']['ranges']}")
+    clf = load_model(result["model_dir"])
+    labels = clf.labels
+    y = [r["label"] for r in test]
+    runs, name = {}, out_dir.parent.name
+    branches = result.get("branches") or {}
+    for branch in (None, *(b for b in BRANCHES if branches.get(b))):
+        t1 = time.perf_counter()
+        probs = (clf.predict_proba(test, batch_size=config.train.eval_batch_size) if branch is None else
+                 clf.predict_proba(test, batch_size=config.train.eval_batch_size, branch=branch))
+        np.save(out_dir / f"probs_test{'' if branch is None else '_' + branch}.npy", probs)
+        pred = probs.argmax(1)
+        metrics = classification_metrics(y, [labels[i] for i in pred], labels)
+        if branch is None:
+            val, seconds = result["validation"]["macro_f1"], time.perf_counter() - t0
+        else:
+            val, seconds = branches[branch]["validation"]["macro_f1"], time.perf_counter() - t1
+        row = {**_run_row(result, {**metrics, "calibration": (result["test"] or {}).get("calibration")
+                                   if branch is None else None}, val, config.train.seed, seconds),
+               **_slice_score(test, pred, slice_mask), "init_from": str(init_from) if init_from else None}
+        if branch is None and result.get("blend_weight") is not None:
+            row["blend_weight"] = result["blend_weight"]
+        runs[name if branch is None else f"{name}:{branch}"] = row
+    return runs
 
 
 def _slice_score(records: Sequence[dict], pred: np.ndarray, mask: np.ndarray | None) -> dict:
@@ -139,38 +187,6 @@ def new_product_mask(records: Sequence[dict], max_age: int = NEW_PRODUCT_AGE) ->
     age = np.array([(dt.date.fromisoformat(r["cutoff"]) - dt.date.fromisoformat(r["first_sale"])).days
                     / days[r.get("freq") or "W"] for r in records])
     return np.round(age) <= max_age
-
-
-def ensemble_row(fused: dict, hgb_probs: tuple[np.ndarray, np.ndarray], parts: dict[str, list[dict]],
-                 slice_mask: np.ndarray | None, weights: Sequence[float] = ENSEMBLE_WEIGHTS,
-                 peer: str = "sales_hgb") -> dict:
-    """`ensemble`: w * fused + (1 - w) * the boosting peer's probabilities (`peer`: gbm_all when it ran, else
-    sales_hgb), then validation logit offsets; per seed, w and the offsets are those with the best validation
-    macro-F1 (test is never used to choose)."""
-    from trendnlp.model.calibration import biased_scores, fit_logit_bias, macro_f1_from_predictions
-
-    yv = np.array([LABELS.index(r["label"]) for r in parts["validation"]])
-    yt = [r["label"] for r in parts["test"]]
-    runs = []
-    for run in fused["runs"]:
-        t0 = time.perf_counter()
-        best = (-1.0, None, None)
-        for w in weights:
-            pv = w * run["probs"]["validation"] + (1 - w) * hgb_probs[0]
-            bias = fit_logit_bias(pv, yv)
-            score = macro_f1_from_predictions(yv, biased_scores(pv, bias).argmax(1), len(LABELS))
-            if score > best[0] + 1e-12:
-                best = (score, w, bias)
-        score, w, bias = best
-        pred = biased_scores(w * run["probs"]["test"] + (1 - w) * hgb_probs[1], bias).argmax(1)
-        m = classification_metrics(yt, [LABELS[i] for i in pred], LABELS)
-        runs.append({"seed": run["seed"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "f1_per_class": m["f1"],
-                     "confusion_matrix": m["confusion_matrix"], "val_macro_f1": score, "weight_fused": w,
-                     "logit_bias": [round(float(b), 3) for b in bias], "seconds": round(time.perf_counter() - t0, 1),
-                     **_slice_score(parts["test"], pred, slice_mask)})
-    row = {**aggregate("ensemble", runs), "kind": "ensemble"}
-    row["selected_by"] = f"{fused.get('variant', fused['name'])} x {peer}, weight and offsets on validation"
-    return row
 
 
 def aggregate(name: str, runs: list[dict]) -> dict:
@@ -225,7 +241,7 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
                   variants: Sequence[str] | None = None, baselines: Sequence[str] | None = None,
                   forecasters: Sequence[str] | None = None, timer: Timer | None = None, progress: bool = True,
                   n_examples: int = 6, meta: dict | None = None,
-                  warm_start: dict[str, str] | None = None) -> dict:
+                  warm_start: dict[str, str] | None = None, records: Sequence[dict] | None = None) -> dict:
     """Baselines and every neural variant over the seeds on prepared, split records; writes the report.
 
     Args:
@@ -233,7 +249,7 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         base_config: the benchmark TrendConfig as a dict (YAML + overrides); variants flip one switch each.
         out_dir: output folder (layout in the module docstring).
         seeds: training seeds; the neural rows report mean, std and min over them.
-        variants: subset of VARIANTS (all by default); an empty list trains none.
+        variants: names of VARIANTS and PRODUCT_VARIANTS (all by default); an empty list trains none.
         baselines: subset of baselines.BASELINES (all by default); an empty list runs none.
         forecasters: subset of forecasters.FORECASTERS (all by default); an empty list runs none. Skipped with
             a note when statsforecast is not installed.
@@ -242,6 +258,8 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         n_examples: test products drawn in the product-history plots.
         meta: extra facts stored in results.json (command, data, split, machine).
         warm_start: {"variant/seed_s": exported model folder} to warm-start those runs from (backtest --update).
+        records: every labelled record from the first training cutoff to the last test cutoff, purged gaps
+            included, for the `trendnlp` rows (the pipeline splits them itself); default: the parts joined.
     Returns:
         the results dict written to results.json: {"rows": [...], "timings": {...}, ...}.
 
@@ -253,10 +271,10 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
 
     out, timer = Path(out_dir), timer or Timer()
     out.mkdir(parents=True, exist_ok=True)
-    variants = list(VARIANTS if variants is None else variants)
-    unknown = sorted(set(variants) - set(VARIANTS))
+    variants = list([*PRODUCT_VARIANTS, *VARIANTS] if variants is None else variants)
+    unknown = sorted(set(variants) - set(VARIANTS) - set(PRODUCT_VARIANTS))
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+        raise ValueError(f"unknown variant(s) {unknown}; known: {list(PRODUCT_VARIANTS) + list(VARIANTS)}")
     for name in ("train", "validation", "test"):
         if not parts.get(name):
             raise ValueError(f"the {name} part is empty; check the --{name[:3] if name != 'validation' else 'val'}"
@@ -282,13 +300,29 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
                                      probs_out=baseline_probs, channels=channels,
                                      base_model=base_config["text"]["base_model"]):
                 rows.append({**row, "kind": "baseline", "seeds": [seeds[0]]})
-        for name, probs in baseline_probs.items():  # for later blends with a neural run (scripts/hybrid_check.py)
+        for name, probs in baseline_probs.items():  # for later blends with a neural run (saved for blends done outside the benchmark)
             (out / "baselines").mkdir(exist_ok=True)
             for part, p in zip(("validation", "test"), probs):
                 np.save(out / "baselines" / f"{name}_probs_{part}.npy", p)
     if forecasters is None or len(forecasters):
         rows += _forecaster_rows(parts, rule, forecasters, slice_mask, timer, notes)
-    for variant in variants:
+    for variant in (v for v in variants if v in PRODUCT_VARIANTS):
+        runs: dict[str, list[dict]] = {}
+        for seed in seeds:
+            config = variant_config(base_config, variant, seed, data)
+            with timer.stage(f"{variant} seed {seed}"):
+                got = train_product(config, records or [*parts["train"], *parts["validation"], *parts["test"]],
+                                    out / "runs" / variant / f"seed_{seed}", parts["test"], progress=progress,
+                                    slice_mask=slice_mask,
+                                    init_from=(warm_start or {}).get(f"{variant}/seed_{seed}"))
+            for name, run in got.items():
+                runs.setdefault(name, []).append(run)
+                print(f"[benchmark] {name} seed {seed}: validation macro-F1 {run['val_macro_f1']:.4f}, test macro-F1 "
+                      f"{run['macro_f1']:.4f}" + (f", blend weight of the neural branch {run['blend_weight']:.2f}"
+                                                  if run.get("blend_weight") is not None else ""))
+        rows += [{**aggregate(name, rs), "kind": "product" if ":" not in name else "branch"}
+                 for name, rs in runs.items()]
+    for variant in (v for v in variants if v in VARIANTS):
         runs = []
         for seed in seeds:
             config = variant_config(base_config, variant, seed, data)
@@ -303,13 +337,6 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
     fused = select_fused(rows)
     if fused is not None:
         rows.append(fused)
-        peer = next((p for p in ENSEMBLE_PEERS if p in baseline_probs), None)
-        if peer:
-            with timer.stage("ensemble"):
-                rows.append(ensemble_row(fused, baseline_probs[peer], parts, slice_mask, peer=peer))
-    for row in rows:  # probabilities are in probs_*.npy of each run folder, not in results.json
-        for run in row.get("runs", []):
-            run.pop("probs", None)
     results = {"rows": rows, "seeds": list(seeds), "config": base_config, "notes": notes,
                "records": {k: len(v) for k, v in parts.items()}, **(meta or {})}
     if slice_mask is not None:
@@ -322,16 +349,26 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
     return results
 
 
+def within(records: Sequence[dict], first: str, last: str) -> list[dict]:
+    """The records whose cutoff lies in [first, last] (ISO dates): what the `trendnlp` row may split and train on.
+
+    >>> [r["cutoff"] for r in within([{"cutoff": "2011-01-02"}, {"cutoff": "2011-02-06"}], "2011-01-01", "2011-01-31")]
+    ['2011-01-02']
+    """
+    return [r for r in records if first <= str(r["cutoff"])[:10] <= last]
+
+
 # ---- command line --------------------------------------------------------------------------------
 def default_variants(option: str | None, config: TrendConfig) -> list[str] | None:
-    """--variants: the names given, or by default the rows the comparison needs (sales_only and the config's
-    fused model); `all` adds the ablations (text_only and the other fusion methods).
+    """--variants: the names given, or by default the rows the comparison needs (the saved `trendnlp` model,
+    whose neural branch is the config's fused model, and sales_only for the text's effect); `all` adds the
+    ablations (text_only, each fusion method as its own run, and the refit product).
 
     >>> default_variants(None, TrendConfig()), default_variants("all", TrendConfig())
-    (['sales_only', 'fused_gated'], None)
+    (['trendnlp', 'sales_only'], None)
     """
     if option is None:
-        return ["sales_only", FUSED_PREFIX + config.fusion.method]
+        return ["trendnlp", "sales_only"]
     return names_option(option)
 
 
@@ -357,7 +394,8 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     results = run_benchmark({"train": train, "validation": val, "test": test}, base, args.out, seeds,
                             variants=default_variants(args.variants, config), baselines=names,
                             forecasters=names_option(getattr(args, "forecasters", None)),
-                            timer=timer, progress=progress, n_examples=args.examples, meta=meta)
+                            timer=timer, progress=progress, n_examples=args.examples, meta=meta,
+                            records=within(records, ranges["train"][0], ranges["test"][1]))
     print()
     print(format_results_table(results["rows"]))
     print()

@@ -7,6 +7,7 @@ record also predicts; the purge (a gap of at least `horizon` periods) keeps the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from trendnlp.data.records import FREQS
 
@@ -93,6 +94,60 @@ def split_by_cutoff(records: Sequence[dict], train: Range = ONLINE_RETAIL_SPLIT[
     return out["train"], out["val"], out["test"]
 
 
+def latest_ranges(cutoffs: Sequence[str], test_periods: int = 3, val_periods: int = 3, purge: int = 4,
+                  freq: str = "W") -> dict[str, Range]:
+    """Cutoff ranges counted back from the newest labelled cutoff, with the DESIGN §6 gaps.
+
+    test = the newest `test_periods` cutoffs; validation = the `val_periods` before them, ending `purge` periods
+    before the first test cutoff; train = every cutoff up to `purge` periods before the first validation
+    cutoff; `gap` = the purged cutoffs between train and validation (labels known before the first test
+    cutoff, so a refit may add them). Nothing reaches test from the future of train or validation.
+
+    Args:
+        cutoffs: the cutoff dates of the labelled records (any order, repeats allowed).
+        test_periods, val_periods: periods in the test and validation parts (>= 1 each).
+        purge: periods between parts (at least the label rule's F: a label looks that far ahead).
+        freq: period length of the cutoffs.
+    Returns:
+        {"train", "gap", "val", "test"}: (first, last) ISO dates, inclusive; `gap` is None when purge <= 1.
+    Raises:
+        ValueError when no training cutoff is left.
+
+    >>> cs = [f"2011-{m:02d}-{d:02d}" for m, d in [(5, 29), (6, 5), (8, 14), (9, 11), (9, 25), (10, 23), (11, 6)]]
+    >>> latest_ranges(cs)
+    {'train': ('2011-05-29', '2011-08-14'), 'gap': ('2011-08-21', '2011-09-04'), 'val': ('2011-09-11', '2011-09-25'), 'test': ('2011-10-23', '2011-11-06')}
+    """
+    import pandas as pd
+
+    from trendnlp.data.prepare import PERIOD_CODES
+
+    for name, value in (("test_periods", test_periods), ("val_periods", val_periods)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be at least 1, found {value}")
+    if purge < 0:
+        raise ValueError(f"purge must be >= 0 periods, found {purge}")
+    if not cutoffs:
+        raise ValueError("no labelled records to split")
+    code = PERIOD_CODES[freq]
+    periods = sorted({pd.Period(pd.Timestamp(c), freq=code) for c in cutoffs})
+    first, last = periods[0], periods[-1]
+    test_first = last - (test_periods - 1)
+    val_last = test_first - purge
+    val_first = val_last - (val_periods - 1)
+    train_last = val_first - purge
+
+    def day(p) -> str:  # the cutoff date of a period: its end
+        return p.end_time.strftime("%Y-%m-%d")
+
+    if train_last < first:
+        raise ValueError(f"the labelled cutoffs run {day(first)} … {day(last)} ({len(periods)} periods): after "
+                         f"{test_periods} test and {val_periods} validation periods with {purge}-period purges no "
+                         "training cutoff is left; give a longer order log or fewer --test-periods / --val-periods")
+    return {"train": (day(first), day(train_last)),
+            "gap": (day(train_last + 1), day(val_first - 1)) if purge > 1 else None,
+            "val": (day(val_first), day(val_last)), "test": (day(test_first), day(last))}
+
+
 def time_holdout(records: Sequence[dict], val_fraction: float = 0.2, horizon: int = 4,
                  freq: str | None = None) -> tuple[list[dict], list[dict]]:
     """Hold out the latest cutoffs for validation, purging `horizon` periods before them from training.
@@ -135,3 +190,30 @@ def time_holdout(records: Sequence[dict], val_fraction: float = 0.2, horizon: in
                          f"{horizon} periods before them, no training records remain; give a validation file or "
                          "more cutoffs")
     return train, val
+
+
+def by_product(records: Sequence[dict]) -> list[dict]:
+    """Records sorted by (product, cutoff): the order of the written validation / test files.
+
+    >>> [r["product_id"] for r in by_product([{"product_id": "b", "cutoff": "2011-01-02"},
+    ...                                       {"product_id": "a", "cutoff": "2011-01-09"}])]
+    ['a', 'b']
+    """
+    return sorted(records, key=lambda r: (r["product_id"], r.get("cutoff") or ""))
+
+
+def write_splits(parts: dict[str, list[dict]], data_dir: Path) -> dict[str, str]:
+    """Write each part to data_dir/{name}.parquet; validation and test sorted by (product, cutoff).
+
+    Evaluation batches follow file order, so sorting by product puts each product's cutoffs in one batch
+    and its text is encoded once per batch instead of once per record.
+    """
+    from trendnlp.data.io import write_records
+
+    paths = {}
+    for name, recs in parts.items():
+        if name != "train":
+            recs = by_product(recs)
+        paths[name] = str(data_dir / f"{name}.parquet")
+        write_records(recs, paths[name])
+    return paths
