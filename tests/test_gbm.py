@@ -1,5 +1,5 @@
-"""The LightGBM peers (gbm_all, gbm_all_text): their features on hand-made records, fitting on tiny data, the
-text PCA fitted on training texts only, and validation-only choices."""
+"""The LightGBM peers (gbm_all, gbm_all_text: the boosting branch used alone): their features on hand-made
+records, fitting on tiny data, the text PCA fitted on training texts only, and validation-only choices."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,20 +7,22 @@ import pytest
 
 from trendnlp.benchmark import gbm
 from trendnlp.labels import LABELS, LabelRule
+from trendnlp.model import boosting
+from trendnlp.model import boosting_features as bf
 
 pytest.importorskip("lightgbm")
 
 
 def _col(X: np.ndarray, name: str) -> np.ndarray:
-    return X[:, gbm.CHANNEL_FEATURE_NAMES.index(name)]
+    return X[:, bf.channel_feature_names().index(name)]
 
 
 def test_channel_features_by_hand():
     rec = {"sales": [4.0] * 22 + [8.0] * 4, "orders": [2.0] * 22 + [4.0] * 4, "customers": [1.0] * 22 + [3.0] * 4,
            "market_sales": [100.0] * 26, "price": [None] * 20 + [2.0] * 5 + [4.0],
            "cutoff": "2011-10-23", "first_sale": "2011-06-05"}
-    X = gbm.channel_matrix([rec], LabelRule())
-    assert X.shape == (1, len(gbm.CHANNEL_FEATURE_NAMES))
+    X = bf.channel_matrix([rec], LabelRule())
+    assert X.shape == (1, len(bf.channel_feature_names()))
     assert _col(X, "week_of_year")[0] == 42 and _col(X, "month")[0] == 10 and _col(X, "age_periods")[0] == 20
     assert _col(X, "orders_log_recent")[0] == pytest.approx(np.log1p(4))
     assert _col(X, "orders_change_recent_vs_previous")[0] == pytest.approx(np.log(5 / 3))  # (4+1)/(2+1)
@@ -32,12 +34,12 @@ def test_channel_features_by_hand():
 
 def test_missing_channels_are_nan_not_zero():
     """A log without invoices or customers gives NaN columns (LightGBM's missing values), never invented zeros."""
-    X = gbm.channel_matrix([{"sales": [1.0, 2.0, 3.0], "cutoff": "2011-06-05"}], LabelRule())
+    X = bf.channel_matrix([{"sales": [1.0, 2.0, 3.0], "cutoff": "2011-06-05"}], LabelRule())
     for name in ("orders_log_recent", "customers_log_t-0", "units_per_order_recent", "price_rel_median",
                  "age_periods"):
         assert np.isnan(_col(X, name)[0]), name
-    assert np.isfinite(gbm.all_channel_matrix([{"sales": [1.0, 2.0], "cutoff": "2011-06-05"}],
-                                              LabelRule())[:, :len(gbm.SALES_FEATURE_NAMES)]).all()
+    assert np.isfinite(bf.feature_matrix([{"sales": [1.0, 2.0], "cutoff": "2011-06-05"}],
+                                         LabelRule())[:, :len(bf.SALES_FEATURE_NAMES)]).all()
 
 
 def _records(n: int, seed: int, cutoff: str) -> list[dict]:
@@ -77,17 +79,17 @@ def test_gbm_all_text_pca_is_fitted_on_train_texts_only(small_grid, tiny_bert_di
     for r in val:
         r["title"] = "a text only validation has"
     seen: list[list[str]] = []
-    real = gbm.text_embeddings
-    monkeypatch.setattr(gbm, "text_embeddings", lambda texts, base: seen.append(list(texts)) or real(texts, base))
+    real = boosting.text_embeddings
+    monkeypatch.setattr(boosting, "text_embeddings", lambda texts, base: seen.append(list(texts)) or real(texts, base))
     model = gbm.GBMAllTextBaseline(LabelRule(), seed=0, base_model=tiny_bert_dir).fit(train, val)
     assert set(seen[0]) == {r["title"] for r in train}  # the PCA's fit: distinct training texts, nothing else
-    assert model.pca_.n_components_ == 3  # four distinct texts in train
-    X = model._matrix(val)
-    assert X.shape == (60, len(gbm.ALL_FEATURE_NAMES) + 3)
+    assert model.branch_.pca_[1].shape[0] == 3  # four distinct texts in train: 3 components
+    X = model.branch_.matrix(val)
+    assert X.shape == (60, len(bf.feature_names()) + 3)
     assert model.predict_proba(val).shape == (60, 3)
 
 
 def test_text_embeddings_are_mean_pooled_and_cached(tiny_bert_dir):
-    a = gbm.text_embeddings(["red mug", "blue lamp", "red mug"], tiny_bert_dir)
+    a = boosting.text_embeddings(["red mug", "blue lamp", "red mug"], tiny_bert_dir)
     assert a.shape[0] == 3 and np.allclose(a[0], a[2]) and not np.allclose(a[0], a[1])
-    assert (tiny_bert_dir, "red mug") in gbm._EMBEDDINGS
+    assert (tiny_bert_dir, "red mug") in boosting._EMBEDDINGS

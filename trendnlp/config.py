@@ -127,6 +127,8 @@ class DataConfig(_Section):
     val_fraction: float = _f(0.2, gt=0, lt=1, help="share of cutoffs held out (latest, with a one-horizon purge) when validation is empty")
     arrow: bool = _f(False, "read records into memory-mapped Arrow (datasets), built once and cached in the run "
                      "folder, so RAM does not grow with the record count (needs data.validation)")
+    refit_extra: str = _f("", "optional labelled records used only by train.refit, added to train + validation "
+                              "(e.g. the purge gap between them); empty: none")
 
 
 class TrainConfig(_Section):
@@ -157,6 +159,25 @@ class TrainConfig(_Section):
     dedup_text: bool = _f(True, "encode each distinct text in a batch once")
     num_workers: int = _f(0, "DataLoader workers", ge=0)
     log_with: str = _f("auto", "tensorboard, none, or auto (tensorboard when installed)")
+    refit: bool = _f(False, "after choosing the epochs, boosting rounds and blend weight on validation, train both "
+                            "branches again with them on train + data.refit_extra + validation and export that "
+                            "model (offsets and temperature stay the ones fitted on validation)")
+
+
+class ModelConfig(_Section):
+    kind: Literal["hybrid", "neural", "boosting"] = _f(
+        "neural", "neural: the text + sales network alone; boosting: LightGBM on the channels' summary features "
+                  "alone; hybrid: both, blended with a weight chosen on validation")
+    boosting_text: bool = _f(False, "give the boosting branch a PCA of the frozen base encoder's embeddings of "
+                                    "title + description (the gbm_all_text features)")
+    boosting_max_rounds: int = _f(1000, "most boosting rounds per grid point (early-stopped on validation)", ge=1)
+    boosting_early_stopping: int = _f(50, "rounds without validation log-loss gain before a grid point stops",
+                                      ge=1)
+    boosting_leaves: list[int] = _f([15, 63], "the grid of LightGBM num_leaves tried on validation (best "
+                                              "validation macro-F1 kept)")
+    boosting_min_data_in_leaf: int = _f(100, "LightGBM min_data_in_leaf (smaller only for tiny data sets)", ge=1)
+    blend_weights: int = _f(11, "weights w of the neural branch tried on validation, evenly from 0 to 1 "
+                                "(p = w * p_neural + (1 - w) * p_boosting)", ge=2)
 
 
 class TrendConfig(_Section):
@@ -166,6 +187,7 @@ class TrendConfig(_Section):
     labels: LabelConfig = Field(default_factory=LabelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
 
     @model_validator(mode="after")
     def _across_sections(self) -> "TrendConfig":
@@ -207,7 +229,8 @@ class TrendConfig(_Section):
 
 _SECTION_OF = {cls.__name__: name for name, cls in (("text", TextConfig), ("sales", SalesConfig),
                                                       ("fusion", FusionConfig), ("labels", LabelConfig),
-                                                      ("data", DataConfig), ("train", TrainConfig))}
+                                                      ("data", DataConfig), ("train", TrainConfig),
+                                                      ("model", ModelConfig))}
 _BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than": ("<", "lt"),
            "less_than_equal": ("<=", "le")}
 
@@ -260,7 +283,7 @@ def _type_name(model: str, path: list[str]) -> str:
 
 def _known_keys(class_name: str) -> list[str]:
     cls = {c.__name__: c for c in (TrendConfig, TextConfig, SalesConfig, FusionConfig, LabelConfig, DataConfig,
-                                   TrainConfig)}[class_name]
+                                   TrainConfig, ModelConfig)}[class_name]
     return list(cls.model_fields)
 
 

@@ -39,6 +39,7 @@ from trendnlp.model.card import write_model_card
 from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer,
                                    check_weights, read_meta, record_identity, resolve_stored_path)
 from trendnlp.model.fusion import FusionHead
+from trendnlp.model.hybrid import BoostingTrendClassifier, load_blend
 from trendnlp.model.predict import Runtime
 from trendnlp.model.sales_encoder import SalesEncoder
 from trendnlp.model.text_encoder import BaseModelError, TextEncoder, load_base_model, load_tokenizer
@@ -233,6 +234,9 @@ class TrendClassifier(Runtime, nn.Module):
         if self_contained and self.text_encoder is not None:
             # the original reference stays in config.text.base_model; loading reads encoder/ instead
             meta["self_contained"] = {"encoder": "encoder", "base_model": c.text.base_model}
+        if self.blend is not None:  # a hybrid: the boosting branch in boosting/, the blend in config.json
+            self.blend.save(d)
+            meta["hybrid"] = self.blend.meta()
         (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if self.text_encoder is not None:
             if c.text.finetune != "lora" or self.text_encoder.is_peft or not self_contained:
@@ -258,7 +262,9 @@ class TrendClassifier(Runtime, nn.Module):
             merge_lora: fold LoRA into the encoder weights for faster inference (then it cannot be re-saved).
             device: where to put the model (default: CPU).
         Returns:
-            the model in eval mode (`trendnlp.load_model(dir, backend="onnx")` gives the same API on onnxruntime).
+            the model in eval mode (`trendnlp.load_model(dir, backend="onnx")` gives the same API on onnxruntime);
+            a hybrid folder's model predicts the blend (`blend` holds the boosting branch), a model.kind=boosting
+            folder gives a `BoostingTrendClassifier` with the same prediction API.
 
         >>> clf = TrendClassifier.from_pretrained("runs/demo/model")  # doctest: +SKIP
         """
@@ -274,9 +280,12 @@ class TrendClassifier(Runtime, nn.Module):
             config = TrendConfig.from_dict(meta["config"], source=str(d / CONFIG_NAME))
         except ValueError as e:
             raise ModelFolderError(f"{e} (the model folder's config.json is damaged or from another version)") from None
-        check_files(d, config, meta)
         stored = config.text.base_model
         config.text.base_model = base_model if base_model is not None else resolve_stored_path(d, stored)
+        if (meta.get("hybrid") or {}).get("kind") == "boosting":  # no neural branch: nothing else to load
+            return BoostingTrendClassifier(config, load_blend(d, meta, config.text.base_model))
+        check_files(d, config, meta)
+        frozen_base = config.text.base_model  # the boosting branch's text PCA embeds with it (no LoRA)
         base = tokenizer = None
         # self-contained: encoder/ holds the merged encoder; an explicit base_model still selects base + adapter
         merged = bool(meta.get("self_contained")) and base_model is None and config.text.enabled
@@ -309,6 +318,7 @@ class TrendClassifier(Runtime, nn.Module):
                              f"unexpected {result.unexpected_keys[:5]})")
         if merge_lora and model.text_encoder is not None:
             model.text_encoder.merge_lora()
+        model.blend = load_blend(d, meta, frozen_base)  # None for a neural model (and every older folder)
         return model.to(device or "cpu").eval()
 
     # ---- the prediction primitives (model/predict.py runs every prediction through them) -------
@@ -378,7 +388,7 @@ def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: s
 
 def _versions() -> dict:
     out = {}
-    for pkg in ("trendnlp", "torch", "transformers", "peft", "safetensors"):
+    for pkg in ("trendnlp", "torch", "transformers", "peft", "safetensors", "lightgbm"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

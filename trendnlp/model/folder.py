@@ -170,7 +170,8 @@ def record_identity(folder: Path, model) -> None:
     size and the base encoder's weights fingerprint."""
     path = folder / CONFIG_NAME
     meta = json.loads(path.read_text(encoding="utf-8"))
-    meta["files"] = required_files(model.config)
+    meta["files"] = required_files(model.config) + sorted(  # a hybrid's boosting branch (model/hybrid.py)
+        str(p.relative_to(folder)) for p in (folder / "boosting").rglob("*") if p.is_file())
     if model.text_encoder is not None:
         meta.update(tokenizer_vocab_size=len(model.tokenizer), base_fingerprint=model.text_encoder.base_fingerprint)
     path.write_text(json.dumps(meta, indent=2), encoding="utf-8")

@@ -52,6 +52,13 @@ class Runtime:
     device: torch.device
     text_dim: int = 0  # width H of a pooled text
     has_change: bool = False
+    has_neural: bool = True  # False: a boosting-only model (model.kind=boosting)
+    blend: Any = None  # model.hybrid.Blend of a hybrid or boosting folder: the boosting branch and the blend
+
+    @property
+    def kind(self) -> str:
+        """"neural", "hybrid" or "boosting" (model.kind of the loaded folder)."""
+        return "neural" if self.blend is None else self.blend.kind
 
     @property
     def labels(self) -> list[str]:
@@ -68,12 +75,13 @@ class Runtime:
         return contextlib.nullcontext()
 
     def predict_outputs(self, records: Any, batch_size: int = 64, on_error: str = "raise",
-                        report: ErrorReport | None = None) -> Predictions:
+                        report: ErrorReport | None = None, branch: str | None = None) -> Predictions:
         """Probabilities and expected_change of any records input in one pass (arguments as `predict_proba`)."""
-        return Predictor(self, batch_size=batch_size).predict(records, on_error=on_error, report=report)
+        return Predictor(self, batch_size=batch_size).predict(records, on_error=on_error, report=report,
+                                                              branch=branch)
 
     def predict_proba(self, records: Any, batch_size: int = 64, on_error: str = "raise",
-                      report: ErrorReport | None = None, as_frame: bool = False) -> Any:
+                      report: ErrorReport | None = None, as_frame: bool = False, branch: str | None = None) -> Any:
         """Class probabilities, columns in `self.labels` order.
 
         Args:
@@ -83,6 +91,8 @@ class Runtime:
             report: an `ErrorReport` that receives each skipped record's row, field and reason.
             as_frame: return a pandas DataFrame with one column per label, indexed like `records` (a
                 DataFrame's own index; 0..n-1 otherwise).
+            branch: None for the saved model (a hybrid's blend); "neural" or "boosting" for one branch of a
+                hybrid alone (the neural one with its own offsets and temperature, the boosting one raw).
         Returns:
             (n, n_classes) float32 array, one row per input record in input order, summing to 1; a record
             skipped under on_error="skip" keeps its row, filled with NaN (see `report` for why). No records
@@ -98,14 +108,14 @@ class Runtime:
         >>> clf.predict_proba([]).shape
         (0, 3)
         """
-        proba = self.predict_outputs(records, batch_size, on_error, report).probs
+        proba = self.predict_outputs(records, batch_size, on_error, report, branch=branch).probs
         return proba_frame(proba, records, self.labels) if as_frame else proba
 
     def predict(self, records: Any, batch_size: int = 64, on_error: str = "raise",
-                report: ErrorReport | None = None) -> list[str | None]:
+                report: ErrorReport | None = None, branch: str | None = None) -> list[str | None]:
         """Most probable label per input record (arguments as `predict_proba`); None for a skipped record."""
-        return labels_of(self.predict_proba(records, batch_size=batch_size, on_error=on_error, report=report),
-                         self.labels)
+        return labels_of(self.predict_proba(records, batch_size=batch_size, on_error=on_error, report=report,
+                                            branch=branch), self.labels)
 
     def predict_change(self, records: Any, batch_size: int = 64, on_error: str = "raise",
                        report: ErrorReport | None = None) -> np.ndarray:
@@ -118,6 +128,18 @@ class Runtime:
         if not self.has_change:
             raise ValueError("this model has no change head; train it with --set fusion.change_head=true")
         return self.predict_outputs(records, batch_size, on_error, report).change
+
+
+def check_branch(runtime: Runtime, branch: str | None) -> None:
+    """`branch` names a branch this model has (None: the saved model)."""
+    if branch is None:
+        return
+    has = [b for b, ok in (("neural", runtime.has_neural), ("boosting", runtime.blend is not None)) if ok]
+    if branch not in ("neural", "boosting"):
+        raise ValueError(f"branch must be None, 'neural' or 'boosting', found {branch!r}")
+    if branch not in has:
+        raise ValueError(f"branch={branch!r}: this {runtime.kind} model has no {branch} branch (it has {has}); "
+                         "leave branch=None for the saved model")
 
 
 def labels_of(probs: np.ndarray, labels: list[str]) -> list[str | None]:
@@ -152,7 +174,7 @@ class Predictor:
         self.runtime, self.batch_size, self.cache_size = runtime, batch_size, max(0, text_cache)
         c = runtime.config
         self.collator = TrendCollator(runtime.tokenizer, c.text, c.sales, runtime.labels, K=c.labels.K,
-                                      alpha=c.labels.alpha)
+                                      alpha=c.labels.alpha) if runtime.has_neural else None
         self.device = runtime.device
         self.dtype = dtype
         self._slots: OrderedDict[str, int] = OrderedDict()  # text -> row of _table, least recently used first
@@ -161,12 +183,14 @@ class Predictor:
         self._lock = threading.Lock()
 
     # ---- any input ----------------------------------------------------------------------------
-    def predict(self, records: Any, on_error: str = "raise", report: ErrorReport | None = None) -> Predictions:
+    def predict(self, records: Any, on_error: str = "raise", report: ErrorReport | None = None,
+                branch: str | None = None) -> Predictions:
         """Validate any records input, run it window by window, align the outputs with the input rows."""
         c = self.runtime.config
+        check_branch(self.runtime, branch)
         recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
                                                    rule=c.labels.rule(), report=report)
-        parts = [self(recs[s:s + WINDOW]) for s in range(0, len(recs), WINDOW)] or [self([])]
+        parts = [self(recs[s:s + WINDOW], branch) for s in range(0, len(recs), WINDOW)] or [self([], branch)]
         probs = np.full((n_rows, len(self.runtime.labels)), np.nan, dtype=np.float32)  # skipped rows stay NaN
         probs[where] = np.concatenate([p.probs for p in parts])
         change = None
@@ -176,8 +200,21 @@ class Predictor:
         return Predictions(probs, change)
 
     # ---- validated records --------------------------------------------------------------------
-    def __call__(self, records: list[dict]) -> Predictions:
-        """Outputs for validated records (rows in `records` order), texts deduplicated over all of them."""
+    def __call__(self, records: list[dict], branch: str | None = None) -> Predictions:
+        """Outputs for validated records (rows in `records` order): the neural branch's, the boosting branch's,
+        or (branch None) the saved model's: a hybrid's blend."""
+        rt = self.runtime
+        out = self._neural(records) if rt.has_neural and branch != "boosting" else None
+        if rt.blend is None or branch == "neural":
+            return out
+        p_boost = rt.blend.branch.predict_proba(records).astype(np.float32)
+        probs = p_boost if branch == "boosting" else rt.blend.combine(None if out is None else out.probs, p_boost)
+        change = out.change if out is not None else (
+            np.full(len(records), np.nan, dtype=np.float32) if rt.has_change else None)
+        return Predictions(probs.astype(np.float32), change)
+
+    def _neural(self, records: list[dict]) -> Predictions:
+        """The neural branch's outputs for validated records, texts deduplicated over all of them."""
         rt, n = self.runtime, len(records)
         probs = np.zeros((n, len(rt.labels)), dtype=np.float32)
         change = np.full(n, np.nan, dtype=np.float32) if rt.has_change else None

@@ -90,12 +90,21 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
             and the feature scaling come from it instead of a fresh initialisation and a refit on the new data.
     Returns:
         dict with best_epoch, validation (the best epoch's metrics), test (or None), steps, epochs,
-        stopped ("epochs", "early_stopping" or "max_steps"), model_dir, history and is_main_process.
+        stopped ("epochs", "early_stopping" or "max_steps"), model_dir, history and is_main_process; with
+        model.kind hybrid or boosting (training/hybrid.py) validation and test are the saved model's, plus
+        kind, blend_weight and branches ({"neural": {"validation", "test"}, "boosting": {...}}: each alone).
 
     >>> cfg = TrendConfig.from_yaml("configs/default.yaml")  # doctest: +SKIP
     >>> train(cfg, "runs/default")["validation"]["macro_f1"]  # doctest: +SKIP
     """
     out, tc = Path(output_dir), config.train
+    if config.model.kind == "boosting":  # no neural branch: nothing for the loop to do
+        from trendnlp.training.hybrid import train_boosting
+
+        return train_boosting(config, out, progress)
+    if config.model.kind == "hybrid" and config.data.arrow:
+        raise ValueError("config: model.kind=hybrid reads its records into memory for the boosting branch; set "
+                         "data.arrow=false (or model.kind=neural)")
     accelerator = make_accelerator(tc, out)  # refuses fp16 on CPU before any heavy work
     show = progress and accelerator.is_local_main_process
     ckpt, fingerprint = _start(accelerator, config, out, resume, resume_anyway)
@@ -137,6 +146,12 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
         _train_epoch(accelerator, (model, optimizer, scheduler, loss_fn), train_loader, state, tc, on_step, show)
         end_epoch(accelerator, model, val_loader, out, state, tc, show)
     result = finish(accelerator, config, out, state, data.test, show)
+    if config.model.kind == "hybrid" and result["best_epoch"] is not None:
+        from trendnlp.training.hybrid import add_boosting
+
+        if accelerator.is_main_process:  # one process fits the booster and rewrites the folder
+            result = add_boosting(config, out, data.train, data.validation, data.test, result, show)
+        accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
 

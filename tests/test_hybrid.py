@@ -1,0 +1,139 @@
+"""The hybrid model (model.kind=hybrid | boosting): trained by `train`, saved as one folder, and loaded by every
+runtime with the blend as its probabilities and `branch=` for one branch alone; folders of earlier releases still
+load as neural; a damaged boosting file is one line from the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trendnlp import TrendClassifier, load_model
+from trendnlp.config import TrendConfig
+from trendnlp.model.hybrid import BoostingTrendClassifier, calibrated, choose_blend
+
+from conftest import train_tiny
+
+REPO = Path(__file__).resolve().parents[1]
+BOOSTING = {"kind": "hybrid", "boosting_min_data_in_leaf": 5, "boosting_max_rounds": 30, "boosting_leaves": [7]}
+
+
+def _config(tiny_config: TrendConfig, **model) -> TrendConfig:
+    raw = tiny_config.to_dict()
+    raw["model"] = {**BOOSTING, **model}
+    raw["train"]["calibrate_bias"] = True
+    return TrendConfig.from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def hybrid_run(tiny_config, data_files, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("hybrid")
+    result = train_tiny(_config(tiny_config), {**data_files, "test": data_files["validation"]}, out)
+    return result, out / "model"
+
+
+def test_hybrid_training_returns_each_branch_and_the_weight(hybrid_run):
+    result, model_dir = hybrid_run
+    assert set(result["branches"]) == {"neural", "boosting"} and 0.0 <= result["blend_weight"] <= 1.0
+    for b in ("neural", "boosting"):
+        assert set(result["branches"][b]) == {"validation", "test"}
+    meta = json.loads((model_dir / "config.json").read_text())
+    assert meta["hybrid"]["kind"] == "hybrid" and meta["hybrid"]["blend_weight"] == result["blend_weight"]
+    assert {"boosting/model.txt", "boosting/boosting.json"} <= set(meta["files"])
+    scores = meta["hybrid"]["validation_macro_f1"]
+    assert scores["neural"] == pytest.approx(result["branches"]["neural"]["validation"]["macro_f1"])
+    assert scores["boosting"] == pytest.approx(result["branches"]["boosting"]["validation"]["macro_f1"])
+    # the blend's weight was chosen on validation: at least as good there as either branch alone
+    assert result["validation"]["macro_f1"] >= max(scores["neural"], scores["boosting"]) - 1e-9
+    assert not list(model_dir.rglob("*.pkl")) and not list(model_dir.rglob("*.pickle"))
+
+
+def test_the_loaded_model_predicts_the_blend_and_each_branch(hybrid_run, sample_records):
+    _, model_dir = hybrid_run
+    clf = TrendClassifier.from_pretrained(model_dir)
+    assert clf.kind == "hybrid"
+    recs = sample_records[:40]
+    p_n, p_b = clf.predict_proba(recs, branch="neural"), clf.predict_proba(recs, branch="boosting")
+    b = clf.blend
+    expected = calibrated(b.weight * p_n + (1 - b.weight) * p_b, np.asarray(b.logit_bias), b.temperature)
+    np.testing.assert_allclose(clf.predict_proba(recs), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(p_n, p_b)
+    np.testing.assert_allclose(clf.predict_proba(recs).sum(1), 1.0, atol=1e-5)
+    assert clf.predict(recs) == [clf.labels[i] for i in expected.argmax(1)]
+    via_api = load_model(model_dir, backend="torch")
+    np.testing.assert_allclose(via_api.predict_proba(recs), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="branch must be"):
+        clf.predict_proba(recs, branch="both")
+
+
+def test_a_copied_folder_gives_the_same_probabilities(hybrid_run, sample_records, tmp_path):
+    _, model_dir = hybrid_run
+    shutil.copytree(model_dir, tmp_path / "copy")
+    a = TrendClassifier.from_pretrained(model_dir).predict_proba(sample_records)
+    np.testing.assert_allclose(TrendClassifier.from_pretrained(tmp_path / "copy").predict_proba(sample_records), a,
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_boosting_only_trains_no_neural_model(tiny_config, data_files, tmp_path, sample_records):
+    result = train_tiny(_config(tiny_config, kind="boosting"), {**data_files, "test": data_files["validation"]},
+                        tmp_path)
+    assert result["blend_weight"] == 0.0 and set(result["branches"]) == {"boosting"} and result["history"] == []
+    model_dir = tmp_path / "model"
+    assert not (model_dir / "model.safetensors").exists() and not (model_dir / "adapter").exists()
+    clf = load_model(model_dir)
+    assert isinstance(clf, BoostingTrendClassifier) and clf.kind == "boosting"
+    p = clf.predict_proba(sample_records[:10])
+    assert p.shape == (10, 3) and np.allclose(p.sum(1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="no neural branch"):
+        clf.predict_proba(sample_records[:10], branch="neural")
+    assert result["test"]["macro_f1"] == pytest.approx(result["validation"]["macro_f1"])  # test is validation here
+
+
+def test_choose_blend_takes_the_better_branch_on_validation():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    good = np.full((300, 3), 0.1)
+    good[np.arange(300), y] = 0.8
+    noise = rng.dirichlet(np.ones(3), 300)
+    assert choose_blend(good, noise, y)["weight"] >= 0.5
+    assert choose_blend(noise, good, y)["weight"] <= 0.5
+    assert choose_blend(None, good, y, calibrate_bias=False)["weight"] == 0.0
+
+
+def test_a_folder_without_a_model_section_loads_as_neural(hybrid_run, tmp_path, sample_records):
+    """Folders saved by the last release have no `model` section and no `hybrid` key: neural, as then."""
+    _, model_dir = hybrid_run
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    shutil.rmtree(old / "boosting")
+    meta = json.loads((old / "config.json").read_text())
+    del meta["config"]["model"], meta["hybrid"]
+    meta["files"] = [f for f in meta["files"] if not f.startswith("boosting/")]
+    (old / "config.json").write_text(json.dumps(meta))
+    clf = TrendClassifier.from_pretrained(old)
+    assert clf.kind == "neural" and clf.blend is None and clf.config.model.kind == "neural"
+    np.testing.assert_allclose(clf.predict_proba(sample_records[:20]),
+                               TrendClassifier.from_pretrained(model_dir).predict_proba(sample_records[:20],
+                                                                                        branch="neural"),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_label_on_a_truncated_booster_is_one_line(hybrid_run, tmp_path, data_files):
+    _, model_dir = hybrid_run
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    booster = bad / "boosting" / "model.txt"
+    booster.write_text(booster.read_text()[:500])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "trendnlp", "label", "--model", str(bad), "--input",
+                           data_files["validation"], "--output", str(tmp_path / "labels.csv")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(booster) in lines[0] and "Traceback" not in proc.stderr
