@@ -137,3 +137,28 @@ def test_label_on_a_truncated_booster_is_one_line(hybrid_run, tmp_path, data_fil
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(booster) in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_refit_keeps_the_choices_and_trains_on_every_known_label(tiny_config, data_files, tmp_path, sample_records):
+    """train.refit: the same epochs, rounds, weight, offsets and temperature; the branches retrained on train +
+    data.refit_extra + validation, recorded in config.json."""
+    cfg = _config(tiny_config)
+    raw = cfg.to_dict()
+    raw["train"]["refit"] = True
+    raw["data"]["refit_extra"] = data_files["validation"]  # any labelled records: counted once more
+    result = train_tiny(TrendConfig.from_dict(raw), {**data_files, "test": data_files["validation"]}, tmp_path)
+    n_train = sum(1 for _ in open(data_files["train"]))
+    n_val = sum(1 for _ in open(data_files["validation"]))
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert meta["refit"]["records"] == n_train + 2 * n_val and meta["refit"]["extra_records"] == n_val
+    selection = TrendClassifier.from_pretrained(tmp_path / "model_selection")
+    refit = TrendClassifier.from_pretrained(tmp_path / "model")
+    assert refit.blend.weight == selection.blend.weight and refit.blend.logit_bias == selection.blend.logit_bias
+    assert refit.blend.temperature == selection.blend.temperature
+    assert refit.blend.branch.params_ == selection.blend.branch.params_  # the rounds chosen on validation
+    assert float(refit.temperature) == float(selection.temperature)
+    assert np.allclose(refit.logit_bias.numpy(), selection.logit_bias.numpy())
+    assert not np.allclose(refit.predict_proba(sample_records, branch="boosting"),
+                           selection.predict_proba(sample_records, branch="boosting"))  # retrained on more
+    assert result["refit"]["records"] == meta["refit"]["records"] and result["test"] is not None
+    assert result["validation"] == result["refit"]["selection_validation"]  # never scored on its own training data
