@@ -162,3 +162,31 @@ def test_refit_keeps_the_choices_and_trains_on_every_known_label(tiny_config, da
                            selection.predict_proba(sample_records, branch="boosting"))  # retrained on more
     assert result["refit"]["records"] == meta["refit"]["records"] and result["test"] is not None
     assert result["validation"] == result["refit"]["selection_validation"]  # never scored on its own training data
+
+
+def test_onnx_export_of_a_hybrid_blends_like_torch(hybrid_run, tmp_path):
+    """The graphs are the neural branch; the booster stays LightGBM text beside them; labels equal torch's on the
+    sample catalog."""
+    from trendnlp.data.records import read_records
+    from trendnlp.inference.export import export_model
+
+    _, model_dir = hybrid_run
+    out = tmp_path / "exported"
+    export_model(model_dir, out=out, fmt="onnx")
+    assert (out / "model.onnx").is_file() and (out / "boosting" / "model.txt").is_file()
+    catalog = read_records(REPO / "data_samples" / "catalog.jsonl")
+    torch_clf, onnx_clf = load_model(out), load_model(out, backend="onnx")
+    assert onnx_clf.kind == "hybrid" and onnx_clf.blend.weight == torch_clf.blend.weight
+    p_torch, p_onnx = torch_clf.predict_proba(catalog), onnx_clf.predict_proba(catalog)
+    np.testing.assert_allclose(p_onnx, p_torch, atol=1e-4)
+    assert onnx_clf.predict(catalog) == torch_clf.predict(catalog)
+    np.testing.assert_allclose(onnx_clf.predict_proba(catalog, branch="boosting"),
+                               torch_clf.predict_proba(catalog, branch="boosting"))
+
+
+def test_onnx_export_of_a_boosting_only_folder_says_why_not(tiny_config, data_files, tmp_path):
+    from trendnlp.inference.export import export_onnx
+
+    train_tiny(_config(tiny_config, kind="boosting"), data_files, tmp_path)
+    with pytest.raises(ValueError, match="no neural network to export"):
+        export_onnx(tmp_path / "model")
