@@ -92,6 +92,14 @@ def test_boosting_only_trains_no_neural_model(tiny_config, data_files, tmp_path,
     with pytest.raises(ValueError, match="no neural branch"):
         clf.predict_proba(sample_records[:10], branch="neural")
     assert result["test"]["macro_f1"] == pytest.approx(result["validation"]["macro_f1"])  # test is validation here
+    explained = clf.explain(sample_records[:3])
+    assert explained[0]["shapley"] is None and explained[0]["boosting"]["blend_weight"] == 0.0
+    assert [e["label"] for e in explained] == clf.predict(sample_records[:3])
+    from trendnlp.inference.explain_report import write_explanations_html
+
+    write_explanations_html(sample_records[:3], explained, tmp_path / "report.html")
+    assert "boosting branch" in (tmp_path / "report.html").read_text()
+    assert "kind: **boosting**" in (model_dir / "README.md").read_text()
 
 
 def test_choose_blend_takes_the_better_branch_on_validation():
@@ -190,3 +198,46 @@ def test_onnx_export_of_a_boosting_only_folder_says_why_not(tiny_config, data_fi
     train_tiny(_config(tiny_config, kind="boosting"), data_files, tmp_path)
     with pytest.raises(ValueError, match="no neural network to export"):
         export_onnx(tmp_path / "model")
+
+
+def test_explain_gives_the_weight_and_the_boosters_tree_shap(hybrid_run, sample_records):
+    pytest.importorskip("captum")
+    _, model_dir = hybrid_run
+    clf = TrendClassifier.from_pretrained(model_dir)
+    recs = sample_records[:6]
+    explanations = clf.explain(recs, text_steps=0)
+    probs = clf.predict_proba(recs)
+    raw = clf.blend.branch.booster_.predict(clf.blend.branch.matrix(recs), raw_score=True,
+                                            num_iteration=clf.blend.branch.params_["rounds"])
+    for i, e in enumerate(explanations):
+        assert e["label"] == clf.labels[int(probs[i].argmax())] and e["shapley"] is not None  # neural part kept
+        b = e["boosting"]
+        assert b["blend_weight"] == clf.blend.weight and b["class"] == e["label"]
+        assert b["raw_score"] == pytest.approx(raw[i, clf.labels.index(e["label"])], abs=1e-5)
+        assert len(b["top_features"]) == 8 and b["top_features"][0]["feature"] in clf.blend.branch.feature_names_
+        mags = [abs(f["contribution"]) for f in b["top_features"]]
+        assert mags == sorted(mags, reverse=True)
+        assert set(b["neural_probabilities"]) == set(clf.labels)
+
+
+def test_the_card_and_a_real_server_give_kind_weight_and_branch_scores(hybrid_run, sample_records):
+    pytest.importorskip("fastapi")
+    import httpx
+    from serving import running_server
+
+    result, model_dir = hybrid_run
+    card = (model_dir / "README.md").read_text()
+    assert "kind: **hybrid**" in card and f"{result['blend_weight']:.2f} x p_neural" in card
+    assert "boosting/" in card and "validation macro-F1: " in card
+    records = [{k: r[k] for k in ("product_id", "title", "sales", "cutoff")} for r in sample_records[:4]]
+    expected = TrendClassifier.from_pretrained(model_dir).predict_proba(records)
+    with running_server(model_dir) as url:
+        meta = httpx.get(f"{url}/v1/metadata", timeout=30).json()
+        got = httpx.post(f"{url}/v1/predict", json={"records": records}, timeout=60).json()["results"]
+        explained = httpx.post(f"{url}/v1/explain?text_steps=0", json={"records": records[:2]}, timeout=120)
+    assert meta["kind"] == "hybrid" and meta["hybrid"]["blend_weight"] == result["blend_weight"]
+    assert set(meta["hybrid"]["validation_macro_f1"]) == {"neural", "boosting", "blend"}
+    for res, p in zip(got, expected):
+        assert [res["probabilities"][c] for c in meta["labels"]] == pytest.approx(p.tolist(), abs=1e-5)
+    if explained.status_code != 501:  # 501: the explain extra is not installed
+        assert explained.json()["results"][0]["boosting"]["blend_weight"] == result["blend_weight"]
