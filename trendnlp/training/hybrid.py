@@ -46,21 +46,17 @@ def _say(show: bool, text: str) -> None:
 
 
 def fit_blend(config: TrendConfig, branch: BoostingBranch, val: list[dict], p_neural: np.ndarray | None,
-              kind: str) -> tuple[Blend, dict]:
-    """The Blend chosen on validation, and the validation probabilities of each part ({"boosting", "blend"})."""
+              kind: str) -> Blend:
+    """The Blend chosen on validation (model/hybrid.py: choose_blend), with each part's validation macro-F1."""
     tc = config.train
     p_boost = branch.predict_proba(val)
-    y = _y(config, val)
-    choice = choose_blend(p_neural, p_boost, y, config.model.blend_weights, tc.calibrate_bias,
+    choice = choose_blend(p_neural, p_boost, _y(config, val), config.model.blend_weights, tc.calibrate_bias,
                           tc.calibrate_temperature)
-    C = len(config.labels.names)
     scores = {"boosting": float(_metrics(config, val, p_boost)["macro_f1"]), "blend": choice["macro_f1"]}
     if p_neural is not None:
         scores["neural"] = float(_metrics(config, val, p_neural)["macro_f1"])
-    blend = Blend(branch, kind, choice["weight"] if p_neural is not None else 0.0, choice["logit_bias"],
-                  choice["temperature"], scores)
-    assert p_boost.shape[1] == C
-    return blend, {"boosting": p_boost, "blend": blend.combine(p_neural, p_boost)}
+    return Blend(branch, kind, choice["weight"] if p_neural is not None else 0.0, choice["logit_bias"],
+                 choice["temperature"], scores)
 
 
 def _branch_results(config: TrendConfig, clf, parts: dict[str, list[dict] | None]) -> dict:
@@ -86,7 +82,7 @@ def add_boosting(config: TrendConfig, out: Path, train_recs: list[dict], val_rec
     branch = make_branch(config).fit(train_recs, val_recs)
     neural = TrendClassifier.from_pretrained(model_dir, merge_lora=False)  # un-merged: it is saved again
     p_neural = neural.predict_proba(val_recs, batch_size=config.train.eval_batch_size)
-    blend, _ = fit_blend(config, branch, val_recs, p_neural, "hybrid")
+    blend = fit_blend(config, branch, val_recs, p_neural, "hybrid")
     neural.blend = blend
     metrics = _read_metrics(model_dir)
     neural.save_pretrained(model_dir, metrics=metrics)  # the hybrid folder (metrics rewritten below)
@@ -111,7 +107,7 @@ def train_boosting(config: TrendConfig, output_dir: str | Path, splits: tuple, p
     train_recs, val_recs, test_recs = splits
     _say(progress, f"boosting: LightGBM on {len(train_recs)} train / {len(val_recs)} validation records ...")
     branch = make_branch(config).fit(train_recs, val_recs)
-    blend, _ = fit_blend(config, branch, val_recs, None, "boosting")
+    blend = fit_blend(config, branch, val_recs, None, "boosting")
     BoostingTrendClassifier(config, blend).save_pretrained(out / "model", metrics={})
     result = {"best_epoch": None, "validation": None, "test": None, "steps": 0, "epochs": 0, "stopped": "epochs",
               "model_dir": str(out / "model"), "history": [], "is_main_process": True}
