@@ -92,6 +92,14 @@ def test_boosting_only_trains_no_neural_model(tiny_config, data_files, tmp_path,
     with pytest.raises(ValueError, match="no neural branch"):
         clf.predict_proba(sample_records[:10], branch="neural")
     assert result["test"]["macro_f1"] == pytest.approx(result["validation"]["macro_f1"])  # test is validation here
+    explained = clf.explain(sample_records[:3])
+    assert explained[0]["shapley"] is None and explained[0]["boosting"]["blend_weight"] == 0.0
+    assert [e["label"] for e in explained] == clf.predict(sample_records[:3])
+    from trendnlp.inference.explain_report import write_explanations_html
+
+    write_explanations_html(sample_records[:3], explained, tmp_path / "report.html")
+    assert "boosting branch" in (tmp_path / "report.html").read_text()
+    assert "kind: **boosting**" in (model_dir / "README.md").read_text()
 
 
 def test_choose_blend_takes_the_better_branch_on_validation():
@@ -137,3 +145,99 @@ def test_label_on_a_truncated_booster_is_one_line(hybrid_run, tmp_path, data_fil
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(booster) in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_refit_keeps_the_choices_and_trains_on_every_known_label(tiny_config, data_files, tmp_path, sample_records):
+    """train.refit: the same epochs, rounds, weight, offsets and temperature; the branches retrained on train +
+    data.refit_extra + validation, recorded in config.json."""
+    cfg = _config(tiny_config)
+    raw = cfg.to_dict()
+    raw["train"]["refit"] = True
+    raw["data"]["refit_extra"] = data_files["validation"]  # any labelled records: counted once more
+    result = train_tiny(TrendConfig.from_dict(raw), {**data_files, "test": data_files["validation"]}, tmp_path)
+    n_train = sum(1 for _ in open(data_files["train"]))
+    n_val = sum(1 for _ in open(data_files["validation"]))
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert meta["refit"]["records"] == n_train + 2 * n_val and meta["refit"]["extra_records"] == n_val
+    selection = TrendClassifier.from_pretrained(tmp_path / "model_selection")
+    refit = TrendClassifier.from_pretrained(tmp_path / "model")
+    assert refit.blend.weight == selection.blend.weight and refit.blend.logit_bias == selection.blend.logit_bias
+    assert refit.blend.temperature == selection.blend.temperature
+    assert refit.blend.branch.params_ == selection.blend.branch.params_  # the rounds chosen on validation
+    assert float(refit.temperature) == float(selection.temperature)
+    assert np.allclose(refit.logit_bias.numpy(), selection.logit_bias.numpy())
+    assert not np.allclose(refit.predict_proba(sample_records, branch="boosting"),
+                           selection.predict_proba(sample_records, branch="boosting"))  # retrained on more
+    assert result["refit"]["records"] == meta["refit"]["records"] and result["test"] is not None
+    assert result["validation"] == result["refit"]["selection_validation"]  # never scored on its own training data
+
+
+def test_onnx_export_of_a_hybrid_blends_like_torch(hybrid_run, tmp_path):
+    """The graphs are the neural branch; the booster stays LightGBM text beside them; labels equal torch's on the
+    sample catalog."""
+    from trendnlp.data.records import read_records
+    from trendnlp.inference.export import export_model
+
+    _, model_dir = hybrid_run
+    out = tmp_path / "exported"
+    export_model(model_dir, out=out, fmt="onnx")
+    assert (out / "model.onnx").is_file() and (out / "boosting" / "model.txt").is_file()
+    catalog = read_records(REPO / "data_samples" / "catalog.jsonl")
+    torch_clf, onnx_clf = load_model(out), load_model(out, backend="onnx")
+    assert onnx_clf.kind == "hybrid" and onnx_clf.blend.weight == torch_clf.blend.weight
+    p_torch, p_onnx = torch_clf.predict_proba(catalog), onnx_clf.predict_proba(catalog)
+    np.testing.assert_allclose(p_onnx, p_torch, atol=1e-4)
+    assert onnx_clf.predict(catalog) == torch_clf.predict(catalog)
+    np.testing.assert_allclose(onnx_clf.predict_proba(catalog, branch="boosting"),
+                               torch_clf.predict_proba(catalog, branch="boosting"))
+
+
+def test_onnx_export_of_a_boosting_only_folder_says_why_not(tiny_config, data_files, tmp_path):
+    from trendnlp.inference.export import export_onnx
+
+    train_tiny(_config(tiny_config, kind="boosting"), data_files, tmp_path)
+    with pytest.raises(ValueError, match="no neural network to export"):
+        export_onnx(tmp_path / "model")
+
+
+def test_explain_gives_the_weight_and_the_boosters_tree_shap(hybrid_run, sample_records):
+    pytest.importorskip("captum")
+    _, model_dir = hybrid_run
+    clf = TrendClassifier.from_pretrained(model_dir)
+    recs = sample_records[:6]
+    explanations = clf.explain(recs, text_steps=0)
+    probs = clf.predict_proba(recs)
+    raw = clf.blend.branch.booster_.predict(clf.blend.branch.matrix(recs), raw_score=True,
+                                            num_iteration=clf.blend.branch.params_["rounds"])
+    for i, e in enumerate(explanations):
+        assert e["label"] == clf.labels[int(probs[i].argmax())] and e["shapley"] is not None  # neural part kept
+        b = e["boosting"]
+        assert b["blend_weight"] == clf.blend.weight and b["class"] == e["label"]
+        assert b["raw_score"] == pytest.approx(raw[i, clf.labels.index(e["label"])], abs=1e-5)
+        assert len(b["top_features"]) == 8 and b["top_features"][0]["feature"] in clf.blend.branch.feature_names_
+        mags = [abs(f["contribution"]) for f in b["top_features"]]
+        assert mags == sorted(mags, reverse=True)
+        assert set(b["neural_probabilities"]) == set(clf.labels)
+
+
+def test_the_card_and_a_real_server_give_kind_weight_and_branch_scores(hybrid_run, sample_records):
+    pytest.importorskip("fastapi")
+    import httpx
+    from serving import running_server
+
+    result, model_dir = hybrid_run
+    card = (model_dir / "README.md").read_text()
+    assert "kind: **hybrid**" in card and f"{result['blend_weight']:.2f} x p_neural" in card
+    assert "boosting/" in card and "validation macro-F1: " in card
+    records = [{k: r[k] for k in ("product_id", "title", "sales", "cutoff")} for r in sample_records[:4]]
+    expected = TrendClassifier.from_pretrained(model_dir).predict_proba(records)
+    with running_server(model_dir) as url:
+        meta = httpx.get(f"{url}/v1/metadata", timeout=30).json()
+        got = httpx.post(f"{url}/v1/predict", json={"records": records}, timeout=60).json()["results"]
+        explained = httpx.post(f"{url}/v1/explain?text_steps=0", json={"records": records[:2]}, timeout=120)
+    assert meta["kind"] == "hybrid" and meta["hybrid"]["blend_weight"] == result["blend_weight"]
+    assert set(meta["hybrid"]["validation_macro_f1"]) == {"neural", "boosting", "blend"}
+    for res, p in zip(got, expected):
+        assert [res["probabilities"][c] for c in meta["labels"]] == pytest.approx(p.tolist(), abs=1e-5)
+    if explained.status_code != 501:  # 501: the explain extra is not installed
+        assert explained.json()["results"][0]["boosting"]["blend_weight"] == result["blend_weight"]

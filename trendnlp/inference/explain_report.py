@@ -71,8 +71,10 @@ def explanation_figure(record: Mapping, explanation: Mapping) -> Figure:
     ax_p.set_xlim(0, 1.25)
     ax_p.invert_yaxis()
     ax_p.tick_params(labelsize=8)
-    sh = explanation["shapley"]
-    share = f"text {sh['text']:+.2f} / sales {sh['sales']:+.2f}"
+    sh, boost = explanation["shapley"], explanation.get("boosting")
+    share = f"text {sh['text']:+.2f} / sales {sh['sales']:+.2f}" if sh else "boosting only"
+    if boost and sh:
+        share += f"\nblend: neural weight {boost['blend_weight']:.1f}"
     ax_p.set_title(f"predicted: {explanation['label']}", fontsize=9)
     ax_p.set_xlabel(share + (f"\ngate (text) {explanation['gate']:.2f}" if explanation.get("gate") is not None
                              else ""), fontsize=8)
@@ -89,6 +91,13 @@ def figure_png(fig: Figure, path: str | Path | None = None, dpi: int = 90) -> by
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(data)
     return data
+
+
+def _boosting_line(b: Mapping) -> str:
+    """The boosting branch's part of a card: blend weight and its strongest features (tree SHAP, raw score)."""
+    feats = ", ".join(f"{f['feature']} {f['contribution']:+.3f}" for f in b["top_features"][:5])
+    return (f"<br>boosting branch (neural weight {b['blend_weight']:.1f}): "
+            f"{html.escape(feats)} (tree SHAP of {html.escape(b['class'])}, raw score)")
 
 
 def write_explanations_html(records: Sequence[Mapping], explanations: Sequence[Mapping], path: str | Path,
@@ -117,9 +126,10 @@ def write_explanations_html(records: Sequence[Mapping], explanations: Sequence[M
             f'{html.escape((r.get("title") or "")[:80])} &middot; <span class="{html.escape(e["label"])}">'
             f'{html.escape(e["label"])} {e["probabilities"][e["label"]]:.0%}</span></h2>'
             f'<img alt="explanation of {html.escape(str(r["product_id"]))}" src="data:image/png;base64,{png}">'
-            f'<p>log p({html.escape(e["label"])}) = {sh["value"]:.3f}; without text and sales {sh["base"]:.3f}; '
-            f'Shapley: text {sh["text"]:+.3f}, sales {sh["sales"]:+.3f}'
+            + (f'<p>log p({html.escape(e["label"])}) = {sh["value"]:.3f}; without text and sales {sh["base"]:.3f}; '
+               f'Shapley: text {sh["text"]:+.3f}, sales {sh["sales"]:+.3f}' if sh else "<p>")
             + (f'; gate {e["gate"]:.2f}' if e.get("gate") is not None else "")
+            + (_boosting_line(e["boosting"]) if e.get("boosting") else "")
             + (f"<br>periods that pushed toward {html.escape(e['label'])}: {html.escape(periods)}" if periods else "")
             + review + "</p></section>")
     page = f"""<!DOCTYPE html>

@@ -9,8 +9,9 @@
     head.onnx         sales encoder + fusion head on already pooled texts (pooled (U, H), text_index, sales,
                       summary -> probabilities); lets the labeler reuse cached text embeddings. Not written for
                       cross-attention fusion, whose head needs token states (the labeler then runs model.onnx).
-Inputs a model does not use (text or sales disabled) are left out of the graphs. Batch, text and sequence
-axes are dynamic. The graphs are traced by torch's TorchScript-based exporter (`dynamo=False`) with the encoder
+A hybrid folder's graphs are its neural branch; its booster stays beside them in LightGBM's text format
+(boosting/) and the ONNX runtime blends both. Inputs a model does not use (text or sales disabled) are left out.
+Batch, text and sequence axes are dynamic. The graphs are traced by torch's TorchScript-based exporter (`dynamo=False`) with the encoder
 on eager attention: onnxruntime's BERT optimizer fuses that graph into its Attention, EmbedLayerNormalization
 and SkipLayerNormalization kernels (and dynamic int8 then quantizes the fused Attention too), which it cannot
 do on the torch.export graph (its attention stays a dozen small ops; measured on MiniLM, one CPU thread:
@@ -234,6 +235,10 @@ def export_onnx(model: str | Path | TrendClassifier, out_dir: str | Path | None 
     if isinstance(model, (str, Path)):
         out_dir = Path(out_dir or model)
         clf = TrendClassifier.from_pretrained(model, merge_lora=True)
+        if not clf.has_neural:
+            raise ValueError(f"{model}: a model.kind=boosting folder has no neural network to export to ONNX; its "
+                             "LightGBM model (boosting/model.txt) is already portable: load it with "
+                             "trendnlp.load_model(dir)")
     else:
         if out_dir is None:
             raise ValueError("export_onnx: pass out_dir when exporting an in-memory model")

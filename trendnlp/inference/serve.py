@@ -1,7 +1,8 @@
 """`trendnlp serve`: a saved model over HTTP with FastAPI + uvicorn (DESIGN §5; extra `trendnlp[serve]`).
 
     GET  /health        {"status": "ok"} once the model is loaded
-    GET  /v1/metadata   labels, label rule, versions, training summary, request limits
+    GET  /v1/metadata   labels, label rule, versions, training summary, request limits; model kind and, for a
+                        hybrid, its blend weight and each branch's validation score
     POST /v1/predict    {"records": [...]} (DESIGN §1) -> {"labels": [...], "results": [{"product_id", "cutoff",
                         "label", "probabilities": {label: p}}, ...]}, one result per record, in order
     POST /v1/explain    the same body (?top_words=8&text_steps=8) -> {"labels", "results": [clf.explain(...) per
@@ -102,10 +103,11 @@ class ModelService:
                                 "channels": ["sales", *(ch.name for ch in fed_channels(c.sales))],
                                 "base_model": c.text.base_model if c.text.enabled else None,
                                 "fusion": c.fusion.method, "model_dir": self.model_dir, "versions": {},
-                                "training": None}
+                                "training": None, "kind": getattr(self.clf, "kind", "neural"), "hybrid": None}
         if self.model_dir:
             d = Path(self.model_dir)
-            meta["versions"] = json.loads((d / "config.json").read_text(encoding="utf-8")).get("versions", {})
+            saved = json.loads((d / "config.json").read_text(encoding="utf-8"))
+            meta["versions"], meta["hybrid"] = saved.get("versions", {}), saved.get("hybrid")  # blend, branch scores
             if (d / "metrics.json").is_file():
                 m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
                 meta["training"] = {"best_epoch": m.get("best_epoch"), "step": m.get("step"),

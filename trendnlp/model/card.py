@@ -25,6 +25,36 @@ def _metrics_table(metrics: dict) -> list[str]:
     return rows
 
 
+def _hybrid_lines(meta: dict) -> list[str]:
+    """The model section of a hybrid or boosting-only folder: kind, blend weight, each branch's validation score."""
+    h = meta.get("hybrid")
+    if not h:
+        return []
+    scores = h.get("validation_macro_f1") or {}
+    b = h.get("boosting") or {}
+    params = b.get("params") or {}
+    lines = ["", "## Model", "",
+             f"- kind: **{h['kind']}**" + (" (LightGBM alone)" if h["kind"] == "boosting" else
+                                          " (the neural network above blended with LightGBM)"),
+             f"- blend: p = {h['blend_weight']:.2f} x p_neural + {1 - h['blend_weight']:.2f} x p_boosting "
+             "(weight chosen on validation macro-F1), then the offsets and temperature below"
+             if h["kind"] == "hybrid" else "- the offsets and temperature below apply to LightGBM's probabilities",
+             "- validation macro-F1: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if v is not None),
+             f"- boosting branch: LightGBM on {b.get('features')} features"
+             + (" (with a text-embedding PCA)" if b.get("text") else "")
+             + (f", {params.get('rounds')} rounds, {params.get('num_leaves')} leaves" if params else "")
+             + "; saved in `boosting/` (LightGBM text format)"]
+    if h.get("logit_bias"):
+        lines.append("- offsets on the blend: " + ", ".join(f"{n} {v:+.2f}" for n, v in zip(meta["labels"],
+                                                                                          h["logit_bias"]))
+                     + f"; temperature {h.get('temperature', 1.0):.3f}")
+    refit = meta.get("refit")
+    if refit:
+        lines.append(f"- refit on {refit['records']} records (train + {refit.get('extra_records', 0)} extra + "
+                     "validation) with the epochs, rounds and blend chosen on validation")
+    return lines
+
+
 def model_card(meta: dict, metrics: dict | None = None, files: list[str] | None = None) -> str:
     """The card's Markdown text.
 
@@ -48,12 +78,15 @@ def model_card(meta: dict, metrics: dict | None = None, files: list[str] | None 
               + (f", LoRA r={text.get('lora_r')}" if text.get("finetune") == "lora" else "") + ")")
              if text.get("enabled", True) else None,
              f"sales history ({sales.get('history')} periods, LSTM)" if sales.get("enabled", True) else None]
+    boosting_only = (meta.get("hybrid") or {}).get("kind") == "boosting"
+    if boosting_only:
+        parts = [f"summaries of the sales history and every channel ({sales.get('history')} periods, LightGBM)"]
     data = c.get("data", {})
     lines = [
         "# trendnlp trend classifier", "",
         f"Predicts whether a product's sales will be **{'**, **'.join(labels)}** over the next "
         f"{rule['F']} periods, from " + " + ".join(p for p in parts if p) +
-        f", fused by `{c.get('fusion', {}).get('method')}`.", "",
+        ("." if boosting_only else f", fused by `{c.get('fusion', {}).get('method')}`."), "",
         "## Training data", "",
         f"- train: `{data.get('train') or 'n/a (in-memory records)'}`",
         f"- validation: `{data.get('validation') or 'held out from train by cutoff'}`",
@@ -71,6 +104,7 @@ def model_card(meta: dict, metrics: dict | None = None, files: list[str] | None 
         lines += [f"On the records above{epoch}:", ""] + _metrics_table({**metrics, "labels": labels})
     else:
         lines += ["Not measured yet: `trendnlp evaluate --model DIR --data records.jsonl` reports them."]
+    lines += _hybrid_lines(meta)
     bias = (meta.get("calibration") or {}).get("logit_bias")
     temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
     lines += ["", "## Calibration", "",
@@ -82,7 +116,7 @@ def model_card(meta: dict, metrics: dict | None = None, files: list[str] | None 
     sc = meta.get("self_contained")
     lines += ["## Files", "",
               "- `config.json`: configuration, label order and rule, feature scaling, versions",
-              "- `model.safetensors`: sales encoder, fusion head, offsets"]
+              *([] if boosting_only else ["- `model.safetensors`: sales encoder, fusion head, offsets"])]
     if "adapter" in files:
         lines.append(f"- `adapter/`: LoRA adapter on `{text.get('base_model')}` (peft format)")
     if "encoder" in files:
@@ -90,6 +124,8 @@ def model_card(meta: dict, metrics: dict | None = None, files: list[str] | None 
                      + "text encoder (safetensors): the folder loads without its base model")
     if "tokenizer" in files:
         lines.append("- `tokenizer/`: tokenizer files")
+    if "boosting" in files:
+        lines.append("- `boosting/`: the LightGBM branch (`model.txt` in LightGBM's text format, `boosting.json`)")
     onnx = [f for f in ("model.onnx", "model.int8.onnx", "head.onnx") if f in files]
     if onnx:
         lines.append(f"- {', '.join(f'`{f}`' for f in onnx)}: ONNX graphs for onnxruntime")

@@ -36,6 +36,9 @@ Per record (`explain` returns one dict each, see `explain`):
   attributions; records of one product at nearby cutoffs share their text). `dedupe_text=False` gives
   every record its own.
 - reviews (when the model reads them): the review whose removal changes p_c most, and that change.
+- a hybrid model (model.kind=hybrid): label and probabilities are the blend's, the quantities above explain the
+  neural branch's log p_c, and `boosting` adds the blend weight, each branch's probabilities and LightGBM's exact
+  tree SHAP values of the boosting branch (model/explain_boosting.py); a boosting-only model has only that part.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ import torch.nn.functional as F
 
 from trendnlp.data.features import period_ends
 from trendnlp.data.records import read_records
+from trendnlp.model.explain_boosting import boosting_only_explanations, boosting_parts
 from trendnlp.model.predict import Predictor
 from trendnlp.model.words import words_of
 
@@ -208,6 +212,8 @@ def explain(model, records: Any, top_words: int = TOP_WORDS, top_periods: int = 
     """
     c = model.config
     recs = read_records(records, history=c.sales.history, rule=c.labels.rule())
+    if not model.has_neural:  # model.kind=boosting: LightGBM's tree SHAP only (model/explain_boosting.py)
+        return boosting_only_explanations(model, recs)
     was_training = model.training
     model.eval()
     try:
@@ -286,6 +292,9 @@ def _explain_batch(model, recs, top_words, top_periods, sales_steps, text_steps,
             "ig_delta": {"sales": float(delta_s[i]) if delta_s is not None else None,
                          "text": float(delta_t[i]) if delta_t[i] is not None else None},
         })
+    if model.blend is not None:  # a hybrid: the blend weight and the booster's own tree SHAP beside the above
+        for e, part in zip(out, boosting_parts(model, recs, pred.cpu().numpy())):
+            e["boosting"] = part
     return out
 
 

@@ -140,6 +140,13 @@ class BoostingTrendClassifier(Runtime):
         """Write the folder: config.json, boosting/, metrics.json and the card."""
         save_boosting_folder(self, directory, metrics)
 
+    def explain(self, records: Any, **_: Any) -> list[dict]:
+        """One explanation per record: label, probabilities and LightGBM's tree SHAP values (the neural
+        fields of `TrendClassifier.explain` are empty); keyword options of the neural explainer are ignored."""
+        from trendnlp.model.explain import explain
+
+        return explain(self, records)
+
 
 def save_boosting_folder(runtime, directory: str | Path, metrics: dict | None = None) -> None:
     """A model.kind=boosting folder: config.json, boosting/, metrics.json and the card (no neural files)."""

@@ -5,6 +5,8 @@ model.int8.onnx (the whole fused model; also returns pooled text embeddings) and
 fusion head on pooled texts). Tokenizer and config come from the folder as for the torch model, and every
 prediction runs through the same core (model/predict.py), so records are validated, featurised, deduplicated
 and batched exactly as there; this class only supplies the runtime primitives. The graphs carry no change head.
+A hybrid folder's graphs are its neural branch; the booster (boosting/, LightGBM text) is loaded beside them and
+the prediction core blends the two as for the torch model.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import numpy as np
 import torch
 
 from trendnlp.config import TrendConfig
+from trendnlp.model.folder import resolve_stored_path
+from trendnlp.model.hybrid import load_blend
 from trendnlp.model.predict import Runtime
 from trendnlp.model.text_encoder import load_tokenizer
 
@@ -61,6 +65,8 @@ class OnnxTrendClassifier(Runtime):
             "summary_names", []))
         self._sales_shape = (c.sales.history, n_channels, n_summary)
         self.device = torch.device("cpu")  # inputs are handed over as arrays
+        # a hybrid folder: the booster (LightGBM text, beside the graphs) blended in the prediction core
+        self.blend = load_blend(d, meta, resolve_stored_path(d, c.text.base_model))
         self.text_dim = self._text_dim() if c.text.enabled and self.onnx_meta.get("pooled_output") else 0
 
     def _text_dim(self) -> int:

@@ -46,21 +46,17 @@ def _say(show: bool, text: str) -> None:
 
 
 def fit_blend(config: TrendConfig, branch: BoostingBranch, val: list[dict], p_neural: np.ndarray | None,
-              kind: str) -> tuple[Blend, dict]:
-    """The Blend chosen on validation, and the validation probabilities of each part ({"boosting", "blend"})."""
+              kind: str) -> Blend:
+    """The Blend chosen on validation (model/hybrid.py: choose_blend), with each part's validation macro-F1."""
     tc = config.train
     p_boost = branch.predict_proba(val)
-    y = _y(config, val)
-    choice = choose_blend(p_neural, p_boost, y, config.model.blend_weights, tc.calibrate_bias,
+    choice = choose_blend(p_neural, p_boost, _y(config, val), config.model.blend_weights, tc.calibrate_bias,
                           tc.calibrate_temperature)
-    C = len(config.labels.names)
     scores = {"boosting": float(_metrics(config, val, p_boost)["macro_f1"]), "blend": choice["macro_f1"]}
     if p_neural is not None:
         scores["neural"] = float(_metrics(config, val, p_neural)["macro_f1"])
-    blend = Blend(branch, kind, choice["weight"] if p_neural is not None else 0.0, choice["logit_bias"],
-                  choice["temperature"], scores)
-    assert p_boost.shape[1] == C
-    return blend, {"boosting": p_boost, "blend": blend.combine(p_neural, p_boost)}
+    return Blend(branch, kind, choice["weight"] if p_neural is not None else 0.0, choice["logit_bias"],
+                 choice["temperature"], scores)
 
 
 def _branch_results(config: TrendConfig, clf, parts: dict[str, list[dict] | None]) -> dict:
@@ -86,64 +82,71 @@ def add_boosting(config: TrendConfig, out: Path, train_recs: list[dict], val_rec
     branch = make_branch(config).fit(train_recs, val_recs)
     neural = TrendClassifier.from_pretrained(model_dir, merge_lora=False)  # un-merged: it is saved again
     p_neural = neural.predict_proba(val_recs, batch_size=config.train.eval_batch_size)
-    blend, _ = fit_blend(config, branch, val_recs, p_neural, "hybrid")
+    blend = fit_blend(config, branch, val_recs, p_neural, "hybrid")
     neural.blend = blend
     metrics = _read_metrics(model_dir)
     neural.save_pretrained(model_dir, metrics=metrics)  # the hybrid folder (metrics rewritten below)
     _say(show, f"hybrid: blend weight {blend.weight:.1f} (neural), validation macro-F1 blend "
                f"{blend.scores['blend']:.4f}, neural {blend.scores['neural']:.4f}, boosting "
                f"{blend.scores['boosting']:.4f} ({time.perf_counter() - t0:.1f}s)")
-    return _finish(config, out, val_recs, test_recs, result, blend, show)
+    return finish_folder(config, out, val_recs, test_recs, result, blend, show)
 
 
-def train_boosting(config: TrendConfig, output_dir: str | Path, progress: bool = True) -> dict:
-    """model.kind=boosting: the boosting branch alone on config.data, exported to output_dir/model.
+def train_boosting(config: TrendConfig, output_dir: str | Path, splits: tuple, progress: bool = True) -> dict:
+    """model.kind=boosting: the boosting branch alone, exported to output_dir/model.
 
+    Args:
+        config: the run's config.
+        output_dir: the run folder.
+        splits: (train, validation, test) validated records (test may be None).
+        progress: print what happens.
     Returns:
         the dict of `train` (best_epoch None, history []), with branches and blend_weight 0.
     """
-    from trendnlp.training.data import load_splits
-
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save_yaml(out / "config.yaml")
-    if config.data.arrow:
-        raise ValueError("config: model.kind=boosting reads its records into memory; set data.arrow=false")
-    train_recs, val_recs, test_recs = load_splits(config, out / "errors.csv")
+    train_recs, val_recs, test_recs = splits
     _say(progress, f"boosting: LightGBM on {len(train_recs)} train / {len(val_recs)} validation records ...")
     branch = make_branch(config).fit(train_recs, val_recs)
-    blend, _ = fit_blend(config, branch, val_recs, None, "boosting")
-    runtime = BoostingTrendClassifier(config, blend)
-    runtime.save_pretrained(out / "model", metrics={})
+    blend = fit_blend(config, branch, val_recs, None, "boosting")
+    BoostingTrendClassifier(config, blend).save_pretrained(out / "model", metrics={})
     result = {"best_epoch": None, "validation": None, "test": None, "steps": 0, "epochs": 0, "stopped": "epochs",
               "model_dir": str(out / "model"), "history": [], "is_main_process": True}
-    return _finish(config, out, val_recs, test_recs, result, blend, progress)
+    return finish_folder(config, out, val_recs, test_recs, result, blend, progress)
 
 
-def _finish(config: TrendConfig, out: Path, val_recs: list[dict], test_recs: list[dict] | None, result: dict,
-            blend: Blend, show: bool) -> dict:
-    """Score the exported folder (blend and branches) on validation and test; metrics.json, card, result."""
+def finish_folder(config: TrendConfig, out: Path, val_recs: list[dict], test_recs: list[dict] | None,
+                  result: dict, blend: Blend | None, show: bool, refit: dict | None = None) -> dict:
+    """Score the exported folder (the saved model and each branch alone) on validation and test; write
+    metrics.json and the card; the result dict. A refit model trained on validation: its validation scores are
+    the selection run's (`result`), only test is scored again."""
     from trendnlp.model.card import write_model_card
     from trendnlp.model.classifier import TrendClassifier
 
     model_dir = out / "model"
     clf = TrendClassifier.from_pretrained(model_dir)
     bs = config.train.eval_batch_size
-    val = _metrics(config, val_recs, clf.predict_proba(val_recs, batch_size=bs))
+    val = result["validation"] if refit else _metrics(config, val_recs, clf.predict_proba(val_recs, batch_size=bs))
     test = _metrics(config, test_recs, clf.predict_proba(test_recs, batch_size=bs)) if test_recs else None
-    branches = _branch_results(config, clf, {"validation": val_recs, "test": test_recs})
-    metrics = {**_read_metrics(model_dir), "kind": blend.kind, "blend_weight": blend.weight,
-               "validation": val, "test": test, "branches": branches}
-    if result.get("validation") is not None:
+    branches = _branch_results(config, clf, {"test": test_recs} if refit else
+                               {"validation": val_recs, "test": test_recs})
+    for b, scores in branches.items():
+        if refit:  # validation scores of the selection run, as chosen
+            scores["validation"] = (result.get("branches") or {}).get(b, {}).get("validation")
+    weight = blend.weight if blend is not None else 1.0
+    metrics = {**_read_metrics(model_dir), "kind": clf.kind, "blend_weight": weight, "validation": val,
+               "test": test, "branches": branches, **({"refit": refit, "best_epoch": result.get("best_epoch")}
+                                                       if refit else {})}
+    if result.get("validation") is not None and not refit and blend is not None and clf.has_neural:
         metrics["neural_validation"] = result["validation"]
     write_json(model_dir / "metrics.json", metrics)
     write_model_card(model_dir)
     if test is not None:
         write_json(out / "metrics" / "test.json", test)
-        _say(show, f"test ({blend.kind}): macro-F1 {test['macro_f1']:.4f}, accuracy {test['accuracy']:.4f}; "
-                   + ", ".join(f"{b} alone {r['test']['macro_f1']:.4f}" for b, r in branches.items()))
-    return {**result, "validation": val, "test": test, "branches": branches, "blend_weight": blend.weight,
-            "kind": blend.kind}
+        _say(show, f"test ({clf.kind}{', refit' if refit else ''}): macro-F1 {test['macro_f1']:.4f}, accuracy "
+                   f"{test['accuracy']:.4f}; " + ", ".join(f"{b} alone {r['test']['macro_f1']:.4f}"
+                                                          for b, r in branches.items()))
+    return {**result, "validation": val, "test": test, "branches": branches, "blend_weight": weight,
+            "kind": clf.kind}
 
 
 def _read_metrics(model_dir: Path) -> dict:

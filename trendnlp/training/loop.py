@@ -36,7 +36,7 @@ from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.fingerprint import flatten, run_fingerprint
 from trendnlp.errors import ResumeError, exclusive_output, rank_tag
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.training.data import load_data
+from trendnlp.training.data import TrainData, load_data
 from trendnlp.training.loss import class_weights, loss_function
 from trendnlp.training.state import (KEEP_CHECKPOINTS, STATE_FILE, TrainerState, apply_new_hyperparameters,
                                      check_resumable, continue_numbering, latest_checkpoint, refused_pickle,
@@ -73,7 +73,7 @@ def make_accelerator(cfg: TrainConfig, output_dir: Path) -> Accelerator:
 @exclusive_output(lambda a: (a["output_dir"], "--output-dir", rank_tag()))  # one run per folder (its checkpoints)
 def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, progress: bool = True,
           on_step: Callable[[int, Any, Accelerator], None] | None = None, resume_anyway: bool = False,
-          init_from: str | Path | None = None) -> dict:
+          init_from: str | Path | None = None, splits: tuple | None = None, export_last: bool = False) -> dict:
     """Fine-tune a TrendClassifier on config.data; export the best epoch (validation macro-F1) to output_dir/model.
 
     Args:
@@ -88,6 +88,8 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
             ResumeError lists the differences); the new learning rates and weight decay then apply from here on.
         init_from: an exported model folder to warm-start from (`warm_start`): every weight, the logit offsets
             and the feature scaling come from it instead of a fresh initialisation and a refit on the new data.
+        splits: (train, validation, test) validated record lists to use instead of reading config.data (refit).
+        export_last: export every epoch, so the last one is the model (refit: the epochs are already chosen).
     Returns:
         dict with best_epoch, validation (the best epoch's metrics), test (or None), steps, epochs,
         stopped ("epochs", "early_stopping" or "max_steps"), model_dir, history and is_main_process; with
@@ -98,17 +100,17 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
     >>> train(cfg, "runs/default")["validation"]["macro_f1"]  # doctest: +SKIP
     """
     out, tc = Path(output_dir), config.train
+    if (config.model.kind != "neural" or tc.refit) and config.data.arrow:
+        raise ValueError(f"config: {'train.refit' if tc.refit else 'model.kind=' + config.model.kind} reads the "
+                         "records into memory; set data.arrow=false (or model.kind=neural, train.refit=false)")
     if config.model.kind == "boosting":  # no neural branch: nothing for the loop to do
-        from trendnlp.training.hybrid import train_boosting
-
-        return train_boosting(config, out, progress)
-    if config.model.kind == "hybrid" and config.data.arrow:
-        raise ValueError("config: model.kind=hybrid reads its records into memory for the boosting branch; set "
-                         "data.arrow=false (or model.kind=neural)")
+        return _train_boosting(config, out, progress, splits)
     accelerator = make_accelerator(tc, out)  # refuses fp16 on CPU before any heavy work
+    if tc.refit and accelerator.num_processes > 1:
+        raise ValueError("train.refit runs in one process; launch without accelerate's multi-process launcher")
     show = progress and accelerator.is_local_main_process
     ckpt, fingerprint = _start(accelerator, config, out, resume, resume_anyway)
-    data = load_data(config, accelerator, out)
+    data = TrainData(*splits) if splits is not None else load_data(config, accelerator, out)
 
     set_seed(tc.seed)
     model = TrendClassifier(config)
@@ -144,6 +146,8 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
 
     while state.epoch < tc.epochs and not state.stopped:
         _train_epoch(accelerator, (model, optimizer, scheduler, loss_fn), train_loader, state, tc, on_step, show)
+        if export_last:  # every epoch beats "none yet": each is exported, the last one stays
+            state.best_f1 = -1.0
         end_epoch(accelerator, model, val_loader, out, state, tc, show)
     result = finish(accelerator, config, out, state, data.test, show)
     if config.model.kind == "hybrid" and result["best_epoch"] is not None:
@@ -153,6 +157,26 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
             result = add_boosting(config, out, data.train, data.validation, data.test, result, show)
         accelerator.wait_for_everyone()
     accelerator.end_training()
+    if tc.refit and result["best_epoch"] is not None:
+        from trendnlp.training.refit import refit
+
+        result = refit(train, config, out, (data.train, data.validation, data.test), result, show)
+    return result
+
+
+def _train_boosting(config: TrendConfig, out: Path, progress: bool, splits: tuple | None) -> dict:
+    """model.kind=boosting: the boosting branch alone (training/hybrid.py), then train.refit."""
+    from trendnlp.training.data import load_splits
+    from trendnlp.training.hybrid import train_boosting
+
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_yaml(out / "config.yaml")
+    splits = splits or load_splits(config, out / "errors.csv")
+    result = train_boosting(config, out, splits, progress)
+    if config.train.refit:
+        from trendnlp.training.refit import refit
+
+        result = refit(train, config, out, splits, result, progress)
     return result
 
 

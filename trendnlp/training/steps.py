@@ -177,6 +177,9 @@ def warm_start(model: TrendClassifier, directory: str | Path) -> TrendClassifier
     >>> model = warm_start(TrendClassifier(config), "runs/last_month/model")  # doctest: +SKIP
     """
     source = TrendClassifier.from_pretrained(directory, merge_lora=False)
+    if not source.has_neural:
+        raise ValueError(f"--init-from {directory}: a model.kind=boosting folder has no network to warm-start from; "
+                         "train without --init-from")
     old, new = source.config.to_dict(), model.config.to_dict()
     differ = [f"{sec}.{key} ({old[sec][key]!r} there, {value!r} here)" for sec in ("text", "sales", "fusion", "labels")
               for key, value in new[sec].items() if value != old[sec].get(key) and (sec, key) not in _TRAINING_ONLY]
