@@ -169,22 +169,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _training_records(args: argparse.Namespace, config) -> list[dict]:
     """`train --sales` / `--records`: the labelled records, prepared with the config's history and label rule."""
-    if args.records:
-        from trendnlp.data.records import read_records
+    from trendnlp.training.pipeline import records_for_training
 
-        return read_records(args.records, history=config.sales.history, rule=config.labels.rule())
-    horizon = args.horizon or 4
-    if config.labels.F > horizon:
-        raise ValueError(f"labels.F={config.labels.F} looks further ahead than --horizon {horizon}; raise "
-                         "--horizon or lower labels.F")
     args.history = config.sales.history
-    opts = prepare_options(args)
-    opts["rule"] = config.labels.rule()
-    from trendnlp.data.presets import prepare_log
-
-    result = prepare_log(args.sales, preset=args.preset, progress=not args.no_progress, **opts)
-    print(result.summary())
-    return result.records
+    return records_for_training(config, records=args.records, sales=args.sales, preset=args.preset,
+                                prepare_options=prepare_options(args), progress=not args.no_progress)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -59,6 +59,37 @@ def split_latest(records: Sequence[dict], config: TrendConfig, test_periods: int
     return parts, summary
 
 
+def records_for_training(config: TrendConfig, *, records: str | None = None, sales: str | None = None,
+                         preset: str | None = None, prepare_options: dict | None = None,
+                         progress: bool = True) -> list[dict]:
+    """The one table of `trendnlp train`: a records file read and labelled, or an order log prepared, both with
+    the config's history and label rule.
+
+    Args:
+        config: the run's config (sales.history, the label rule).
+        records: a records file (.jsonl, .csv, .parquet); or
+        sales: an order log, prepared with `preset` and `prepare_options` (as for `trendnlp prepare`).
+        progress: progress bars and prepare's summary.
+    Returns:
+        normalised records.
+    """
+    if records:
+        from trendnlp.data.records import read_records
+
+        return read_records(records, history=config.sales.history, rule=config.labels.rule())
+    from trendnlp.data.presets import prepare_log
+
+    opts = {**(prepare_options or {}), "history": config.sales.history, "rule": config.labels.rule()}
+    horizon = opts.get("horizon") or 4
+    if config.labels.F > horizon:
+        raise ValueError(f"labels.F={config.labels.F} looks further ahead than --horizon {horizon}; raise "
+                         "--horizon or lower labels.F")
+    result = prepare_log(sales, preset=preset, progress=progress, **opts)
+    if progress:
+        print(result.summary())
+    return result.records
+
+
 def _kind(config: TrendConfig) -> str:
     """The config's model kind (hybrid, neural or boosting)."""
     model = getattr(config, "model", None)
