@@ -108,9 +108,10 @@ def test_choose_blend_takes_the_better_branch_on_validation():
     good = np.full((300, 3), 0.1)
     good[np.arange(300), y] = 0.8
     noise = rng.dirichlet(np.ones(3), 300)
-    assert choose_blend(good, noise, y)["weight"] >= 0.5
-    assert choose_blend(noise, good, y)["weight"] <= 0.5
-    assert choose_blend(None, good, y, calibrate_bias=False)["weight"] == 0.0
+    assert choose_blend(good, noise, y, calibrate_bias=False)["weight"] >= 0.5
+    assert choose_blend(noise, good, y, calibrate_bias=False)["weight"] <= 0.5
+    only = choose_blend(None, good, y, n_weights=3)  # boosting alone: one weight, its own offsets
+    assert only["weight"] == 0.0 and len(only["logit_bias"]) == 3 and only["temperature"] > 0
 
 
 def test_a_folder_without_a_model_section_loads_as_neural(hybrid_run, tmp_path, sample_records):
@@ -241,3 +242,22 @@ def test_the_card_and_a_real_server_give_kind_weight_and_branch_scores(hybrid_ru
         assert [res["probabilities"][c] for c in meta["labels"]] == pytest.approx(p.tolist(), abs=1e-5)
     if explained.status_code != 501:  # 501: the explain extra is not installed
         assert explained.json()["results"][0]["boosting"]["blend_weight"] == result["blend_weight"]
+
+
+def test_a_folder_saved_by_the_previous_release_loads_and_labels(tmp_path):
+    """tests/data/old_release_model was written by the code before model.kind existed (a sales-only model):
+    it loads as neural and predicts what it predicted then."""
+    from trendnlp.inference.labeling import label_file
+
+    folder = REPO / "tests" / "data" / "old_release_model"
+    assert "model" not in json.loads((folder / "config.json").read_text())["config"]
+    expected = json.loads((REPO / "tests" / "data" / "old_release_expected.json").read_text())
+    clf = load_model(folder)
+    assert clf.kind == "neural" and clf.blend is None
+    np.testing.assert_allclose(clf.predict_proba(expected["records"]), expected["probabilities"], rtol=1e-5,
+                               atol=1e-6)
+    from trendnlp.data.records import write_records
+
+    write_records(expected["records"], tmp_path / "catalog.jsonl")
+    label_file(folder, tmp_path / "catalog.jsonl", tmp_path / "labels.csv", progress=False)
+    assert len((tmp_path / "labels.csv").read_text().splitlines()) == len(expected["records"]) + 1
