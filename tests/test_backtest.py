@@ -35,7 +35,7 @@ def test_choose_origins_default_explicit_and_errors():
         bt.choose_origins(cuts, "2011-10-30:2011-10-30", 8)
     with pytest.raises(ValueError, match="no training cutoffs"):
         bt.choose_origins(cuts, "2010-06-20:2010-08-01", 8)
-    with pytest.raises(ValueError, match="FIRST:LAST"):
+    with pytest.raises(ValueError, match="--origins: expected FROM:TO"):
         bt.choose_origins(cuts, "2011-03-13", 8)
 
 

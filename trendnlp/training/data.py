@@ -79,6 +79,18 @@ def load_data(config: TrendConfig, accelerator: Accelerator, out: Path) -> Train
     return TrainData(train, val, test)
 
 
+def check_data_files(config: TrendConfig) -> None:
+    """Before a run writes anything: data.train is set and every data file named in the config exists."""
+    d = config.data
+    if not d.train:
+        raise ValueError("config: data.train is empty; set it to a records file, e.g. --set data.train=train.jsonl")
+    for key in ("train", "validation", "test"):
+        path = getattr(d, key)
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"config: data.{key}: {path}: no such records file; fix the path or "
+                                    f"--set data.{key}=FILE")
+
+
 def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[list, list, list | None]:
     """Validated, labelled train, validation and (optional) test records of config.data.
 
@@ -86,8 +98,7 @@ def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[l
     Rows skipped under data.on_error=skip are written to `errors_path`.
     """
     d = config.data
-    if not d.train:
-        raise ValueError("config: data.train is empty; set it to a records file, e.g. --set data.train=train.jsonl")
+    check_data_files(config)
     report = ErrorReport()
     kw = dict(on_error=d.on_error, history=config.sales.history, rule=config.labels.rule(), report=report)
     train = read_records(d.train, **kw)

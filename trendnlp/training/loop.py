@@ -36,7 +36,7 @@ from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.fingerprint import flatten, run_fingerprint
 from trendnlp.errors import ResumeError, exclusive_output, rank_tag
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.training.data import load_data
+from trendnlp.training.data import check_data_files, load_data
 from trendnlp.training.loss import class_weights, loss_function
 from trendnlp.training.state import (KEEP_CHECKPOINTS, STATE_FILE, TrainerState, apply_new_hyperparameters,
                                      check_resumable, continue_numbering, latest_checkpoint, refused_pickle,
@@ -96,6 +96,7 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
     >>> train(cfg, "runs/default")["validation"]["macro_f1"]  # doctest: +SKIP
     """
     out, tc = Path(output_dir), config.train
+    check_data_files(config)  # a config without data writes nothing into the run folder
     accelerator = make_accelerator(tc, out)  # refuses fp16 on CPU before any heavy work
     show = progress and accelerator.is_local_main_process
     ckpt, fingerprint = _start(accelerator, config, out, resume, resume_anyway)
