@@ -74,6 +74,7 @@ def test_backtest_end_to_end_on_the_sample_log(tiny_bert_dir, tmp_path, small_bo
     out = tmp_path / "bt"
     rc = cli_main(["backtest", "--preset", "none", "--sales", str(ROOT / "data_samples" / "orders.csv"),
                    "--texts", str(ROOT / "data_samples" / "products.csv"), "--price-col", "price",
+                   "--invoice-col", "order_id", "--set", "sales.channels=[orders]",  # the log has no customer ids
                    "--out", str(out), "--history", "8", "--max-products", "40", "--origins", "2023-09-17:2023-11-12",
                    "--every", "8", "--update", "--base-model", tiny_bert_dir, "--epochs", "1",
                    "--set", "train.batch_size=32", "--set", "text.lora_r=4", "--set", "sales.hidden_size=16",

@@ -95,7 +95,8 @@ def test_generic_order_log_with_own_column_names(tmp_path):
     args = build_parser().parse_args([
         "benchmark", "--preset", "none", "--sales", str(tmp_path / "log.csv"), "--out", str(tmp_path / "out"),
         "--product-col", "sku", "--time-col", "day", "--units-col", "qty", "--title-col", "name", "--history", "4",
-        "--horizon", "2", "--F", "2", "--min-history-units", "1"])
+        "--horizon", "2", "--F", "2", "--min-history-units", "1",
+        "--set", "sales.price_channels=false", "--set", "sales.channels=[]"])  # the log has units only
     config = TrendConfig.from_dict(bm.load_config_dict(args))
     assert (config.sales.history, config.labels.F) == (4, 2)
     records, notes = bm.prepare_records(args, config, progress=False)

@@ -16,6 +16,7 @@ import numpy as np
 from trendnlp.benchmark.args import DEFAULT_CONFIG
 from trendnlp import options
 from trendnlp.config import TrendConfig, apply_overrides, read_yaml
+from trendnlp.data.channels import carried_channels, context_channels, require_channels
 from trendnlp.options import parse_date_range
 
 # --preset online-retail: the file's own column -> the name the preset expects (only for --*-col options given)
@@ -82,6 +83,9 @@ def prepare_records(args: argparse.Namespace, config: TrendConfig, progress: boo
         result = prepare_preset(args.preset, sales, reviews=args.reviews, progress=progress, **opts)
     else:
         cols = {k: getattr(args, k, None) or default for k, default in _GENERIC_COLUMNS.items()}
+        # before reading: a channel the config feeds needs its column (market_sales comes from the units)
+        require_channels(config.sales, {c.name for c in context_channels() if not c.column or cols.get(c.column)},
+                         str(args.sales))
         texts = args.texts or (args.sales if args.texts is None and _has_text_columns(args.sales, cols) else None)
         result = prepare(args.sales, texts=texts, reviews=args.reviews, progress=progress, **cols, **opts)
     return result.records, result.summary().splitlines()
@@ -165,6 +169,7 @@ def start_run(args: argparse.Namespace) -> tuple[dict, TrendConfig]:
 def run_records(args: argparse.Namespace, config: TrendConfig, progress: bool = True) -> list[dict]:
     """The records a run works on: prepared (or read), subsampled by --max-products / --quick, notes printed."""
     records, notes = prepare_records(args, config, progress=progress)
+    require_channels(config.sales, carried_channels(records), str(args.records or args.sales))
     records = subsample_products(records, args.max_products or (300 if args.quick else None))
     print("\n".join(notes))
     return records

@@ -90,8 +90,8 @@ def _context_fields(raw: dict, n_sales: int, csv_encoded: bool, checked: frozens
         values = None if _missing(raw.get(ch.name)) else _as_list(raw.get(ch.name), ch.name, csv_encoded)
         if values is not None and ch.name in checked:
             pass  # its whole column was checked at once (see `checked_columns`)
-        elif values is not None and ch.nullable:  # null where the period has no value (price: nothing sold)
-            values = [None if _missing(v) else _numbers([v], ch.name)[0] for v in values]
+        elif values is not None and ch.nullable:  # null where the period has no value (price: nothing sold);
+            values = [None if _missing(v) else _numbers([v], ch.name)[0] or None for v in values]  # 0: none known
         elif values is not None:
             values = _numbers(values, ch.name)
         if values is not None and len(values) != n_sales:

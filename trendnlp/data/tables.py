@@ -146,9 +146,9 @@ def _as_utc(s: pd.Series, src: str, col: str, err: Exception | None) -> pd.Serie
 
 
 def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units",
-                skip: SkippedRows | None = None) -> np.ndarray:
+                skip: SkippedRows | None = None, missing_ok: bool = False) -> np.ndarray:
     """Finite, non-negative numbers as float64; anything else is an error naming the first bad row (or, with
-    `skip`, reported rows left as NaN)."""
+    `skip`, reported rows left as NaN). With `missing_ok` an empty cell is NaN, not an error (prices)."""
     if pd.api.types.is_bool_dtype(s):
         is_bool = s.notna().to_numpy()
     elif s.dtype == object:
@@ -161,7 +161,7 @@ def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units",
     frame = s.to_frame()
     for bad, reason in ((is_bool, f"{what} must be a number, not a boolean"),
                         (np.isnan(x) & s.notna().to_numpy(), f"{what} must be a number"),
-                        (s.isna().to_numpy(), f"missing {what}; use 0 for none"),
+                        (s.isna().to_numpy() & (not missing_ok), f"missing {what}; use 0 for none"),
                         (np.isinf(x), f"{what} must be finite"),
                         (x < 0, f"{what} must be >= 0 (net out returns and cancellations before preparing)")):
         if bad.any():

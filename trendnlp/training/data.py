@@ -15,6 +15,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Sampler
 
 from trendnlp.config import TrainConfig, TrendConfig
+from trendnlp.data.channels import carried_channels, require_channels
 from trendnlp.data.collate import ProductGroupedSampler
 from trendnlp.data.records import ErrorReport, read_records
 
@@ -117,6 +118,8 @@ def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[l
             raise ValueError(f"{name} records ({getattr(d, name) or d.train}): " + (
                 f"product_id={bad['product_id']!r} cutoff={bad['cutoff']} has neither `label` nor `future_sales`"
                 if bad else "none left") + "; training and evaluation need labelled records")
+        if recs:  # a channel the config feeds but the records lack would be all zeros
+            require_channels(config.sales, carried_channels(recs), getattr(d, name) or d.train)
     return train, val, test
 
 
