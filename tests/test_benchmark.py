@@ -304,3 +304,41 @@ def test_hybrid_check_script_reproduces_the_ensemble_row(synthetic_run, capsys):
     assert out["ensemble_validation_macro_f1"] == pytest.approx(ens["val_macro_f1"], abs=1e-4)
     assert out["ensemble_test_macro_f1"] == pytest.approx(ens["macro_f1"], abs=1e-4)
     assert out["test_macro_f1"] == pytest.approx(fused["runs"][0]["macro_f1"], abs=1e-4)
+
+
+# ---- options checked at the edge: one line, nothing written ----------------------------------------------------
+ORDERS_ARGS = ["benchmark", "--preset", "none", "--sales", ROOT / "data_samples" / "orders.csv", "--price-col", "price",
+               "--invoice-col", "order_id", "--set", "sales.channels=[orders]", "--history", "8",
+               "--variants", "none", "--forecasters", "none", "--baselines", "majority", "--no-progress",
+               "--train-cutoffs", "2023-01-01:2023-08-06", "--val-cutoffs", "2023-09-03:2023-09-17",
+               "--test-cutoffs", "2023-10-15:2023-10-29"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--seeds", ""], ["argument --seeds: expected distinct whole numbers"]),  # as backtest says (was: seeds 0,1,2)
+    (["--seeds", "0,0"], ["argument --seeds: a seed is given more than once in '0,0'"]),
+    (["--test-cutoffs", "2030-01-01:2030-02-01"], ["the test part is empty: no record has a cutoff in the "
+                                                   "--test-cutoffs range; the records' cutoffs run from 2022-"]),
+    (["--baselines", "majority,nope"], ["argument --baselines: unknown name(s) nope", "known: majority,"]),
+    (["--variants", "fused_nope"], ["argument --variants: unknown name(s) fused_nope"]),
+    (["--examples", "-1"], ["argument --examples: expected a whole number >= 0, found '-1'"]),
+    (["--val-cutoffs", "2011-09-25:2011-09-11"], ["argument --val-cutoffs: FROM 2011-09-25 is after TO 2011-09-11"]),
+    (["--set", "sales.channels=[orders,customers]"], ["`customers` channel", "--customer-col COLUMN",
+                                                      "--set 'sales.channels=[orders]'"]),
+])
+def test_bad_benchmark_options_are_one_line_and_write_nothing(tmp_path, capsys, extra, words):
+    from conftest import cli_error
+
+    out = tmp_path / "out"
+    err = cli_error([*ORDERS_ARGS, "--out", out, *extra], capsys)
+    assert err.startswith("trendnlp benchmark: error: ") and all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_a_config_that_is_not_a_mapping_is_named(tmp_path, capsys):
+    from conftest import cli_error
+
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    err = cli_error([*ORDERS_ARGS, "--out", tmp_path / "out", "--config", tmp_path / "list.yaml"], capsys)
+    assert "list.yaml: expected a mapping of sections (text, sales, ...), found list" in err
+    assert not (tmp_path / "out").exists()

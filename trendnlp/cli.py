@@ -21,7 +21,9 @@ from pathlib import Path
 
 from trendnlp.data.channels import column_options, context_channels
 from trendnlp.labels import LabelRule
-from trendnlp.options import COUNT, NUMBER, POSITIVE, arg, parse_number
+from trendnlp.options import COUNT, NUMBER, PERIODS, POSITIVE, arg, parse_count, parse_number
+
+STEPS = arg(parse_count, maximum=1024)  # Integrated Gradients steps: more only costs time
 
 
 def _add_rule_args(p: argparse.ArgumentParser) -> None:
@@ -50,11 +52,11 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_lab
             p.add_argument(channel.cli_flag, default=None, help=f"optional column for the `{channel.name}` channel "
                            f"({channel.help}); without it records carry no `{channel.name}`")
     p.add_argument("--freq", choices=("W", "D", "M"), default=None, help="period: W (weeks ending Sunday), D or M")
-    p.add_argument("--history", type=POSITIVE, default=None, help="periods of history per record (default "
+    p.add_argument("--history", type=PERIODS, default=None, help="periods of history per record (default "
                    + ("the model's)" if for_label else "26)"))
     if not for_label:
-        p.add_argument("--horizon", type=POSITIVE, default=None, help="future periods per record (default 4)")
-        p.add_argument("--stride", type=POSITIVE, default=None, help="periods between cutoffs (default 1)")
+        p.add_argument("--horizon", type=PERIODS, default=None, help="future periods per record (default 4)")
+        p.add_argument("--stride", type=PERIODS, default=None, help="periods between cutoffs (default 1)")
     p.add_argument("--min-history-units", type=NUMBER, default=None, help="keep records with at least this many "
                    "units in their history (default " + ("1 with --sales: every active product)" if for_label
                                                           else "10)"))
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=COUNT, default=0, help="explain only the first N records (0: all)")
     p.add_argument("--top-words", type=COUNT, default=8, help="words kept per record")
     p.add_argument("--batch-size", type=POSITIVE, default=256, help="records per pass")
-    p.add_argument("--text-steps", type=COUNT, default=8, help="Integrated Gradients steps over the text (0: no top "
+    p.add_argument("--text-steps", type=STEPS, default=8, help="Integrated Gradients steps over the text (0: no top "
                    "words, several times faster)")
     p.set_defaults(func=cmd_explain)
 

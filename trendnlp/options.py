@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Iterable
 
 MAX_SEED = 2**32 - 1  # numpy's seeding takes 0 .. 2**32 - 1
+MAX_PERIODS = 100_000  # bound on history / horizon / stride / every: ~270 years of days; larger is a typo
 
 
 class OptionError(ValueError):
@@ -61,8 +62,8 @@ e.g. 2011-03-13:2011-10-23
     return lo, hi
 
 
-def parse_count(text: str, option: str, minimum: int = 0) -> int:
-    """A whole number >= `minimum` (0: a non-negative count; 1: a positive one).
+def parse_count(text: str, option: str, minimum: int = 0, maximum: int | None = None) -> int:
+    """A whole number >= `minimum` (0: a non-negative count; 1: a positive one), <= `maximum` when given.
 
     >>> parse_count("8", "--every", minimum=1)
     8
@@ -71,8 +72,9 @@ def parse_count(text: str, option: str, minimum: int = 0) -> int:
         value = int(str(text).strip())
     except ValueError:
         value = None
-    if value is None or value < minimum:
-        raise OptionError(option, f"expected a whole number >= {minimum}, found {text!r}")
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        within = f"in {minimum}..{maximum:,}" if maximum is not None else f">= {minimum}"
+        raise OptionError(option, f"expected a whole number {within}, found {text!r}")
     return value
 
 
@@ -157,6 +159,8 @@ def arg(parse: Callable, **kwargs) -> Callable[[str], object]:
 
 COUNT = arg(parse_count)  # a whole number >= 0
 POSITIVE = arg(parse_count, minimum=1)  # a whole number >= 1
+PERIODS = arg(parse_count, minimum=1, maximum=MAX_PERIODS)  # a number of periods
+THREADS = arg(parse_count, maximum=1024)  # torch CPU threads (0: torch's default)
 NUMBER = arg(parse_number)  # a finite number >= 0
 DATE_RANGE = arg(parse_date_range)
 SEEDS = arg(parse_seeds)

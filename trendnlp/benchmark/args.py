@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT
-from trendnlp.options import COUNT, DATE_RANGE, NUMBER, POSITIVE, SEEDS, arg, parse_names, parse_number
+from trendnlp.options import COUNT, DATE_RANGE, NUMBER, PERIODS, POSITIVE, SEEDS, THREADS, arg, parse_names, parse_number
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "benchmark_online_retail.yaml"
 DEFAULT_SEEDS = (0, 1, 2)
@@ -47,11 +47,11 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
     win = p.add_argument_group("records and label rule (defaults: DESIGN §2 and §6, or the config)")
     win.add_argument("--freq", choices=("W", "D", "M"), default="W", help="period length (default W, weeks "
                      "ending Sunday)")
-    win.add_argument("--history", type=POSITIVE, default=None, help="periods of history per record (config "
+    win.add_argument("--history", type=PERIODS, default=None, help="periods of history per record (config "
                      "sales.history, 26)")
-    win.add_argument("--horizon", type=POSITIVE, default=4, help="future periods per record; also the purge "
+    win.add_argument("--horizon", type=PERIODS, default=4, help="future periods per record; also the purge "
                      "between split parts (default 4)")
-    win.add_argument("--stride", type=POSITIVE, default=1, help="periods between cutoffs (default 1)")
+    win.add_argument("--stride", type=PERIODS, default=1, help="periods between cutoffs (default 1)")
     win.add_argument("--min-history-units", type=NUMBER, default=10.0, help="keep records with at least this "
                      "many units in their history (default 10)")
     for name, tp, help_ in (("K", POSITIVE, "history periods averaged into `recent`"),
@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
         bt.add_argument("--origins", type=DATE_RANGE, default=None, metavar="FIRST:LAST", help="first and last origin (ISO dates, "
                         "inclusive), e.g. 2011-03-13:2011-10-23 (default: every --every periods over the log's last "
                         "year, back from the latest possible origin; on the two-year file 2011-01-16 … 2011-10-23)")
-        bt.add_argument("--every", type=POSITIVE, default=8, help="periods between origins (default 8)")
+        bt.add_argument("--every", type=PERIODS, default=8, help="periods between origins (default 8)")
         bt.add_argument("--rows", type=arg(parse_names), default="fused,sales_only,gbm_all+offsets,gbm_all_text+offsets",
                         help="table rows: fused (the config's fusion method), neural variants "
                         f"({','.join(VARIANTS)}), baselines (name or name+offsets) (default %(default)s)")
@@ -118,6 +118,6 @@ def _add_scale_arguments(p: argparse.ArgumentParser) -> None:
     small.add_argument("--base-model", default=None, help="text encoder name or folder (sets text.base_model)")
     small.add_argument("--epochs", type=POSITIVE, default=None, help="maximum epochs (sets train.epochs)")
     small.add_argument("--quick", action="store_true", help="one seed, one epoch, at most 300 products")
-    p.add_argument("--threads", type=COUNT, default=1, help="torch CPU threads (default 1: on shared cores, spinning "
+    p.add_argument("--threads", type=THREADS, default=1, help="torch CPU threads (default 1: on shared cores, spinning "
                    "OpenMP threads made training up to 20x slower; raise it on a quiet machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -201,7 +201,7 @@ def run_backtest(records: Sequence[dict], base_config: dict, out_dir: str | Path
         ranges = origin_ranges(o, first, freq)
         parts[o] = dict(zip(("train", "validation", "test"), split_by_cutoff(
             records, ranges["train"], ranges["val"], ranges["test"], horizon=horizon, freq=freq)))
-        check_parts(parts[o], where=f"origin {o}: ")
+        check_parts(parts[o], where=f"origin {o}: ", records=records)
     out.mkdir(parents=True, exist_ok=True)
     for o in origins:
         ranges = origin_ranges(o, first, freq)

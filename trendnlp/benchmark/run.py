@@ -204,14 +204,16 @@ def select_fused(rows: Sequence[dict]) -> dict | None:
 SPLIT_OPTIONS = {"train": "--train-cutoffs", "validation": "--val-cutoffs", "test": "--test-cutoffs"}
 
 
-def check_parts(parts: dict[str, list[dict]], where: str = "") -> None:
-    """Every split part must hold records: an empty one is an error naming its option and the records' cutoffs.
+def check_parts(parts: dict[str, list[dict]], where: str = "", records: Sequence[dict] | None = None) -> None:
+    """Every split part must hold records: an empty one is an error naming its option and the cutoffs of
+    `records` (the records that were split; default: those of the parts).
 
     >>> check_parts({"train": [{"cutoff": "2011-01-02"}], "validation": [], "test": []})
     Traceback (most recent call last):
     ValueError: the validation part is empty: no record has a cutoff in the --val-cutoffs range; the records' cutoffs run from 2011-01-02 to 2011-01-02
     """
-    cutoffs = [r["cutoff"] for recs in parts.values() for r in recs if r.get("cutoff")]
+    records = [r for recs in parts.values() for r in recs] if records is None else records
+    cutoffs = [r["cutoff"] for r in records if r.get("cutoff")]
     for name, option in SPLIT_OPTIONS.items():
         if not parts.get(name):
             span = f"; the records' cutoffs run from {min(cutoffs)} to {max(cutoffs)}" if cutoffs else ""
@@ -369,6 +371,7 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         train, val, test = split_by_cutoff(records, ranges["train"], ranges["val"], ranges["test"],
                                            horizon=args.horizon, freq=args.freq)
         print(f"split: train {len(train):,}, validation {len(val):,}, test {len(test):,} records")
+        check_parts({"train": train, "validation": val, "test": test}, records=records)
     names = names_option(args.baselines)
     meta = {"options": {k: v for k, v in vars(args).items() if k != "func"},
             "split": {k: list(v) for k, v in ranges.items()}, "machine": machine_description()}

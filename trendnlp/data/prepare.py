@@ -19,15 +19,16 @@ from tqdm.auto import tqdm
 
 from trendnlp.errors import ConfigError, DataError
 from trendnlp.labels import LabelRule
+from trendnlp.options import MAX_PERIODS
 from trendnlp.data.channels import CHANNELS, context_channels
 from trendnlp.data.lookups import reviews_as_of, texts_as_of
 from trendnlp.data.records import FREQS, ErrorReport, RecordError
 from trendnlp.data.summary import RecordSummary, summarize  # noqa: F401 (re-exported)
-from trendnlp.data.tables import SkippedRows, parse_times, parse_units, product_ids, read_table  # noqa: F401
+from trendnlp.data.tables import (SkippedRows, parse_times, parse_units, product_ids, read_table,  # noqa: F401
+                                  require_values)
 
 PERIOD_CODES = {"W": "W-SUN", "D": "D", "M": "M"}  # weeks end on Sunday, as in the Online Retail benchmark
 SERIES_STARTS = ("data", "first_sale")
-MAX_PERIODS = 100_000  # bound on history / horizon / stride: ~270 years of days; larger is a typo
 
 
 @dataclass
@@ -192,12 +193,7 @@ def _read_log(sales, product_col, time_col, units_col, columns: dict[str, str], 
         if len(ids) == 0:
             raise DataError(f"{src}: every one of its {len(df):,} rows is bad (see the errors report)")
     for name, v in values.items():  # a column without one value would give every record a zero (or null) channel
-        if len(v) and not pd.notna(v).any():
-            flag = CHANNELS[name].cli_flag
-            raise DataError(f"{src}: column {columns[name]!r} ({flag}, the `{name}` channel) is empty on every one of "
-                            f"its {len(v):,} rows" + (" (a price of 0 counts as none)" if CHANNELS[name].nullable
-                                                     else "") + f", so no record would carry a `{name}` value; "
-                            f"name a column that holds them with {flag}, or leave {flag} out")
+        require_values(v, src, columns[name], CHANNELS[name])
     pid, uniques = pd.factorize(ids, sort=True)  # sorted ids -> records ordered by product
     per = ts.dt.to_period(PERIOD_CODES[freq]).array.asi8
     grid = _Grid(np.asarray(uniques, dtype=object), int(per.min()), PERIOD_CODES[freq])

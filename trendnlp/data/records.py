@@ -315,10 +315,22 @@ def _rows_of(source: Any) -> tuple[Iterable, str, bool]:
     if isinstance(source, dict):
         return [(1, source)], "<record>", False
     if hasattr(source, "to_dict") and hasattr(source, "columns"):
-        return iter_frame_rows(source), "<DataFrame>", True
+        return iter_frame_rows(_ids_from_index(source)), "<DataFrame>", True
     if isinstance(source, (list, tuple)):
         return list(enumerate(source, start=1)), "<records>", False
     raise TypeError(f"records must be a path, a dict, a list of dicts or a pandas DataFrame, found {type(source).__name__}")
+
+
+def _ids_from_index(df: Any) -> Any:
+    """A DataFrame whose ids are its index (`df.set_index("product_id")`) reads as if they were the column; a
+    frame without either is one error saying where the ids should be, instead of one per row."""
+    if "product_id" in df.columns or len(df) == 0:
+        return df
+    if "product_id" in list(df.index.names):
+        return df.reset_index(level="product_id")
+    raise RecordError("<DataFrame>", None, "product_id", f"no `product_id` column (columns: {list(df.columns)[:8]}) "
+                      f"and the index is named {df.index.name!r}; if the index holds the ids, name it: "
+                      "df.rename_axis('product_id'), or make them a column: df.reset_index(names='product_id')")
 
 
 def load_records(source: Any, *, on_error: str = "raise", history: int | None = None, rule: LabelRule | None = None,

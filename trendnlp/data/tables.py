@@ -10,6 +10,7 @@ import pandas as pd
 
 from trendnlp.data.channels import CHANNELS
 from trendnlp.data.io import ErrorReport, RecordError, detect_format, unreadable_as_data_error
+from trendnlp.errors import DataError
 
 
 def read_table(source: Any, what: str, wanted: dict[str, list[str]],
@@ -167,6 +168,17 @@ def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units",
         if bad.any():
             _fail(frame, bad, src, off, col, reason, s, skip)
     return x
+
+
+def require_values(values: np.ndarray, src: str, col: str, channel) -> None:
+    """A channel's log column must hold a value on some row (a price > 0, an id): else every record would get a
+    zero (or null) channel, which is an error naming the column and its option."""
+    if len(values) and not pd.notna(values).any():
+        flag = channel.cli_flag
+        none = " (a price of 0 counts as none)" if channel.nullable else ""
+        raise DataError(f"{src}: column {col!r} ({flag}, the `{channel.name}` channel) is empty on every one of its "
+                        f"{len(values):,} rows{none}, so no record would carry `{channel.name}`; name a column that "
+                        f"holds them with {flag}, or leave {flag} out")
 
 
 def text_column(df: pd.DataFrame, name: str) -> np.ndarray:
