@@ -109,7 +109,8 @@ def parse_names(text: str, option: str, known: Iterable[str] | Callable[[], Iter
         raise OptionError(option, f"expected comma-separated names without empty entries{example}, found {text!r}")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise OptionError(option, f"{', '.join(dup)} given more than once in {text!r}; name each once")
+        raise OptionError(option, f"{', '.join(dup)} given more than once in {text!r}; name each once"
+                          if all(n.isprintable() for n in dup) else f"a name is given more than once in {text!r}")
     lowered = [n.lower() for n in names]
     if set(lowered) & set(keywords):
         if len(names) > 1:
@@ -118,7 +119,8 @@ def parse_names(text: str, option: str, known: Iterable[str] | Callable[[], Iter
     if known is not None:
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise OptionError(option, f"unknown name(s) {', '.join(unknown)} in {text!r}; known: {', '.join(known)}"
+            unknown = ", ".join(n if n.isprintable() else repr(n) for n in unknown)  # one line, whatever the text
+            raise OptionError(option, f"unknown name(s) {unknown} in {text!r}; known: {', '.join(known)}"
                               + (f" (or {'/'.join(keywords)})" if keywords else ""))
     return names
 
