@@ -313,8 +313,9 @@ any_option_value = st.one_of(st.sampled_from(
     ["", ",", " ", "0", "-1", "1", "2", "3", "8", "1.5", "1e9", "nan", "inf", "abc", "none", "0,0", "0,1", "1,,2",
      "2023-13-45", "2023-10-15", "2023-10-29:2023-10-15", "2023-09-17:2023-11-12", "abc:def", ":", "-x"]), weird_text)
 cheap = any_option_value.filter(lambda v: v.strip().lower() != "all")  # `--variants all` trains every ablation
-counts, dates = st.sampled_from(["1", "2", "4", "8"]), st.sampled_from(["2023-01-01:2023-08-06", "2023-09-03:2023-09-17",
-                                                                         "2023-10-15:2023-10-29", "2023-11-12:2023-11-26"])
+counts = st.sampled_from(["1", "2", "4", "8"])
+dates = st.sampled_from(["2023-01-01:2023-08-06", "2023-09-03:2023-09-17", "2023-10-15:2023-10-29",
+                         "2023-11-12:2023-11-26"])
 SHARED = {"--history": counts, "--horizon": counts, "--stride": counts, "--min-history-units": counts, "--K": counts,
           "--F": counts, "--alpha": st.just("0.5"), "--tau": st.just("0.1"), "--seeds": st.just("0,1")}
 OPTIONS = {

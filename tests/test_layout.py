@@ -12,8 +12,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "trendnlp"
 # lowest first; labels and config share the ground floor
-ORDER = {"labels": 0, "config": 0, "errors": 0, "options": 0, "data": 1, "model": 2, "evaluation": 3, "training": 4, "inference": 5,
-         "benchmark": 6, "cli": 7, "__main__": 7}
+ORDER = {"labels": 0, "config": 0, "errors": 0, "options": 0, "data": 1, "model": 2, "evaluation": 3, "training": 4,
+         "inference": 5, "benchmark": 6, "cli": 7, "__main__": 7}
 
 
 def stage_of(module: str) -> str | None:

@@ -31,7 +31,8 @@ def _add_rule_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--K", type=POSITIVE, default=4, help="history periods averaged into `recent` (default 4)")
     g.add_argument("--F", type=POSITIVE, default=4, help="future periods averaged into `future` (default 4)")
     g.add_argument("--alpha", type=arg(parse_number, above=True), default=1.0, help="additive smoothing (default 1.0)")
-    g.add_argument("--tau", type=arg(parse_number, above=True), default=0.25, help="relative change threshold (default 0.25)")
+    g.add_argument("--tau", type=arg(parse_number, above=True), default=0.25,
+                   help="relative change threshold (default 0.25)")
 
 
 def _rule(args: argparse.Namespace) -> LabelRule:

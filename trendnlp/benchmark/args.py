@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT
-from trendnlp.options import COUNT, DATE_RANGE, NUMBER, PERIODS, POSITIVE, SEEDS, THREADS, arg, parse_names, parse_number
+from trendnlp.options import (COUNT, DATE_RANGE, NUMBER, PERIODS, POSITIVE, SEEDS, THREADS, arg, parse_names,
+                              parse_number)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "benchmark_online_retail.yaml"
 DEFAULT_SEEDS = (0, 1, 2)
@@ -62,11 +63,13 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
     if backtest:
         bt = p.add_argument_group("origins (DESIGN §7: at origin O, train cutoffs up to O-10 periods, validation "
                                   "O-6 … O-4, test O … O+2)")
-        bt.add_argument("--origins", type=DATE_RANGE, default=None, metavar="FIRST:LAST", help="first and last origin (ISO dates, "
-                        "inclusive), e.g. 2011-03-13:2011-10-23 (default: every --every periods over the log's last "
-                        "year, back from the latest possible origin; on the two-year file 2011-01-16 … 2011-10-23)")
+        bt.add_argument("--origins", type=DATE_RANGE, default=None, metavar="FIRST:LAST", help="first and last "
+                        "origin (ISO dates, inclusive, FIRST <= LAST), e.g. 2011-03-13:2011-10-23 (default: every "
+                        "--every periods over the log's last year, back from the latest possible origin; on the "
+                        "two-year file 2011-01-16 … 2011-10-23)")
         bt.add_argument("--every", type=PERIODS, default=8, help="periods between origins (default 8)")
-        bt.add_argument("--rows", type=arg(parse_names), default="fused,sales_only,gbm_all+offsets,gbm_all_text+offsets",
+        bt.add_argument("--rows", type=arg(parse_names),
+                        default="fused,sales_only,gbm_all+offsets,gbm_all_text+offsets",
                         help="table rows: fused (the config's fusion method), neural variants "
                         f"({','.join(VARIANTS)}), baselines (name or name+offsets) (default %(default)s)")
         bt.add_argument("--update", action="store_true", help="warm-start each neural run from its model at the "
@@ -83,15 +86,19 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
                      "in configs/)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
-    run.add_argument("--seeds", type=SEEDS, default=[0] if backtest else None, help="training seeds (default 0" + (")" if backtest
-                     else ",1,2, with --quick 0; --seeds 0 for a one-seed run)"))
+    run.add_argument("--seeds", type=SEEDS, default=[0] if backtest else None,
+                     help="training seeds, distinct (default 0" + (")" if backtest
+                                                                     else ",1,2, with --quick 0; --seeds 0 for a "
+                                                                     "one-seed run)"))
     if backtest:
         _add_scale_arguments(p)
         return
-    run.add_argument("--variants", type=arg(parse_names, known=VARIANTS, keywords=KEYWORDS), default=None, help="neural rows to train, comma-separated (default: "
+    run.add_argument("--variants", type=arg(parse_names, known=VARIANTS, keywords=KEYWORDS), default=None,
+                     help="neural rows to train, comma-separated (default: "
                      "sales_only and the config's fusion method, e.g. fused_gated; `all` for every ablation: "
                      f"{','.join(VARIANTS)}; `none` for none)")
-    run.add_argument("--baselines", type=arg(parse_names, known=_baseline_names, keywords=KEYWORDS), default=None, help="baselines to run, comma-separated (default all; "
+    run.add_argument("--baselines", type=arg(parse_names, known=_baseline_names, keywords=KEYWORDS), default=None,
+                     help="baselines to run, comma-separated (default all; "
                      "`none` for none)")
     run.add_argument("--forecasters", type=arg(parse_names, known=_forecaster_names, keywords=KEYWORDS),
                      default=None, help="statsforecast models to run, comma-separated (default "

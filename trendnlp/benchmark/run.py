@@ -210,7 +210,8 @@ def check_parts(parts: dict[str, list[dict]], where: str = "", records: Sequence
 
     >>> check_parts({"train": [{"cutoff": "2011-01-02"}], "validation": [], "test": []})
     Traceback (most recent call last):
-    ValueError: the validation part is empty: no record has a cutoff in the --val-cutoffs range; the records' cutoffs run from 2011-01-02 to 2011-01-02
+    ValueError: the validation part is empty: no record has a cutoff in the --val-cutoffs range; the records' \
+cutoffs run from 2011-01-02 to 2011-01-02
     """
     records = [r for recs in parts.values() for r in recs] if records is None else records
     cutoffs = [r["cutoff"] for r in records if r.get("cutoff")]
