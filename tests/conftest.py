@@ -140,3 +140,15 @@ def train_tiny(config: TrendConfig, data: dict, out_dir: Path, **train: object) 
     raw["data"].update(data)
     raw["train"].update(train)
     return run(TrendConfig.from_dict(raw), out_dir, progress=False)
+
+
+def cli_error(argv: list, capsys: pytest.CaptureFixture) -> str:
+    """Run `trendnlp ARGV` expecting a refusal: exit 2 and exactly one stderr line, no traceback; that line."""
+    from trendnlp.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], (rc, err)
+    assert ": error: unexpected " not in err[0], err[0]
+    return err[0]

@@ -35,7 +35,7 @@ def test_choose_origins_default_explicit_and_errors():
         bt.choose_origins(cuts, "2011-10-30:2011-10-30", 8)
     with pytest.raises(ValueError, match="no training cutoffs"):
         bt.choose_origins(cuts, "2010-06-20:2010-08-01", 8)
-    with pytest.raises(ValueError, match="FIRST:LAST"):
+    with pytest.raises(ValueError, match="--origins: expected FROM:TO"):
         bt.choose_origins(cuts, "2011-03-13", 8)
 
 
@@ -77,6 +77,7 @@ def test_backtest_end_to_end_on_the_sample_log(tiny_bert_dir, tmp_path, small_bo
     out = tmp_path / "bt"
     rc = cli_main(["backtest", "--preset", "none", "--sales", str(ROOT / "data_samples" / "orders.csv"),
                    "--texts", str(ROOT / "data_samples" / "products.csv"), "--price-col", "price",
+                   "--invoice-col", "order_id", "--set", "sales.channels=[orders]",  # the log has no customer ids
                    "--out", str(out), "--history", "8", "--max-products", "40", "--origins", "2023-09-17:2023-11-12",
                    "--every", "8", "--update", "--base-model", tiny_bert_dir, "--epochs", "1",
                    "--set", "train.batch_size=32", "--set", "text.lora_r=4", "--set", "sales.hidden_size=16",
@@ -114,3 +115,54 @@ def test_backtest_end_to_end_on_the_sample_log(tiny_bert_dir, tmp_path, small_bo
 def test_backtest_errors_are_one_line(tmp_path, capsys):
     rc = cli_main(["backtest", "--out", str(tmp_path)])
     assert rc == 2 and "--sales PATH" in capsys.readouterr().err
+
+
+ORDERS = ROOT / "data_samples" / "orders.csv"
+# the sample log has an invoice column (order_id) and prices but no customer ids
+ORDERS_ARGS = ["backtest", "--preset", "none", "--sales", ORDERS, "--price-col", "price", "--invoice-col", "order_id",
+               "--set", "sales.channels=[orders]"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--origins", "2012-01-01:2011-01-01"], ["argument --origins: FROM 2012-01-01 is after TO 2011-01-01",
+                                              "2011-01-01:2012-01-01"]),
+    (["--origins", "2023-13-45:2023-14-01"], ["argument --origins:", "'2023-13-45' (month must be in 1..12)"]),
+    (["--origins", "abc:def"], ["argument --origins: expected an ISO date", "found 'abc'"]),
+    (["--origins", "2030-01-01:2030-02-01"], ["origin 2030-01-01", "the latest possible origin is"]),
+    (["--rows", "sales_only,majority,sales_only"], ["argument --rows: sales_only given more than once"]),
+    (["--rows", "majority,nope"], ["--rows: unknown row 'nope'"]),
+    (["--seeds", ""], ["argument --seeds: expected distinct whole numbers"]),
+    (["--every", "0"], ["argument --every: expected a whole number in 1..100,000, found '0'"]),
+    (["--config", "configs/none.yaml"], ["config configs/none.yaml not found"]),
+])
+def test_bad_backtest_options_are_one_line_and_write_nothing(tmp_path, capsys, extra, words):
+    from conftest import cli_error
+
+    out = tmp_path / "bt"
+    err = cli_error([*ORDERS_ARGS, "--out", out, "--rows", "majority", *extra], capsys)
+    assert err.startswith("trendnlp backtest: error: ") and all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_channels_the_log_cannot_give_are_refused_by_name(tmp_path, capsys):
+    """The default config feeds `orders` and `customers`: on a log without those columns the backtest used to
+    train them as all zeros; now it names the channel, the option that builds it and the --set that drops it."""
+    from conftest import cli_error
+
+    out, base = tmp_path / "bt", ["backtest", "--preset", "none", "--sales", ORDERS, "--price-col", "price"]
+    err = cli_error([*base, "--out", out], capsys)
+    assert "the config feeds the `orders` channel" in err and "--invoice-col COLUMN" in err
+    assert "--set 'sales.channels=[customers]'" in err
+    err = cli_error([*base, "--invoice-col", "order_id", "--out", out], capsys)
+    assert "`customers` channel" in err and "--customer-col COLUMN" in err and "sales.channels=[orders]" in err
+    err = cli_error(["backtest", "--preset", "none", "--sales", ORDERS, "--set", "sales.channels=[]", "--out", out],
+                    capsys)
+    assert "`price` channel" in err and "--price-col COLUMN" in err and "--set sales.price_channels=false" in err
+    assert not out.exists()
+    # prepared records without the channel: refused after reading them, still before writing
+    from trendnlp.data.records import write_records
+    from conftest import make_records
+
+    write_records(make_records(4, 2), tmp_path / "recs.jsonl")
+    err = cli_error(["backtest", "--records", tmp_path / "recs.jsonl", "--out", out], capsys)
+    assert "recs.jsonl: the config feeds the `price` channel" in err and not out.exists()

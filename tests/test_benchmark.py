@@ -96,7 +96,8 @@ def test_generic_order_log_with_own_column_names(tmp_path):
     args = build_parser().parse_args([
         "benchmark", "--preset", "none", "--sales", str(tmp_path / "log.csv"), "--out", str(tmp_path / "out"),
         "--product-col", "sku", "--time-col", "day", "--units-col", "qty", "--title-col", "name", "--history", "4",
-        "--horizon", "2", "--F", "2", "--min-history-units", "1"])
+        "--horizon", "2", "--F", "2", "--min-history-units", "1",
+        "--set", "sales.price_channels=false", "--set", "sales.channels=[]"])  # the log has units only
     config = TrendConfig.from_dict(bm.load_config_dict(args))
     assert (config.sales.history, config.labels.F) == (4, 2)
     records, notes = bm.prepare_records(args, config, progress=False)
@@ -279,3 +280,39 @@ def test_new_product_mask_uses_first_sale_and_needs_it():
     assert bm.new_product_mask([{"cutoff": "2011-10-23", "freq": "W"}]) is None
 
 
+# ---- options checked at the edge: one line, nothing written ----------------------------------------------------
+ORDERS_ARGS = ["benchmark", "--preset", "none", "--sales", ROOT / "data_samples" / "orders.csv", "--price-col", "price",
+               "--invoice-col", "order_id", "--set", "sales.channels=[orders]", "--history", "8",
+               "--variants", "none", "--forecasters", "none", "--baselines", "majority", "--no-progress",
+               "--train-cutoffs", "2023-01-01:2023-08-06", "--val-cutoffs", "2023-09-03:2023-09-17",
+               "--test-cutoffs", "2023-10-15:2023-10-29"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--seeds", ""], ["argument --seeds: expected distinct whole numbers"]),  # as backtest says (was: seeds 0,1,2)
+    (["--seeds", "0,0"], ["argument --seeds: a seed is given more than once in '0,0'"]),
+    (["--test-cutoffs", "2030-01-01:2030-02-01"], ["the test part is empty: no record has a cutoff in the "
+                                                   "--test-cutoffs range; the records' cutoffs run from 2022-"]),
+    (["--baselines", "majority,nope"], ["argument --baselines: unknown name(s) nope", "known: majority,"]),
+    (["--variants", "fused_nope"], ["argument --variants: unknown name(s) fused_nope"]),
+    (["--examples", "-1"], ["argument --examples: expected a whole number >= 0, found '-1'"]),
+    (["--val-cutoffs", "2011-09-25:2011-09-11"], ["argument --val-cutoffs: FROM 2011-09-25 is after TO 2011-09-11"]),
+    (["--set", "sales.channels=[orders,customers]"], ["`customers` channel", "--customer-col COLUMN",
+                                                      "--set 'sales.channels=[orders]'"]),
+])
+def test_bad_benchmark_options_are_one_line_and_write_nothing(tmp_path, capsys, extra, words):
+    from conftest import cli_error
+
+    out = tmp_path / "out"
+    err = cli_error([*ORDERS_ARGS, "--out", out, *extra], capsys)
+    assert err.startswith("trendnlp benchmark: error: ") and all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_a_config_that_is_not_a_mapping_is_named(tmp_path, capsys):
+    from conftest import cli_error
+
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    err = cli_error([*ORDERS_ARGS, "--out", tmp_path / "out", "--config", tmp_path / "list.yaml"], capsys)
+    assert "list.yaml: expected a mapping of sections (text, sales, ...), found list" in err
+    assert not (tmp_path / "out").exists()

@@ -276,7 +276,7 @@ def test_labeling_a_log_without_a_channel_the_model_reads_fails_by_name(tmp_path
     recs = read_records(prepare(_log(), **KW).records)
     torch.manual_seed(0)
     model = TrendClassifier(config).fit_feature_scaling(recs)
-    with pytest.raises(ConfigError, match=r"\['orders'\].*--invoice-col"):
+    with pytest.raises(ConfigError, match=r"the model feeds the `orders` channel.*--invoice-col COLUMN$"):
         label_log(model, _log(), tmp_path / "today.csv", progress=False)
     summary = label_log(model, _log(), tmp_path / "today.csv", prepare_options={"invoice_col": "invoice"},
                         progress=False)

@@ -170,3 +170,18 @@ def test_word_pieces_merge_by_word_ids_for_any_fast_tokenizer():
     assert sum(w["attribution"] for w in words) == pytest.approx(values.sum())
     # the "##" rule alone would have split them into pieces
     assert len(_merge_words(tokz.convert_ids_to_tokens(ids), values, np.zeros(len(ids), dtype=bool))) > 2
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--top-words", "-1", "expected a whole number >= 0, found '-1'"),  # was: exit 0, 27-29 words per record
+    ("--batch-size", "0", "expected a whole number >= 1, found '0'"),  # was: "range() arg 3 must not be zero"
+    ("--limit", "-1", "expected a whole number >= 0, found '-1'"),  # was: 4 of 5 records explained
+    ("--text-steps", "x", "expected a whole number in 0..1,024, found 'x'"),
+])
+def test_bad_explain_options_are_one_line_before_the_model_loads(tmp_path, capsys, option, value, words):
+    from conftest import cli_error
+
+    out = tmp_path / "e.jsonl"
+    err = cli_error(["explain", "--model", tmp_path / "no_model", "--input", tmp_path / "no.jsonl", "--output", out,
+                     "--html", tmp_path / "e.html", option, value], capsys)
+    assert err.startswith(f"trendnlp explain: error: argument {option}: {words}") and not out.exists()

@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_records
 from trendnlp.cli import main
-from trendnlp.data.records import read_records
+from trendnlp.data.records import read_records, write_records
 from trendnlp.errors import TrendError
 from trendnlp.inference.labeling import label_file
 from trendnlp.model.classifier import TrendClassifier
@@ -297,3 +297,91 @@ def test_any_bytes_get_an_answer_and_the_server_stays_up(url, raw):
     # 400: not even UTF-8 / JSON (FastAPI's own answer); 422: JSON, but not a request body
     assert r.status_code in (400, 422) and isinstance(r.json()["detail"], (str, list)), (r.status_code, r.text)
     assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+
+
+# ---- 4. option values of benchmark, backtest and explain ----------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+# a cheap run on the sample log (one rule baseline, no neural row); the drawn options come after and win
+LOG_ARGS = ["--preset", "none", "--sales", ROOT / "data_samples" / "orders.csv", "--price-col", "price",
+            "--invoice-col", "order_id", "--set", "sales.channels=[orders]", "--history", "8", "--max-products", "20",
+            "--no-progress"]
+BASE_ARGS = {"benchmark": [*LOG_ARGS, "--variants", "none", "--forecasters", "none", "--baselines", "majority",
+                           "--examples", "0", "--train-cutoffs", "2023-01-01:2023-08-06",
+                           "--val-cutoffs", "2023-09-03:2023-09-17", "--test-cutoffs", "2023-10-15:2023-10-29"],
+             "backtest": [*LOG_ARGS, "--rows", "majority", "--origins", "2023-09-17:2023-11-12"]}
+any_option_value = st.one_of(st.sampled_from(
+    ["", ",", " ", "0", "-1", "1", "2", "3", "8", "1.5", "1e9", "nan", "inf", "abc", "none", "0,0", "0,1", "1,,2",
+     "2023-13-45", "2023-10-15", "2023-10-29:2023-10-15", "2023-09-17:2023-11-12", "abc:def", ":", "-x"]), weird_text)
+cheap = any_option_value.filter(lambda v: v.strip().lower() != "all")  # `--variants all` trains every ablation
+counts = st.sampled_from(["1", "2", "4", "8"])
+dates = st.sampled_from(["2023-01-01:2023-08-06", "2023-09-03:2023-09-17", "2023-10-15:2023-10-29",
+                         "2023-11-12:2023-11-26"])
+SHARED = {"--history": counts, "--horizon": counts, "--stride": counts, "--min-history-units": counts, "--K": counts,
+          "--F": counts, "--alpha": st.just("0.5"), "--tau": st.just("0.1"), "--seeds": st.just("0,1")}
+OPTIONS = {
+    "benchmark": {**SHARED, "--train-cutoffs": dates, "--val-cutoffs": dates, "--test-cutoffs": dates,
+                  "--baselines": st.sampled_from(["majority", "persistence,majority", "none"]),
+                  "--variants": st.just("none"), "--forecasters": st.just("none"), "--examples": counts},
+    "backtest": {**SHARED, "--origins": st.sampled_from(["2023-09-17:2023-11-12", "2023-11-12:2023-11-12",
+                                                         "2022-01-01:2022-02-01"]),
+                 "--every": counts, "--rows": st.sampled_from(["majority", "persistence,majority", "mean_reversion"])},
+    "explain": {"--limit": counts, "--top-words": counts, "--batch-size": counts, "--text-steps": counts},
+}
+
+
+@st.composite
+def option_lines(draw, verb: str) -> list[str]:
+    """1-3 options of `verb`, each a cheap valid value or any value at all."""
+    names = draw(st.lists(st.sampled_from(sorted(OPTIONS[verb])), min_size=1, max_size=3, unique=True))
+    return [a for n in names for a in (n, draw(st.one_of(OPTIONS[verb][n], cheap)))]
+
+
+def check_refusal_or_output(rc: int, err: list[str], out: Path) -> bool:
+    """Exit 2 with one line and nothing at `out`, or exit 0; True when it ran."""
+    assert rc in (0, 2) and not any("Traceback" in line for line in err), (rc, err)
+    event(f"exit {rc}")  # --hypothesis-show-statistics: how many runs were accepted
+    assert all(line.startswith("trendnlp ") for line in err), err  # errors and warnings only, one line each
+    if rc == 2:
+        errors = [line for line in err if ": error: " in line]
+        assert len(errors) == 1 and ": error: unexpected " not in errors[0], err
+        assert not out.exists(), f"partial output after {errors[0]}"
+    return rc == 0
+
+
+@settings(max_examples=max(4, BUDGET // 6))  # an accepted run prepares, splits and reports: 2-8 s on shared cores
+@given(verb=st.sampled_from(["benchmark", "backtest"]), data=st.data())
+def test_benchmark_and_backtest_options_run_or_are_refused_in_one_line(tmp_path_factory, verb, data):
+    from trendnlp.cli import build_parser
+
+    options = data.draw(option_lines(verb))
+    out = tmp_path_factory.mktemp(f"fuzz_{verb}") / "out"
+    argv = [verb, *BASE_ARGS[verb], "--out", out, *options]
+    rc, err = run_cli(argv)
+    if not check_refusal_or_output(rc, err, out):
+        return
+    args = build_parser().parse_args([str(a) for a in argv])  # the values the run used
+    if verb == "benchmark":
+        rows = json.loads((out / "results.json").read_text())["rows"]
+        assert {r["name"] for r in rows} == set(args.baselines if args.baselines != ["none"] else [])
+    else:
+        res = json.loads((out / "backtest.json").read_text())
+        assert res["origins"] and all(list(res["per_origin"][o]) == args.rows for o in res["origins"])
+        assert {p.name for p in out.glob("origin_*")} == {f"origin_{o}" for o in res["origins"]}
+
+
+@settings(max_examples=max(4, BUDGET // 5))  # each example loads the model folder, as the CLI does
+@given(options=option_lines("explain"))
+def test_explain_options_run_or_are_refused_in_one_line(model_dir, tmp_path_factory, options):
+    from trendnlp.cli import build_parser
+
+    d = tmp_path_factory.mktemp("fuzz_explain")
+    inp, out = d / "in.jsonl", d / "out.jsonl"
+    write_records(make_records(5, 1), inp)
+    argv = ["explain", "--model", model_dir, "--input", inp, "--output", out, *options]
+    rc, err = run_cli(argv)
+    if not check_refusal_or_output(rc, err, out):
+        return
+    args = build_parser().parse_args([str(a) for a in argv])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == min(5, args.limit or 5)
+    assert all(len(e["top_words"]) <= (args.top_words if args.text_steps else 0) for e in lines)

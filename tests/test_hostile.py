@@ -139,7 +139,7 @@ CASES = [
     ("prepare-negative-units", lambda w: ["prepare", "--sales", orders_file(w, "neg.csv", lambda d: d.loc.__setitem__(
         (2, "units"), -4)), "--out", w / "r.parquet"], ["neg.csv", "row 4", "units", ">= 0"]),
     ("prepare-stride-zero", lambda w: ["prepare", "--sales", w / "orders.csv", "--out", w / "r.parquet",
-                                       "--stride", "0"], ["stride", "found 0"]),
+                                       "--stride", "0"], ["argument --stride", "found '0'"]),
     ("prepare-stride-absurd", lambda w: ["prepare", "--sales", w / "orders.csv", "--out", w / "r.parquet",
                                          "--stride", str(10 ** 20)], ["stride"]),
     ("prepare-history-absurd", lambda w: ["prepare", "--sales", w / "orders.csv", "--out", w / "r.parquet",
@@ -149,7 +149,7 @@ CASES = [
     ("prepare-tau-nan", lambda w: ["prepare", "--sales", w / "orders.csv", "--out", w / "r.parquet", "--tau", "nan"],
      ["tau"]),
     ("prepare-min-units-nan", lambda w: ["prepare", "--sales", w / "orders.csv", "--out", w / "r.parquet",
-                                         "--min-history-units", "nan"], ["min_history_units"]),
+                                         "--min-history-units", "nan"], ["argument --min-history-units", "'nan'"]),
     ("prepare-texts-empty", lambda w: ["prepare", "--sales", w / "orders.csv", "--texts", w / "empty.csv", "--out",
                                        w / "r.parquet"], ["empty.csv", "texts"]),
     ("prepare-unknown-preset", lambda w: ["prepare", "--sales", w / "orders.csv", "--preset", "amazon", "--out",

@@ -86,3 +86,17 @@ def test_label_file_writes_expected_change_from_the_same_pass(model_dir, clf, sa
     got = pd.read_csv(tmp_path / "labels.csv")
     assert list(got["product_id"]) == [r["product_id"] for r in sample_records]
     np.testing.assert_allclose(got["expected_change"], clf.predict_change(sample_records), atol=1e-5)
+
+
+def test_predict_proba_on_a_dataframe_indexed_by_product_id(clf, model_dir, sample_records, tmp_path):
+    """`clf.predict_proba(df.set_index("product_id"))` used to say "row 1: field 'product_id': missing or empty"."""
+    df = pd.DataFrame(sample_records[:12]).drop_duplicates("product_id")
+    want = clf.predict_proba(df)
+    indexed = df.set_index("product_id")
+    np.testing.assert_allclose(clf.predict_proba(indexed), want, atol=1e-6)
+    frame = clf.predict_proba(indexed, as_frame=True)
+    assert list(frame.index) == list(df["product_id"]) and frame.index.name == "product_id"
+    with pytest.raises(TypeError, match=r"label_file labels a records file .* found a DataFrame: write it first "
+                                        r"\(a DataFrame: df.to_parquet"):
+        label_file(model_dir, indexed, tmp_path / "labels.csv")
+    assert not (tmp_path / "labels.csv").exists()

@@ -295,3 +295,34 @@ class TestOnlineRetailBenchmark:
         shares = {k: round(100 * v / 69_969, 1) for k, v in counts.items()}
         assert shares == {"rising": 36.6, "falling": 32.1, "stable": 31.3}
         assert counts == {"rising": 25_576, "falling": 22_478, "stable": 21_915}
+
+
+def test_price_zero_and_empty_both_mean_no_price_known(tmp_path):
+    """One rule (docs/data.md): a line at 0 or with an empty price cell counts in sales but not in the period's
+    average price; a period where no line has a price has a null price."""
+    rows = [("a", week(0), 3), ("a", week(0), 3), ("a", week(1), 2), ("a", week(2), 4)]
+    zero = log(rows).assign(price=[2.0, 0.0, 0.0, 5.0])
+    empty = log(rows).assign(price=[2.0, None, None, 5.0])
+    (tmp_path / "empty.csv").write_text(empty.to_csv(index=False))  # an empty CSV cell
+    want = [2.0, None, 5.0]  # 2.0, not (2.0 + 0) / 2 = 1.0; week 1 has no price at all
+    for source in (zero, empty, tmp_path / "empty.csv"):
+        rec = run(source, price_col="price", history=3, as_of="latest", min_history_units=0).records[0]
+        assert rec["sales"] == [6.0, 2.0, 4.0] and rec["price"] == want, source
+    assert read_records([rec])[0]["price"] == want  # what prepare writes, the reader takes unchanged
+
+
+@pytest.mark.parametrize("column, values, option", [
+    ("customer", [None, None, None], "--customer-col"), ("customer", ["", " ", None], "--customer-col"),
+    ("invoice", [None, None, None], "--invoice-col"), ("price", [0.0, None, 0.0], "--price-col"),
+])
+def test_a_channel_column_empty_on_every_row_is_refused(tmp_path, capsys, column, values, option):
+    """`prepare --customer-col customer` on a column without one id used to give every record zero customers."""
+    from conftest import cli_error
+
+    path = tmp_path / "orders.csv"
+    log([("a", week(i), 2) for i in range(3)]).assign(**{column: values}).to_csv(path, index=False)
+    out = tmp_path / "records.jsonl"
+    err = cli_error(["prepare", "--sales", path, "--out", out, option, column, "--history", "1", "--horizon", "1"],
+                    capsys)
+    assert f"column '{column}' ({option}, the `" in err and "is empty on every one of its 3 rows" in err
+    assert f"name a column that holds them with {option}, or leave {option} out" in err and not out.exists()

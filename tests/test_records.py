@@ -113,3 +113,26 @@ def test_duplicate_product_cutoff(tmp_path):
     path = _jsonl(tmp_path / "d.jsonl", [GOOD, GOOD | {"cutoff": "2011-06-12"}, GOOD])
     with pytest.raises(RecordError, match="row 3.*duplicate"):
         read_records(path)
+
+
+def test_a_price_of_zero_reads_as_null_in_every_reader(tmp_path):
+    """The price rule (docs/data.md): 0 and null both mean "no price known", in files, DataFrames and dicts."""
+    recs = [{"product_id": f"p{i}", "sales": [1, 2, 3], "price": [0.0, 2.5, None]} for i in range(3)]
+    want = [None, 2.5, None]
+    assert read_records(recs)[0]["price"] == want
+    assert read_records(pd.DataFrame(recs))[0]["price"] == want
+    for suffix in (".jsonl", ".csv", ".parquet"):  # parquet: the batch-wise fast check must not keep the 0
+        write_records(read_records([{**r, "price": [0.0, 2.5, 1.0]} for r in recs]), tmp_path / f"r{suffix}")
+        assert [r["price"] for r in read_records(tmp_path / f"r{suffix}")] == [[None, 2.5, 1.0]] * 3, suffix
+    pd.DataFrame([{**r, "price": [0.0, 2.5, 1.0]} for r in recs]).to_parquet(tmp_path / "raw.parquet")
+    assert read_records(tmp_path / "raw.parquet")[0]["price"] == [None, 2.5, 1.0]
+
+
+def test_a_dataframe_with_the_ids_in_its_index():
+    df = pd.DataFrame([{**GOOD, "product_id": f"p{i}"} for i in range(3)])
+    want = read_records(df)
+    assert read_records(df.set_index("product_id")) == want  # the index named product_id is the column
+    assert read_records(df.set_index(["product_id", "cutoff"]).reset_index("cutoff")) == want
+    with pytest.raises(RecordError, match=r"no `product_id` column .* the index is named None; if the index holds "
+                                          r"the ids, name it: df.rename_axis\('product_id'\)"):
+        read_records(df.drop(columns="product_id"))

@@ -340,3 +340,29 @@ def test_train_needs_exactly_one_source(tmp_path, capsys):
     assert main(["train", "--records", str(samples / "train.jsonl"), "--test-periods", "40",
                  "--output-dir", str(tmp_path / "c")]) == 2
     assert "no training cutoff is left" in capsys.readouterr().err
+
+
+def test_a_config_without_data_writes_nothing(tmp_path, capsys):
+    """`train --config empty.yaml` used to give its error but leave run/config.yaml behind."""
+    from conftest import cli_error
+
+    (tmp_path / "empty.yaml").write_text("")
+    err = cli_error(["train", "--config", tmp_path / "empty.yaml", "--output-dir", tmp_path / "run"], capsys)
+    assert "data.train is empty; set it to a records file" in err
+    err = cli_error(["train", "--config", tmp_path / "empty.yaml", "--output-dir", tmp_path / "run", "--set",
+                     "data.train=train.jsonl", "--set", f"data.validation={tmp_path / 'nope.jsonl'}"], capsys)
+    assert "data.train: train.jsonl: no such records file" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_on_a_channel_the_records_lack_is_refused(tiny_config, data_files, tmp_path):
+    """Records without `orders` under a config that feeds it would train that input as all zeros."""
+    from conftest import train_tiny
+    from trendnlp.errors import ConfigError
+
+    raw = tiny_config.to_dict()
+    raw["sales"]["channels"] = ["orders"]
+    with pytest.raises(ConfigError, match=r"train.jsonl: the config feeds the `orders` channel .* but the input does "
+                                          r"not carry it: name the log's column with --invoice-col COLUMN, or drop "
+                                          r"the channel with --set 'sales.channels=\[\]'"):
+        train_tiny(TrendConfig.from_dict(raw), data_files, tmp_path / "run")

@@ -21,14 +21,18 @@ from pathlib import Path
 
 from trendnlp.data.channels import column_options, context_channels
 from trendnlp.labels import LabelRule
+from trendnlp.options import COUNT, NUMBER, PERIODS, POSITIVE, arg, parse_count, parse_number
+
+STEPS = arg(parse_count, maximum=1024)  # Integrated Gradients steps: more only costs time
 
 
 def _add_rule_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("label rule (DESIGN §2)")
-    g.add_argument("--K", type=int, default=4, help="history periods averaged into `recent` (default 4)")
-    g.add_argument("--F", type=int, default=4, help="future periods averaged into `future` (default 4)")
-    g.add_argument("--alpha", type=float, default=1.0, help="additive smoothing (default 1.0)")
-    g.add_argument("--tau", type=float, default=0.25, help="relative change threshold (default 0.25)")
+    g.add_argument("--K", type=POSITIVE, default=4, help="history periods averaged into `recent` (default 4)")
+    g.add_argument("--F", type=POSITIVE, default=4, help="future periods averaged into `future` (default 4)")
+    g.add_argument("--alpha", type=arg(parse_number, above=True), default=1.0, help="additive smoothing (default 1.0)")
+    g.add_argument("--tau", type=arg(parse_number, above=True), default=0.25,
+                   help="relative change threshold (default 0.25)")
 
 
 def _rule(args: argparse.Namespace) -> LabelRule:
@@ -54,20 +58,20 @@ def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_lab
                            f"({channel.help}); without it records carry no `{channel.name}`")
     p.add_argument("--freq", choices=("W", "D", "M"), default=None, help="period: W (weeks ending Sunday), D or M")
     if not for_train:  # training windows are as long as the config's sales.history
-        p.add_argument("--history", type=int, default=None, help="periods of history per record (default "
+        p.add_argument("--history", type=PERIODS, default=None, help="periods of history per record (default "
                        + ("the model's)" if for_label else "26)"))
     if not for_label:
-        p.add_argument("--horizon", type=int, default=None, help="future periods per record (default 4)")
-        p.add_argument("--stride", type=int, default=None, help="periods between cutoffs (default 1)")
-    p.add_argument("--min-history-units", type=float, default=None, help="keep records with at least this many "
+        p.add_argument("--horizon", type=PERIODS, default=None, help="future periods per record (default 4)")
+        p.add_argument("--stride", type=PERIODS, default=None, help="periods between cutoffs (default 1)")
+    p.add_argument("--min-history-units", type=NUMBER, default=None, help="keep records with at least this many "
                    "units in their history (default " + ("1 with --sales: every active product)" if for_label
                                                           else "10)"))
-    p.add_argument("--max-reviews", type=int, default=None, help="newest reviews kept per record (default 5)")
+    p.add_argument("--max-reviews", type=COUNT, default=None, help="newest reviews kept per record (default 5)")
     if for_train:  # the label rule comes from the config (--set labels.K=...), the split sizes from here
         p.add_argument("--records", default=None, help="prepared records (.jsonl, .csv, .parquet) instead of --sales")
-        p.add_argument("--test-periods", type=int, default=3, help="newest labelled cutoffs held out for test "
+        p.add_argument("--test-periods", type=PERIODS, default=3, help="newest labelled cutoffs held out for test "
                        "(default 3)")
-        p.add_argument("--val-periods", type=int, default=3, help="cutoffs for validation, ending one label "
+        p.add_argument("--val-periods", type=PERIODS, default=3, help="cutoffs for validation, ending one label "
                        "horizon (labels.F periods) before test (default 3); train ends one horizon before them")
         return
     if for_label:
@@ -309,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="saved model folder")
     p.add_argument("--data", required=True, help="labelled records (.jsonl, .csv, .parquet)")
     p.add_argument("--out", default=None, help="folder for metrics.json and confusion_matrix.png (default MODEL/eval)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=POSITIVE, default=128, help="records per batch (default 128)")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise")
     p.add_argument("--min-confidence", type=float, default=None, metavar="P",
                    help="also print coverage and accuracy of the records whose top probability is at least P")
@@ -328,10 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="records (.jsonl, .csv, .parquet)")
     p.add_argument("--output", required=True, help="explanations, one JSON object per line (.jsonl)")
     p.add_argument("--html", default=None, help="also write an HTML page with one figure per product")
-    p.add_argument("--limit", type=int, default=0, help="explain only the first N records (0: all)")
-    p.add_argument("--top-words", type=int, default=8, help="words kept per record")
-    p.add_argument("--batch-size", type=int, default=256, help="records per pass")
-    p.add_argument("--text-steps", type=int, default=8, help="Integrated Gradients steps over the text (0: no top "
+    p.add_argument("--limit", type=COUNT, default=0, help="explain only the first N records (0: all)")
+    p.add_argument("--top-words", type=COUNT, default=8, help="words kept per record")
+    p.add_argument("--batch-size", type=POSITIVE, default=256, help="records per pass")
+    p.add_argument("--text-steps", type=STEPS, default=8, help="Integrated Gradients steps over the text (0: no top "
                    "words, several times faster)")
     p.set_defaults(func=cmd_explain)
 

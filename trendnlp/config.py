@@ -213,13 +213,7 @@ class TrendConfig(_Section):
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "TrendConfig":
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections (text, sales, ...), found {type(raw).__name__}")
+        raw = read_yaml(path)
         apply_overrides(raw, overrides or [])
         return cls.from_dict(raw, source=str(path))
 
@@ -285,6 +279,18 @@ def _known_keys(class_name: str) -> list[str]:
     cls = {c.__name__: c for c in (TrendConfig, TextConfig, SalesConfig, FusionConfig, LabelConfig, DataConfig,
                                    TrainConfig, ModelConfig)}[class_name]
     return list(cls.model_fields)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A config file's raw mapping of sections ({} for an empty file); anything else is a ConfigError naming it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (text, sales, ...), found {type(raw).__name__}")
+    return raw
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

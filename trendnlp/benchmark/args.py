@@ -5,9 +5,13 @@ import argparse
 
 from trendnlp.configs import config_path
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT
+from trendnlp.options import (COUNT, DATE_RANGE, NUMBER, PERIODS, POSITIVE, SEEDS, THREADS, arg, parse_names,
+                              parse_number)
 
 DEFAULT_CONFIG = config_path("online_retail")
 DEFAULT_SEEDS = (0, 1, 2)
+KEYWORDS = ("all", "none")  # --variants / --baselines / --forecasters: every one or none of them
+POSITIVE_NUMBER = arg(parse_number, above=True)  # --alpha, --tau (the label rule needs them > 0)
 
 # the neural rows: the benchmark config with one switch flipped each (applied after the user's --set)
 VARIANTS: dict[str, list[str]] = {
@@ -54,25 +58,27 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
     win = p.add_argument_group("records and label rule (defaults: DESIGN §2 and §6, or the config)")
     win.add_argument("--freq", choices=("W", "D", "M"), default="W", help="period length (default W, weeks "
                      "ending Sunday)")
-    win.add_argument("--history", type=int, default=None, help="periods of history per record (config "
+    win.add_argument("--history", type=PERIODS, default=None, help="periods of history per record (config "
                      "sales.history, 26)")
-    win.add_argument("--horizon", type=int, default=4, help="future periods per record; also the purge "
+    win.add_argument("--horizon", type=PERIODS, default=4, help="future periods per record; also the purge "
                      "between split parts (default 4)")
-    win.add_argument("--stride", type=int, default=1, help="periods between cutoffs (default 1)")
-    win.add_argument("--min-history-units", type=float, default=10.0, help="keep records with at least this "
+    win.add_argument("--stride", type=PERIODS, default=1, help="periods between cutoffs (default 1)")
+    win.add_argument("--min-history-units", type=NUMBER, default=10.0, help="keep records with at least this "
                      "many units in their history (default 10)")
-    for name, tp, help_ in (("K", int, "history periods averaged into `recent`"),
-                            ("F", int, "future periods averaged into `future`"),
-                            ("alpha", float, "additive smoothing"), ("tau", float, "relative change threshold")):
+    for name, tp, help_ in (("K", POSITIVE, "history periods averaged into `recent`"),
+                            ("F", POSITIVE, "future periods averaged into `future`"),
+                            ("alpha", POSITIVE_NUMBER, "additive smoothing"),
+                            ("tau", POSITIVE_NUMBER, "relative change threshold")):
         win.add_argument(f"--{name}", type=tp, default=None, help=f"{help_} (config labels.{name})")
     if backtest:
         bt = p.add_argument_group("origins (DESIGN §7: at origin O, train cutoffs up to O-10 periods, validation "
                                   "O-6 … O-4, test O … O+2)")
-        bt.add_argument("--origins", default=None, metavar="FIRST:LAST", help="first and last origin (ISO dates, "
-                        "inclusive), e.g. 2011-03-13:2011-10-23 (default: every --every periods over the log's last "
-                        "year, back from the latest possible origin; on the two-year file 2011-01-16 … 2011-10-23)")
-        bt.add_argument("--every", type=int, default=8, help="periods between origins (default 8)")
-        bt.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+        bt.add_argument("--origins", type=DATE_RANGE, default=None, metavar="FIRST:LAST", help="first and last "
+                        "origin (ISO dates, inclusive, FIRST <= LAST), e.g. 2011-03-13:2011-10-23 (default: every "
+                        "--every periods over the log's last year, back from the latest possible origin; on the "
+                        "two-year file 2011-01-16 … 2011-10-23)")
+        bt.add_argument("--every", type=PERIODS, default=8, help="periods between origins (default 8)")
+        bt.add_argument("--rows", type=arg(parse_names), default=",".join(DEFAULT_ROWS),
                         help="table rows: trendnlp (the saved model as `trendnlp train` builds it), trendnlp:neural "
                         "and trendnlp:boosting (its branches alone, same run), trendnlp_refit (refit on every "
                         "label known before test), fused (the config's fusion method alone), neural variants "
@@ -84,34 +90,53 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
                                      "at the first cutoff of the file when that is later)")
         for part, key in (("train", "train"), ("val", "val"), ("test", "test")):
             first, last = ONLINE_RETAIL_SPLIT[key]
-            split.add_argument(f"--{part}-cutoffs", default=f"{first}:{last}", help=f"default {first}:{last}")
+            split.add_argument(f"--{part}-cutoffs", type=DATE_RANGE, default=(first, last), metavar="FROM:TO",
+                               help=f"default {first}:{last}")
     run = p.add_argument_group("runs")
     run.add_argument("--config", default=None, help=f"YAML config of our model (default: the shipped {DEFAULT_CONFIG.name}, "
                      "also at configs/benchmark_online_retail.yaml in the repository)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
-    run.add_argument("--seeds", default="0" if backtest else None, help="training seeds (default 0" + (")" if backtest
-                     else ",1,2, with --quick 0; --seeds 0 for a one-seed run)"))
+    run.add_argument("--seeds", type=SEEDS, default=[0] if backtest else None,
+                     help="training seeds, distinct (default 0" + (")" if backtest
+                                                                     else ",1,2, with --quick 0; --seeds 0 for a "
+                                                                     "one-seed run)"))
     if backtest:
         _add_scale_arguments(p)
         return
-    run.add_argument("--variants", default=None, help="neural rows to train, comma-separated (default: "
-                     "sales_only and the config's fusion method, e.g. fused_gated; `all` for every ablation: "
-                     f"{','.join(VARIANTS)}; `none` for none)")
-    run.add_argument("--baselines", default=None, help="baselines to run, comma-separated (default all; "
+    run.add_argument("--variants", type=arg(parse_names, known=[*PRODUCT_VARIANTS, *VARIANTS], keywords=KEYWORDS),
+                     default=None,
+                     help="model rows to train, comma-separated (default: trendnlp, the saved model with its branches "
+                     "alone, and sales_only; `all` for every product variant and ablation: "
+                     f"{','.join([*PRODUCT_VARIANTS, *VARIANTS])}; `none` for none)")
+    run.add_argument("--baselines", type=arg(parse_names, known=_baseline_names, keywords=KEYWORDS), default=None,
+                     help="baselines to run, comma-separated (default all; "
                      "`none` for none)")
-    run.add_argument("--forecasters", default=None, help="statsforecast models to run, comma-separated (default "
+    run.add_argument("--forecasters", type=arg(parse_names, known=_forecaster_names, keywords=KEYWORDS),
+                     default=None, help="statsforecast models to run, comma-separated (default "
                      "all: AutoETS,CrostonOptimized,ADIDA,IMAPA; `none` for none; needs trendnlp[forecast])")
-    run.add_argument("--examples", type=int, default=6, help="test products plotted with their prediction")
+    run.add_argument("--examples", type=COUNT, default=6, help="test products plotted with their prediction")
     _add_scale_arguments(p)
+
+
+def _baseline_names() -> list[str]:
+    from trendnlp.benchmark.baselines import BASELINES  # sklearn and LightGBM: only once --baselines is given
+
+    return list(BASELINES)
+
+
+def _forecaster_names() -> list[str]:
+    from trendnlp.benchmark.forecasters import FORECASTERS
+
+    return list(FORECASTERS)
 
 
 def _add_scale_arguments(p: argparse.ArgumentParser) -> None:
     small = p.add_argument_group("scale down (CI, smoke runs)")
-    small.add_argument("--max-products", type=int, default=None, help="keep a random subset of this many products")
+    small.add_argument("--max-products", type=POSITIVE, default=None, help="keep a random subset of this many products")
     small.add_argument("--base-model", default=None, help="text encoder name or folder (sets text.base_model)")
-    small.add_argument("--epochs", type=int, default=None, help="maximum epochs (sets train.epochs)")
+    small.add_argument("--epochs", type=POSITIVE, default=None, help="maximum epochs (sets train.epochs)")
     small.add_argument("--quick", action="store_true", help="one seed, one epoch, at most 300 products")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on shared cores, spinning "
+    p.add_argument("--threads", type=THREADS, default=1, help="torch CPU threads (default 1: on shared cores, spinning "
                    "OpenMP threads made training up to 20x slower; raise it on a quiet machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

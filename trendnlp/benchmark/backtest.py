@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from trendnlp.benchmark.args import BRANCHES, DEFAULT_ROWS, PRODUCT_VARIANTS, VARIANTS
-from trendnlp.benchmark.run import FUSED_PREFIX, Timer, run_benchmark, within
+from trendnlp.benchmark.inputs import parse_range
+from trendnlp.benchmark.run import FUSED_PREFIX, Timer, check_parts, run_benchmark, within
 from trendnlp.config import TrendConfig
 
 REFERENCES = ("sales_only", "gbm_all+offsets")  # rows every other row's wins are counted against
@@ -62,7 +63,7 @@ def choose_origins(cutoffs: Sequence[str], spec: str | None, every: int, freq: s
 
     Args:
         cutoffs: every record cutoff (ISO dates).
-        spec: "FIRST:LAST" (inclusive ISO dates) or None.
+        spec: "FIRST:LAST" (inclusive ISO dates, FIRST <= LAST; or the parsed pair) or None.
         every: periods between origins.
         freq: period length.
         horizon: future periods per record (the log's last period is the last cutoff + horizon).
@@ -82,12 +83,9 @@ def choose_origins(cutoffs: Sequence[str], spec: str | None, every: int, freq: s
     first, last = min(cutoffs), max(cutoffs)
     latest = _shift(last, -GAPS["test"][1], freq)
     if spec:
-        lo, _, hi = str(spec).partition(":")
-        if not lo.strip() or not hi.strip():
-            raise ValueError(f"--origins: expected FIRST:LAST with ISO dates, e.g. 2011-03-13:2011-10-23, "
-                             f"found {spec!r}")
-        origins, o = [], lo.strip()
-        while o <= hi.strip():
+        lo, hi = parse_range(spec, "--origins")
+        origins, o = [], lo
+        while o <= hi:
             origins.append(o)
             o = _shift(o, every, freq)
     else:
@@ -97,10 +95,6 @@ def choose_origins(cutoffs: Sequence[str], spec: str | None, every: int, freq: s
             origins.insert(0, o)
             o = _shift(o, -every, freq)
     for o in origins:
-        try:
-            dt.date.fromisoformat(o)
-        except ValueError:
-            raise ValueError(f"--origins: {o!r} is not an ISO date (YYYY-MM-DD)") from None
         if o > latest:
             raise ValueError(f"origin {o}: its test window ends {_shift(o, GAPS['test'][1], freq)}, after the last "
                              f"cutoff with a known future ({last}); the latest possible origin is {latest}")
@@ -200,15 +194,19 @@ def run_backtest(records: Sequence[dict], base_config: dict, out_dir: str | Path
     from trendnlp.data.split import split_by_cutoff
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
     variants, baselines = plan_rows(rows, TrendConfig.from_dict(base_config).fusion.method)
     first = min(r["cutoff"] for r in records)
-    timer, per_origin, splits, warm = Timer(), {}, {}, None
+    timer, per_origin, splits, warm, parts = Timer(), {}, {}, None, {}
+    for o in origins:  # every origin's split is checked before anything is written
+        ranges = origin_ranges(o, first, freq)
+        parts[o] = dict(zip(("train", "validation", "test"), split_by_cutoff(
+            records, ranges["train"], ranges["val"], ranges["test"], horizon=horizon, freq=freq)))
+        check_parts(parts[o], where=f"origin {o}: ", records=records)
+    out.mkdir(parents=True, exist_ok=True)
     for o in origins:
         ranges = origin_ranges(o, first, freq)
-        train, val, test = split_by_cutoff(records, ranges["train"], ranges["val"], ranges["test"],
-                                           horizon=horizon, freq=freq)
+        train, val, test = parts.pop(o).values()
         splits[o] = {k: list(v) for k, v in ranges.items()} | {"records": [len(train), len(val), len(test)]}
         print(f"[backtest] origin {o}: train {len(train):,} ({ranges['train'][0]} … {ranges['train'][1]}), "
               f"validation {len(val):,}, test {len(test):,} records")
@@ -292,12 +290,14 @@ def plot_backtest(result: dict, path: str | Path) -> Path:
 def run_backtest_cli(args: argparse.Namespace) -> int:
     """`trendnlp backtest`: prepare once, choose the origins, run every origin, print the summary table."""
     from trendnlp.benchmark.inputs import machine_description, parse_seeds, run_records, start_run
+    from trendnlp.options import parse_names
 
     base, config = start_run(args)
+    rows = list(args.rows) if isinstance(args.rows, list) else parse_names(args.rows, "--rows")
+    plan_rows(rows, config.fusion.method)  # an unknown row is refused before the log is read
     records = run_records(args, config, progress=not args.no_progress)
     origins = choose_origins([r["cutoff"] for r in records], args.origins, args.every, args.freq,
                              horizon=args.horizon)
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     print(f"[backtest] origins: {', '.join(origins)}; rows: {', '.join(rows)}")
     meta = {"options": {k: v for k, v in vars(args).items() if k != "func"}, "machine": machine_description()}
     result = run_backtest(records, base, args.out, origins, parse_seeds(args.seeds), rows, update=args.update,

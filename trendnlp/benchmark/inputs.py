@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from trendnlp.benchmark.args import DEFAULT_CONFIG
-from trendnlp.config import TrendConfig, apply_overrides
+from trendnlp import options
+from trendnlp.config import TrendConfig, apply_overrides, read_yaml
+from trendnlp.data.channels import carried_channels, context_channels, require_channels
+from trendnlp.options import parse_date_range
 
 # --preset online-retail: the file's own column -> the name the preset expects (only for --*-col options given)
 _PRESET_COLUMNS = {"product_col": "StockCode", "time_col": "InvoiceDate", "units_col": "Quantity",
@@ -26,31 +28,22 @@ _GENERIC_COLUMNS = {"product_col": "product_id", "time_col": "timestamp", "units
                     "invoice_col": None, "customer_col": None, "title_col": "title", "description_col": "description"}
 
 
-def parse_range(text: str, what: str) -> tuple[str, str]:
-    """`FROM:TO` (ISO dates, inclusive) -> (FROM, TO).
+def parse_range(text: str | Sequence[str], what: str) -> tuple[str, str]:
+    """`FROM:TO` (ISO dates, inclusive, FROM <= TO) -> (FROM, TO); an already parsed pair passes through.
 
     >>> parse_range("2011-05-29:2011-08-14", "--train-cutoffs")
     ('2011-05-29', '2011-08-14')
     """
-    parts = [p.strip() for p in str(text).split(":")]
-    if len(parts) != 2 or not all(parts):
-        raise ValueError(f"{what}: expected FROM:TO with ISO dates, e.g. 2011-05-29:2011-08-14, found {text!r}")
-    return parts[0], parts[1]
+    return tuple(text) if isinstance(text, (tuple, list)) else parse_date_range(text, what)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """`0,1,2` -> [0, 1, 2].
+def parse_seeds(text: str | Sequence[int]) -> list[int]:
+    """`0,1,2` -> [0, 1, 2] (distinct whole numbers >= 0); an already parsed list passes through.
 
     >>> parse_seeds("0, 1,2")
     [0, 1, 2]
     """
-    try:
-        seeds = [int(s) for s in str(text).split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds: expected comma-separated integers such as 0,1,2, found {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: expected one or more distinct integers, found {text!r}")
-    return seeds
+    return list(text) if isinstance(text, (tuple, list)) else options.parse_seeds(text)
 
 
 def subsample_products(records: Sequence[dict], max_products: int | None, seed: int = 0) -> list[dict]:
@@ -90,6 +83,9 @@ def prepare_records(args: argparse.Namespace, config: TrendConfig, progress: boo
         result = prepare_preset(args.preset, sales, reviews=args.reviews, progress=progress, **opts)
     else:
         cols = {k: getattr(args, k, None) or default for k, default in _GENERIC_COLUMNS.items()}
+        # before reading: a channel the config feeds needs its column (market_sales comes from the units)
+        require_channels(config.sales, {c.name for c in context_channels() if not c.column or cols.get(c.column)},
+                         str(args.sales))
         texts = args.texts or (args.sales if args.texts is None and _has_text_columns(args.sales, cols) else None)
         result = prepare(args.sales, texts=texts, reviews=args.reviews, progress=progress, **cols, **opts)
     return result.records, result.summary().splitlines()
@@ -146,6 +142,7 @@ def start_run(args: argparse.Namespace) -> tuple[dict, TrendConfig]:
 def run_records(args: argparse.Namespace, config: TrendConfig, progress: bool = True) -> list[dict]:
     """The records a run works on: prepared (or read), subsampled by --max-products / --quick, notes printed."""
     records, notes = prepare_records(args, config, progress=progress)
+    require_channels(config.sales, carried_channels(records), str(args.records or args.sales))
     records = subsample_products(records, args.max_products or (300 if args.quick else None))
     print("\n".join(notes))
     return records
@@ -157,7 +154,7 @@ def load_config_dict(args: argparse.Namespace) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config {path} not found; pass --config with your own YAML (the shipped one is "
                                 f"{DEFAULT_CONFIG})")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path)
     shortcuts = [f"labels.{k}={getattr(args, k)}" for k in ("K", "F", "alpha", "tau") if getattr(args, k) is not None]
     if args.history is not None:
         shortcuts.append(f"sales.history={args.history}")
@@ -169,11 +166,19 @@ def load_config_dict(args: argparse.Namespace) -> dict:
     return TrendConfig.from_dict(raw, source=str(path)).to_dict()
 
 
-def names_option(option: str | None) -> list[str] | None:
-    """A comma-separated option: None (all) for None or `all`, [] for `none`, else the names."""
-    if option is None or option.strip().lower() == "all":
+def names_option(option: str | Sequence[str] | None, what: str = "names") -> list[str] | None:
+    """A comma-separated option (text, or the list its argparse type made): None (all) for None or `all`, []
+    for `none`, else the names (distinct).
+
+    >>> names_option("none"), names_option(["all"]), names_option("a,b")
+    ([], None, ['a', 'b'])
+    """
+    if option is None:
         return None
-    return [] if option.strip().lower() == "none" else [b.strip() for b in option.split(",") if b.strip()]
+    names = options.parse_names(option, what, keywords=("all", "none")) if isinstance(option, str) else list(option)
+    if names == ["all"]:
+        return None
+    return [] if names == ["none"] else names
 
 
 def machine_description() -> dict:

@@ -217,6 +217,26 @@ def select_fused(rows: Sequence[dict]) -> dict | None:
 
 
 # ---- the benchmark -------------------------------------------------------------------------------
+SPLIT_OPTIONS = {"train": "--train-cutoffs", "validation": "--val-cutoffs", "test": "--test-cutoffs"}
+
+
+def check_parts(parts: dict[str, list[dict]], where: str = "", records: Sequence[dict] | None = None) -> None:
+    """Every split part must hold records: an empty one is an error naming its option and the cutoffs of
+    `records` (the records that were split; default: those of the parts).
+
+    >>> check_parts({"train": [{"cutoff": "2011-01-02"}], "validation": [], "test": []})
+    Traceback (most recent call last):
+    ValueError: the validation part is empty: no record has a cutoff in the --val-cutoffs range; the records' \
+cutoffs run from 2011-01-02 to 2011-01-02
+    """
+    records = [r for recs in parts.values() for r in recs] if records is None else records
+    cutoffs = [r["cutoff"] for r in records if r.get("cutoff")]
+    for name, option in SPLIT_OPTIONS.items():
+        if not parts.get(name):
+            span = f"; the records' cutoffs run from {min(cutoffs)} to {max(cutoffs)}" if cutoffs else ""
+            raise ValueError(f"{where}the {name} part is empty: no record has a cutoff in the {option} range{span}")
+
+
 def _forecaster_rows(parts, rule, names, slice_mask, timer: Timer, notes: list[str]) -> list[dict]:
     """Rows of the statsforecast models (forecasters.py), or none with a note when statsforecast is missing."""
     from trendnlp.benchmark.baselines import table_row
@@ -266,19 +286,19 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
     >>> run_benchmark(parts, TrendConfig().to_dict(), "runs/bench", seeds=[0])["rows"][0]["name"]  # doctest: +SKIP
     'majority'
     """
-    from trendnlp.benchmark.baselines import run_baselines
+    from trendnlp.benchmark.baselines import BASELINES, run_baselines
+    from trendnlp.benchmark.forecasters import FORECASTERS
     from trendnlp.benchmark.report import write_report
 
     out, timer = Path(out_dir), timer or Timer()
-    out.mkdir(parents=True, exist_ok=True)
     variants = list([*PRODUCT_VARIANTS, *VARIANTS] if variants is None else variants)
-    unknown = sorted(set(variants) - set(VARIANTS) - set(PRODUCT_VARIANTS))
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; known: {list(PRODUCT_VARIANTS) + list(VARIANTS)}")
-    for name in ("train", "validation", "test"):
-        if not parts.get(name):
-            raise ValueError(f"the {name} part is empty; check the --{name[:3] if name != 'validation' else 'val'}"
-                             "-cutoffs range against the data's cutoffs")
+    for what, names, known in (("variant", variants, [*PRODUCT_VARIANTS, *VARIANTS]),
+                               ("baseline", baselines, BASELINES), ("forecaster", forecasters, FORECASTERS)):
+        unknown = sorted(set(names or ()) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {what}(s) {unknown}; known: {list(known)}")
+    check_parts(parts)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are accepted
     with timer.stage("write split records"):
         data = write_splits(parts, out / "data")
     # validation / test in the files' order, so every saved probability array lines up with its file
@@ -380,19 +400,21 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     timer = Timer()
     base, config = start_run(args)
-    seeds = parse_seeds(args.seeds or ("0" if args.quick else ",".join(map(str, DEFAULT_SEEDS))))
+    seeds = parse_seeds(args.seeds or ([0] if args.quick else DEFAULT_SEEDS))
     ranges = {k: parse_range(getattr(args, f"{k}_cutoffs"), f"--{k}-cutoffs") for k in ("train", "val", "test")}
+    variants = default_variants(args.variants, config)
     with timer.stage("prepare"):
         records = run_records(args, config, progress=progress)
     with timer.stage("split"):
         train, val, test = split_by_cutoff(records, ranges["train"], ranges["val"], ranges["test"],
                                            horizon=args.horizon, freq=args.freq)
         print(f"split: train {len(train):,}, validation {len(val):,}, test {len(test):,} records")
+        check_parts({"train": train, "validation": val, "test": test}, records=records)
     names = names_option(args.baselines)
     meta = {"options": {k: v for k, v in vars(args).items() if k != "func"},
             "split": {k: list(v) for k, v in ranges.items()}, "machine": machine_description()}
     results = run_benchmark({"train": train, "validation": val, "test": test}, base, args.out, seeds,
-                            variants=default_variants(args.variants, config), baselines=names,
+                            variants=variants, baselines=names,
                             forecasters=names_option(getattr(args, "forecasters", None)),
                             timer=timer, progress=progress, n_examples=args.examples, meta=meta,
                             records=within(records, ranges["train"][0], ranges["test"][1]))

@@ -4,7 +4,8 @@ One `Channel` entry says everything the package needs to know about a channel:
     record field   the §1 field holding the sequence (validated, stored in Arrow, served over HTTP)
     build          how `prepare` builds it from the order log, per (product, period), at or before the cutoff:
                      sum       units summed (the `sales` channel itself)
-                     mean      units-weighted mean of a column (price); None where nothing sold
+                     mean      units-weighted mean of a column (price) over the lines with a value (0 or empty:
+                               none known); None where no line has one
                      distinct  distinct non-null values of a column among the product's rows (invoices, customers)
                      count     rows with a non-null value in the column
                      total     another channel summed over every product (the shop's units)
@@ -100,7 +101,8 @@ def _declare(*channels: Channel) -> dict[str, Channel]:
 
 CHANNELS: dict[str, Channel] = _declare(
     Channel("sales", "units per period, oldest to newest; 1..history periods", build="sum", column="units_col"),
-    Channel("price", "average unit price per sales period (null where nothing sold)", build="mean",
+    Channel("price", "average unit price per sales period (null where nothing sold or no price is known; a 0 "
+            "reads as null)", build="mean",
             column="price_col", nullable=True, digits=4, features=("price_rel", "price_change"),
             encode=price_features, option="price_channels"),
     Channel("market_sales", "the whole shop's units over the same periods as sales", build="total", of="sales",
@@ -142,3 +144,49 @@ def fed_channels(sales_config) -> list[Channel]:
         raise ConfigError(f"config: sales.channels names unknown channel(s) {unknown}; known: {sorted(known)}")
     return [c for c in context_channels()
             if c.name in wanted or (c.option is not None and getattr(sales_config, c.option, False))]
+
+
+def carried_channels(records: Sequence[dict]) -> set[str]:
+    """The context channels that every record carries (a list, not null).
+
+    >>> sorted(carried_channels([{"orders": [1.0]}, {"orders": [0.0], "customers": [1.0]}]))
+    ['orders']
+    """
+    return {c.name for c in context_channels() if records and all(r.get(c.name) is not None for r in records)}
+
+
+def require_channels(sales_config, available: set[str], source: str, reader: str = "the config") -> None:
+    """Refuse to train or label on a channel that the config feeds but the input does not carry (the model would
+    read zeros there): one error naming the channel, the option that builds it and the setting that drops it.
+
+    Args:
+        sales_config: the SalesConfig whose `fed_channels` are needed.
+        available: names of the channels the input carries (`carried_channels`, or the columns a log was given).
+        source: the input, for the message (a file name).
+        reader: who feeds the channel: "the config" (training: the fix may drop it) or "the model" (labeling).
+    Raises:
+        ConfigError for the first channel fed but not available.
+
+    >>> from trendnlp.config import SalesConfig
+    >>> require_channels(SalesConfig(channels=["orders", "customers"]), {"orders"}, "log.csv")
+    Traceback (most recent call last):
+    trendnlp.errors.ConfigError: log.csv: the config feeds the `customers` channel (distinct customers per sales \
+period who bought the product (rows without a customer id not counted)), but the input does not carry it: name the \
+log's column with --customer-col COLUMN, or drop the channel with --set 'sales.channels=[orders]'
+    """
+    for ch in fed_channels(sales_config):
+        if ch.name in available:
+            continue
+        from trendnlp.errors import ConfigError
+
+        give = f"name the log's column with {ch.cli_flag} COLUMN" if ch.cli_flag else (
+            f"give records that carry `{ch.name}` (prepare them from the order log)")
+        if reader != "the config":
+            drop = ""
+        elif ch.name in (getattr(sales_config, "channels", None) or ()):
+            rest = ",".join(n for n in sales_config.channels if n != ch.name)
+            drop = f", or drop the channel with --set 'sales.channels=[{rest}]'"
+        else:
+            drop = f", or drop the channel with --set sales.{ch.option}=false"
+        raise ConfigError(f"{source}: {reader} feeds the `{ch.name}` channel ({ch.help}), but the input does not "
+                          f"carry it: {give}{drop}")

@@ -234,7 +234,8 @@ def checked_columns(batch) -> frozenset:
                 continue
             values = values.drop_null()
         x = values.to_numpy(zero_copy_only=False)
-        if np.isfinite(x).all() and (x >= 0).all():
+        # a nullable channel's 0 (price: none known) becomes null row by row, as in every other reader
+        if np.isfinite(x).all() and (x > 0 if name in NULLABLE_LISTS else x >= 0).all():
             ok.add(name)
     return frozenset(ok)
 

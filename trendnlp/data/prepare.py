@@ -19,15 +19,16 @@ from tqdm.auto import tqdm
 
 from trendnlp.errors import ConfigError, DataError
 from trendnlp.labels import LabelRule
+from trendnlp.options import MAX_PERIODS
 from trendnlp.data.channels import CHANNELS, context_channels
 from trendnlp.data.lookups import reviews_as_of, texts_as_of
 from trendnlp.data.records import FREQS, ErrorReport, RecordError
 from trendnlp.data.summary import RecordSummary, summarize  # noqa: F401 (re-exported)
-from trendnlp.data.tables import SkippedRows, parse_times, parse_units, product_ids, read_table  # noqa: F401
+from trendnlp.data.tables import (SkippedRows, parse_times, parse_units, product_ids, read_table,  # noqa: F401
+                                  require_values)
 
 PERIOD_CODES = {"W": "W-SUN", "D": "D", "M": "M"}  # weeks end on Sunday, as in the Online Retail benchmark
 SERIES_STARTS = ("data", "first_sale")
-MAX_PERIODS = 100_000  # bound on history / horizon / stride: ~270 years of days; larger is a typo
 
 
 @dataclass
@@ -72,7 +73,8 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
             `product_id` and `timestamp` are accepted too).
         **channel_columns: the log columns of the optional channels (trendnlp.data.channels), each record
             getting the channel over its `sales` periods (None without the column):
-            price_col: price (finite, >= 0) -> `price`, the units-weighted average (None where nothing sold);
+            price_col: price (finite, >= 0) -> `price`, the units-weighted average over the lines with a price
+                (0 or empty: no price known, left out of the average; None where no line has one);
             invoice_col: invoice id -> `orders`, distinct invoices containing the product;
             customer_col: customer id -> `customers`, distinct customers (rows without an id not counted).
         texts: optional product text table (product, `title_col`, `description_col`, optional time column).
@@ -190,6 +192,8 @@ def _read_log(sales, product_col, time_col, units_col, columns: dict[str, str], 
         values = dict(zip(values, kept))
         if len(ids) == 0:
             raise DataError(f"{src}: every one of its {len(df):,} rows is bad (see the errors report)")
+    for name, v in values.items():  # a column without one value would give every record a zero (or null) channel
+        require_values(v, src, columns[name], CHANNELS[name])
     pid, uniques = pd.factorize(ids, sort=True)  # sorted ids -> records ordered by product
     per = ts.dt.to_period(PERIOD_CODES[freq]).array.asi8
     grid = _Grid(np.asarray(uniques, dtype=object), int(per.min()), PERIOD_CODES[freq])
@@ -289,8 +293,9 @@ def _build_records(log: _Log, p: np.ndarray, c: np.ndarray, *, history: int, hor
 
 def _channel_values(ch, s: pd.Series, src: str, off: int, col: str, skip) -> np.ndarray:
     """A channel's log column, checked: numbers for a mean, ids (None where missing: not counted) otherwise."""
-    if ch.build == "mean":
-        return parse_units(s, src, off, col, what=ch.name, skip=skip)
+    if ch.build == "mean":  # the price rule: 0 and an empty cell both mean "no price known" (docs/data.md)
+        x = parse_units(s, src, off, col, what=ch.name, skip=skip, missing_ok=ch.nullable)
+        return np.where(x > 0, x, np.nan) if ch.nullable else x
     ids = s.astype("string").str.strip().to_numpy(dtype=object, na_value=None)
     ids[ids == ""] = None
     return ids
@@ -314,10 +319,11 @@ def _channel_matrix(build: str, pid, per, units, values, shape) -> np.ndarray:
     ok = per < shape[1]
     key = pid[ok] * shape[1] + per[ok]
     size = shape[0] * shape[1]
-    if build == "mean":
-        flat_u = np.bincount(key, weights=units[ok], minlength=size)
+    if build == "mean":  # over the lines with a value: a line without one still counts in sales, not here
+        has = ~np.isnan(values[ok])
+        flat_u = np.bincount(key[has], weights=units[ok][has], minlength=size)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # an overflow: _check_finite_channel
-            flat_r = np.bincount(key, weights=units[ok] * values[ok], minlength=size)
+            flat_r = np.bincount(key[has], weights=units[ok][has] * values[ok][has], minlength=size)
             return np.where(flat_u > 0, flat_r / flat_u, np.nan).reshape(shape)
     v = values[ok]
     has = pd.notna(v)

@@ -90,8 +90,8 @@ def _context_fields(raw: dict, n_sales: int, csv_encoded: bool, checked: frozens
         values = None if _missing(raw.get(ch.name)) else _as_list(raw.get(ch.name), ch.name, csv_encoded)
         if values is not None and ch.name in checked:
             pass  # its whole column was checked at once (see `checked_columns`)
-        elif values is not None and ch.nullable:  # null where the period has no value (price: nothing sold)
-            values = [None if _missing(v) else _numbers([v], ch.name)[0] for v in values]
+        elif values is not None and ch.nullable:  # null where the period has no value (price: nothing sold);
+            values = [None if _missing(v) else _numbers([v], ch.name)[0] or None for v in values]  # 0: none known
         elif values is not None:
             values = _numbers(values, ch.name)
         if values is not None and len(values) != n_sales:
@@ -315,10 +315,22 @@ def _rows_of(source: Any) -> tuple[Iterable, str, bool]:
     if isinstance(source, dict):
         return [(1, source)], "<record>", False
     if hasattr(source, "to_dict") and hasattr(source, "columns"):
-        return iter_frame_rows(source), "<DataFrame>", True
+        return iter_frame_rows(_ids_from_index(source)), "<DataFrame>", True
     if isinstance(source, (list, tuple)):
         return list(enumerate(source, start=1)), "<records>", False
     raise TypeError(f"records must be a path, a dict, a list of dicts or a pandas DataFrame, found {type(source).__name__}")
+
+
+def _ids_from_index(df: Any) -> Any:
+    """A DataFrame whose ids are its index (`df.set_index("product_id")`) reads as if they were the column; a
+    frame without either is one error saying where the ids should be, instead of one per row."""
+    if "product_id" in df.columns or len(df) == 0:
+        return df
+    if "product_id" in list(df.index.names):
+        return df.reset_index(level="product_id")
+    raise RecordError("<DataFrame>", None, "product_id", f"no `product_id` column (columns: {list(df.columns)[:8]}) "
+                      f"and the index is named {df.index.name!r}; if the index holds the ids, name it: "
+                      "df.rename_axis('product_id'), or make them a column: df.reset_index(names='product_id')")
 
 
 def load_records(source: Any, *, on_error: str = "raise", history: int | None = None, rule: LabelRule | None = None,

@@ -10,6 +10,7 @@ import pandas as pd
 
 from trendnlp.data.channels import CHANNELS
 from trendnlp.data.io import ErrorReport, RecordError, detect_format, unreadable_as_data_error
+from trendnlp.errors import DataError
 
 
 def read_table(source: Any, what: str, wanted: dict[str, list[str]],
@@ -146,9 +147,9 @@ def _as_utc(s: pd.Series, src: str, col: str, err: Exception | None) -> pd.Serie
 
 
 def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units",
-                skip: SkippedRows | None = None) -> np.ndarray:
+                skip: SkippedRows | None = None, missing_ok: bool = False) -> np.ndarray:
     """Finite, non-negative numbers as float64; anything else is an error naming the first bad row (or, with
-    `skip`, reported rows left as NaN)."""
+    `skip`, reported rows left as NaN). With `missing_ok` an empty cell is NaN, not an error (prices)."""
     if pd.api.types.is_bool_dtype(s):
         is_bool = s.notna().to_numpy()
     elif s.dtype == object:
@@ -161,12 +162,23 @@ def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units",
     frame = s.to_frame()
     for bad, reason in ((is_bool, f"{what} must be a number, not a boolean"),
                         (np.isnan(x) & s.notna().to_numpy(), f"{what} must be a number"),
-                        (s.isna().to_numpy(), f"missing {what}; use 0 for none"),
+                        (s.isna().to_numpy() & (not missing_ok), f"missing {what}; use 0 for none"),
                         (np.isinf(x), f"{what} must be finite"),
                         (x < 0, f"{what} must be >= 0 (net out returns and cancellations before preparing)")):
         if bad.any():
             _fail(frame, bad, src, off, col, reason, s, skip)
     return x
+
+
+def require_values(values: np.ndarray, src: str, col: str, channel) -> None:
+    """A channel's log column must hold a value on some row (a price > 0, an id): else every record would get a
+    zero (or null) channel, which is an error naming the column and its option."""
+    if len(values) and not pd.notna(values).any():
+        flag = channel.cli_flag
+        none = " (a price of 0 counts as none)" if channel.nullable else ""
+        raise DataError(f"{src}: column {col!r} ({flag}, the `{channel.name}` channel) is empty on every one of its "
+                        f"{len(values):,} rows{none}, so no record would carry `{channel.name}`; name a column that "
+                        f"holds them with {flag}, or leave {flag} out")
 
 
 def text_column(df: pd.DataFrame, name: str) -> np.ndarray:

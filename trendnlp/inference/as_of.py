@@ -13,9 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from trendnlp.data.channels import fed_channels
+from trendnlp.data.channels import carried_channels, require_channels
 from trendnlp.data.presets import prepare_log
-from trendnlp.errors import ConfigError
 from trendnlp.data.records import write_records
 from trendnlp.errors import exclusive_output, rank_tag
 from trendnlp.inference.labeling import _load_model, label_file
@@ -54,11 +53,8 @@ def label_log(model: Any, sales: Any, output: str | Path, *, preset: str | None 
     opts = {"history": clf.config.sales.history, "min_history_units": ACTIVE_UNITS, **(prepare_options or {})}
     result = prepare_log(sales, preset=preset, as_of=as_of, progress=progress, **opts)
     cutoff = result.cutoffs[0]
-    unbuilt = [ch for ch in fed_channels(clf.config.sales) if result.records and result.records[0].get(ch.name) is None]
-    if unbuilt:  # the model would read zeros there: never what it was trained on
-        raise ConfigError(f"{sales}: the model reads the channel(s) {[ch.name for ch in unbuilt]}, which this log does "
-                          f"not give; name their columns with {[ch.cli_flag for ch in unbuilt if ch.cli_flag]} "
-                          "(Python: prepare_options)")
+    if result.records:  # the model would read zeros for a channel the log does not give: never what it learnt
+        require_channels(clf.config.sales, carried_channels(result.records), str(sales), reader="the model")
     if not result.records:
         raise ValueError(f"{sales}: no product sold at least {opts['min_history_units']:g} units in the "
                          f"{opts['history']} periods up to {cutoff}; nothing to label (choose another --as-of)")

@@ -97,6 +97,11 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     # ~80 lines of body kept in one function on purpose: the commit protocol (part, then manifest, per window;
     # barrier; merge) reads top to bottom as the module docstring describes it
     t0 = time.perf_counter()
+    if not isinstance(input, (str, os.PathLike)):  # resuming needs a file to fingerprint and re-read
+        raise TypeError(f"label_file labels a records file (.jsonl, .csv, .parquet) in a resumable stream; found a "
+                        f"{type(input).__name__}: write it first (a DataFrame: df.to_parquet('catalog.parquet'), "
+                        "with df.reset_index() when the product ids are its index) or use "
+                        "clf.predict_proba(df, as_frame=True)")
     input, output = Path(input), Path(output)
     out_fmt = detect_format(output)
     _check_options(dtype, on_error, min_confidence, backend, batch_size, window)

@@ -15,6 +15,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Sampler
 
 from trendnlp.config import TrainConfig, TrendConfig
+from trendnlp.data.channels import carried_channels, require_channels
 from trendnlp.data.collate import ProductGroupedSampler
 from trendnlp.data.records import ErrorReport, read_records
 
@@ -79,6 +80,18 @@ def load_data(config: TrendConfig, accelerator: Accelerator, out: Path) -> Train
     return TrainData(train, val, test)
 
 
+def check_data_files(config: TrendConfig) -> None:
+    """Before a run writes anything: data.train is set and every data file named in the config exists."""
+    d = config.data
+    if not d.train:
+        raise ValueError("config: data.train is empty; set it to a records file, e.g. --set data.train=train.jsonl")
+    for key in ("train", "validation", "test"):
+        path = getattr(d, key)
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"config: data.{key}: {path}: no such records file; fix the path or "
+                                    f"--set data.{key}=FILE")
+
+
 def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[list, list, list | None]:
     """Validated, labelled train, validation and (optional) test records of config.data.
 
@@ -86,8 +99,7 @@ def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[l
     Rows skipped under data.on_error=skip are written to `errors_path`.
     """
     d = config.data
-    if not d.train:
-        raise ValueError("config: data.train is empty; set it to a records file, e.g. --set data.train=train.jsonl")
+    check_data_files(config)
     report = ErrorReport()
     kw = dict(on_error=d.on_error, history=config.sales.history, rule=config.labels.rule(), report=report)
     train = read_records(d.train, **kw)
@@ -106,6 +118,8 @@ def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[l
             raise ValueError(f"{name} records ({getattr(d, name) or d.train}): " + (
                 f"product_id={bad['product_id']!r} cutoff={bad['cutoff']} has neither `label` nor `future_sales`"
                 if bad else "none left") + "; training and evaluation need labelled records")
+        if recs:  # a channel the config feeds but the records lack would be all zeros
+            require_channels(config.sales, carried_channels(recs), getattr(d, name) or d.train)
     return train, val, test
 
 

@@ -36,7 +36,7 @@ from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.fingerprint import flatten, run_fingerprint
 from trendnlp.errors import ResumeError, exclusive_output, rank_tag
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.training.data import TrainData, load_data
+from trendnlp.training.data import TrainData, check_data_files, load_data
 from trendnlp.training.loss import class_weights, loss_function
 from trendnlp.training.state import (KEEP_CHECKPOINTS, STATE_FILE, TrainerState, apply_new_hyperparameters,
                                      check_resumable, continue_numbering, latest_checkpoint, refused_pickle,
@@ -100,6 +100,8 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
     >>> train(cfg, "runs/default")["validation"]["macro_f1"]  # doctest: +SKIP
     """
     out, tc = Path(output_dir), config.train
+    if splits is None:
+        check_data_files(config)  # a config without data writes nothing into the run folder
     if (config.model.kind != "neural" or tc.refit) and config.data.arrow:
         raise ValueError(f"config: {'train.refit' if tc.refit else 'model.kind=' + config.model.kind} reads the "
                          "records into memory; set data.arrow=false (or model.kind=neural, train.refit=false)")
