@@ -12,6 +12,9 @@ from trendnlp.benchmark import backtest as bt
 from trendnlp.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
+# the hybrid's boosting branch at test size: one grid point, few rounds
+SMALL_HYBRID = ["--set", "model.boosting_leaves=[7]", "--set", "model.boosting_max_rounds=30",
+                "--set", "model.boosting_min_data_in_leaf=5"]
 
 
 def test_origin_ranges_reproduce_the_section_6_split():
@@ -81,7 +84,7 @@ def test_backtest_end_to_end_on_the_sample_log(tiny_bert_dir, tmp_path, small_bo
                    "--out", str(out), "--history", "8", "--max-products", "40", "--origins", "2023-09-17:2023-11-12",
                    "--every", "8", "--update", "--base-model", tiny_bert_dir, "--epochs", "1",
                    "--set", "train.batch_size=32", "--set", "text.lora_r=4", "--set", "sales.hidden_size=16",
-                   "--set", "fusion.hidden_size=32", "--no-progress"])
+                   "--set", "fusion.hidden_size=32", *SMALL_HYBRID, "--no-progress"])
     assert rc == 0
     res = json.loads((out / "backtest.json").read_text())
     assert res["origins"] == ["2023-09-17", "2023-11-12"] and res["update"] is True

@@ -20,6 +20,9 @@ from trendnlp.benchmark.forecasters import FORECASTERS, statsforecast_available
 from trendnlp.benchmark.report import format_results_table, markdown_table, pick_examples
 
 ROOT = Path(__file__).resolve().parents[1]
+# the hybrid's boosting branch at test size: one grid point, few rounds
+SMALL_HYBRID = ["--set", "model.boosting_leaves=[7]", "--set", "model.boosting_max_rounds=30",
+                "--set", "model.boosting_min_data_in_leaf=5"]
 ONLINE_RETAIL = ROOT.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
 NEURAL = list(bm.VARIANTS)
 
@@ -166,7 +169,7 @@ def synthetic_run(tiny_bert_dir, tmp_path_factory, small_hgb_grid) -> Path:
                    "--product-col", "SKU", "--history", "8", "--min-history-units", "1", *SYNTH_SPLIT,
                    "--base-model", tiny_bert_dir, "--epochs", "1", "--seeds", "0,1", "--examples", "3",
                    "--set", "train.batch_size=16", "--set", "text.lora_r=4", "--set", "sales.hidden_size=16",
-                   "--set", "fusion.hidden_size=32", "--variants", "all", "--no-progress"])
+                   "--set", "fusion.hidden_size=32", *SMALL_HYBRID, "--variants", "all", "--no-progress"])
     assert rc == 0
     return out
 
@@ -264,7 +267,7 @@ def test_benchmark_on_online_retail_subset(tiny_bert_dir, tmp_path, small_hgb_gr
     rc = cli_main(["benchmark", "--preset", "online-retail", "--sales", str(ONLINE_RETAIL), "--out", str(out),
                    "--max-products", "200", "--base-model", tiny_bert_dir, "--epochs", "1", "--seeds", "0",
                    "--examples", "2", "--set", "text.lora_r=4", "--set", "sales.hidden_size=16",
-                   "--set", "fusion.hidden_size=32", "--variants", "all", "--no-progress"])
+                   "--set", "fusion.hidden_size=32", *SMALL_HYBRID, "--variants", "all", "--no-progress"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     assert [r["name"] for r in results["rows"]] == expected_row_names()
