@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from trendnlp.benchmark.baselines import channel_feature_names, sales_calendar_matrix
-from trendnlp.cli import build_parser, prepare_options
+from trendnlp.cli import build_parser
+from trendnlp.data.prepare_args import prepare_options
 from trendnlp.config import SalesConfig, TrendConfig
 from trendnlp.data.channels import CHANNELS, fed_channels
 from trendnlp.data.features import sales_channel_names, sales_features

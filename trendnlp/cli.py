@@ -19,99 +19,10 @@ import time
 import warnings
 from pathlib import Path
 
-from trendnlp.data.channels import column_options, context_channels
-from trendnlp.labels import LabelRule
-from trendnlp.options import COUNT, NUMBER, PERIODS, POSITIVE, arg, parse_count, parse_number
+from trendnlp.data.prepare_args import add_prepare_arguments, prepare_from_args, prepare_options
+from trendnlp.options import COUNT, POSITIVE, arg, parse_count
 
 STEPS = arg(parse_count, maximum=1024)  # Integrated Gradients steps: more only costs time
-
-
-def _add_rule_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("label rule (DESIGN §2)")
-    g.add_argument("--K", type=POSITIVE, default=4, help="history periods averaged into `recent` (default 4)")
-    g.add_argument("--F", type=POSITIVE, default=4, help="future periods averaged into `future` (default 4)")
-    g.add_argument("--alpha", type=arg(parse_number, above=True), default=1.0, help="additive smoothing (default 1.0)")
-    g.add_argument("--tau", type=arg(parse_number, above=True), default=0.25,
-                   help="relative change threshold (default 0.25)")
-
-
-def _rule(args: argparse.Namespace) -> LabelRule:
-    return LabelRule(K=args.K, F=args.F, alpha=args.alpha, tau=args.tau)
-
-
-def _add_prepare_args(p: argparse.ArgumentParser, with_out: bool = True, for_label: bool = False,
-                      for_train: bool = False) -> None:
-    p.add_argument("--sales", required=not (for_label or for_train), help="long-format sales table (.csv or "
-                   ".parquet): one row per order line" + (" (label every product active in it; instead of --input)"
-                                                          if for_label else " (prepare, split by cutoff and train on "
-                                                          "it; instead of --config's split files)" if for_train
-                                                          else ""))
-    p.add_argument("--preset", default=None, help="known dataset with its cleaning rules, e.g. online-retail")
-    p.add_argument("--texts", default=None, help="product text table: product id, title, description [, timestamp]")
-    p.add_argument("--reviews", default=None, help="reviews table: product id, timestamp, text")
-    p.add_argument("--product-col", default="product_id", help="product id column (default product_id)")
-    p.add_argument("--time-col", default="timestamp", help="timestamp column (default timestamp)")
-    p.add_argument("--units-col", default="units", help="units column (default units)")
-    for channel in context_channels():  # one option per channel built from a log column (--price-col, ...)
-        if channel.column:
-            p.add_argument(channel.cli_flag, default=None, help=f"optional column for the `{channel.name}` channel "
-                           f"({channel.help}); without it records carry no `{channel.name}`")
-    p.add_argument("--freq", choices=("W", "D", "M"), default=None, help="period: W (weeks ending Sunday), D or M")
-    if not for_train:  # training windows are as long as the config's sales.history
-        p.add_argument("--history", type=PERIODS, default=None, help="periods of history per record (default "
-                       + ("the model's)" if for_label else "26)"))
-    if not for_label:
-        p.add_argument("--horizon", type=PERIODS, default=None, help="future periods per record (default 4)")
-        p.add_argument("--stride", type=PERIODS, default=None, help="periods between cutoffs (default 1)")
-    p.add_argument("--min-history-units", type=NUMBER, default=None, help="keep records with at least this many "
-                   "units in their history (default " + ("1 with --sales: every active product)" if for_label
-                                                          else "10)"))
-    p.add_argument("--max-reviews", type=COUNT, default=None, help="newest reviews kept per record (default 5)")
-    if for_train:  # the label rule comes from the config (--set labels.K=...), the split sizes from here
-        p.add_argument("--records", default=None, help="prepared records (.jsonl, .csv, .parquet) instead of --sales")
-        p.add_argument("--test-periods", type=PERIODS, default=3, help="newest labelled cutoffs held out for test "
-                       "(default 3)")
-        p.add_argument("--val-periods", type=PERIODS, default=3, help="cutoffs for validation, ending one label "
-                       "horizon (labels.F periods) before test (default 3); train ends one horizon before them")
-        return
-    if for_label:
-        p.add_argument("--as-of", default="latest", metavar="DATE", help="cutoff: the last period ending on or "
-                       "before DATE (default: the log's last complete period)")
-        return
-    p.add_argument("--as-of", nargs="?", const="latest", default=None, metavar="DATE",
-                   help="one record per product at the last period ending on or before DATE, no future and no "
-                   "label, for labeling (no DATE: the log's last complete period); --horizon / --stride do not apply")
-    if with_out:
-        p.add_argument("--out", required=True, help="output records: .parquet, .jsonl or .csv")
-        p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="stop at the first bad input "
-                       "row, or skip every bad row and list it (file, line, column, reason) in --errors")
-        p.add_argument("--errors", default=None, help="errors file for skipped rows (default <out>.errors.csv)")
-    _add_rule_args(p)
-
-
-def prepare_options(args: argparse.Namespace) -> dict:
-    """`prepare` keyword options from parsed `prepare` (or `label --sales`) options; unset ones left out."""
-    opts = {k: getattr(args, k, None) for k in ("freq", "history", "horizon", "stride", "min_history_units",
-                                                 "max_reviews")}
-    opts = {k: v for k, v in opts.items() if v is not None}
-    opts["reviews"] = args.reviews
-    if hasattr(args, "K"):
-        opts["rule"] = _rule(args)
-    if not args.preset:  # a preset fixes its columns and text source
-        opts.update(product_col=args.product_col, time_col=args.time_col, units_col=args.units_col,
-                    texts=args.texts, **{col: getattr(args, col) for col in column_options()})
-    return opts
-
-
-def prepare_from_args(args: argparse.Namespace, progress: bool = True):
-    """Run `prepare` / `prepare_preset` from parsed `prepare` options."""
-    from trendnlp.data.presets import prepare_log
-
-    opts = prepare_options(args)
-    if getattr(args, "on_error", "raise") != "raise":
-        opts["on_error"] = args.on_error
-    return prepare_log(args.sales, preset=args.preset, as_of=getattr(args, "as_of", None), progress=progress,
-                       **opts)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -287,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="order log (+ texts, reviews) -> leakage-safe product records")
-    _add_prepare_args(p)
+    add_prepare_arguments(p)
     p.set_defaults(func=cmd_prepare)
 
     for name in ("train", "finetune"):
@@ -304,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--init-from", default=None, metavar="MODEL_DIR", help="warm-start every weight, the logit "
                        "offsets and the feature scaling from an exported model (e.g. to update it with newer weeks)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
-        _add_prepare_args(p.add_argument_group("one table: an order log (as for `trendnlp prepare`) or prepared "
+        add_prepare_arguments(p.add_argument_group("one table: an order log (as for `trendnlp prepare`) or prepared "
                                                "records, split by cutoff into train / validation / test"),
                           with_out=False, for_train=True)
         p.set_defaults(func=cmd_train)
@@ -324,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="label every active product of an order log as of a date (--sales), or every "
                        "row of a records file (--input; streaming, resumable)")
     add_arguments(p, input_required=False)
-    _add_prepare_args(p.add_argument_group("order log (--sales; as for `trendnlp prepare`)"), for_label=True)
+    add_prepare_arguments(p.add_argument_group("order log (--sales; as for `trendnlp prepare`)"), for_label=True)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("explain", help="why each prediction: text vs sales, salient weeks, top words (JSONL, HTML)")
