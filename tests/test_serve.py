@@ -4,28 +4,21 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from serving import server_process
 
 from trendnlp.model.classifier import TrendClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BODY = 200_000
 MAX_RECORDS = 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,30 +31,11 @@ def model_dir(tiny_config, sample_records, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir):
-    """A `trendnlp serve` process; yields its base URL and stops it afterwards."""
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "trendnlp", "serve", "--model", str(model_dir), "--port", str(port),
-                             "--max-body-bytes", str(MAX_BODY), "--max-records", str(MAX_RECORDS),
-                             "--log-level", "warning"], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start within 120 s")
-    yield url, proc
-    proc.terminate()
-    proc.wait(timeout=30)
+def server(model_dir, tmp_path_factory):
+    """A `trendnlp serve` process; yields its base URL and process, and stops it afterwards."""
+    with server_process(model_dir, "--max-body-bytes", str(MAX_BODY), "--max-records", str(MAX_RECORDS),
+                        "--log-level", "warning", log=tmp_path_factory.mktemp("serve_log") / "server.log") as served:
+        yield served.url, served.proc
 
 
 def as_json(records: list[dict]) -> list[dict]:
