@@ -182,7 +182,7 @@ def test_load_test_script_runs_bounded_against_loopback_only(server, sample_reco
     argv = ["--requests", "12", "--concurrency", "3", "--batch-sizes", "1", "5", "--records", str(records)]
     assert load_test.main(["--url", url, *argv]) == 0
     out = capsys.readouterr().out
-    assert "| 1 | 12 | 3 |" in out and "| 5 | 12 | 3 |" in out
+    assert "| given | 1 | 3 | 12 |" in out and "| given | 5 | 3 | 12 |" in out and "0 with a different label" in out
     with pytest.raises(SystemExit) as exc:
         load_test.main(["--url", "http://10.0.0.1:8000", *argv])
     assert exc.value.code == 2
