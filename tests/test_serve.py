@@ -93,6 +93,11 @@ def test_health_and_metadata(server):
     assert meta["label_rule"] == {"K": 4, "F": 4, "alpha": 1.0, "tau": 0.25}
     assert meta["versions"]["torch"] and meta["training"]["validation_macro_f1"] == 0.5
     assert meta["limits"] == {"max_body_bytes": MAX_BODY, "max_records": MAX_RECORDS}
+    assert len(meta["model_version"]) == 16 and meta["batching"]["enabled"]
+    # no token set: the data endpoints are open, the admin endpoint is not
+    r = httpx.post(f"{url}/v1/admin/reload", json={})
+    assert r.status_code == 403 and "--api-key-file" in r.json()["detail"]
+    assert httpx.get(f"{url}/metrics").status_code == 200
 
 
 BAD = [  # (record changes, index of the bad record, field named)

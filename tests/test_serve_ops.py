@@ -97,6 +97,11 @@ def test_batcher_keeps_order_splits_batches_and_isolates_a_failing_request():
     assert futures[3].result(5)[0] == [50] * 7  # ... and a request over max_records ran by itself
     assert max(calls[1:]) <= 7 and 5 in calls  # 2 + 2 + 1 batched together, then retried one by one
     b.stop()
+    # a lone request (nothing else in flight) does not wait out max_wait_ms
+    lone = Batcher(run, max_records=5, max_wait_ms=5000, in_flight=lambda: 1)
+    t0 = time.perf_counter()
+    assert lone.submit([{"x": 1}]).result(5)[0] == [10] and time.perf_counter() - t0 < 2
+    lone.stop()
 
 
 # ---- the door ------------------------------------------------------------------------------------
@@ -249,11 +254,17 @@ def test_kill_9_mid_load_then_restart_answers_and_sigterm_drains(folders, expect
         stop.set()
     assert folder_version(folders["a"]) == version  # the server writes nothing: no state to repair
     port = int(served.url.rsplit(":", 1)[1])
-    # restarted on the same port; a long batching wait keeps the next request in flight when SIGTERM comes
-    again = start_server(folders["a"], "--max-wait-ms", "1500", "--grace-seconds", "20", log=tmp_path / "k2.log",
-                         port=port)
+    again = start_server(folders["a"], "--grace-seconds", "20", log=tmp_path / "k2.log", port=port)
+    body = json.dumps({"records": records[:4]}).encode()
+
+    def slow_upload():  # the request is in flight (its body still arriving) when SIGTERM comes
+        yield body[:100]
+        time.sleep(1.5)
+        yield body[100:]
+
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(httpx.post, f"{again.url}/v1/predict", json={"records": records[:4]}, timeout=60)
+        slow = pool.submit(httpx.post, f"{again.url}/v1/predict", content=slow_upload(),
+                           headers={"content-type": "application/json"}, timeout=60)
         time.sleep(0.5)
         again.proc.send_signal(signal.SIGTERM)
         r = slow.result()

@@ -4,7 +4,8 @@ A product page sends one record per request; scored alone, each request pays a w
 encoder pass, head) for one row, and the model lock makes 32 of them wait in line. The `Batcher` gathers the
 requests that arrive while the model is busy (plus up to `max_wait_ms` after the first one, for the ones
 about to arrive) into one call of up to `max_records` records, as Ray Serve's `@serve.batch`, TorchServe's
-`batch_size` / `max_batch_delay` and Triton's dynamic batcher do. Each request gets back its own rows, in
+`batch_size` / `max_batch_delay` and Triton's dynamic batcher do. It waits only while the server holds
+requests that are not in the batch yet (`in_flight`): a lone client never pays the wait. Each request gets back its own rows, in
 order. Records are validated per request before they are queued, so a bad record is its own request's 422
 and never reaches a batch; a model call that fails anyway is retried request by request, so one request's
 failure never fails its batch-mates.
@@ -35,6 +36,8 @@ class Batcher:
         max_wait_ms: how long the first request of a batch waits for more (0 still gathers the requests
             already queued; `serve` turns batching off entirely for --max-wait-ms 0).
         on_batch: on_batch(n_requests, n_records) after each model call (metrics).
+        in_flight: requests the server is handling now (received, not yet answered); when all of them are in
+            the batch already, it runs without waiting. None: always wait up to max_wait_ms.
 
     >>> b = Batcher(lambda recs: ([r["x"] * 2 for r in recs], "v1"), max_records=8, max_wait_ms=1)
     >>> b.submit([{"x": 1}, {"x": 2}]).result()
@@ -43,11 +46,11 @@ class Batcher:
     """
 
     def __init__(self, run: Callable[[list[dict]], tuple[Any, Any]], max_records: int = 64, max_wait_ms: float = 5.0,
-                 on_batch: Callable[[int, int], None] | None = None):
+                 on_batch: Callable[[int, int], None] | None = None, in_flight: Callable[[], int] | None = None):
         if max_records < 1 or max_wait_ms < 0:
             raise ValueError(f"max_records must be >= 1 and max_wait_ms >= 0, found {max_records}, {max_wait_ms}")
         self.run, self.max_records, self.max_wait = run, max_records, max_wait_ms / 1000
-        self.on_batch = on_batch
+        self.on_batch, self.in_flight = on_batch, in_flight
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._carry: Job | None = None  # a request that did not fit the last batch: first of the next
         self._thread = threading.Thread(target=self._loop, name="trendnlp-batcher", daemon=True)
@@ -80,11 +83,16 @@ class Batcher:
         jobs, n = [first], len(first.records)
         deadline = time.monotonic() + self.max_wait
         while n < self.max_records:
-            try:  # what is queued already joins at once; then wait out the rest of max_wait for more
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic())) \
-                    if time.monotonic() < deadline else self._queue.get_nowait()
-            except queue.Empty:
-                break
+            try:  # what is queued already joins at once
+                job = self._queue.get_nowait()
+            except queue.Empty:  # then wait out the rest of max_wait, while other requests are on their way
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.in_flight is not None and self.in_flight() <= len(jobs)):
+                    break
+                try:
+                    job = self._queue.get(timeout=min(left, 0.001))
+                except queue.Empty:
+                    continue
             if job is None:
                 jobs.append(None)
                 break

@@ -127,8 +127,9 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
     def run_batch(records: list[dict]) -> tuple[np.ndarray, Loaded]:
         return service.score(records)
 
-    batcher = Batcher(run_batch, max_batch_records, max_wait_ms, on_batch=metrics.on_batch) if max_wait_ms > 0 \
-        else None
+    predicting = [0]  # /v1/predict requests in flight, counted by Door: the batcher waits only for those
+    batcher = Batcher(run_batch, max_batch_records, max_wait_ms, on_batch=metrics.on_batch,
+                      in_flight=lambda: predicting[0]) if max_wait_ms > 0 else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -144,7 +145,8 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
                   description="Sales-trend labels (rising / falling / stable) for product records (DESIGN §1).")
     app.state.service, app.state.metrics = service, metrics
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.add_middleware(Door, token=token, metrics=metrics)  # outermost: every request gets an id and is counted
+    # outermost: every request gets an id and is counted
+    app.add_middleware(Door, token=token, metrics=metrics, predicting=predicting)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

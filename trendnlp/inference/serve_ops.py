@@ -143,8 +143,9 @@ class Metrics:
 class Door:
     """ASGI middleware: request id, bearer token (when set), metrics; see the module docstring."""
 
-    def __init__(self, app, token: str | None, metrics: Metrics):
+    def __init__(self, app, token: str | None, metrics: Metrics, predicting: list[int] | None = None):
         self.app, self.token, self.metrics = app, token, metrics
+        self.predicting = predicting if predicting is not None else [0]  # /v1/predict requests in flight
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -165,6 +166,8 @@ class Door:
             await send(message)
 
         self.metrics.in_flight.inc()
+        predict = label == "/v1/predict"
+        self.predicting[0] += predict  # only the event loop thread writes it
         try:
             if self.token is not None and path not in OPEN_PATHS and not token_ok(headers.get(b"authorization"),
                                                                                  self.token):
@@ -176,6 +179,7 @@ class Door:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
+            self.predicting[0] -= predict
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(label, str(status)).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
