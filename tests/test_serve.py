@@ -4,28 +4,21 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from serving import server_process
 
 from trendnlp.model.classifier import TrendClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BODY = 200_000
 MAX_RECORDS = 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,30 +31,11 @@ def model_dir(tiny_config, sample_records, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir):
-    """A `trendnlp serve` process; yields its base URL and stops it afterwards."""
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "trendnlp", "serve", "--model", str(model_dir), "--port", str(port),
-                             "--max-body-bytes", str(MAX_BODY), "--max-records", str(MAX_RECORDS),
-                             "--log-level", "warning"], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start within 120 s")
-    yield url, proc
-    proc.terminate()
-    proc.wait(timeout=30)
+def server(model_dir, tmp_path_factory):
+    """A `trendnlp serve` process; yields its base URL and process, and stops it afterwards."""
+    with server_process(model_dir, "--max-body-bytes", str(MAX_BODY), "--max-records", str(MAX_RECORDS),
+                        "--log-level", "warning", log=tmp_path_factory.mktemp("serve_log") / "server.log") as served:
+        yield served.url, served.proc
 
 
 def as_json(records: list[dict]) -> list[dict]:
@@ -119,6 +93,11 @@ def test_health_and_metadata(server):
     assert meta["label_rule"] == {"K": 4, "F": 4, "alpha": 1.0, "tau": 0.25}
     assert meta["versions"]["torch"] and meta["training"]["validation_macro_f1"] == 0.5
     assert meta["limits"] == {"max_body_bytes": MAX_BODY, "max_records": MAX_RECORDS}
+    assert len(meta["model_version"]) == 16 and meta["batching"]["enabled"]
+    # no token set: the data endpoints are open, the admin endpoint is not
+    r = httpx.post(f"{url}/v1/admin/reload", json={})
+    assert r.status_code == 403 and "--api-key-file" in r.json()["detail"]
+    assert httpx.get(f"{url}/metrics").status_code == 200
 
 
 BAD = [  # (record changes, index of the bad record, field named)
@@ -208,7 +187,7 @@ def test_load_test_script_runs_bounded_against_loopback_only(server, sample_reco
     argv = ["--requests", "12", "--concurrency", "3", "--batch-sizes", "1", "5", "--records", str(records)]
     assert load_test.main(["--url", url, *argv]) == 0
     out = capsys.readouterr().out
-    assert "| 1 | 12 | 3 |" in out and "| 5 | 12 | 3 |" in out
+    assert "| given | 1 | 3 | 12 |" in out and "| given | 5 | 3 | 12 |" in out and "0 with a different label" in out
     with pytest.raises(SystemExit) as exc:
         load_test.main(["--url", "http://10.0.0.1:8000", *argv])
     assert exc.value.code == 2

@@ -6,7 +6,7 @@
     trendnlp label     label every active product of an order log as of a date, or a whole records file
     trendnlp explain   per-record explanations (text vs sales, salient weeks, top words) as JSONL and HTML
     trendnlp export    ONNX graphs (+ int8) and/or a self-contained model folder
-    trendnlp serve     serve a saved model over HTTP (/health, /v1/metadata, /v1/predict, /v1/explain)
+    trendnlp serve     serve a saved model over HTTP (predict, explain, metadata, reload, metrics)
     trendnlp benchmark the Online Retail benchmark: every baseline and ablation in one table
     trendnlp backtest  the benchmark repeated at rolling origins (DESIGN §7): per-origin table, mean, wins, plot
 """
@@ -132,13 +132,15 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from trendnlp.inference.serve import MissingExtraError, serve
+    from trendnlp.inference.serve import MissingExtraError, ServeSetupError, serve
 
     try:
         serve(args.model, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
               max_records=args.max_records, batch_size=args.batch_size, text_cache=args.text_cache,
+              max_batch_records=args.max_batch_records, max_wait_ms=args.max_wait_ms, api_key_file=args.api_key_file,
+              allow_unauthenticated=args.allow_unauthenticated, grace_seconds=args.grace_seconds,
               log_level=args.log_level)
-    except MissingExtraError as e:
+    except (MissingExtraError, ServeSetupError) as e:
         print(f"trendnlp serve: error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -261,6 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="distinct texts per encoder pass within a request")
     p.add_argument("--text-cache", type=int, default=16384, help="pooled text embeddings kept across requests "
                    "(0: none)")
+    p.add_argument("--max-batch-records", type=int, default=64, help="dynamic batching: records per model call "
+                   "at most, gathered from concurrent requests (default 64)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="dynamic batching: how long a request waits for "
+                   "batch-mates (default 5; 0: no batching, one request at a time)")
+    p.add_argument("--api-key-file", default=None, help="file whose first line is the bearer token every endpoint "
+                   "but /health asks for (or set TRENDNLP_API_KEY); needed for POST /v1/admin/reload")
+    p.add_argument("--allow-unauthenticated", action="store_true", help="listen on a non-loopback --host without "
+                   "a token (only behind something that guards the port)")
+    p.add_argument("--grace-seconds", type=int, default=30, help="on SIGTERM, how long requests in flight get to "
+                   "finish (default 30)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)
 

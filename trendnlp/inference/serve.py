@@ -1,42 +1,51 @@
 """`trendnlp serve`: a saved model over HTTP with FastAPI + uvicorn (DESIGN §5; extra `trendnlp[serve]`).
 
-    GET  /health        {"status": "ok"} once the model is loaded
-    GET  /v1/metadata   labels, label rule, versions, training summary, request limits; model kind and, for a
-                        hybrid, its blend weight and each branch's validation score
-    POST /v1/predict    {"records": [...]} (DESIGN §1) -> {"labels": [...], "results": [{"product_id", "cutoff",
-                        "label", "probabilities": {label: p}}, ...]}, one result per record, in order
-    POST /v1/explain    the same body (?top_words=8&text_steps=8) -> {"labels", "results": [clf.explain(...) per
-                        record]}: text vs sales split, salient weeks, top words, most influential review
+    GET  /health            {"status": "ok"} once the model is loaded (open even when a token is set)
+    GET  /v1/metadata       labels, label rule, versions, training summary, model version, limits, batching; the
+                            model kind and, for a hybrid, its blend weight and each branch's validation score
+    POST /v1/predict        {"records": [...]} (DESIGN §1) -> {"labels": [...], "model_version": ..., "results":
+                            [{"product_id", "cutoff", "label", "probabilities": {label: p}}, ...]}, one per record
+    POST /v1/explain        the same body (?top_words=8&text_steps=8) -> {"labels", "results": [clf.explain(...)]}
+    POST /v1/admin/reload   {"model": DIR} (optional; default the folder served): load, check, swap (token needed)
+    GET  /metrics           Prometheus text format
 
 Requests pass three gates before the model sees them: the body size (413 above `max_body_bytes`, checked on
 the Content-Length header and on the bytes actually received), the pydantic model of the §1 record declared
-once in `trendnlp.data.schema`, then `validate_rows` (the rules every reader applies, e.g.
-history length); a bad record is a 422 naming its index and field. More than `max_records` records is a 413.
-A request's records are scored in one call of the prediction core (`model.predict.Predictor`, as `trendnlp label`: each
-distinct text encoded once, pooled text embeddings kept in a bounded LRU cache across requests, since a shop
-asks about the same products again and again; the probabilities equal `predict_proba`'s). Calls are
-serialised by a lock (one model, one cache), so concurrent requests queue instead of interleaving. Endpoints are plain functions that
-FastAPI runs in its thread pool: /health answers while a batch is scored.
+once in `trendnlp.data.schema`, then `validate_rows` (the rules every reader applies, e.g. history length);
+a bad record is a 422 naming its index and field. More than `max_records` records is a 413. Valid records go
+to the prediction core (`model.predict.Predictor`, as `trendnlp label`: each distinct text encoded once, pooled
+text embeddings kept in a bounded LRU cache across requests; the probabilities equal `predict_proba`'s):
+through the dynamic batcher (`inference.batching`) that gathers concurrent requests into one model call, or,
+with `max_wait_ms=0`, one request at a time under a lock. The model version behind the answers is swapped by
+`/v1/admin/reload` or SIGHUP (`inference.model_service`); the token, request ids and metrics sit in front of
+everything (`inference.serve_ops`). SIGTERM: uvicorn stops accepting, finishes the requests in flight (up to
+`grace_seconds`), then the batcher finishes its queue. Endpoints are plain functions that FastAPI runs in its
+thread pool: /health answers while a batch is scored.
 
-FastAPI, pydantic and uvicorn are imported only inside this module's functions, so the rest of trendnlp
+FastAPI, pydantic, uvicorn and prometheus-client are imported only inside functions, so the rest of trendnlp
 works without the extra.
 """
 
+import contextlib
 import functools
-import threading
-from collections.abc import Callable, Sequence
-from pathlib import Path
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from trendnlp.data.records import RecordError, validate_rows
-from trendnlp.data.channels import fed_channels
+from trendnlp.data.records import RecordError
 from trendnlp.data.schema import record_model
+from trendnlp.inference.model_service import Loaded, ModelService, ReloadError
+from trendnlp.inference.serve_ops import Door, Metrics, ServeSetupError, check_door, log_config, read_token
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # ~10k typical records; bounds the memory and parse time of one request
 MAX_RECORDS = 10_000
-INSTALL_HINT = "trendnlp serve needs FastAPI and uvicorn: pip install 'trendnlp[serve]'"
+MAX_BATCH_RECORDS, MAX_WAIT_MS = 64, 5.0  # measured in docs/serving.md: batches of ~32-64 reach the model's own rate
+THREADS = 128  # FastAPI's thread pool: requests waiting on a batch each hold a thread (anyio's default is 40)
+INSTALL_HINT = "trendnlp serve needs FastAPI, uvicorn and prometheus-client: pip install 'trendnlp[serve]'"
+log = logging.getLogger("trendnlp.serve")
+__all__ = ["create_app", "serve", "MissingExtraError", "ServeSetupError"]
 
 
 class MissingExtraError(ImportError):
@@ -46,74 +55,11 @@ class MissingExtraError(ImportError):
 def _require_extra() -> None:
     try:
         import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
         import pydantic  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
         raise MissingExtraError(f"{INSTALL_HINT} ({e})") from None
-
-
-# ---- the model behind a lock ---------------------------------------------------------------------
-class ModelService:
-    """A loaded model, validated inputs and one lock: what every endpoint calls.
-
-    Args:
-        model: a saved model folder or a `TrendClassifier`.
-        batch_size: distinct texts per text-encoder pass inside one request.
-        text_cache: pooled text embeddings kept across requests (0: none).
-    """
-
-    def __init__(self, model: Any, batch_size: int = 64, text_cache: int = 16384):
-        from trendnlp.model.load import load_model
-        from trendnlp.model.predict import Predictor
-
-        self.model_dir = str(model) if isinstance(model, (str, Path)) else None
-        self.clf = load_model(model) if self.model_dir else (model.eval() if hasattr(model, "eval") else model)
-        self.labeler = Predictor(self.clf, batch_size=batch_size, text_cache=text_cache)
-        self.lock = threading.Lock()
-
-    def validate(self, records: Sequence[dict]) -> list[dict]:
-        """Normalised records, as `predict_proba` reads them; RecordError (row = index) on the first bad one."""
-        c = self.clf.config
-        rows = validate_rows(enumerate(records), source="request", history=c.sales.history, rule=c.labels.rule())
-        return [rec for _, rec in rows]
-
-    def call(self, fn: Callable[[list[dict]], Any], records: list[dict]) -> Any:
-        """fn(records) under the model lock: one model call at a time."""
-        with self.lock:
-            return fn(records)
-
-    def predict(self, records: list[dict]) -> list[dict]:
-        """One result per validated record: product_id, cutoff, label and probabilities (one model call)."""
-        probs = self.call(self.labeler, records).probs
-        labels = self.clf.labels
-        return [{"product_id": r["product_id"], "cutoff": r["cutoff"],
-                 **({"category": r["category"]} if r.get("category") is not None else {}),
-                 "label": labels[int(np.argmax(p))], "probabilities": {name: float(v) for name, v in zip(labels, p)}}
-                for r, p in zip(records, probs)]
-
-    def metadata(self) -> dict:
-        """Labels, label rule, versions and the training summary of the model folder (metrics.json)."""
-        import json
-        from dataclasses import asdict
-
-        c = self.clf.config
-        meta: dict[str, Any] = {"labels": self.clf.labels, "label_rule": asdict(c.labels.rule()),
-                                "history": c.sales.history, "inputs": {"text": c.text.enabled,
-                                                                      "sales": c.sales.enabled},
-                                "channels": ["sales", *(ch.name for ch in fed_channels(c.sales))],
-                                "base_model": c.text.base_model if c.text.enabled else None,
-                                "fusion": c.fusion.method, "model_dir": self.model_dir, "versions": {},
-                                "training": None, "kind": getattr(self.clf, "kind", "neural"), "hybrid": None}
-        if self.model_dir:
-            d = Path(self.model_dir)
-            saved = json.loads((d / "config.json").read_text(encoding="utf-8"))
-            meta["versions"], meta["hybrid"] = saved.get("versions", {}), saved.get("hybrid")  # blend, branch scores
-            if (d / "metrics.json").is_file():
-                m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
-                meta["training"] = {"best_epoch": m.get("best_epoch"), "step": m.get("step"),
-                                    **{f"{split}_{k}": m[split][k] for split in ("validation", "test")
-                                       if m.get(split) for k in ("macro_f1", "accuracy", "n")}}
-        return meta
 
 
 # ---- request models from the §1 declaration (trendnlp.data.schema.record_model) -------------------
@@ -145,15 +91,19 @@ def _describe(item: dict) -> str:
 
 # ---- the app -------------------------------------------------------------------------------------
 def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS,
-               batch_size: int = 64, text_cache: int = 16384):
-    """The FastAPI app serving one model (loaded here, once).
+               batch_size: int = 64, text_cache: int = 16384, max_batch_records: int = MAX_BATCH_RECORDS,
+               max_wait_ms: float = MAX_WAIT_MS, token: str | None = None):
+    """The FastAPI app serving one model (loaded here, once; swapped by /v1/admin/reload).
 
     Args:
         model: a saved model folder or a `TrendClassifier`.
         max_body_bytes: larger request bodies get a 413 before they are parsed.
         max_records: more records in one request get a 413.
-        batch_size: distinct texts per text-encoder pass within a request.
+        batch_size: distinct texts per text-encoder pass.
         text_cache: pooled text embeddings kept across requests (0: none).
+        max_batch_records: records per batched model call at most (a larger request runs alone).
+        max_wait_ms: how long a request waits for batch-mates; 0 turns batching off (one request at a time).
+        token: the bearer token every endpoint but /health asks for; None: open (and no admin endpoint).
     Returns:
         a `fastapi.FastAPI` application (run it with uvicorn, or `serve`).
 
@@ -161,18 +111,43 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
     _require_extra()
-    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi import Body, FastAPI, HTTPException, Query, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
     import trendnlp
+    from trendnlp.inference.batching import Batcher
 
+    if max_batch_records < 1 or max_wait_ms < 0:
+        raise ServeSetupError(f"--max-batch-records must be >= 1 and --max-wait-ms >= 0, found {max_batch_records} "
+                              f"and {max_wait_ms}")
     service = ModelService(model, batch_size=batch_size, text_cache=text_cache)
+    metrics = Metrics()
+    metrics.serving(service.current.version, service.current.model_dir)
+
+    def run_batch(records: list[dict]) -> tuple[np.ndarray, Loaded]:
+        return service.score(records)
+
+    predicting = [0]  # /v1/predict requests in flight, counted by Door: the batcher waits only for those
+    batcher = Batcher(run_batch, max_batch_records, max_wait_ms, on_batch=metrics.on_batch,
+                      in_flight=lambda: predicting[0]) if max_wait_ms > 0 else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        yield
+        if batcher is not None:  # after uvicorn drained the requests in flight: finish the queue, end the worker
+            batcher.stop()
+
     Records = request_model(record_model())
-    app = FastAPI(title="trendnlp", version=getattr(trendnlp, "__version__", "0"),
+    app = FastAPI(title="trendnlp", version=getattr(trendnlp, "__version__", "0"), lifespan=lifespan,
                   description="Sales-trend labels (rising / falling / stable) for product records (DESIGN §1).")
-    app.state.service = service
+    app.state.service, app.state.metrics = service, metrics
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    # outermost: every request gets an id and is counted
+    app.add_middleware(Door, token=token, metrics=metrics, predicting=predicting)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -187,6 +162,7 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception):  # the server answers and stays up
+        log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
         return JSONResponse(status_code=500, content={"detail": f"internal error: {type(exc).__name__}: {exc}"})
 
     def records_of(body) -> list[dict]:
@@ -195,19 +171,43 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
                                      "(split the request, or start the server with a larger --max-records)")
         return service.validate([r.model_dump(exclude_none=True) for r in body.records])
 
+    def reload(model_dir: str | None = None) -> dict:
+        try:
+            done = service.reload(model_dir)
+        except ReloadError as e:
+            metrics.reloads.labels("failed").inc()
+            log.error("reload refused: %s", e)
+            raise
+        metrics.reloads.labels("ok").inc()
+        metrics.serving(done["model_version"], done["model_dir"])
+        return done
+
+    app.state.reload = reload
+
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok"}
 
     @app.get("/v1/metadata")
     def metadata() -> dict:
-        return {**service.metadata(), "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records},
-                "text_cache": {"size": text_cache, "texts_encoded": service.labeler.texts_encoded,
-                               "texts_cached": service.labeler.texts_cached}}
+        m = service.current
+        return {**m.meta, "limits": {"max_body_bytes": max_body_bytes, "max_records": max_records},
+                "batching": {"max_batch_records": max_batch_records, "max_wait_ms": max_wait_ms,
+                             "enabled": batcher is not None},
+                "text_cache": {"size": text_cache, "texts_encoded": m.labeler.texts_encoded,
+                               "texts_cached": m.labeler.texts_cached}}
 
     @app.post("/v1/predict")
     def predict(body: Records) -> dict:
-        return {"labels": service.clf.labels, "results": service.predict(records_of(body))}
+        records = records_of(body)
+        if batcher is not None:
+            probs, m = batcher.submit(records).result()
+        else:
+            with service.lock:
+                probs, m = service.score(records)
+                metrics.on_batch(1, len(records))
+        metrics.records.labels("/v1/predict").inc(len(records))
+        return {"labels": m.labels, "model_version": m.version, "results": _results(records, probs, m.labels)}
 
     @app.post("/v1/explain")
     def explain(body: Records, top_words: int = Query(8, ge=0, le=50),
@@ -218,10 +218,35 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
         except ImportError:
             raise HTTPException(501, "explanations need the explain extra: pip install 'trendnlp[explain]'") from None
         records = records_of(body)
-        run = functools.partial(service.clf.explain, top_words=top_words, text_steps=text_steps)
-        return {"labels": service.clf.labels, "results": service.call(run, records)}
+        results, m = service.explain(records, top_words=top_words, text_steps=text_steps)
+        metrics.records.labels("/v1/explain").inc(len(records))
+        return {"labels": m.labels, "model_version": m.version, "results": results}
+
+    @app.post("/v1/admin/reload")
+    def admin_reload(model: str | None = Body(None, embed=True,
+                                               description="model folder to serve (default: the one served)")) -> dict:
+        """Load a model folder beside the running one, check it, switch to it; a bad folder changes nothing."""
+        if token is None:
+            raise HTTPException(403, "the admin endpoint needs a token: start the server with --api-key-file FILE "
+                                     "(or TRENDNLP_API_KEY), or send the server SIGHUP to reload its folder")
+        try:
+            return {"status": "reloaded", **reload(model)}
+        except ReloadError as e:
+            raise HTTPException(422, str(e)) from None
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        content, media_type = metrics.exposition()
+        return Response(content, media_type=media_type)
 
     return app
+
+
+def _results(records: list[dict], probs: np.ndarray, labels: list[str]) -> list[dict]:
+    return [{"product_id": r["product_id"], "cutoff": r["cutoff"],
+             **({"category": r["category"]} if r.get("category") is not None else {}),
+             "label": labels[int(np.argmax(p))], "probabilities": {name: float(v) for name, v in zip(labels, p)}}
+            for r, p in zip(records, probs)]
 
 
 class BodyLimit:
@@ -261,20 +286,43 @@ class BodyLimit:
 
 def serve(model: Any, host: str = "127.0.0.1", port: int = 8000, *, max_body_bytes: int = MAX_BODY_BYTES,
           max_records: int = MAX_RECORDS, batch_size: int = 64, text_cache: int = 16384,
+          max_batch_records: int = MAX_BATCH_RECORDS, max_wait_ms: float = MAX_WAIT_MS,
+          api_key_file: str | None = None, allow_unauthenticated: bool = False, grace_seconds: int = 30,
           log_level: str = "info") -> None:
-    """Load the model once and serve it with uvicorn (one process) until interrupted.
+    """Load the model once and serve it with uvicorn (one process) until SIGINT / SIGTERM.
 
     Args:
         model: a saved model folder.
-        host, port: where to listen; the default host accepts connections from this machine only.
-        max_body_bytes, max_records, batch_size, text_cache: as for `create_app`.
+        host, port: where to listen; the default host accepts connections from this machine only. Another
+            host needs a token (`api_key_file` or TRENDNLP_API_KEY) unless `allow_unauthenticated`.
+        max_body_bytes, max_records, batch_size, text_cache, max_batch_records, max_wait_ms: as for `create_app`.
+        api_key_file: a file whose first line is the bearer token.
+        grace_seconds: on SIGTERM, how long the requests in flight get to finish.
         log_level: uvicorn's log level.
+    Raises:
+        ServeSetupError: an unreadable token file, or an open host without a token.
+
+    SIGHUP reloads the served folder (as POST /v1/admin/reload without a body).
 
     >>> serve("runs/demo/model", port=8000)  # doctest: +SKIP
     """
     _require_extra()
+    import signal
+    import threading
+
     import uvicorn
 
+    token = read_token(api_key_file)
+    check_door(host, token, allow_unauthenticated)
     app = create_app(model, max_body_bytes=max_body_bytes, max_records=max_records, batch_size=batch_size,
-                     text_cache=text_cache)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, timeout_keep_alive=5)
+                     text_cache=text_cache, max_batch_records=max_batch_records, max_wait_ms=max_wait_ms, token=token)
+
+    def reload_logged():
+        with contextlib.suppress(ReloadError):  # reload() logged the reason; the old version serves on
+            app.state.reload()
+
+    if hasattr(signal, "SIGHUP"):  # the reload runs beside the server, never inside the signal handler
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload_logged, daemon=True).start())
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1, timeout_keep_alive=5,
+                            timeout_graceful_shutdown=grace_seconds, log_config=log_config())
+    uvicorn.Server(config).run()
