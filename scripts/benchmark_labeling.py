@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", action="store_true", help="the backend table instead of (a)-(d)")
     p.add_argument("--or-model", default=None, help="--backends: model for the Online Retail catalog")
     p.add_argument("--long-model", default=None, help="--backends: model for the long-text (reviews) catalog")
+    p.add_argument("--sample-model", default=None, help="--backends: model for data_samples/catalog.jsonl too")
     p.add_argument("--memory-only", action="store_true", help="--backends: only the peak-RSS rows")
     p.add_argument("--long-rows", type=int, default=0, help="--backends: long-text catalog rows (default --rows)")
     p.add_argument("--or-records", default="/work/runs-shared/or/train.parquet",

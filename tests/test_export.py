@@ -128,3 +128,40 @@ def test_missing_graph_names_the_export_command(tiny_config, sample_records, tmp
     with pytest.raises(FileNotFoundError, match="trendnlp export --model .* --format onnx --int8"):
         load_model(d, "onnx-int8")
     shutil.rmtree(d)
+
+
+def test_int8_smoothing_keeps_the_fp32_function_and_is_written(onnx_dir, sample_records, tmp_path):
+    """Smoothing divides activations and multiplies weights by the same per-channel scales: the fp32 graph
+    computes what it did before; `--calibration` writes the smoothed int8 graph and says so in onnx.json."""
+    import onnx
+    import onnxruntime as ort
+
+    from trendnlp.inference.quantize import _smooth, calibration_feeds
+
+    clf = TrendClassifier.from_pretrained(onnx_dir)
+    texts = [t for t in dict.fromkeys(clf.make_collator().texts(sample_records)[0])]
+    runtime = load_model(onnx_dir, "onnx")
+    extra = {"text_index": np.zeros(1, np.int64), **{k: v.numpy() for k, v in runtime.dummy_sales(1).items()}}
+    feeds = list(calibration_feeds(texts, clf.tokenizer, clf.config.text.max_length, extra))
+    model = onnx.load(str(onnx_dir / "model.onnx"))
+    info = _smooth(model, onnx_dir / "model.onnx", feeds, alpha=0.8)
+    assert info == {"smoothed": 8, "calibration_texts": len(texts)}  # 2 layers x (Attention + 3 MatMul)
+    plain = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    smoothed = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for feed in feeds:
+        np.testing.assert_allclose(smoothed.run(["pooled"], feed)[0], plain.run(["pooled"], feed)[0], atol=1e-4)
+
+    write_records(sample_records, tmp_path / "train.jsonl")
+    out = tmp_path / "calibrated"
+    export_model(onnx_dir, out=out, fmt="onnx", int8=True, calibration=tmp_path / "train.jsonl")
+    meta = json.loads((out / "onnx.json").read_text())
+    assert meta["int8_smoothed"] == 8 and meta["int8_calibration_texts"] == len(texts)
+    int8_p = load_model(out, "onnx-int8").predict_proba(sample_records)
+    torch_p = clf.predict_proba(sample_records)
+    assert float((int8_p.argmax(1) == torch_p.argmax(1)).mean()) >= 0.95
+    write_records([{**r, "title": "", "description": "", "reviews": []} for r in sample_records[:5]],
+                  tmp_path / "no_text.jsonl")
+    with pytest.raises(ValueError, match="no_text.jsonl: no record has text"):
+        export_model(onnx_dir, out=tmp_path / "x", fmt="onnx", int8=True, calibration=tmp_path / "no_text.jsonl")
+    with pytest.raises(ValueError, match="--calibration calibrates the int8 graph"):
+        export_model(onnx_dir, out=tmp_path / "y", fmt="onnx", calibration=tmp_path / "train.jsonl")

@@ -219,6 +219,31 @@ def test_full_and_frozen_round_trip(tiny_config, sample_records, tmp_path, finet
     np.testing.assert_allclose(loaded.predict_proba(sample_records), expected, atol=1e-6)
 
 
+def test_frozen_encoder_encodes_each_text_once(tiny_config, sample_records):
+    """finetune=off: each distinct text goes through the encoder once, and the cached vectors are what the
+    encoder gives (the outputs equal those with the cache turned off), in training and eval mode alike."""
+    model = build(tiny_config, sample_records, text={"finetune": "off"}, fusion={"method": "gated"})
+    plain = build(tiny_config, sample_records, text={"finetune": "off", "embedding_cache": 0},
+                  fusion={"method": "gated"})
+    plain.load_state_dict(model.state_dict())
+    encoded = []
+    model.text_encoder.model.register_forward_hook(lambda m, args, kw, out: encoded.append(kw["input_ids"].shape[0]),
+                                                   with_kwargs=True)
+    collate = model.make_collator()
+    batches = [collate(sample_records[i:i + 16]) for i in range(0, 64, 16)]
+    n_texts = len(collate.texts(sample_records[:64])[0])
+    for mode in (True, False):  # a training epoch, then validation: the second pass encodes nothing
+        model.train(mode), plain.train(mode)
+        for b in batches:
+            torch.manual_seed(1)
+            a = model(**b)["logits"]
+            torch.manual_seed(1)
+            torch.testing.assert_close(a, plain(**b)["logits"], atol=1e-5, rtol=1e-5)
+    assert sum(encoded) == n_texts > 0
+    a.sum().backward()  # the head still trains on cached vectors
+    assert model.fusion.proj_text.weight.grad is not None
+
+
 def test_merge_lora_matches_unmerged(tiny_config, sample_records):
     model = build(tiny_config, sample_records).eval()
     perturb_encoder(model)

@@ -177,7 +177,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from trendnlp.inference.export import export_model
 
     summary = export_model(args.model, out=args.out, fmt=args.format, int8=args.int8,
-                           self_contained=args.self_contained)
+                           self_contained=args.self_contained, calibration=args.calibration)
     print(f"exported {args.model} to {summary['dir']} in {summary['seconds']} s: {', '.join(summary['files'])}")
     return 0
 
@@ -280,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="saved model folder")
     p.add_argument("--format", choices=("onnx",), default=None, help="onnx: write model.onnx and head.onnx")
     p.add_argument("--int8", action="store_true", help="with --format onnx: also model.int8.onnx (dynamic int8)")
+    p.add_argument("--calibration", default=None, metavar="RECORDS", help="with --int8: the training records; their "
+                   "texts calibrate the int8 encoder so its labels stay with fp32's (without it labels move more)")
     p.add_argument("--self-contained", action="store_true", help="store the LoRA-merged encoder under encoder/ so "
                    "the folder loads without its base model")
     p.add_argument("--out", default=None, help="target folder (default: update the model folder in place)")

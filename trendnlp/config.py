@@ -67,7 +67,11 @@ def _is_list(cls: type, key: str) -> bool:
 class TextConfig(_Section):
     enabled: bool = _f(True, "use product text at all; false gives the sales-only model")
     base_model: str = _f(DEFAULT_ENCODER, "Hugging Face BERT-family name or local path; the default is the shipped MiniLM")
-    finetune: Literal["lora", "off", "full"] = _f("lora", "lora: train LoRA adapters; off: freeze the encoder; full: train every encoder weight")
+    finetune: Literal["lora", "off", "full"] = _f("lora", "lora: train LoRA adapters; off: freeze the encoder (each "
+                                                  "distinct text encoded once per run, see embedding_cache); full: "
+                                                  "train every encoder weight")
+    embedding_cache: int = _f(65536, "finetune=off: pooled embeddings of this many distinct texts are kept, so an "
+                                     "epoch encodes only texts it has not met (0: encode every batch)", ge=0)
     lora_r: int = _f(8, "LoRA rank", ge=1)
     lora_alpha: int = _f(16, "LoRA scaling alpha", gt=0)
     lora_dropout: float = _f(0.1, "dropout on the LoRA path", ge=0, lt=1)

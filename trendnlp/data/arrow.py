@@ -25,10 +25,10 @@ import numpy as np
 from torch.utils.data import Dataset as TorchDataset, Sampler
 
 from trendnlp.config import TextConfig
-from trendnlp.data.features import build_text, summary_stats_many
-from trendnlp.data.keys import KeySet
+from trendnlp.data.features import build_text, summary_stats_flat
+from trendnlp.data.columns import record_tables
 from trendnlp.data.schema import arrow_features
-from trendnlp.data.records import ErrorReport, detect_format, iter_raw_batches, validate_batches
+from trendnlp.data.records import ErrorReport
 from trendnlp.labels import LabelRule
 
 CACHE_VERSION = 5  # bump when the row schema changes: older caches are rebuilt
@@ -95,31 +95,27 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
         return Dataset.from_file(str(folder / ARROW_FILE)), {**stats, "cached": True, "folder": str(folder)}
     acc = _Accumulator(history, rule)
     skipped = ErrorReport()
-    # validated a Parquet batch at a time: its number lists by one vectorised check, the rest row by row
-    batches = validate_batches(iter_raw_batches(path), source=str(path), on_error=on_error, history=history,
-                               rule=rule, csv_encoded=detect_format(path) == "csv", report=skipped, seen=KeySet())
+    tables = record_tables(path, on_error=on_error, history=history, rule=rule, report=skipped)
 
     shutil.rmtree(folder, ignore_errors=True)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with contextlib.ExitStack() as files:
-        writer = files.enter_context(ArrowWriter(features=_features(text is not None), path=str(tmp / ARROW_FILE),
+        features = _features(text is not None)
+        writer = files.enter_context(ArrowWriter(features=features, path=str(tmp / ARROW_FILE),
                                                  writer_batch_size=WRITER_BATCH))
         texts = None if text is None else _TextCodes(text, files.enter_context(ArrowWriter(
             features=_text_features(), path=str(tmp / TEXTS_FILE), writer_batch_size=WRITER_BATCH)))
-        features = _features(text is not None)
-        names = [name for name in features if name not in ("product_code", "text_code")]
-        for batch in batches:  # streamed: one batch of rows in memory at a time
-            recs = [rec for _, rec in batch]
-            if not recs:
+        for table in tables:  # streamed: one batch of records in memory at a time
+            if not table.num_rows:
                 continue
-            columns = {name: [r.get(name) for r in recs] for name in names}
-            columns["product_code"] = acc.add_batch(recs)
+            columns = {"product_code": pa.array(acc.add_table(table), pa.int32()), **{
+                name: table.column(name) for name in table.column_names}}
             if texts is not None:
-                columns["text_code"] = [texts(rec) for rec in recs]
-            # one conversion per batch, straight to the declared Arrow schema
-            writer.write_table(pa.Table.from_pydict(columns, schema=features.arrow_schema))
+                columns["text_code"] = pa.array(texts.codes(table))
+            writer.write_table(pa.Table.from_pydict({name: columns[name] for name in features},
+                                                    schema=features.arrow_schema))
         writer.finalize()
         if texts is not None:
             texts.writer.finalize()
@@ -150,8 +146,29 @@ class _TextCodes:
     def __init__(self, cfg: TextConfig, writer, keep: int = RECENT_TEXTS):
         self.cfg, self.writer, self.keep, self.recent, self.n = cfg, writer, keep, OrderedDict(), 0
 
-    def __call__(self, rec: dict) -> int:
-        text = build_text(rec, self.cfg)
+    def codes(self, table) -> np.ndarray:
+        """The text code of each record of an Arrow table of records; without reviews in the text, composed
+        once per distinct (title, description) pair of the table, not once per record."""
+        import pyarrow.compute as pc
+
+        cfg, title, description = self.cfg, table.column("title"), table.column("description")
+        if cfg.include_reviews and cfg.max_reviews > 0 and pc.sum(pc.list_value_length(table.column("reviews"))).as_py():
+            rows = zip(title.to_pylist(), description.to_pylist(), table.column("reviews").to_pylist())
+            return np.array([self.code(build_text({"title": t, "description": d, "reviews": r}, cfg))
+                             for t, d, r in rows], dtype=np.int32)
+        t, d = (col.combine_chunks().dictionary_encode() for col in (title, description))
+        pair = t.indices.to_numpy().astype(np.int64) * len(d.dictionary) + d.indices.to_numpy()
+        first, inverse = np.unique(pair, return_index=True, return_inverse=True)[1:]
+        order = np.argsort(first, kind="stable")  # numbered in the order the pairs first appear
+        titles, descriptions = t.dictionary.to_pylist(), d.dictionary.to_pylist()
+        codes = np.empty(len(first), dtype=np.int32)
+        for k in order.tolist():
+            row = int(first[k])
+            codes[k] = self.code(build_text({"title": titles[t.indices[row].as_py()],
+                                             "description": descriptions[d.indices[row].as_py()]}, cfg))
+        return codes[inverse.ravel()]
+
+    def code(self, text: str) -> int:
         if not text:
             return -1
         code = self.recent.get(text)
@@ -297,18 +314,26 @@ class _Accumulator:
         self.unlabelled, self.n = None, 0
         self.scaler = StandardScaler()
 
-    def add_batch(self, recs: list[dict]) -> list[int]:
-        """Count a batch of records; returns their product codes."""
-        z = summary_stats_many([r["sales"] for r in recs], self.history, self.rule.K, self.rule.alpha)
+    def add_table(self, table) -> np.ndarray:
+        """Count an Arrow table of records; returns their product codes (first seen, first numbered)."""
+        import pyarrow.compute as pc
+
+        sales = table.column("sales").combine_chunks()
+        z = summary_stats_flat(sales.values.to_numpy(zero_copy_only=False), sales.offsets.to_numpy(), self.history,
+                               self.rule.K, self.rule.alpha)
         self.scaler.partial_fit(z.astype(np.float64))
-        self.n += len(recs)
-        for rec in recs:
-            if rec["label"] is None:
-                self.unlabelled = self.unlabelled or {"product_id": rec["product_id"], "cutoff": rec["cutoff"]}
-            else:
-                self.labels[rec["label"]] = self.labels.get(rec["label"], 0) + 1
+        self.n += table.num_rows
+        labels = table.column("label")
+        for item in pc.value_counts(labels.drop_null()).to_pylist():
+            self.labels[item["values"]] = self.labels.get(item["values"], 0) + item["counts"]
+        if labels.null_count and self.unlabelled is None:
+            i = int(np.flatnonzero(labels.is_null().to_numpy(zero_copy_only=False))[0])
+            self.unlabelled = {"product_id": table.column("product_id")[i].as_py(),
+                               "cutoff": table.column("cutoff")[i].as_py()}
+        ids = table.column("product_id").combine_chunks().dictionary_encode()  # dictionary in first-seen order
         codes = self.codes
-        return [codes.setdefault(rec["product_id"], len(codes)) for rec in recs]
+        known = np.array([codes.setdefault(p, len(codes)) for p in ids.dictionary.to_pylist()], dtype=np.int32)
+        return known[ids.indices.to_numpy(zero_copy_only=False)]
 
     def stats(self) -> dict:
         mean = self.scaler.mean_ if self.n else np.zeros(0)

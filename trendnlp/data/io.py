@@ -2,7 +2,7 @@
 yield (row, raw dict) pairs, and the one writer, which writes atomically.
 
 Readers never load a whole file: JSONL and CSV are read line by line, Parquet by row groups
-(`iter_raw_batches` also checks a batch's number lists at once on its Arrow columns).
+(data.columns validates a Parquet batch by its Arrow columns).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trendnlp.data.schema import LIST_FIELDS, NULLABLE_LISTS, NUMBER_LISTS, RECORD_FIELDS
+from trendnlp.data.schema import LIST_FIELDS, RECORD_FIELDS
 from trendnlp.errors import DataError, TrendError
 
 
@@ -197,47 +197,12 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
         yield n, {k: (None if v == "" else v) for k, v in rec.items()}
 
 
-def iter_raw_batches(path: str | Path, batch_size: int = 8192
-                     ) -> Iterator[tuple[list[tuple[int, dict | RecordError]], frozenset]]:
-    """`iter_raw_rows` in batches, each with the number-list fields found finite and >= 0 for the whole batch
-    at once (Parquet: a vectorised check on its Arrow columns; other formats: none, checked row by row)."""
-    path = Path(path)
-    if detect_format(path) != "parquet" or not path.is_file() or path.stat().st_size == 0:
-        rows = iter_raw_rows(path)
-        while chunk := list(itertools.islice(rows, batch_size)):
-            yield chunk, frozenset()
-        return
-    with unreadable_as_data_error(path):
-        n = 0
-        for batch in _parquet_batches(path, batch_size):
-            rows = batch.to_pylist()
-            yield list(enumerate(rows, start=n + 1)), checked_columns(batch)
-            n += len(rows)
-
-
-def checked_columns(batch) -> frozenset:
-    """Number-list columns of an Arrow batch whose every value is a finite float >= 0 (nulls only where the
-    channel allows them): their rows need no element-by-element check."""
-    import numpy as np
-    import pyarrow as pa
-
-    ok = set()
-    for name in NUMBER_LISTS:
-        if name not in batch.schema.names:
-            continue
-        col = batch.column(name)
-        if not pa.types.is_list(col.type) or not pa.types.is_floating(col.type.value_type):
-            continue  # ints (become floats), strings, ...: row by row
-        values = col.flatten()
-        if values.null_count:
-            if name not in NULLABLE_LISTS:
-                continue
-            values = values.drop_null()
-        x = values.to_numpy(zero_copy_only=False)
-        # a nullable channel's 0 (price: none known) becomes null row by row, as in every other reader
-        if np.isfinite(x).all() and (x > 0 if name in NULLABLE_LISTS else x >= 0).all():
-            ok.add(name)
-    return frozenset(ok)
+def iter_raw_batches(path: str | Path, batch_size: int = 8192) -> Iterator[list[tuple[int, dict | RecordError]]]:
+    """`iter_raw_rows` in lists of up to batch_size rows (Parquet files are validated by columns instead:
+    data.columns)."""
+    rows = iter_raw_rows(path)
+    while chunk := list(itertools.islice(rows, batch_size)):
+        yield chunk
 
 
 def _parquet_batches(path: Path, batch_size: int):

@@ -27,6 +27,24 @@ class KeySet:
         h = _hash(key)
         if self._has(h):
             return False
+        self._insert(h)
+        return True
+
+    def add_many(self, keys: list[tuple]) -> np.ndarray:
+        """Add keys in order, as `add` one by one would: (len(keys),) bool, False for each key already present
+        or met earlier in `keys`. The lookups are vectorised: one sorted search per run for the whole batch."""
+        h = np.fromiter((_hash(k) for k in keys), dtype=np.uint64, count=len(keys))
+        new = np.zeros(len(h), dtype=bool)
+        new[np.unique(h, return_index=True)[1]] = True  # the first copy of each key in the batch
+        if self.recent:
+            new &= ~np.isin(h, np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent)))
+        for run in self.runs:
+            new &= run[np.minimum(np.searchsorted(run, h), len(run) - 1)] != h
+        for value in h[new].tolist():
+            self._insert(value)
+        return new
+
+    def _insert(self, h: int) -> None:
         self.recent.add(h)
         if len(self.recent) >= self.flush:  # the new keys are distinct and absent: merge into the last run
             new = np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))
@@ -35,7 +53,6 @@ class KeySet:
             new.sort()
             self.runs.append(new)
             self.recent = set()
-        return True
 
     def __contains__(self, key: tuple) -> bool:
         return self._has(_hash(key))

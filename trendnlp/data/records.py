@@ -22,7 +22,7 @@ from typing import Any
 
 from trendnlp.data.channels import context_channels
 # the readers and the writer live in data.io; re-exported here, where callers have always found them
-from trendnlp.data.io import (ErrorReport, RecordError, checked_columns, detect_format, iter_frame_rows,  # noqa: F401
+from trendnlp.data.io import (ErrorReport, RecordError, detect_format, iter_frame_rows,  # noqa: F401
                               iter_raw_batches, iter_raw_rows, missing as _missing, unreadable_as_data_error,
                               write_records)
 from trendnlp.data.schema import FREQS, RECORD_FIELDS, RECORD_SCHEMA  # noqa: F401
@@ -83,14 +83,12 @@ def _numbers(values: list, name: str) -> list[float]:
 
 def _is_bool(v: Any) -> bool:
     return isinstance(v, bool) or (type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_"))
-def _context_fields(raw: dict, n_sales: int, csv_encoded: bool, checked: frozenset = frozenset()) -> dict:
+def _context_fields(raw: dict, n_sales: int, csv_encoded: bool) -> dict:
     """The CONTEXT_FIELDS of a raw row, checked; channel lists must be as long as `sales`."""
     out: dict[str, Any] = {}
     for ch in _CONTEXT:
         values = None if _missing(raw.get(ch.name)) else _as_list(raw.get(ch.name), ch.name, csv_encoded)
-        if values is not None and ch.name in checked:
-            pass  # its whole column was checked at once (see `checked_columns`)
-        elif values is not None and ch.nullable:  # null where the period has no value (price: nothing sold);
+        if values is not None and ch.nullable:  # null where the period has no value (price: nothing sold);
             values = [None if _missing(v) else _numbers([v], ch.name)[0] or None for v in values]  # 0: none known
         elif values is not None:
             values = _numbers(values, ch.name)
@@ -156,8 +154,7 @@ def _cutoff(value: Any) -> str | None:
 
 
 def validate_record(raw: Any, *, source: str = "<records>", row: int | None = None, history: int | None = None,
-                    rule: LabelRule | None = None, csv_encoded: bool = False,
-                    checked: frozenset = frozenset()) -> dict:
+                    rule: LabelRule | None = None, csv_encoded: bool = False) -> dict:
     """Check one raw row and return the normalised record (see module docstring).
 
     Args:
@@ -166,8 +163,6 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
         history: the longest allowed `sales` (the model's history length); None: no limit.
         rule: label rule used to derive `label` from `future_sales` when `label` is absent.
         csv_encoded: lists may arrive as JSON-encoded strings (CSV files).
-        checked: number-list fields whose values a vectorised check of the whole batch already found to be
-            finite floats >= 0 (`checked_columns`); only their per-record rules (length) run here.
     Returns:
         the normalised record dict.
     Raises:
@@ -196,7 +191,7 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
         sales = _as_list(raw["sales"], "sales", csv_encoded)
         if not sales:
             raise _Bad("sales", "empty; at least one period of units is needed")
-        rec["sales"] = sales if "sales" in checked else _numbers(sales, "sales")
+        rec["sales"] = _numbers(sales, "sales")
         if history is not None and len(rec["sales"]) > history:
             raise _Bad("sales", f"history of {len(rec['sales'])} periods is longer than the model's {history}; "
                                 f"keep the newest {history} periods")
@@ -207,14 +202,14 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
             raise _Bad("freq", f"expected one of {list(FREQS)}, found {freq!r}")
         rec["freq"] = freq
         fut = _as_list(raw.get("future_sales"), "future_sales", csv_encoded)
-        rec["future_sales"] = (fut if "future_sales" in checked else _numbers(fut, "future_sales")) if fut else None
+        rec["future_sales"] = _numbers(fut, "future_sales") if fut else None
         label = raw.get("label")
         if label is None or (isinstance(label, float) and math.isnan(label)) or label == "":
             label = (rule or LabelRule()).label(rec["sales"], rec["future_sales"]) if rec["future_sales"] else None
         elif label not in LABELS:
             raise _Bad("label", f"unknown label {label!r}; expected one of {list(LABELS)}")
         rec["label"] = label
-        rec.update(_context_fields(raw, len(rec["sales"]), csv_encoded, checked))
+        rec.update(_context_fields(raw, len(rec["sales"]), csv_encoded))
         category = raw.get("category")
         rec["category"] = None if _missing(category) else _text(category, "category")
         return rec
@@ -230,28 +225,27 @@ def validate_rows(rows: Iterable[tuple[int, dict | RecordError]], *, source: str
     Duplicate (product_id, cutoff) pairs are bad rows too: each must be unique in one source. `seen` may be
     a memory-flat key set (data.keys.KeySet) for millions of rows; default a plain set.
     """
-    for batch in validate_batches((([row], frozenset()) for row in rows), source=source, on_error=on_error,
+    for batch in validate_batches(([row] for row in rows), source=source, on_error=on_error,
                                   history=history, rule=rule, csv_encoded=csv_encoded, report=report, seen=seen):
         yield from batch
 
 
-def validate_batches(batches: Iterable[tuple[list[tuple[int, dict | RecordError]], frozenset]], *, source: str,
+def validate_batches(batches: Iterable[list[tuple[int, dict | RecordError]]], *, source: str,
                      on_error: str = "raise", history: int | None = None, rule: LabelRule | None = None,
                      csv_encoded: bool = False, report: ErrorReport | None = None,
                      seen: Any = None) -> Iterator[list[tuple[int, dict]]]:
-    """`validate_rows` over batches of rows, each with the number-list fields its vectorised check passed
-    (`iter_raw_batches`); yields each batch's valid (row, record) pairs, in order."""
+    """`validate_rows` over batches of rows (`iter_raw_batches`); yields each batch's valid (row, record) pairs,
+    in order."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
     seen = set() if seen is None else seen
-    for rows, checked in batches:
+    for rows in batches:
         good = []
         for n, raw in rows:
             try:
                 if isinstance(raw, RecordError):
                     raise raw
-                rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded,
-                                      checked=checked)
+                rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded)
                 key = (rec["product_id"], rec["cutoff"])
                 before = len(seen)
                 seen.add(key)  # one lookup: a duplicate leaves the size unchanged

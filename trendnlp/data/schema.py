@@ -6,7 +6,8 @@ From `RECORD_SCHEMA` (the channels' rows come from the registry, trendnlp.data.c
     RECORD_FIELDS         the columns of written record files, in order
     field_table()         the Markdown field table of docs/data.md (tests/test_schema.py checks the page)
 The readers' rules (trendnlp.data.records.validate_record) check the same fields row by row with messages
-naming file, row and field; a Parquet batch's number lists are checked at once (records.checked_columns).
+naming file, row and field; a Parquet batch is checked by its columns first (data.columns), the rows sure to
+pass taken as they are and the others sent through those rules.
 
 Kinds: "str", "date" (ISO), "float", "list[str]", "list[float]" (finite, >= 0), "list[float?]" (nulls allowed),
 "freq", "label".

@@ -5,7 +5,8 @@
                       text_index (B,)                   row of each record's text, -1: none
                       sales (B, T, C), summary (B, S)   as produced by `TrendCollator.sales`
                       -> probabilities (B, n_classes) [, pooled (U, H): the texts' pooled embeddings]
-    model.int8.onnx   the same graph, weights dynamically quantized to int8 (onnxruntime.quantization)
+    model.int8.onnx   the same graph, dynamically quantized to int8 (onnxruntime.quantization); with calibration
+                      records, the encoder's MatMuls are smoothed first so labels stay with fp32 (quantize.py)
     head.onnx         sales encoder + fusion head on already pooled texts (pooled (U, H), text_index, sales,
                       summary -> probabilities); lets the labeler reuse cached text embeddings. Not written for
                       cross-attention fusion, whose head needs token states (the labeler then runs model.onnx).
@@ -218,15 +219,18 @@ def _fuse_bert(path: Path, config) -> None:
     model.save_model_to_file(str(path))
 
 
-def export_onnx(model: str | Path | TrendClassifier, out_dir: str | Path | None = None, int8: bool = False) -> dict:
+def export_onnx(model: str | Path | TrendClassifier, out_dir: str | Path | None = None, int8: bool = False,
+                calibration: str | Path | None = None) -> dict:
     """Export a saved model to ONNX: model.onnx, head.onnx and, with int8, model.int8.onnx (see module docstring).
 
     Args:
         model: a saved model folder, or a `TrendClassifier` (then out_dir is required).
         out_dir: where to write the graphs (default: the model folder itself).
-        int8: also write the dynamically int8-quantized model.int8.onnx (onnxruntime's quantize_dynamic).
+        int8: also write the int8 model.int8.onnx (onnxruntime's quantize_dynamic, inference/quantize.py).
+        calibration: with int8, a records file (the training records) whose texts calibrate the smoothing that
+            keeps int8 labels with fp32's; None quantizes without it (labels then move more).
     Returns:
-        {"files": [...written file names], "seconds": float, "dir": str}
+        {"files": [...written file names], "seconds": float, "dir": str, "int8_smoothed": nodes smoothed}
 
     >>> export_onnx("runs/demo/model", int8=True)  # doctest: +SKIP
     {'files': ['model.onnx', 'head.onnx', 'model.int8.onnx', 'onnx.json'], ...}
@@ -247,22 +251,29 @@ def export_onnx(model: str | Path | TrendClassifier, out_dir: str | Path | None 
     if clf.text_encoder is not None:
         clf.text_encoder.merge_lora()  # one plain encoder in the graph: W + BA folded
         clf.text_encoder.model.set_attn_implementation("eager")  # the pattern onnxruntime fuses (module docstring)
+    texts = None
+    if int8 and calibration and clf.text_encoder is not None:
+        from trendnlp.inference.quantize import calibration_texts
+
+        texts = calibration_texts(calibration, clf.config.text)  # a bad file fails before any graph is written
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = _example_inputs(clf)
     pooled_out = clf.text_encoder is not None and not clf.fusion.needs_tokens
-    files = [MODEL_ONNX]
+    files, info = [MODEL_ONNX], {"smoothed": 0, "calibration_texts": 0}
     with _quiet_exporters():
-        _write_graphs(clf, inputs, out_dir, pooled_out, int8, files)
+        _write_graphs(clf, inputs, out_dir, pooled_out, int8, files, texts, info)
     meta = {"inputs": list(inputs), "pooled_output": pooled_out, "head": pooled_out, "int8": int8,
+            "int8_smoothed": info["smoothed"], "int8_calibration_texts": info["calibration_texts"],
             "opset": DYNAMO_OPSET if clf.fusion.needs_tokens else OPSET,
             "labels": clf.labels, "torch": torch.__version__}
     (out_dir / ONNX_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     files.append(ONNX_META)
-    return {"files": files, "seconds": round(time.perf_counter() - t0, 1), "dir": str(out_dir)}
+    return {"files": files, "seconds": round(time.perf_counter() - t0, 1), "dir": str(out_dir),
+            "int8_smoothed": info["smoothed"]}
 
 
 def _write_graphs(clf: TrendClassifier, inputs: dict, out_dir: Path, pooled_out: bool, int8: bool,
-                  files: list[str]) -> None:
+                  files: list[str], calibration: list[str] | None, info: dict) -> None:
     _export(FusedGraph(clf), inputs, ["probabilities"] + (["pooled"] if pooled_out else []), out_dir / MODEL_ONNX,
             traced=not clf.fusion.needs_tokens)
     if pooled_out:
@@ -273,21 +284,20 @@ def _write_graphs(clf: TrendClassifier, inputs: dict, out_dir: Path, pooled_out:
     if clf.text_encoder is not None and getattr(clf.text_encoder.model.config, "model_type", "") == "bert":
         _fuse_bert(out_dir / MODEL_ONNX, clf.text_encoder.model.config)
     if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from trendnlp.inference.quantize import calibration_feeds, quantize_int8
 
-        # MatMul / Gemm / fused Attention weights, one scale per output channel (per tensor: label agreement
-        # with fp32 on long texts fell from 97% to 95% in scripts/benchmark_labeling.py); activations are
-        # quantized per batch. The fused ops are onnxruntime's own (com.microsoft), which ONNX shape inference
-        # cannot type: their weights are float, said explicitly.
-        quantize_dynamic(str(out_dir / MODEL_ONNX), str(out_dir / INT8_ONNX), weight_type=QuantType.QInt8,
-                         per_channel=True, op_types_to_quantize=["MatMul", "Gemm", "Attention"],
-                         extra_options={"DefaultTensorType": 1})  # onnx.TensorProto.FLOAT
+        feeds = None
+        if calibration:  # one dummy record (text_index 0) beside the texts: the graph needs every input
+            extra = {k: v[:1].clamp(min=0).numpy() if k == "text_index" else v[:1].numpy()
+                     for k, v in inputs.items() if k in ("text_index", "sales", "summary")}
+            feeds = calibration_feeds(calibration, clf.tokenizer, clf.config.text.max_length, extra)
+        info.update(quantize_int8(out_dir / MODEL_ONNX, out_dir / INT8_ONNX, feeds))
         files.append(INT8_ONNX)
 
 
 @exclusive_output(lambda a: (a["out"] or a["model"], "--out", None))  # two exports into one folder would mix
 def export_model(model: str | Path, out: str | Path | None = None, fmt: str | None = None, int8: bool = False,
-                 self_contained: bool = False) -> dict:
+                 self_contained: bool = False, calibration: str | Path | None = None) -> dict:
     """`trendnlp export`: a self-contained copy of the folder and/or ONNX graphs.
 
     Args:
@@ -295,6 +305,7 @@ def export_model(model: str | Path, out: str | Path | None = None, fmt: str | No
         out: target folder (default: the model folder itself, updated in place).
         fmt: "onnx" to write the ONNX graphs; None for none.
         int8: with fmt="onnx", also the int8 graph.
+        calibration: with int8, the training records, whose texts calibrate it (see `export_onnx`).
         self_contained: store the LoRA-merged encoder under `encoder/` (the folder then loads without its base).
     Returns:
         {"dir": str, "files": [...], "self_contained": bool, "seconds": float}
@@ -307,6 +318,8 @@ def export_model(model: str | Path, out: str | Path | None = None, fmt: str | No
         raise ValueError(f"export format must be 'onnx', found {fmt!r}")
     if int8 and fmt != "onnx":
         raise ValueError("--int8 quantizes the ONNX graph: add --format onnx")
+    if calibration and not int8:
+        raise ValueError("--calibration calibrates the int8 graph: add --format onnx --int8")
     if not fmt and not self_contained:
         raise ValueError("nothing to export: give --format onnx and/or --self-contained")
     files = []
@@ -317,6 +330,6 @@ def export_model(model: str | Path, out: str | Path | None = None, fmt: str | No
         clf.save_pretrained(out, self_contained=self_contained, metrics=metrics)
         files += sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     if fmt == "onnx":
-        files += export_onnx(out, out, int8=int8)["files"]
+        files += export_onnx(out, out, int8=int8, calibration=calibration)["files"]
     return {"dir": str(out), "files": files, "self_contained": self_contained,
             "seconds": round(time.perf_counter() - t0, 1)}

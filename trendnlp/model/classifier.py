@@ -93,7 +93,9 @@ class TrendClassifier(Runtime, nn.Module):
             has_text = has_text & (torch.rand(B, 1, device=text_index.device) >= drop)
         idx = text_index.clamp(min=0)
         pooled = None
-        if U:
+        if U and not self.fusion.needs_tokens:
+            pooled = self.text_encoder(input_ids, attention_mask)  # (U, H); a frozen encoder's from its cache
+        elif U:
             states, mask = self.text_encoder.forward_tokens(input_ids, attention_mask)  # (U, L, H), (U, L)
             pooled = self.text_encoder.pool(states, mask)  # (U, H)
         text = self.record_texts(pooled, text_index, has_text)

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -262,14 +263,40 @@ class TextEncoder(nn.Module):
         return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled text embeddings.
+        """Pooled text embeddings; a frozen encoder (finetune "off") takes the texts it has met from its cache.
 
         Args:
             input_ids, attention_mask: (U, L) token ids and mask.
         Returns:
             (U, H) one vector per text.
         """
+        if (self.cfg.finetune == "off" and self.cfg.embedding_cache > 0 and len(input_ids)
+                and not (torch.jit.is_tracing() or torch.compiler.is_compiling())):  # an export traces the encoder
+            return self._cached_pool(input_ids, attention_mask)
         return self.pool(*self.forward_tokens(input_ids, attention_mask))
+
+    def _cached_pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`pool(forward_tokens(...))` through an LRU cache keyed by each text's real token ids: a frozen encoder
+        in eval mode gives a text the same vector every time, so each distinct text is encoded once per run
+        (while it stays among the `embedding_cache` most recent), not once per batch of every epoch."""
+        cache = self.__dict__.setdefault("_embeddings", OrderedDict())  # not a buffer: never saved or moved
+        keys = [ids[m.bool()].cpu().numpy().tobytes() for ids, m in zip(input_ids, attention_mask)]
+        new = {}  # each text met for the first time -> its first row
+        for i, k in enumerate(keys):
+            if k not in cache and k not in new:
+                new[k] = i
+        if new:
+            rows = torch.tensor(list(new.values()), device=input_ids.device)
+            with torch.no_grad():
+                pooled = self.pool(*self.forward_tokens(input_ids[rows], attention_mask[rows])).float()  # (M, H)
+            cache.update(zip(new, pooled))
+        out = []
+        for k in keys:
+            cache.move_to_end(k)
+            out.append(cache[k])
+        while len(cache) > self.cfg.embedding_cache:
+            cache.popitem(last=False)
+        return torch.stack(out)
 
     def merge_lora(self) -> None:
         """Fold the LoRA update into the base weights (W + BA) for faster inference; no-op without LoRA."""
