@@ -86,7 +86,6 @@ def _training_records(args: argparse.Namespace, config) -> list[dict]:
     """`train --sales` / `--records`: the labelled records, prepared with the config's history and label rule."""
     from trendnlp.training.pipeline import records_for_training
 
-    args.history = config.sales.history
     return records_for_training(config, records=args.records, sales=args.sales, preset=args.preset,
                                 prepare_options=prepare_options(args), progress=not args.no_progress)
 
@@ -217,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--init-from", default=None, metavar="MODEL_DIR", help="warm-start every weight, the logit "
                        "offsets and the feature scaling from an exported model (e.g. to update it with newer weeks)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
-        add_prepare_arguments(p.add_argument_group("one table: an order log (as for `trendnlp prepare`) or prepared "
-                                               "records, split by cutoff into train / validation / test"),
-                          with_out=False, for_train=True)
+        add_prepare_arguments(p.add_argument_group("one table: an order log (as for `trendnlp prepare`) or "
+                                                   "prepared records, split by cutoff into train / validation / test"),
+                              with_out=False, for_train=True)
         p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on labelled records")

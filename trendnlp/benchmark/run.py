@@ -121,14 +121,14 @@ def _run_row(result: dict, test: dict, val_macro_f1: float, seed: int, seconds: 
             "calibration": test.get("calibration")}  # test ECE / Brier before and after the temperature
 
 
-def train_product(config: TrendConfig, records: Sequence[dict], out_dir: Path, test: Sequence[dict],
+def train_product(name: str, config: TrendConfig, records: Sequence[dict], out_dir: Path, test: Sequence[dict],
                   progress: bool = True, slice_mask: np.ndarray | None = None,
                   init_from: str | Path | None = None) -> dict[str, dict]:
     """The `trendnlp` row's run: `training.pipeline.train_on_records` on every record up to the end of test,
     split by the pipeline itself, then the saved model (and each branch alone) scored on the benchmark's test.
 
     Returns:
-        {row name: run entry}: `trendnlp` (or the product variant's name) and, for a hybrid, one row per branch.
+        {row name: run entry}: `name` (the product variant) and, for a hybrid, `name:branch` per branch.
     """
     from trendnlp.model.load import load_model
     from trendnlp.training.pipeline import train_on_records
@@ -142,12 +142,11 @@ def train_product(config: TrendConfig, records: Sequence[dict], out_dir: Path, t
     clf = load_model(result["model_dir"])
     labels = clf.labels
     y = [r["label"] for r in test]
-    runs, name = {}, out_dir.parent.name
+    runs = {}
     branches = result.get("branches") or {}
-    for branch in (None, *(b for b in BRANCHES if branches.get(b))):
+    for branch in (None, *(b for b in BRANCHES if branches.get(b))):  # None: the saved model
         t1 = time.perf_counter()
-        probs = (clf.predict_proba(test, batch_size=config.train.eval_batch_size) if branch is None else
-                 clf.predict_proba(test, batch_size=config.train.eval_batch_size, branch=branch))
+        probs = clf.predict_proba(test, batch_size=config.train.eval_batch_size, branch=branch)
         np.save(out_dir / f"probs_test{'' if branch is None else '_' + branch}.npy", probs)
         pred = probs.argmax(1)
         metrics = classification_metrics(y, [labels[i] for i in pred], labels)
@@ -331,7 +330,8 @@ def run_benchmark(parts: dict[str, list[dict]], base_config: dict, out_dir: str 
         for seed in seeds:
             config = variant_config(base_config, variant, seed, data)
             with timer.stage(f"{variant} seed {seed}"):
-                got = train_product(config, records or [*parts["train"], *parts["validation"], *parts["test"]],
+                got = train_product(variant, config,
+                                    records or [*parts["train"], *parts["validation"], *parts["test"]],
                                     out / "runs" / variant / f"seed_{seed}", parts["test"], progress=progress,
                                     slice_mask=slice_mask,
                                     init_from=(warm_start or {}).get(f"{variant}/seed_{seed}"))

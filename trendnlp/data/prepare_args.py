@@ -27,7 +27,7 @@ def rule_from_args(args: argparse.Namespace) -> LabelRule:
 
 
 def add_prepare_arguments(p: argparse.ArgumentParser, with_out: bool = True, for_label: bool = False,
-                      for_train: bool = False) -> None:
+                          for_train: bool = False) -> None:
     p.add_argument("--sales", required=not (for_label or for_train), help="long-format sales table (.csv or "
                    ".parquet): one row per order line" + (" (label every product active in it; instead of --input)"
                                                           if for_label else " (prepare, split by cutoff and train on "

@@ -90,12 +90,6 @@ def records_for_training(config: TrendConfig, *, records: str | None = None, sal
     return result.records
 
 
-def _kind(config: TrendConfig) -> str:
-    """The config's model kind (hybrid, neural or boosting)."""
-    model = getattr(config, "model", None)
-    return getattr(model, "kind", "neural")
-
-
 def _shares(records: Sequence[dict]) -> dict[str, float]:
     counts = Counter(r["label"] for r in records)
     return {k: round(v / len(records), 4) for k, v in sorted(counts.items())}
@@ -137,14 +131,14 @@ def train_on_records(records: Sequence[dict], config: TrendConfig, output_dir: s
               f"test {n['test']:,} ({r['test'][0]} … {r['test'][1]})")
     paths = write_splits({k: v for k, v in parts.items() if v or k != "refit_extra"}, out / "data")
     raw = config.to_dict()
-    raw["data"].update(train=paths["train"], validation=paths["validation"], test=paths["test"])
-    if "refit_extra" in raw["data"]:  # records of the purge gap: a refit on every label known before test adds them
-        raw["data"]["refit_extra"] = paths.get("refit_extra", "")
+    # refit_extra: the records of the purge gap, which a refit on every label known before test adds
+    raw["data"].update(train=paths["train"], validation=paths["validation"], test=paths["test"],
+                       refit_extra=paths.get("refit_extra", ""))
     result = train(TrendConfig.from_dict(raw, source="train_on_records"), out, progress=progress, **train_options)
     if not result.get("is_main_process", True):
         return result
-    metrics = {"model_dir": result["model_dir"], "kind": _kind(config), "split": summary, "best_epoch": result["best_epoch"],
-               "validation": result["validation"], "test": result["test"],
+    metrics = {"model_dir": result["model_dir"], "kind": config.model.kind, "split": summary,
+               "best_epoch": result["best_epoch"], "validation": result["validation"], "test": result["test"],
                "blend_weight": result.get("blend_weight"), "branches": result.get("branches"),
                "seconds": round(time.perf_counter() - start, 1)}
     write_json(out / "metrics.json", metrics)
