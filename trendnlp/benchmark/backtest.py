@@ -25,7 +25,8 @@ from trendnlp.benchmark.inputs import parse_range
 from trendnlp.benchmark.run import FUSED_PREFIX, Timer, check_parts, run_benchmark, within
 from trendnlp.config import TrendConfig
 
-REFERENCES = ("sales_only", "gbm_all+offsets")  # rows every other row's wins are counted against
+# rows every other row's wins are counted against (where they ran)
+REFERENCES = ("sales_only", "gbm_all+offsets", "gbm_all", "gbm_all_text")
 OFFSETS = "+offsets"
 # the §6 split relative to its test origin, in periods: (first, last) of validation and test, last of train
 GAPS = {"train_last": -10, "val": (-6, -4), "test": (0, 2)}
