@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
     config and run options they share plus the backtest's own (origins instead of fixed split ranges)."""
     src = p.add_argument_group("data")
     src.add_argument("--sales", default=None, help="order log (.parquet, .csv, .jsonl), e.g. "
-                     "../shared/data/online_retail/online_retail.parquet")
+                     "online_retail_ii.parquet (UCI Online Retail II as one table: docs/benchmark.md)")
     src.add_argument("--records", default=None, help="already prepared records instead of --sales")
     src.add_argument("--preset", default="online-retail", help="dataset preset for cleaning and columns "
                      "(default online-retail; `none` for a generic log with --product-col etc.)")

@@ -1,4 +1,4 @@
-"""The record's channels (DESIGN §1): per-period sequences aligned with `sales`, each declared once here.
+"""The record's channels (docs/data.md): per-period sequences aligned with `sales`, each declared once here.
 
 One `Channel` entry says everything the package needs to know about a channel:
     record field   the §1 field holding the sequence (validated, stored in Arrow, served over HTTP)

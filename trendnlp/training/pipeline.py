@@ -105,7 +105,7 @@ def train_on_records(records: Sequence[dict], config: TrendConfig, output_dir: s
         records: labelled, normalised records (`prepare`'s output or `read_records`), one table for everything.
         config: the model and training config; its `data` file paths are replaced by the split written here.
         output_dir: run folder: data/ (the split), model/ (the saved model), metrics.json, and training's files.
-        test_periods, val_periods: cutoffs in the test and validation parts (DESIGN §6: 3 and 3).
+        test_periods, val_periods: cutoffs in the test and validation parts (3 and 3, as in the benchmark protocol).
         progress: progress bars and per-epoch lines.
         **train_options: passed to `training.train` (resume, resume_anyway, init_from).
     Returns:
