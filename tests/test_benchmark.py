@@ -233,7 +233,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_calibration_check_script_on_the_synthetic_run(synthetic_run, small_hgb_grid, capsys):
-    script = load_script("calibration_check")
+    script = load_script("experiments/calibration_check")
     model = synthetic_run / "runs" / "fused_concat" / "seed_0" / "model"
     assert script.main(["--model", str(model), "--data", str(synthetic_run / "data"), "--test"]) == 0
     lines = capsys.readouterr().out.splitlines()
