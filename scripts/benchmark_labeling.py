@@ -78,7 +78,7 @@ def _bare_encoder(args: argparse.Namespace) -> dict:
     from trendnlp.config import TrendConfig
     from trendnlp.data.features import build_text
     from trendnlp.data.records import read_records
-    from trendnlp.model.text_encoder import load_base_model, load_tokenizer
+    from trendnlp.model.base_models import load_base_model, load_tokenizer
 
     cfg = TrendConfig.from_dict(json.loads((Path(args.model) / "config.json").read_text())["config"])
     texts = [build_text(r, cfg.text) for r in read_records(args.input, history=cfg.sales.history)]

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from trendnlp.config import TrendConfig
 from trendnlp.labels import LabelRule
-from trendnlp.data.records import write_records
+from trendnlp.data.io import write_records
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

@@ -21,7 +21,8 @@ from trendnlp.data import channels
 from trendnlp.data.channels import CHANNELS, fed_channels
 from trendnlp.data.features import sales_channel_names, sales_features
 from trendnlp.data.prepare import prepare
-from trendnlp.data.records import RecordError, read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import RecordError, read_records
 from trendnlp.errors import ConfigError
 from trendnlp.labels import LabelRule
 from trendnlp.model.classifier import TrendClassifier
@@ -201,7 +202,8 @@ channels.CHANNELS["lines"] = channels.Channel("lines", "order lines per sales pe
 import httpx, numpy as np, pandas as pd, torch, uvicorn
 from trendnlp.config import TrendConfig
 from trendnlp.data.prepare import prepare
-from trendnlp.data.records import read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import read_records
 from trendnlp.inference.labeling import label_file
 from trendnlp.inference.serve import create_app
 from trendnlp.model.classifier import TrendClassifier

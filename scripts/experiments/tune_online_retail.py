@@ -18,7 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from trendnlp.benchmark.run import DEFAULT_CONFIG, VARIANTS, parse_seeds, variant_config, write_splits
+from trendnlp.benchmark.args import DEFAULT_CONFIG, VARIANTS
+from trendnlp.benchmark.inputs import parse_seeds
+from trendnlp.benchmark.run import variant_config
+from trendnlp.data.split import write_splits
 from trendnlp.config import TrendConfig, apply_overrides
 
 

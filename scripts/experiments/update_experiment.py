@@ -32,7 +32,8 @@ import torch
 
 from trendnlp.config import TrendConfig
 from trendnlp.data.presets import prepare_preset
-from trendnlp.data.records import read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import read_records
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT, split_by_cutoff
 from trendnlp.training import train
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from trendnlp.config import TrendConfig
 from trendnlp.data.io import write_json
 from trendnlp.data.split import latest_ranges, split_by_cutoff, write_splits
-from trendnlp.errors import exclusive_output, rank_tag
+from trendnlp.outputs import exclusive_output, rank_tag
 
 DEFAULT_TEST_PERIODS = 3  # DESIGN §6: three test cutoffs, three validation cutoffs, one horizon between parts
 DEFAULT_VAL_PERIODS = 3
