@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nOnline Retail catalog, {args.rows:,} rows; batch {args.batch_size}, window {args.window}; "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads/worker {res['(b) label fp32']['threads']}, "
           f"{platform.processor() or platform.machine()}; load average {load0[0]:.1f} before, {load1[0]:.1f} after")
-    print(f"| configuration | rows | seconds | rows/s | vs (a) | vs (d) | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|")
+    print("| configuration | rows | seconds | rows/s | vs (a) | vs (d) | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|")
     for name, r in res.items():
         print(f"| {name} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows_per_s']:.1f} | {r['rows_per_s'] / a:.2f} | "
               f"{r['rows_per_s'] / d:.2f} | {r['peak_rss_mib']:.0f} |")
