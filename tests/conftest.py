@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from trendnlp.config import TrendConfig
 from trendnlp.labels import LabelRule
-from trendnlp.data.records import write_records
+from trendnlp.data.io import write_records
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -125,8 +125,9 @@ def data_files(sample_records, tmp_path_factory) -> dict[str, str]:
 
 
 def load_script(name: str) -> ModuleType:
-    """scripts/NAME.py imported as a module (the scripts are not a package), for tests that call its main()."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    """scripts/NAME.py (NAME may be experiments/x) imported as a module (the scripts are not a package), for tests
+    that call its main()."""
+    spec = importlib.util.spec_from_file_location(Path(name).name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -13,7 +13,8 @@ from trendnlp.config import TrendConfig
 from trendnlp.data.arrow import (ArrowRecords, GroupedIndexSampler, build_record_dataset, scaling_rows,
                                  tokenize_texts)
 from trendnlp.data.features import build_text
-from trendnlp.data.records import ErrorReport, read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import ErrorReport, read_records
 from trendnlp.labels import LabelRule
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.training import train

@@ -163,7 +163,7 @@ def test_channels_the_log_cannot_give_are_refused_by_name(tmp_path, capsys):
     assert "`price` channel" in err and "--price-col COLUMN" in err and "--set sales.price_channels=false" in err
     assert not out.exists()
     # prepared records without the channel: refused after reading them, still before writing
-    from trendnlp.data.records import write_records
+    from trendnlp.data.io import write_records
     from conftest import make_records
 
     write_records(make_records(4, 2), tmp_path / "recs.jsonl")

@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 
 from conftest import load_script
+from trendnlp.benchmark import inputs as bench_inputs
 from trendnlp.benchmark import run as bm
 from trendnlp.cli import main as cli_main
+from trendnlp.data.split import ONLINE_RETAIL_SPLIT
 from trendnlp.labels import LABELS
 from trendnlp.benchmark.forecasters import FORECASTERS, statsforecast_available
 from trendnlp.benchmark.report import format_results_table, markdown_table, pick_examples
@@ -42,13 +44,13 @@ FIGURES = ["per_class_f1.png", "validation_f1.png", "confusion_matrix_fused.png"
 
 # ---- pieces --------------------------------------------------------------------------------------
 def test_parse_options():
-    assert bm.parse_range("2011-09-11:2011-09-25", "--val-cutoffs") == ("2011-09-11", "2011-09-25")
+    assert bench_inputs.parse_range("2011-09-11:2011-09-25", "--val-cutoffs") == ("2011-09-11", "2011-09-25")
     with pytest.raises(ValueError, match="--val-cutoffs: expected FROM:TO"):
-        bm.parse_range("2011-09-11", "--val-cutoffs")
-    assert bm.parse_seeds("0,1,2") == [0, 1, 2]
+        bench_inputs.parse_range("2011-09-11", "--val-cutoffs")
+    assert bench_inputs.parse_seeds("0,1,2") == [0, 1, 2]
     for bad in ("", "a", "1,1"):
         with pytest.raises(ValueError, match="--seeds"):
-            bm.parse_seeds(bad)
+            bench_inputs.parse_seeds(bad)
     from trendnlp.cli import build_parser
     from trendnlp.config import TrendConfig
 
@@ -58,14 +60,14 @@ def test_parse_options():
     assert bm.default_variants("all", gated) is None and bm.default_variants("none", gated) == []
     assert bm.default_variants("text_only", gated) == ["text_only"]
     args = build_parser().parse_args(["benchmark", "--sales", "x.parquet", "--out", "o"])
-    assert args.variants is None and bm.names_option(args.forecasters) is None and args.baselines is None
+    assert args.variants is None and bench_inputs.names_option(args.forecasters) is None and args.baselines is None
 
 
 def test_subsample_keeps_whole_products_and_is_seeded():
     recs = [{"product_id": f"p{i % 20}", "cutoff": f"2011-06-{5 + i // 20:02d}"} for i in range(60)]
-    a, b = bm.subsample_products(recs, 5), bm.subsample_products(recs, 5)
+    a, b = bench_inputs.subsample_products(recs, 5), bench_inputs.subsample_products(recs, 5)
     assert a == b and len({r["product_id"] for r in a}) == 5 and len(a) == 15
-    assert bm.subsample_products(recs, None) == recs and bm.subsample_products(recs, 100) == recs
+    assert bench_inputs.subsample_products(recs, None) == recs and bench_inputs.subsample_products(recs, 100) == recs
 
 
 def _run(seed: int, val: float, test: float) -> dict:
@@ -101,9 +103,9 @@ def test_generic_order_log_with_own_column_names(tmp_path):
         "--product-col", "sku", "--time-col", "day", "--units-col", "qty", "--title-col", "name", "--history", "4",
         "--horizon", "2", "--F", "2", "--min-history-units", "1",
         "--set", "sales.price_channels=false", "--set", "sales.channels=[]"])  # the log has units only
-    config = TrendConfig.from_dict(bm.load_config_dict(args))
+    config = TrendConfig.from_dict(bench_inputs.load_config_dict(args))
     assert (config.sales.history, config.labels.F) == (4, 2)
-    records, notes = bm.prepare_records(args, config, progress=False)
+    records, notes = bench_inputs.prepare_records(args, config, progress=False)
     assert {r["product_id"] for r in records} == {"a", "b"} and records[0]["title"] in ("Red mug", "Blue lamp")
     assert all(len(r["sales"]) == 4 and len(r["future_sales"]) == 2 for r in records) and notes
 
@@ -233,7 +235,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_calibration_check_script_on_the_synthetic_run(synthetic_run, small_hgb_grid, capsys):
-    script = load_script("calibration_check")
+    script = load_script("experiments/calibration_check")
     model = synthetic_run / "runs" / "fused_concat" / "seed_0" / "model"
     assert script.main(["--model", str(model), "--data", str(synthetic_run / "data"), "--test"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -271,7 +273,7 @@ def test_benchmark_on_online_retail_subset(tiny_bert_dir, tmp_path, small_hgb_gr
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     assert [r["name"] for r in results["rows"]] == expected_row_names()
-    assert results["split"] == {k: list(v) for k, v in zip(("train", "val", "test"), bm.ONLINE_RETAIL_SPLIT.values())}
+    assert results["split"] == {k: list(v) for k, v in zip(("train", "val", "test"), ONLINE_RETAIL_SPLIT.values())}
     assert 0 < results["records"]["test"] < results["records"]["train"]
     assert (out / "report.html").exists() and (out / "confusion_matrix_fused.png").exists()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,10 +17,12 @@ from trendnlp.benchmark.baselines import channel_feature_names, sales_calendar_m
 from trendnlp.cli import build_parser
 from trendnlp.data.prepare_args import prepare_options
 from trendnlp.config import SalesConfig, TrendConfig
+from trendnlp.data import channels
 from trendnlp.data.channels import CHANNELS, fed_channels
 from trendnlp.data.features import sales_channel_names, sales_features
 from trendnlp.data.prepare import prepare
-from trendnlp.data.records import RecordError, read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import RecordError, read_records
 from trendnlp.errors import ConfigError
 from trendnlp.labels import LabelRule
 from trendnlp.model.classifier import TrendClassifier
@@ -115,11 +119,15 @@ def test_cli_options_come_from_the_registry():
 
 
 def _prepare_help() -> str:
+    return _subcommand_help("prepare")
+
+
+def _subcommand_help(name: str) -> str:
     import argparse
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices["prepare"].format_help()
+    return sub.choices[name].format_help()
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
@@ -194,7 +202,8 @@ channels.CHANNELS["lines"] = channels.Channel("lines", "order lines per sales pe
 import httpx, numpy as np, pandas as pd, torch, uvicorn
 from trendnlp.config import TrendConfig
 from trendnlp.data.prepare import prepare
-from trendnlp.data.records import read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import read_records
 from trendnlp.inference.labeling import label_file
 from trendnlp.inference.serve import create_app
 from trendnlp.model.classifier import TrendClassifier
@@ -282,3 +291,78 @@ def test_labeling_a_log_without_a_channel_the_model_reads_fails_by_name(tmp_path
     summary = label_log(model, _log(), tmp_path / "today.csv", prepare_options={"invoice_col": "invoice"},
                         progress=False)
     assert summary["products"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# each `build` kind aggregates the log as docs/data.md says (one log, one check per kind)
+# ---------------------------------------------------------------------------------------------
+def _build_log() -> pd.DataFrame:
+    """Three weeks; week 0 of product a has two lines of one invoice with the same `value` 1.0 (a sum is 2, a
+    distinct count 1), prices 2.0 x 2 units and 4.0 x 3 units (units-weighted 3.2, plain mean 3.0), and a line
+    with no price, customer or value."""
+    w = [(SUNDAY + dt.timedelta(weeks=i)).isoformat() for i in range(3)]
+    rows = [("a", w[0], 2, 2.0, "i1", "c1", 1.0), ("a", w[0], 3, 4.0, "i1", "c1", 1.0),
+            ("a", w[0], 1, None, "i2", None, None), ("b", w[0], 5, 1.0, "i3", "c2", 3.0),
+            ("a", w[1], 4, 2.0, "i4", "c1", 2.5), ("b", w[1], 1, 1.0, "i4", "c1", 0.0),
+            ("a", w[2], 1, 1.0, "i5", "c1", 1.0), ("b", w[2], 1, 1.0, "i6", "c2", 1.0)]
+    return pd.DataFrame(rows, columns=["product_id", "timestamp", "units", "price", "invoice", "customer", "value"])
+
+
+@pytest.mark.parametrize("build, expected_a, expected_b", [
+    ("sum", [2.0, 2.5], [3.0, 0.0]),  # numbers summed: two lines of 1.0 are 2, not one distinct value
+    ("mean", [3.2, 2.0], [1.0, 1.0]),  # units-weighted: (2 x 2.0 + 3 x 4.0) / 5 over the lines with a price
+    ("distinct", [2.0, 1.0], [1.0, 1.0]),  # distinct invoices: i1 (two lines) and i2
+    ("count", [2.0, 1.0], [1.0, 1.0]),  # lines with a value (the empty cell is not counted)
+    ("total", [11.0, 5.0], [11.0, 5.0]),  # units of every product: the same for a and b
+])
+def test_each_build_kind_aggregates_as_documented(monkeypatch, build, expected_a, expected_b):
+    column = {"sum": "value", "mean": "price", "distinct": "invoice", "count": "value"}.get(build)
+    kind = channels.Channel("probe", "a channel of this test", build=build, nullable=build == "mean",
+                            column=None if build == "total" else "probe_col", of="sales" if build == "total" else None)
+    monkeypatch.setitem(CHANNELS, "probe", kind)
+    kw = {"probe_col": column} if column else {}
+    recs = prepare(_build_log(), history=2, horizon=1, min_history_units=0, progress=False, **kw).records
+    got = {r["product_id"]: r["probe"] for r in recs if r["cutoff"] == (SUNDAY + dt.timedelta(weeks=1)).isoformat()}
+    assert got == {"a": pytest.approx(expected_a), "b": pytest.approx(expected_b)}
+
+
+def test_a_summed_channel_refuses_a_bad_number_by_row(monkeypatch):
+    monkeypatch.setitem(CHANNELS, "probe", channels.Channel("probe", "a summed channel", build="sum",
+                                                            column="probe_col"))
+    log = _build_log()
+    log.loc[3, "value"] = -1.0
+    with pytest.raises(RecordError, match=r"row \d+: .*'value'.*>= 0"):
+        prepare(log, probe_col="value", history=2, horizon=1, min_history_units=0, progress=False)
+
+
+def _docs_channel() -> channels.Channel:
+    """The channel that docs/data.md's "How to add an input channel" declares, read from the page itself."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text(encoding="utf-8")
+    section = page[page.index("## How to add an input channel"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1).strip().rstrip(",")
+    return eval(code, {"Channel": channels.Channel, "centred_log1p": channels.centred_log1p})  # noqa: S307
+
+
+def test_the_docs_example_channel_is_returns_per_week(monkeypatch, tmp_path):
+    """Declared as the page says, `returns` holds the units returned per product and week (pandas computes the
+    same sums independently), and `--returns-col` reaches the command line and the benchmark's records."""
+    ch = _docs_channel()
+    assert (ch.name, ch.build, ch.column) == ("returns", "sum", "returns_col")
+    monkeypatch.setitem(CHANNELS, "returns", ch)
+    log = _build_log().rename(columns={"value": "returned"})
+    recs = prepare(log, returns_col="returned", history=3, as_of="latest", min_history_units=0,
+                   progress=False).records
+    weeks = pd.to_datetime(log["timestamp"]).dt.to_period("W").dt.end_time.dt.strftime("%Y-%m-%d")
+    truth = log.assign(week=weeks).groupby(["product_id", "week"])["returned"].sum()
+    for r in recs:
+        assert r["returns"] == pytest.approx(truth[r["product_id"]].tolist())
+    assert "--returns-col" in _prepare_help() and "--returns-col" in _subcommand_help("benchmark")
+
+    from trendnlp.benchmark.inputs import prepare_records
+
+    log.to_csv(tmp_path / "log.csv", index=False)
+    args = build_parser().parse_args(["benchmark", "--sales", str(tmp_path / "log.csv"), "--preset", "none",
+                                      "--returns-col", "returned", "--horizon", "1", "--min-history-units", "0",
+                                      "--out", str(tmp_path / "out")])
+    bench, _ = prepare_records(args, TrendConfig.from_dict({"sales": {"history": 2}}), progress=False)
+    assert [r["returns"] for r in bench if r["product_id"] == "a"] == [[2.0, 2.5]]

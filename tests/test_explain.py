@@ -14,7 +14,8 @@ import torch
 from trendnlp.cli import main as cli_main
 from trendnlp.config import TrendConfig
 from trendnlp.data.features import build_text
-from trendnlp.data.records import read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import read_records
 from trendnlp.evaluation.faithfulness import deletion_check
 from trendnlp.model.explain import _Batch, explain, sales_inputs
 from trendnlp.model.classifier import TrendClassifier

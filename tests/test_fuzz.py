@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 
 from conftest import make_records
 from trendnlp.cli import main
-from trendnlp.data.records import read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import read_records
 from trendnlp.errors import TrendError
 from trendnlp.inference.labeling import label_file
 from trendnlp.model.classifier import TrendClassifier

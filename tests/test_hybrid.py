@@ -256,7 +256,7 @@ def test_a_folder_saved_by_the_previous_release_loads_and_labels(tmp_path):
     assert clf.kind == "neural" and clf.blend is None
     np.testing.assert_allclose(clf.predict_proba(expected["records"]), expected["probabilities"], rtol=1e-5,
                                atol=1e-6)
-    from trendnlp.data.records import write_records
+    from trendnlp.data.io import write_records
 
     write_records(expected["records"], tmp_path / "catalog.jsonl")
     label_file(folder, tmp_path / "catalog.jsonl", tmp_path / "labels.csv", progress=False)

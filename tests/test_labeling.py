@@ -19,7 +19,8 @@ from conftest import make_records
 from trendnlp.config import TrendConfig
 from trendnlp.inference.labeling import KeySet, ResumeMismatchError, label_file
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.data.records import RecordError, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import RecordError
 
 REPO = Path(__file__).resolve().parents[1]
 PROBS = ["p_rising", "p_falling", "p_stable"]

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "trendnlp"
-# lowest first; labels, config, the shipped configs and the option types share the ground floor
-ORDER = {"labels": 0, "config": 0, "configs": 0, "errors": 0, "options": 0, "data": 1, "model": 2, "evaluation": 3,
-         "training": 4, "inference": 5, "benchmark": 6, "cli": 7, "__main__": 7}
+# lowest first; labels, config, the shipped configs, errors, the option types and the output guards share the
+# ground floor
+ORDER = {"labels": 0, "config": 0, "configs": 0, "errors": 0, "options": 0, "outputs": 0, "data": 1, "model": 2,
+         "evaluation": 3, "training": 4, "inference": 5, "benchmark": 6, "cli": 7, "__main__": 7}
 
 
 def stage_of(module: str) -> str | None:

@@ -11,7 +11,7 @@ import torch
 from trendnlp.config import TrendConfig
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.data.records import RecordError
-from trendnlp.model.text_encoder import BaseModelError
+from trendnlp.model.base_models import BaseModelError
 
 FUSIONS = ["concat", "gated", "cross_attention"]
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
@@ -277,7 +277,7 @@ def test_predict_proba_follows_label_order(tiny_config, sample_records):
 def test_predict_accepts_dict_list_dataframe_and_path(tiny_config, sample_records, tmp_path):
     import pandas as pd
 
-    from trendnlp.data.records import write_records
+    from trendnlp.data.io import write_records
 
     model = build(tiny_config, sample_records)
     recs = sample_records[:12]

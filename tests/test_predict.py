@@ -9,7 +9,8 @@ import torch
 
 import trendnlp
 from test_labeling import save_model
-from trendnlp.data.records import ErrorReport, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import ErrorReport
 from trendnlp.inference.labeling import label_file
 from trendnlp.model import predict as core
 from trendnlp.model.classifier import TrendClassifier

@@ -4,7 +4,8 @@ import json
 import pandas as pd
 import pytest
 
-from trendnlp.data.records import ErrorReport, RecordError, load_records, read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import ErrorReport, RecordError, load_records, read_records
 
 GOOD = {"product_id": "good-1", "title": "Red mug", "reviews": ["nice"], "sales": [1, 2, 3], "cutoff": "2011-06-05",
         "label": "rising"}

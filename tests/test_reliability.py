@@ -22,7 +22,8 @@ import torch
 from conftest import make_records
 from trendnlp.config import TrendConfig
 from trendnlp.data.prepare import prepare
-from trendnlp.data.records import ErrorReport, RecordError, read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import ErrorReport, RecordError, read_records
 from trendnlp.errors import ConfigError, ModelFolderError, OutputPathError, ResumeError, TrendError
 from trendnlp.model.classifier import TrendClassifier
 
@@ -58,7 +59,7 @@ def saved(model, tmp_path_factory) -> Path:
 def test_error_types_share_one_base():
     from trendnlp.data.records import RecordError
     from trendnlp.inference.labeling_io import ResumeMismatchError
-    from trendnlp.model.text_encoder import BaseModelError
+    from trendnlp.model.base_models import BaseModelError
 
     for cls in (RecordError, ConfigError, ModelFolderError, OutputPathError, ResumeError, BaseModelError,
                 ResumeMismatchError):

@@ -26,8 +26,8 @@ STEPS = arg(parse_count, maximum=1024)  # Integrated Gradients steps: more only 
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from trendnlp.data.records import write_records
-    from trendnlp.errors import output_lock
+    from trendnlp.data.io import write_records
+    from trendnlp.outputs import output_lock
 
     start = time.perf_counter()
     with output_lock(args.out, "--out"):  # a second prepare into the same file is refused at once
@@ -342,7 +342,7 @@ def check_paths(args: argparse.Namespace) -> None:
     Applies to any verb by option name: --output-dir (a folder), --output / --errors (files), --out (a file
     when it has a table suffix, else a folder).
     """
-    from trendnlp.errors import check_not_input, check_writable
+    from trendnlp.outputs import check_not_input, check_writable
 
     inputs = {f"--{k}": getattr(args, k) for k in _INPUT_OPTIONS if isinstance(getattr(args, k, None), str)}
     for dest in ("output_dir", "out", "output", "errors"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from trendnlp.configs import config_path
+from trendnlp.data.channels import context_channels
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT
 from trendnlp.options import (COUNT, DATE_RANGE, NUMBER, PERIODS, POSITIVE, SEEDS, THREADS, arg, parse_names,
                               parse_number)
@@ -38,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
     config and run options they share plus the backtest's own (origins instead of fixed split ranges)."""
     src = p.add_argument_group("data")
     src.add_argument("--sales", default=None, help="order log (.parquet, .csv, .jsonl), e.g. "
-                     "../shared/data/online_retail/online_retail.parquet")
+                     "online_retail_ii.parquet (UCI Online Retail II as one table: docs/benchmark.md)")
     src.add_argument("--records", default=None, help="already prepared records instead of --sales")
     src.add_argument("--preset", default="online-retail", help="dataset preset for cleaning and columns "
                      "(default online-retail; `none` for a generic log with --product-col etc.)")
@@ -50,10 +51,13 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
     cols = p.add_argument_group("column names (with the preset only where the file differs from UCI Online "
                                 "Retail I/II; both UCI spellings are recognised anyway)")
     for name, help_ in (("product", "product id (StockCode)"), ("time", "order timestamp (InvoiceDate)"),
-                        ("units", "units sold (Quantity)"), ("price", "unit price (UnitPrice / Price)"),
-                        ("title", "product text (Description)"), ("description", "longer product text"),
-                        ("invoice", "invoice number (InvoiceNo / Invoice)"),
-                        ("customer", "customer id (CustomerID / Customer ID)")):
+                        ("units", "units sold (Quantity)")):
+        cols.add_argument(f"--{name}-col", default=None, help=help_)
+    for channel in context_channels():  # one option per channel built from a log column (--price-col, ...)
+        if channel.column:
+            cols.add_argument(channel.cli_flag, default=None, help=f"the `{channel.name}` channel's column "
+                              f"({channel.help})")
+    for name, help_ in (("title", "product text (Description)"), ("description", "longer product text")):
         cols.add_argument(f"--{name}-col", default=None, help=help_)
     win = p.add_argument_group("records and label rule (defaults: DESIGN §2 and §6, or the config)")
     win.add_argument("--freq", choices=("W", "D", "M"), default="W", help="period length (default W, weeks "

@@ -16,16 +16,12 @@ import numpy as np
 from trendnlp.benchmark.args import DEFAULT_CONFIG
 from trendnlp import options
 from trendnlp.config import TrendConfig, apply_overrides, read_yaml
-from trendnlp.data.channels import carried_channels, context_channels, require_channels
+from trendnlp.data.channels import carried_channels, column_options, context_channels, require_channels
 from trendnlp.options import parse_date_range
 
-# --preset online-retail: the file's own column -> the name the preset expects (only for --*-col options given)
-_PRESET_COLUMNS = {"product_col": "StockCode", "time_col": "InvoiceDate", "units_col": "Quantity",
-                   "price_col": "UnitPrice", "title_col": "Description", "invoice_col": "InvoiceNo",
-                   "customer_col": "CustomerID"}
-# without a preset: prepare's column arguments and their defaults
-_GENERIC_COLUMNS = {"product_col": "product_id", "time_col": "timestamp", "units_col": "units", "price_col": None,
-                    "invoice_col": None, "customer_col": None, "title_col": "title", "description_col": "description"}
+# without a preset: prepare's column arguments and their defaults (a channel's column, from the registry: none)
+_GENERIC_COLUMNS = {"product_col": "product_id", "time_col": "timestamp", "units_col": "units", "title_col": "title",
+                    "description_col": "description"}
 
 
 def parse_range(text: str | Sequence[str], what: str) -> tuple[str, str]:
@@ -68,7 +64,7 @@ def prepare_records(args: argparse.Namespace, config: TrendConfig, progress: boo
     Returns:
         (records, notes): normalised record dicts, and printable lines about what preparing did.
     """
-    from trendnlp.data.presets import prepare_preset
+    from trendnlp.data.presets import get_preset, prepare_preset
     from trendnlp.data.prepare import prepare
     from trendnlp.data.records import read_records
 
@@ -78,11 +74,14 @@ def prepare_records(args: argparse.Namespace, config: TrendConfig, progress: boo
     opts = {"history": config.sales.history, "horizon": args.horizon, "stride": args.stride,
             "min_history_units": args.min_history_units, "freq": args.freq, "rule": rule}
     if args.preset and args.preset.lower() != "none":
-        renames = {getattr(args, k): v for k, v in _PRESET_COLUMNS.items() if getattr(args, k, None)}
+        # the file's own column -> the name the preset expects (only for the --*-col options given)
+        renames = {getattr(args, k): v for k, v in get_preset(args.preset).columns.items()
+                   if v and getattr(args, k, None)}
         sales = _read_renamed(args.sales, renames) if renames else args.sales
         result = prepare_preset(args.preset, sales, reviews=args.reviews, progress=progress, **opts)
     else:
-        cols = {k: getattr(args, k, None) or default for k, default in _GENERIC_COLUMNS.items()}
+        generic = {**_GENERIC_COLUMNS, **dict.fromkeys(column_options())}
+        cols = {k: getattr(args, k, None) or default for k, default in generic.items()}
         # before reading: a channel the config feeds needs its column (market_sales comes from the units)
         require_channels(config.sales, {c.name for c in context_channels() if not c.column or cols.get(c.column)},
                          str(args.sales))

@@ -30,12 +30,10 @@ import numpy as np
 
 from trendnlp.config import TrendConfig, apply_overrides
 from trendnlp.labels import LABELS
-from trendnlp.benchmark.args import (BRANCHES, DEFAULT_CONFIG, DEFAULT_SEEDS,  # noqa: F401 (re-exported)
-                                     PRODUCT_VARIANTS, VARIANTS, add_arguments)
-from trendnlp.benchmark.inputs import (load_config_dict, machine_description,  # noqa: F401 (re-exported)
-                                       names_option, parse_range, parse_seeds, prepare_records, run_records,
-                                       start_run, subsample_products)
-from trendnlp.data.split import ONLINE_RETAIL_SPLIT, by_product, write_splits
+from trendnlp.benchmark.args import BRANCHES, DEFAULT_SEEDS, PRODUCT_VARIANTS, VARIANTS
+from trendnlp.benchmark.inputs import (machine_description, names_option, parse_range, parse_seeds, run_records,
+                                       start_run)
+from trendnlp.data.split import by_product, write_splits
 from trendnlp.evaluation.metrics import classification_metrics
 
 FUSED_PREFIX = "fused_"

@@ -1,14 +1,16 @@
-"""The record's channels (DESIGN §1): per-period sequences aligned with `sales`, each declared once here.
+"""The record's channels (docs/data.md): per-period sequences aligned with `sales`, each declared once here.
 
 One `Channel` entry says everything the package needs to know about a channel:
     record field   the §1 field holding the sequence (validated, stored in Arrow, served over HTTP)
     build          how `prepare` builds it from the order log, per (product, period), at or before the cutoff:
-                     sum       units summed (the `sales` channel itself)
+                     sum       the column's numbers summed over the product's lines (an empty cell adds 0; the
+                               `sales` channel is the units column summed)
                      mean      units-weighted mean of a column (price) over the lines with a value (0 or empty:
                                none known); None where no line has one
                      distinct  distinct non-null values of a column among the product's rows (invoices, customers)
                      count     rows with a non-null value in the column
                      total     another channel summed over every product (the shop's units)
+                   Only `distinct` counts distinct values; `sum` and `mean` read the column as numbers.
     column         the `prepare` option naming its log column (`price_col` -> `--price-col`); None: none needed
     features       the sales encoder's per-period inputs it adds, and `encode`, which computes them
 Everything else (prepare's windowing for training and as-of records, the record validator, the Arrow
@@ -93,9 +95,12 @@ class Channel:
 
 
 def _declare(*channels: Channel) -> dict[str, Channel]:
+    names = {c.name for c in channels}
     for c in channels:
         assert c.build in BUILDS, c
         assert (c.encode is None) == (not c.features), c
+        # every build but a shop total reads a log column of its own; a total sums a declared channel
+        assert (c.of in names and c.column is None) if c.build == "total" else (c.column and c.of is None), c
     return {c.name: c for c in channels}
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from trendnlp.config import SalesConfig, TextConfig
-from trendnlp.data.channels import fed_channels, price_features  # noqa: F401 (price_features re-exported)
+from trendnlp.data.channels import fed_channels
 
 SUMMARY_NAMES = (
     "log_level_recent",  # log1p(mean of last K periods)

@@ -292,7 +292,9 @@ def _build_records(log: _Log, p: np.ndarray, c: np.ndarray, *, history: int, hor
 
 
 def _channel_values(ch, s: pd.Series, src: str, off: int, col: str, skip) -> np.ndarray:
-    """A channel's log column, checked: numbers for a mean, ids (None where missing: not counted) otherwise."""
+    """A channel's log column, checked: numbers for a sum or a mean, ids (None where missing: not counted) otherwise."""
+    if ch.build == "sum":  # an empty cell adds nothing
+        return parse_units(s, src, off, col, what=ch.name, skip=skip, missing_ok=True)
     if ch.build == "mean":  # the price rule: 0 and an empty cell both mean "no price known" (docs/data.md)
         x = parse_units(s, src, off, col, what=ch.name, skip=skip, missing_ok=ch.nullable)
         return np.where(x > 0, x, np.nan) if ch.nullable else x
@@ -302,10 +304,11 @@ def _channel_values(ch, s: pd.Series, src: str, off: int, col: str, skip) -> np.
 
 
 def _check_finite_channel(matrix: np.ndarray, ch, grid: "_Grid", src: str, col: str | None, units_col: str) -> None:
-    """A units-weighted mean that overflowed (units x value = inf) is one error naming the column and period."""
-    if ch.build == "mean" and np.isinf(matrix).any():
+    """A sum or a units-weighted mean that overflowed (= inf) is one error naming the column and period."""
+    if ch.build in ("sum", "mean") and np.isinf(matrix).any():
         p, t = np.argwhere(np.isinf(matrix))[0]
-        raise DataError(f"{src}: column {col!r}: units x {ch.name} of product {grid.products[p]!r} in the period "
+        raise DataError(f"{src}: column {col!r}: {'the sum of' if ch.build == 'sum' else 'units x'} {ch.name} of "
+                        f"product {grid.products[p]!r} in the period "
                         f"ending {grid.end_dates(np.array([t]))[0]} is infinite (float overflow); check the "
                         f"{col!r} and {units_col!r} columns for absurdly large values")
 
@@ -313,12 +316,14 @@ def _check_finite_channel(matrix: np.ndarray, ch, grid: "_Grid", src: str, col: 
 def _channel_matrix(build: str, pid, per, units, values, shape) -> np.ndarray:
     """(P, T) of one channel per (product, period), the dropped partial period left out.
 
-    mean: units-weighted mean of `values`, NaN where nothing sold; distinct: distinct non-null values;
-    count: rows with a non-null value.
+    sum: `values` summed (0 where none); mean: units-weighted mean of `values`, NaN where nothing sold;
+    distinct: distinct non-null values; count: rows with a non-null value.
     """
     ok = per < shape[1]
     key = pid[ok] * shape[1] + per[ok]
     size = shape[0] * shape[1]
+    if build == "sum":  # an empty cell (NaN) adds 0; an overflow to inf: _check_finite_channel
+        return np.bincount(key, weights=np.nan_to_num(values[ok], nan=0.0), minlength=size).reshape(shape)
     if build == "mean":  # over the lines with a value: a line without one still counts in sales, not here
         has = ~np.isnan(values[ok])
         flat_u = np.bincount(key[has], weights=units[ok][has], minlength=size)

@@ -84,7 +84,7 @@ def clean_online_retail(source: Any) -> tuple[pd.DataFrame, list[str]]:
 
 ONLINE_RETAIL = Preset(
     name="online-retail",
-    help="UCI Online Retail (I or II): weekly units per StockCode, Description as the title (DESIGN §6)",
+    help="UCI Online Retail (I or II): weekly units per StockCode, Description as the title (docs/benchmark.md)",
     clean=clean_online_retail,
     columns={"product_col": "StockCode", "time_col": "InvoiceDate", "units_col": "Quantity",
              "price_col": "UnitPrice", "invoice_col": "InvoiceNo", "customer_col": "CustomerID",
@@ -117,7 +117,7 @@ def prepare_preset(name: str, sales: Any, *, reviews: Any = None, progress: bool
     Returns:
         the PrepareResult, its notes starting with what cleaning dropped.
 
-    >>> prepare_preset("online-retail", "../shared/data/online_retail/online_retail.parquet",
+    >>> prepare_preset("online-retail", "online_retail.parquet",
     ...                progress=False).summary()  # doctest: +SKIP
     """
     preset = get_preset(name)

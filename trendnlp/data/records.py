@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from trendnlp.data.channels import context_channels
-# the readers and the writer live in data.io; re-exported here, where callers have always found them
-from trendnlp.data.io import (ErrorReport, RecordError, detect_format, iter_frame_rows,  # noqa: F401
-                              iter_raw_batches, iter_raw_rows, missing as _missing, unreadable_as_data_error,
-                              write_records)
-from trendnlp.data.schema import FREQS, RECORD_FIELDS, RECORD_SCHEMA  # noqa: F401
+from trendnlp.data.io import (ErrorReport, RecordError, detect_format, iter_frame_rows, iter_raw_rows,
+                              missing as _missing)
+from trendnlp.data.schema import FREQS, RECORD_FIELDS
 from trendnlp.labels import LABELS, LabelRule
 
 _CONTEXT = tuple(context_channels())

@@ -1,4 +1,4 @@
-"""The product record (DESIGN §1), declared once: every field's type, whether it is required, and its meaning.
+"""The product record (docs/data.md), declared once: every field's type, whether it is required, and its meaning.
 
 From `RECORD_SCHEMA` (the channels' rows come from the registry, trendnlp.data.channels) derive:
     record_model()        the pydantic v2 model of one record: serve's request bodies (422 naming index and field)
@@ -57,7 +57,7 @@ def arrow_features(**extra):
 
 
 def record_model():
-    """The pydantic model of one §1 record (unknown fields are refused); serve's request bodies use it.
+    """The pydantic model of one record (unknown fields are refused); serve's request bodies use it.
 
     >>> record_model().model_validate({"product_id": 7, "sales": [1, 2]}).sales
     [1.0, 2.0]

@@ -15,8 +15,8 @@ from typing import Any
 
 from trendnlp.data.channels import carried_channels, require_channels
 from trendnlp.data.presets import prepare_log
-from trendnlp.data.records import write_records
-from trendnlp.errors import exclusive_output, rank_tag
+from trendnlp.data.io import write_records
+from trendnlp.outputs import exclusive_output, rank_tag
 from trendnlp.inference.labeling import _load_model, label_file
 
 # "active" = sold at least this much in the history window; training records usually ask for more (10 units

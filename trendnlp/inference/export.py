@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trendnlp.errors import exclusive_output
+from trendnlp.outputs import exclusive_output
 from trendnlp.model.classifier import TrendClassifier
 
 __all__ = ["HEAD_ONNX", "INT8_ONNX", "MODEL_ONNX", "ONNX_META", "export_onnx", "export_model"]

@@ -42,7 +42,7 @@ from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, mer
                                   write_table)
 from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
 from trendnlp.data.keys import KeySet
-from trendnlp.errors import check_not_input, exclusive_output, rank_tag
+from trendnlp.outputs import check_not_input, exclusive_output, rank_tag
 from trendnlp.inference.labeling_args import UNCERTAIN, add_arguments
 from trendnlp.model.load import BACKENDS, load_model
 from trendnlp.model.predict import Predictor

@@ -27,7 +27,6 @@ works without the extra.
 """
 
 import contextlib
-import functools
 import logging
 from collections.abc import Sequence
 from typing import Any

@@ -54,7 +54,7 @@ def text_embeddings(texts: Sequence[str], base_model: str, batch_size: int = 128
     """
     import torch
 
-    from trendnlp.model.text_encoder import load_base_model, load_tokenizer
+    from trendnlp.model.base_models import load_base_model, load_tokenizer
 
     todo = sorted({t for t in texts if (base_model, t) not in _EMBEDDINGS})
     if todo:

@@ -108,7 +108,7 @@ def model_card(meta: dict, metrics: dict | None = None, files: list[str] | None 
     bias = (meta.get("calibration") or {}).get("logit_bias")
     temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
     lines += ["", "## Calibration", "",
-              (f"Per-class logit offsets fitted on validation macro-F1, applied at inference: "
+              ("Per-class logit offsets fitted on validation macro-F1, applied at inference: "
                + ", ".join(f"{n} {b:+.2f}" for n, b in zip(labels, bias)) if bias and any(bias)
                else "No logit offsets (all zero)")
               + (f"; then temperature {temperature:.3f} (fitted on validation NLL), so probabilities are calibrated."

@@ -35,6 +35,7 @@ from trendnlp.data.collate import TrendCollator
 from trendnlp.data.io import write_json
 from trendnlp.data.features import SUMMARY_NAMES, n_sales_channels, sales_channel_names, summary_stats
 from trendnlp.errors import ModelFolderError
+from trendnlp.model.base_models import BaseModelError, load_base_model, load_tokenizer
 from trendnlp.model.card import write_model_card
 from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer,
                                    check_weights, read_meta, record_identity, resolve_stored_path)
@@ -42,7 +43,7 @@ from trendnlp.model.fusion import FusionHead
 from trendnlp.model.hybrid import BoostingTrendClassifier, load_blend
 from trendnlp.model.predict import Runtime
 from trendnlp.model.sales_encoder import SalesEncoder
-from trendnlp.model.text_encoder import BaseModelError, TextEncoder, load_base_model, load_tokenizer
+from trendnlp.model.text_encoder import TextEncoder
 
 FORMAT_VERSION = 1
 _ENCODER_PREFIX = "text_encoder."  # weights saved by peft (adapter/) or transformers (encoder/), not in model.safetensors

@@ -21,7 +21,7 @@ from trendnlp.config import TrendConfig
 from trendnlp.model.folder import resolve_stored_path
 from trendnlp.model.hybrid import load_blend
 from trendnlp.model.predict import Runtime
-from trendnlp.model.text_encoder import load_tokenizer
+from trendnlp.model.base_models import load_tokenizer
 
 GRAPHS = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 

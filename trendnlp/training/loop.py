@@ -34,7 +34,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.fingerprint import flatten, run_fingerprint
-from trendnlp.errors import ResumeError, exclusive_output, rank_tag
+from trendnlp.errors import ResumeError
+from trendnlp.outputs import exclusive_output, rank_tag
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.training.data import TrainData, check_data_files, load_data
 from trendnlp.training.loss import class_weights, loss_function

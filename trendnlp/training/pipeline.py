@@ -21,7 +21,7 @@ from pathlib import Path
 from trendnlp.config import TrendConfig
 from trendnlp.data.io import write_json
 from trendnlp.data.split import latest_ranges, split_by_cutoff, write_splits
-from trendnlp.errors import exclusive_output, rank_tag
+from trendnlp.outputs import exclusive_output, rank_tag
 
 DEFAULT_TEST_PERIODS = 3  # DESIGN §6: three test cutoffs, three validation cutoffs, one horizon between parts
 DEFAULT_VAL_PERIODS = 3
@@ -105,7 +105,7 @@ def train_on_records(records: Sequence[dict], config: TrendConfig, output_dir: s
         records: labelled, normalised records (`prepare`'s output or `read_records`), one table for everything.
         config: the model and training config; its `data` file paths are replaced by the split written here.
         output_dir: run folder: data/ (the split), model/ (the saved model), metrics.json, and training's files.
-        test_periods, val_periods: cutoffs in the test and validation parts (DESIGN §6: 3 and 3).
+        test_periods, val_periods: cutoffs in the test and validation parts (3 and 3, as in the benchmark protocol).
         progress: progress bars and per-epoch lines.
         **train_options: passed to `training.train` (resume, resume_anyway, init_from).
     Returns:

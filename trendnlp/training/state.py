@@ -22,7 +22,7 @@ from trendnlp.config import TrainConfig
 from trendnlp.data.fingerprint import fingerprint_diff
 from trendnlp.data.io import write_json
 from trendnlp.errors import ResumeError
-from trendnlp.model.text_encoder import PICKLE_SUFFIXES
+from trendnlp.model.base_models import PICKLE_SUFFIXES
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: its presence marks the save complete
 KEEP_CHECKPOINTS = 2  # accelerate's total_limit

@@ -5,9 +5,9 @@ each experiment trains one variant of configs/benchmark_online_retail.yaml with 
 appends its best validation macro-F1, the per-epoch curve and the time to CACHE/experiments.jsonl.
 The test part is never read here.
 
-    python scripts/tune_online_retail.py --sales ../shared/data/online_retail/online_retail.parquet \
+    python scripts/experiments/tune_online_retail.py --sales online_retail.parquet \
         --name lr3e-3 --variant sales_only --set train.lr=3e-3
-    python scripts/tune_online_retail.py --table          # every experiment so far, as a Markdown table
+    python scripts/experiments/tune_online_retail.py --table          # every experiment so far, as a Markdown table
 """
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from trendnlp.benchmark.run import DEFAULT_CONFIG, VARIANTS, parse_seeds, variant_config, write_splits
+from trendnlp.benchmark.args import DEFAULT_CONFIG, VARIANTS
+from trendnlp.benchmark.inputs import parse_seeds
+from trendnlp.benchmark.run import variant_config
+from trendnlp.data.split import write_splits
 from trendnlp.config import TrendConfig, apply_overrides
 
 

@@ -5,7 +5,7 @@ all validation cutoffs but one and scored on the held-out cutoff, for each cutof
 offsets fitted on all of validation are also applied to the test split (for the report only; choose nothing
 from it).
 
-    python scripts/calibration_check.py --model runs/benchmark/runs/fused_concat/seed_0/model \
+    python scripts/experiments/calibration_check.py --model runs/benchmark/runs/fused_concat/seed_0/model \
         --data runs/benchmark/data [--test]
 """
 from __future__ import annotations

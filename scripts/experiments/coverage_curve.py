@@ -2,7 +2,7 @@
 reliability diagram, and the coverage/accuracy curve of `--min-confidence` (a reproducible experiment).
 
 Usage:
-    python scripts/coverage_curve.py --model runs/or/model --data ../runs-shared/or/test.parquet --out docs/img
+    python scripts/experiments/coverage_curve.py --model runs/or/model --data runs/benchmark/data/test.parquet --out docs/img
 Prints markdown tables; writes reliability.png and coverage_accuracy.png to --out.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ that needs other validation weeks (a longer span) is not covered here.
 --boosting-text refits each origin's boosting branch with the text PCA (model.boosting_text=true, the `gbm_all_text`
 peer; its `none` column must equal that row of the backtest) and blends the saved neural branch with it instead.
 
-    python scripts/decision_rules.py BACKTEST_OUT [BACKTEST_OUT ...] [--boosting-text] [--json rules.json]
+    python scripts/experiments/decision_rules.py BACKTEST_OUT [BACKTEST_OUT ...] [--boosting-text] [--json rules.json]
 """
 from __future__ import annotations
 

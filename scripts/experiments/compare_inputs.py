@@ -1,6 +1,6 @@
 """Does fusion help? Train one config three ways (fused, sales-only, text-only) and compare test macro-F1.
 
-    python scripts/compare_inputs.py --config configs/default.yaml --output-dir runs/inputs [--set k=v ...]
+    python scripts/experiments/compare_inputs.py --config configs/default.yaml --output-dir runs/inputs [--set k=v ...]
 
 Each variant is the same config with one input switched off (`sales.enabled=false` / `text.enabled=false`);
 the table shows validation and test macro-F1 and accuracy of each variant's best epoch.

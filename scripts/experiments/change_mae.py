@@ -1,7 +1,7 @@
 """MAE of a model's `expected_change` (fusion.change_head) against the label rule's true `change`, beside a
 persistence forecast (change = 0), on labelled record files.
 
-    python scripts/change_mae.py --model runs/x/model --data runs/or/validation.parquet runs/or/test.parquet
+    python scripts/experiments/change_mae.py --model runs/x/model --data runs/or/validation.parquet runs/or/test.parquet
 """
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One prepared GPU check (issue 13): train the benchmark config for one epoch on CUDA with bf16, export the
 # model to ONNX (+ int8), label 100k rows with every backend, print one table. Run from the repository root
-# on a CUDA machine with the venv active:  bash scripts/gpu_check.sh [WORK_DIR]
+# on a CUDA machine with the venv active:  bash scripts/experiments/gpu_check.sh [WORK_DIR]
 # Tries `pip install onnxruntime-gpu` into a throwaway venv overlay only if CUDAExecutionProvider is missing;
 # without it the ONNX rows run on CPU (the table says which provider ran).
 set -euo pipefail
 WORK=${1:-runs/gpu_check}
-DATA=${DATA:-/work/runs-shared/or}
+DATA=${DATA:-runs/benchmark/data}   # train/validation/test.parquet of a benchmark run
 PY=${PY:-python}
 mkdir -p "$WORK"
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -31,7 +31,7 @@ $PY - "$WORK" "$DATA" <<'PYEOF'
 import sys; sys.path.insert(0, "scripts")
 from pathlib import Path
 import pyarrow.parquet as pq
-from benchmark_labeling import write_catalog
+from catalog_files import write_catalog
 work, data = Path(sys.argv[1]), Path(sys.argv[2])
 write_catalog(pq.read_table(data / "test.parquet").to_pylist(), 100_000, work / "catalog_100k.parquet")
 PYEOF

@@ -17,7 +17,7 @@ the train range has a future complete by the first validation cutoff. Hence two 
             and validation; futures end 2011-09-18 … 2011-10-02, before the first test cutoff 2011-10-23).
             Their futures overlap the validation weeks, so only test is clean for update and retrain.
 
-    python scripts/update_experiment.py --records runs/or_records.parquet --out runs/update [--threads 1]
+    python scripts/experiments/update_experiment.py --sales online_retail.parquet --out runs/update [--threads 1]
 Prints a table and writes OUT/results.json and OUT/results.md.
 """
 from __future__ import annotations
@@ -32,11 +32,12 @@ import torch
 
 from trendnlp.config import TrendConfig
 from trendnlp.data.presets import prepare_preset
-from trendnlp.data.records import read_records, write_records
+from trendnlp.data.io import write_records
+from trendnlp.data.records import read_records
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT, split_by_cutoff
 from trendnlp.training import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: this file is scripts/experiments/
 SCENARIOS = {
     "purged": {"older": ("2011-05-29", "2011-07-17"), "newer": ("2011-07-24", "2011-08-14")},
     "after": {"older": ("2011-05-29", "2011-08-14"), "newer": ("2011-08-21", "2011-09-04")},
@@ -45,8 +46,8 @@ SCENARIOS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sales", default=str(ROOT / ".." / "shared" / "data" / "online_retail" / "online_retail.parquet"),
-                   help="the raw Online Retail log (prepared with the online-retail preset)")
+    p.add_argument("--sales", required=True, help="the raw Online Retail log, e.g. online_retail.parquet (prepared "
+                   "with the online-retail preset; the file: docs/benchmark.md)")
     p.add_argument("--config", default=str(ROOT / "configs" / "benchmark_online_retail.yaml"))
     p.add_argument("--out", default="runs/update")
     p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
