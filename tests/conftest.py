@@ -124,6 +124,27 @@ def data_files(sample_records, tmp_path_factory) -> dict[str, str]:
     return {"train": str(d / "train.jsonl"), "validation": str(d / "val.jsonl")}
 
 
+@pytest.fixture(scope="session")
+def channel_records(sample_records) -> list[dict]:
+    """The sample records with `orders` and a `price` (null where nothing sold: a null inside the history)."""
+    return [{**r, "orders": [min(u, 3.0) for u in r["sales"]],
+             "price": [None if u == 0 else 2.0 + i % 3 for i, u in enumerate(r["sales"])]} for r in sample_records]
+
+
+@pytest.fixture(scope="session")
+def channel_model_dir(channel_records, tmp_path_factory) -> Path:
+    """A saved sales-only model whose network reads `orders` (sales.channels) and `price` (sales.price_channels)."""
+    from trendnlp.model.classifier import TrendClassifier
+
+    config = TrendConfig.from_dict({"text": {"enabled": False}, "fusion": {"hidden_size": 16},
+                                    "sales": {"history": HISTORY, "hidden_size": 8, "channels": ["orders"],
+                                              "price_channels": True}})
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("channel_model") / "model"
+    TrendClassifier(config).fit_feature_scaling(channel_records).save_pretrained(d)
+    return d
+
+
 def load_script(name: str) -> ModuleType:
     """scripts/NAME.py (NAME may be experiments/x) imported as a module (the scripts are not a package), for tests
     that call its main()."""

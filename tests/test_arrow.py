@@ -159,3 +159,26 @@ def test_arrow_splits_name_the_file_of_an_unlabelled_record_and_need_validation(
     d["data"]["validation"] = str(tmp_path / "train.jsonl")
     train_recs, val_recs, test_recs, stats = load_arrow_splits(TrendConfig.from_dict(d), tmp_path / "cache")
     assert len(train_recs) == len(val_recs) == stats["n"] == 20 and test_recs is None
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_a_fed_channel_some_record_lacks_is_refused_and_leaves_no_cache(channel_records, tmp_path, fmt):
+    """With the model's sales config the build refuses a channel that any record lacks (here the last one), removes
+    what it began (the folders it created), and a cached build is refused the same way."""
+    from trendnlp.config import SalesConfig
+    from trendnlp.errors import ConfigError
+
+    rows = [dict(r) for r in channel_records]
+    rows[-1]["orders"] = None  # the last row, in the last batch
+    path = tmp_path / f"r.{fmt}"
+    write_records(rows, path)
+    kw = dict(history=26, rule=LabelRule(), sales=SalesConfig(channels=["orders"]))
+    with pytest.raises(ConfigError, match=rf"r.{fmt}: the config feeds the `orders` channel"):
+        build_record_dataset(path, tmp_path / "run" / "data_cache", **kw)
+    assert not (tmp_path / "run").exists()
+    _, stats = build_record_dataset(path, tmp_path / "cache", history=26, rule=LabelRule())  # nothing required
+    assert stats["carried"] == ["price"]
+    with pytest.raises(ConfigError, match="`orders` channel"):
+        build_record_dataset(path, tmp_path / "cache", **kw)
+    _, stats = build_record_dataset(path, tmp_path / "cache", **{**kw, "sales": SalesConfig(price_channels=True)})
+    assert stats["cached"]

@@ -246,7 +246,9 @@ def test_the_card_and_a_real_server_give_kind_weight_and_branch_scores(hybrid_ru
 
 def test_a_folder_saved_by_the_previous_release_loads_and_labels(tmp_path):
     """tests/data/old_release_model was written by the code before model.kind existed (a sales-only model):
-    it loads as neural and predicts what it predicted then."""
+    it loads as neural and predicts what it predicted then. It reads `price` (sales.price_channels), which its
+    records lack: that is refused now; with no price known in any period (all null) it predicts as then."""
+    from trendnlp.data.records import RecordError
     from trendnlp.inference.labeling import label_file
 
     folder = REPO / "tests" / "data" / "old_release_model"
@@ -254,10 +256,12 @@ def test_a_folder_saved_by_the_previous_release_loads_and_labels(tmp_path):
     expected = json.loads((REPO / "tests" / "data" / "old_release_expected.json").read_text())
     clf = load_model(folder)
     assert clf.kind == "neural" and clf.blend is None
-    np.testing.assert_allclose(clf.predict_proba(expected["records"]), expected["probabilities"], rtol=1e-5,
-                               atol=1e-6)
+    with pytest.raises(RecordError, match="field 'price': missing, but the model reads the `price` channel"):
+        clf.predict_proba(expected["records"])
+    records = [{**r, "price": [None] * len(r["sales"])} for r in expected["records"]]
+    np.testing.assert_allclose(clf.predict_proba(records), expected["probabilities"], rtol=1e-5, atol=1e-6)
     from trendnlp.data.io import write_records
 
-    write_records(expected["records"], tmp_path / "catalog.jsonl")
+    write_records(records, tmp_path / "catalog.jsonl")
     label_file(folder, tmp_path / "catalog.jsonl", tmp_path / "labels.csv", progress=False)
     assert len((tmp_path / "labels.csv").read_text().splitlines()) == len(expected["records"]) + 1

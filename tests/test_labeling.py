@@ -248,3 +248,27 @@ def test_key_set_finds_duplicates_across_flushes():
     assert all(keys.add((f"p{i}", "2011-01-02")) for i in range(10))
     assert not keys.add(("p1", "2011-01-02")) and not keys.add(("p9", "2011-01-02"))
     assert keys.add(("p1", None)) and not keys.add(("p1", None))
+
+
+def test_label_refuses_a_row_without_a_channel_the_model_reads(channel_model_dir, channel_records, tmp_path, capsys):
+    """A catalog row without `orders`, which the model reads, is a bad row (not zeros): refused naming the file,
+    row, channel and fix; with --on-error skip it goes to the errors file and the other rows are labelled."""
+    from conftest import cli_error
+    from trendnlp.cli import main
+
+    rows = [dict(r) for r in channel_records[:5]]
+    del rows[2]["orders"]
+    rows[3]["price"] = [None] * len(rows[3]["sales"])  # a null inside the history is no lack
+    catalog, out = tmp_path / "catalog.jsonl", tmp_path / "labels.csv"
+    write_records(rows, catalog)
+    err = cli_error(["label", "--model", channel_model_dir, "--input", catalog, "--output", out, "--no-progress"],
+                    capsys)
+    assert f"{catalog}: row 3 (product_id='{rows[2]['product_id']}'): field 'orders': missing, but the model reads " \
+           "the `orders` channel" in err
+    assert "give the record its `orders` history" in err and "--set 'sales.channels=[]'" in err
+    assert not out.exists()
+    assert main(["label", "--model", str(channel_model_dir), "--input", str(catalog), "--output", str(out),
+                 "--on-error", "skip", "--no-resume", "--no-progress"]) == 0
+    assert read(out)["product_id"].tolist() == [r["product_id"] for i, r in enumerate(rows) if i != 2]
+    errors = pd.read_csv(tmp_path / "labels.errors.csv")
+    assert errors[["row", "field"]].values.tolist() == [[3, "orders"]]

@@ -10,7 +10,7 @@ import torch
 import trendnlp
 from test_labeling import save_model
 from trendnlp.data.io import write_records
-from trendnlp.data.records import ErrorReport
+from trendnlp.data.records import ErrorReport, RecordError
 from trendnlp.inference.labeling import label_file
 from trendnlp.model import predict as core
 from trendnlp.model.classifier import TrendClassifier
@@ -101,3 +101,21 @@ def test_predict_proba_on_a_dataframe_indexed_by_product_id(clf, model_dir, samp
                                         r"\(a DataFrame: df.to_parquet"):
         label_file(model_dir, indexed, tmp_path / "labels.csv")
     assert not (tmp_path / "labels.csv").exists()
+
+
+def test_predict_proba_refuses_a_record_without_a_channel_the_model_reads(channel_model_dir, channel_records):
+    """The core validates against the model's record_rules(): a DataFrame row without `orders` is refused (not read
+    as zeros) or, with on_error="skip", kept as a NaN row and reported."""
+    clf = trendnlp.load_model(channel_model_dir)
+    df = pd.DataFrame(channel_records[:4])
+    df.loc[1, "orders"] = None
+    with pytest.raises(RecordError, match=r"<DataFrame>: row 2 .*field 'orders': missing, but the model reads the "
+                                          r"`orders` channel"):
+        clf.predict_proba(df)
+    report = ErrorReport()
+    proba = clf.predict_proba(df, on_error="skip", report=report)
+    assert np.isnan(proba[1]).all() and np.isfinite(np.delete(proba, 1, axis=0)).all()
+    assert [(e.row, e.field) for e in report.errors] == [(2, "orders")]
+    np.testing.assert_allclose(np.delete(proba, 1, axis=0), clf.predict_proba(df.drop(index=1)), atol=1e-6)
+    with pytest.raises(RecordError, match="field 'price'"):
+        clf.predict([{**channel_records[0], "price": None}])

@@ -137,3 +137,42 @@ def test_a_dataframe_with_the_ids_in_its_index():
     with pytest.raises(RecordError, match=r"no `product_id` column .* the index is named None; if the index holds "
                                           r"the ids, name it: df.rename_axis\('product_id'\)"):
         read_records(df.drop(columns="product_id"))
+
+
+def test_a_record_without_a_channel_the_model_reads_is_refused(tmp_path):
+    """`required` (a model's record_rules()): the channel absent or null as a whole is a bad record naming the
+    channel and the fix; a null inside the history is no lack (price: no price known in that period)."""
+    from trendnlp.config import SalesConfig
+    from trendnlp.data.channels import required_channels
+
+    need = required_channels(SalesConfig(channels=["orders", "customers"], price_channels=True))
+    assert list(need) == ["price", "orders", "customers"]
+    full = {"product_id": "a", "sales": [1, 0, 2], "orders": [1, 0, 1], "customers": [1, 0, 1], "price": [2, None, 0]}
+    assert read_records([full], required=need)[0]["price"] == [2.0, None, None]
+    assert read_records([{**full, "price": [None] * 3}], required=need)[0]["price"] == [None] * 3
+    for field, lacking in [("orders", {"orders": None}), ("customers", {"customers": float("nan")}),
+                           ("price", {"price": None})]:
+        with pytest.raises(RecordError) as err:
+            read_records([full, {**full, "product_id": "b", **lacking}], required=need)
+        assert err.value.row == 2 and err.value.field == field, str(err.value)
+    with pytest.raises(RecordError, match=r"<DataFrame>: row 1 .*field 'orders': missing"):  # no such column
+        read_records(pd.DataFrame([full]).drop(columns="orders"), required=need)
+    del full["customers"]
+    with pytest.raises(RecordError, match=r"<records>: row 1 \(product_id='a'\): field 'customers': missing, but the "
+                                          r"model reads the `customers` channel \(.*\); give the record its `customers` "
+                                          r"history \(one value per sales period; prepare builds it with --customer-col "
+                                          r"COLUMN\), or retrain the model without it \(--set 'sales.channels=\[orders\]'\)"):
+        read_records([full], required=need)
+    with pytest.raises(RecordError, match=r"field 'price': .*\(--set sales.price_channels=false\)"):
+        read_records([{**full, "price": None}], required=required_channels(SalesConfig(price_channels=True)))
+    assert read_records([full]) and read_records([full], required={})  # nothing required: read as before
+    # an empty CSV cell in a file, and skipping: the row goes to the report like any other bad row
+    recs = [{**full, "product_id": f"p{i}", "customers": [1, 0, 1]} for i in range(3)]
+    recs[1]["customers"] = None
+    write_records(read_records(recs), tmp_path / "r.csv")
+    with pytest.raises(RecordError, match=r"r.csv: row 3 \(product_id='p1'\): field 'customers': missing"):  # line 3
+        read_records(tmp_path / "r.csv", required=need)
+    report = ErrorReport()
+    kept = read_records(tmp_path / "r.csv", required=need, on_error="skip", report=report)
+    assert [r["product_id"] for r in kept] == ["p0", "p2"]
+    assert [(e.row, e.field, e.product_id) for e in report.errors] == [(3, "customers", "p1")]

@@ -207,3 +207,22 @@ def test_category_and_channels_pass_through_the_declared_schema(server, sample_r
     assert r.status_code == 422 and r.json()["errors"][0]["index"] == 1
     assert r.json()["errors"][0]["field"] == "customers"
     assert httpx.get(f"{url}/v1/metadata").json()["channels"][0] == "sales"
+
+
+def test_a_record_without_a_channel_the_model_reads_is_a_422(channel_model_dir, channel_records):
+    """The server validates with the model's record_rules(), as predict_proba: the record lacking `orders` is a
+    422 naming its index, the channel and the fix; with the channel the same request is answered."""
+    from serving import running_server
+
+    records = as_json(channel_records[:3])
+    lacking = copy.deepcopy(records)
+    del lacking[1]["orders"]
+    with running_server(channel_model_dir) as url:
+        r = httpx.post(f"{url}/v1/predict", json={"records": lacking}, timeout=60)
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"] == [{"index": 1, "field": "orders", "message": r.json()["errors"][0]["message"]}]
+        assert r.json()["detail"].startswith("record 1: field 'orders': missing, but the model reads the `orders` "
+                                             "channel")
+        assert "--set 'sales.channels=[]'" in r.json()["detail"]
+        ok = httpx.post(f"{url}/v1/predict", json={"records": records}, timeout=60)
+        assert ok.status_code == 200 and len(ok.json()["results"]) == 3

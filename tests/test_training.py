@@ -355,8 +355,10 @@ def test_a_config_without_data_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_training_on_a_channel_the_records_lack_is_refused(tiny_config, data_files, tmp_path):
-    """Records without `orders` under a config that feeds it would train that input as all zeros."""
+@pytest.mark.parametrize("arrow", [False, True])
+def test_training_on_a_channel_the_records_lack_is_refused(tiny_config, data_files, tmp_path, arrow):
+    """Records without `orders` under a config that feeds it would train that input as all zeros: refused in memory
+    and on Arrow alike, before anything (config.yaml, errors.csv, the Arrow cache) is written into the run folder."""
     from conftest import train_tiny
     from trendnlp.errors import ConfigError
 
@@ -365,4 +367,16 @@ def test_training_on_a_channel_the_records_lack_is_refused(tiny_config, data_fil
     with pytest.raises(ConfigError, match=r"train.jsonl: the config feeds the `orders` channel .* but the input does "
                                           r"not carry it: name the log's column with --invoice-col COLUMN, or drop "
                                           r"the channel with --set 'sales.channels=\[\]'"):
-        train_tiny(TrendConfig.from_dict(raw), data_files, tmp_path / "run")
+        train_tiny(TrendConfig.from_dict(raw), {**data_files, "arrow": arrow, "on_error": "skip"}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_records_without_a_fed_channel_writes_nothing(data_files, tmp_path, capsys):
+    """`train --records` refuses before the split files or the run folder are written."""
+    from conftest import cli_error
+
+    err = cli_error(["train", "--records", data_files["train"], "--config", ROOT / "configs" / "tiny.yaml",
+                     "--output-dir", tmp_path / "run", "--set", "text.enabled=false",
+                     "--set", "sales.channels=[orders]", "--no-progress"], capsys)
+    assert "train.jsonl: the config feeds the `orders` channel" in err and "--set 'sales.channels=[]'" in err
+    assert not (tmp_path / "run").exists()

@@ -154,7 +154,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     clf = TrendClassifier.from_pretrained(args.model)
-    records = read_records(args.input, history=clf.config.sales.history, rule=clf.config.labels.rule())
+    records = read_records(args.input, **clf.record_rules())
     records = records[: args.limit] if args.limit else records
     explanations = explain(clf, records, top_words=args.top_words, batch_size=args.batch_size,
                            text_steps=args.text_steps)

@@ -25,13 +25,15 @@ import numpy as np
 from torch.utils.data import Dataset as TorchDataset, Sampler
 
 from trendnlp.config import TextConfig
+from trendnlp.data.channels import context_channels, require_channels
 from trendnlp.data.features import build_text, summary_stats_flat
 from trendnlp.data.columns import record_tables
 from trendnlp.data.schema import arrow_features
+from trendnlp.data.io import new_folder
 from trendnlp.data.records import ErrorReport
 from trendnlp.labels import LabelRule
 
-CACHE_VERSION = 5  # bump when the row schema changes: older caches are rebuilt
+CACHE_VERSION = 6  # bump when the row schema changes: older caches are rebuilt
 ARROW_FILE = "records.arrow"
 TEXTS_FILE = "texts.arrow"
 WRITER_BATCH = 10_000  # rows buffered before an Arrow record batch is written
@@ -57,7 +59,8 @@ def _fingerprint(path: Path, options: dict) -> str:
 
 
 def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: int, rule: LabelRule,
-                         on_error: str = "raise", report: ErrorReport | None = None, text: TextConfig | None = None):
+                         on_error: str = "raise", report: ErrorReport | None = None, text: TextConfig | None = None,
+                         sales: Any = None):
     """Validate a records file into a memory-mapped Arrow `Dataset` (cached), plus what training needs from it.
 
     Args:
@@ -68,10 +71,12 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
         report: collects skipped rows.
         text: the model's text config: each row also gets `text_code`, the row of its text (as `build_text`
             composes it) in texts.arrow beside the records, or -1 when it has none; None leaves texts out.
+        sales: the model's SalesConfig: a channel it feeds that some record lacks is refused (`require_channels`,
+            as training in memory), batch by batch; a refused build leaves no folder behind.
     Returns:
         (dataset, stats): rows are normalised records plus `product_code` (int, per distinct product_id);
         stats = {"n", "label_counts", "unlabelled", "summary_mean", "summary_std", "n_products", "n_texts",
-        "build_s", "cached", "folder"}.
+        "carried" (the context channels every record carries), "build_s", "cached", "folder"}.
 
     >>> ds, stats = build_record_dataset("train.parquet", "runs/x/data_cache", history=26, rule=LabelRule())  # doctest: +SKIP
     """
@@ -89,6 +94,8 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
     folder = Path(cache_dir) / f"{path.name.split('.')[0]}-{fp}"
     if (folder / "stats.json").is_file():
         stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
+        if sales is not None:  # checked when built: the same refusal as then
+            require_channels(sales, set(stats["carried"]), str(path))
         if report is not None:
             for err in stats.get("errors", []):
                 report.add(_replayed(err))
@@ -100,8 +107,7 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
     shutil.rmtree(folder, ignore_errors=True)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with contextlib.ExitStack() as files:
+    with new_folder(tmp), contextlib.ExitStack() as files:  # a failed build leaves no folder behind
         features = _features(text is not None)
         writer = files.enter_context(ArrowWriter(features=features, path=str(tmp / ARROW_FILE),
                                                  writer_batch_size=WRITER_BATCH))
@@ -112,6 +118,8 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
                 continue
             columns = {"product_code": pa.array(acc.add_table(table), pa.int32()), **{
                 name: table.column(name) for name in table.column_names}}
+            if sales is not None:  # before the first record lacking a fed channel is kept
+                require_channels(sales, acc.carried, str(path))
             if texts is not None:
                 columns["text_code"] = pa.array(texts.codes(table))
             writer.write_table(pa.Table.from_pydict({name: columns[name] for name in features},
@@ -313,6 +321,7 @@ class _Accumulator:
         self.labels: dict[str, int] = {}
         self.unlabelled, self.n = None, 0
         self.scaler = StandardScaler()
+        self.carried = {c.name for c in context_channels()}  # left when some record lacks it (null)
 
     def add_table(self, table) -> np.ndarray:
         """Count an Arrow table of records; returns their product codes (first seen, first numbered)."""
@@ -323,6 +332,7 @@ class _Accumulator:
                                self.rule.K, self.rule.alpha)
         self.scaler.partial_fit(z.astype(np.float64))
         self.n += table.num_rows
+        self.carried -= {name for name in self.carried if table.column(name).null_count}
         labels = table.column("label")
         for item in pc.value_counts(labels.drop_null()).to_pylist():
             self.labels[item["values"]] = self.labels.get(item["values"], 0) + item["counts"]
@@ -339,7 +349,8 @@ class _Accumulator:
         mean = self.scaler.mean_ if self.n else np.zeros(0)
         std = np.sqrt(self.scaler.var_) if self.n else np.zeros(0)
         return {"n": self.n, "label_counts": self.labels, "unlabelled": self.unlabelled,
-                "summary_mean": mean.tolist(), "summary_std": std.tolist(), "n_products": len(self.codes)}
+                "summary_mean": mean.tolist(), "summary_std": std.tolist(), "n_products": len(self.codes),
+                "carried": sorted(self.carried)}
 
 
 def _replayed(err: dict):
@@ -351,7 +362,7 @@ def _replayed(err: dict):
 def build_options(config) -> dict:
     """The `build_record_dataset` options a training config implies (a build with them is reused by `train`)."""
     return {"history": config.sales.history, "rule": config.labels.rule(),
-            "text": config.text if config.text.enabled else None}
+            "text": config.text if config.text.enabled else None, "sales": config.sales}
 
 
 def load_arrow_splits(config, cache_dir: str | Path, errors_path: Path | None = None) -> tuple:
@@ -370,14 +381,14 @@ def load_arrow_splits(config, cache_dir: str | Path, errors_path: Path | None = 
     kw = dict(build_options(config), on_error=d.on_error, report=report)
     stats = {name: build_record_dataset(getattr(d, name), cache_dir, **kw)[1]  # the Dataset (and its map) dropped
              for name in ("train", "validation", "test") if getattr(d, name)}
-    if errors_path is not None and (len(report) or d.on_error == "skip"):
-        report.write(errors_path)
     for name, st in stats.items():
         if not st["n"] or st["unlabelled"]:
             bad = st["unlabelled"]
             raise ValueError(f"{name} records ({getattr(d, name)}): " + (
                 f"product_id={bad['product_id']!r} cutoff={bad['cutoff']} has neither `label` nor `future_sales`"
                 if bad else "none left") + "; training and evaluation need labelled records")
+    if errors_path is not None and (len(report) or d.on_error == "skip"):  # once the splits are accepted
+        report.write(errors_path)
     recs = {name: ArrowRecords(Path(st["folder"]) / ARROW_FILE) for name, st in stats.items()}
     return recs["train"], recs["validation"], recs.get("test"), stats["train"]
 

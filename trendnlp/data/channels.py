@@ -186,12 +186,39 @@ log's column with --customer-col COLUMN, or drop the channel with --set 'sales.c
 
         give = f"name the log's column with {ch.cli_flag} COLUMN" if ch.cli_flag else (
             f"give records that carry `{ch.name}` (prepare them from the order log)")
-        if reader != "the config":
-            drop = ""
-        elif ch.name in (getattr(sales_config, "channels", None) or ()):
-            rest = ",".join(n for n in sales_config.channels if n != ch.name)
-            drop = f", or drop the channel with --set 'sales.channels=[{rest}]'"
-        else:
-            drop = f", or drop the channel with --set sales.{ch.option}=false"
+        drop = f", or drop the channel with {drop_setting(sales_config, ch)}" if reader == "the config" else ""
         raise ConfigError(f"{source}: {reader} feeds the `{ch.name}` channel ({ch.help}), but the input does not "
                           f"carry it: {give}{drop}")
+
+
+def drop_setting(sales_config, ch: Channel) -> str:
+    """The `--set` that stops feeding `ch`: its name left out of sales.channels, or its legacy switch off.
+
+    >>> from trendnlp.config import SalesConfig
+    >>> drop_setting(SalesConfig(channels=["orders", "customers"]), CHANNELS["orders"])
+    "--set 'sales.channels=[customers]'"
+    """
+    if ch.name in (getattr(sales_config, "channels", None) or ()):
+        rest = ",".join(n for n in sales_config.channels if n != ch.name)
+        return f"--set 'sales.channels=[{rest}]'"
+    return f"--set sales.{ch.option}=false"
+
+
+def required_channels(sales_config) -> dict[str, str]:
+    """{channel: why a record must carry it} for each channel the model's network reads (`fed_channels`), for the
+    record validator: a record without one (the field absent or null as a whole) is refused, never read as zeros.
+    A null *inside* a channel's history is not a lack: it is read as the registry says (price: no price known).
+
+    >>> from trendnlp.config import SalesConfig
+    >>> print(required_channels(SalesConfig(channels=["orders"]))["orders"])  # doctest: +ELLIPSIS
+    missing, but the model reads the `orders` channel (...); give the record its `orders` history (...), or retrain the model without it (--set 'sales.channels=[]')
+    """
+    if not getattr(sales_config, "enabled", True):
+        return {}
+    out = {}
+    for ch in fed_channels(sales_config):
+        built = f"; prepare builds it with {ch.cli_flag} COLUMN" if ch.cli_flag else ""
+        out[ch.name] = (f"missing, but the model reads the `{ch.name}` channel ({ch.help}); give the record its "
+                        f"`{ch.name}` history (one value per sales period{built}), or retrain the model without it "
+                        f"({drop_setting(sales_config, ch)})")
+    return out

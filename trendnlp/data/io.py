@@ -11,6 +11,7 @@ import csv
 import itertools
 import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,24 @@ def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def new_folder(path: str | Path) -> Iterator[Path]:
+    """Create the folder `path` (and its missing parents) for a step that fills it; if the step fails, remove it
+    and the parents it created (those left empty), so a refused step leaves nothing behind."""
+    path = Path(path)
+    made = [d for d in (path, *path.parents) if not d.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if path in made:
+            shutil.rmtree(path, ignore_errors=True)
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
 def write_json(path: str | Path, obj: Any, indent: int = 2, fsync: bool = False) -> None:

@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import math
 import numbers
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,8 @@ def _cutoff(value: Any) -> str | None:
 
 
 def validate_record(raw: Any, *, source: str = "<records>", row: int | None = None, history: int | None = None,
-                    rule: LabelRule | None = None, csv_encoded: bool = False) -> dict:
+                    rule: LabelRule | None = None, csv_encoded: bool = False,
+                    required: Mapping[str, str] | None = None) -> dict:
     """Check one raw row and return the normalised record (see module docstring).
 
     Args:
@@ -161,6 +162,8 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
         history: the longest allowed `sales` (the model's history length); None: no limit.
         rule: label rule used to derive `label` from `future_sales` when `label` is absent.
         csv_encoded: lists may arrive as JSON-encoded strings (CSV files).
+        required: {channel: reason} of the channels the model reads (`channels.required_channels`); a record
+            whose channel field is absent or null as a whole is refused with that reason. None: none required.
     Returns:
         the normalised record dict.
     Raises:
@@ -208,6 +211,9 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
             raise _Bad("label", f"unknown label {label!r}; expected one of {list(LABELS)}")
         rec["label"] = label
         rec.update(_context_fields(raw, len(rec["sales"]), csv_encoded))
+        for name, reason in (required or {}).items():
+            if rec[name] is None:  # read as zeros otherwise: a model input the record never had
+                raise _Bad(name, reason)
         category = raw.get("category")
         rec["category"] = None if _missing(category) else _text(category, "category")
         return rec
@@ -217,21 +223,23 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
 
 def validate_rows(rows: Iterable[tuple[int, dict | RecordError]], *, source: str, on_error: str = "raise",
                   history: int | None = None, rule: LabelRule | None = None, csv_encoded: bool = False,
-                  report: ErrorReport | None = None, seen: Any = None) -> Iterator[tuple[int, dict]]:
+                  report: ErrorReport | None = None, seen: Any = None,
+                  required: Mapping[str, str] | None = None) -> Iterator[tuple[int, dict]]:
     """Validate (row, raw) pairs; raise on the first bad row or, with on_error='skip', add it to `report`.
 
     Duplicate (product_id, cutoff) pairs are bad rows too: each must be unique in one source. `seen` may be
     a memory-flat key set (data.keys.KeySet) for millions of rows; default a plain set.
     """
     for batch in validate_batches(([row] for row in rows), source=source, on_error=on_error,
-                                  history=history, rule=rule, csv_encoded=csv_encoded, report=report, seen=seen):
+                                  history=history, rule=rule, csv_encoded=csv_encoded, report=report, seen=seen,
+                                  required=required):
         yield from batch
 
 
 def validate_batches(batches: Iterable[list[tuple[int, dict | RecordError]]], *, source: str,
                      on_error: str = "raise", history: int | None = None, rule: LabelRule | None = None,
-                     csv_encoded: bool = False, report: ErrorReport | None = None,
-                     seen: Any = None) -> Iterator[list[tuple[int, dict]]]:
+                     csv_encoded: bool = False, report: ErrorReport | None = None, seen: Any = None,
+                     required: Mapping[str, str] | None = None) -> Iterator[list[tuple[int, dict]]]:
     """`validate_rows` over batches of rows (`iter_raw_batches`); yields each batch's valid (row, record) pairs,
     in order."""
     if on_error not in ("raise", "skip"):
@@ -243,7 +251,8 @@ def validate_batches(batches: Iterable[list[tuple[int, dict | RecordError]]], *,
             try:
                 if isinstance(raw, RecordError):
                     raise raw
-                rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded)
+                rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded,
+                                      required=required)
                 key = (rec["product_id"], rec["cutoff"])
                 before = len(seen)
                 seen.add(key)  # one lookup: a duplicate leaves the size unchanged
@@ -261,7 +270,7 @@ def validate_batches(batches: Iterable[list[tuple[int, dict | RecordError]]], *,
 
 
 def read_records(source: Any, *, on_error: str = "raise", history: int | None = None, rule: LabelRule | None = None,
-                 report: ErrorReport | None = None) -> list[dict]:
+                 report: ErrorReport | None = None, required: Mapping[str, str] | None = None) -> list[dict]:
     """Read and validate records from a path, a DataFrame, a dict or a list of dicts.
 
     Args:
@@ -270,6 +279,7 @@ def read_records(source: Any, *, on_error: str = "raise", history: int | None = 
         history: longest allowed sales history.
         rule: label rule for records that carry only future_sales.
         report: collects skipped rows.
+        required: channels every record must carry, as for `validate_record` (a model's `record_rules()`).
     Returns:
         list of normalised record dicts.
 
@@ -278,12 +288,12 @@ def read_records(source: Any, *, on_error: str = "raise", history: int | None = 
     """
     rows, name, csv_encoded = _rows_of(source)
     return [rec for _, rec in validate_rows(rows, source=name, on_error=on_error, history=history, rule=rule,
-                                            csv_encoded=csv_encoded, report=report)]
+                                            csv_encoded=csv_encoded, report=report, required=required)]
 
 
 def read_records_aligned(source: Any, *, on_error: str = "raise", history: int | None = None,
-                         rule: LabelRule | None = None, report: ErrorReport | None = None
-                         ) -> tuple[list[dict], list[int], int]:
+                         rule: LabelRule | None = None, report: ErrorReport | None = None,
+                         required: Mapping[str, str] | None = None) -> tuple[list[dict], list[int], int]:
     """Like `read_records`, plus where each valid record sits in the input, so results can be aligned with it.
 
     Returns:
@@ -297,7 +307,7 @@ def read_records_aligned(source: Any, *, on_error: str = "raise", history: int |
     rows = list(rows)
     position = {n: i for i, (n, _) in enumerate(rows)}
     good = list(validate_rows(rows, source=name, on_error=on_error, history=history, rule=rule,
-                              csv_encoded=csv_encoded, report=report))
+                              csv_encoded=csv_encoded, report=report, required=required))
     return [rec for _, rec in good], [position[n] for n, _ in good], len(rows)
 
 

@@ -35,8 +35,7 @@ def evaluate(model_dir: str | Path, data: Any, out_dir: str | Path | None = None
         raise ValueError(f"min_confidence must be a probability in [0, 1], found {min_confidence}")
     clf = TrendClassifier.from_pretrained(model_dir)
     report = ErrorReport()
-    recs = read_records(data, on_error=on_error, history=clf.config.sales.history, rule=clf.config.labels.rule(),
-                        report=report)
+    recs = read_records(data, on_error=on_error, report=report, **clf.record_rules())
     missing = [r["product_id"] for r in recs if r["label"] is None]
     if missing or not recs:
         raise ValueError(f"evaluate needs labelled records (label or future_sales); {len(missing)} of {len(recs)} "

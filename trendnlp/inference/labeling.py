@@ -147,13 +147,13 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     bar = tqdm(total=total, unit="rows", unit_scale=True, disable=not (progress and shard_index == 0),
                desc="labeling", smoothing=0.1)  # shows rows/s and, with a total, the ETA
     source, csv_encoded = str(input), detect_format(input) == "csv"
-    history, rule = clf.config.sales.history, clf.config.labels.rule()
+    rules = clf.record_rules()  # history, label rule, and the channels the model reads (a row without one is bad)
     seen, rows_read, computed = KeySet(), 0, 0
     # an empty catalog (0 bytes) is 0 records: a daily pipeline gets a header-only output, not an error
     rows = iter(()) if input.stat().st_size == 0 and detect_format(input) != "parquet" else iter_raw_rows(input)
     for k, chunk in enumerate(iter(lambda: list(itertools.islice(rows, window)), [])):  # fixed windows
         rows_read += len(chunk)
-        good, bad = _validate_window(chunk, seen, source, history, rule, csv_encoded, on_error)
+        good, bad = _validate_window(chunk, seen, source, rules, csv_encoded, on_error)
         if k % num_shards == shard_index and k >= state["next_window"]:
             probs, change = labeler(good)
             if good:
@@ -205,7 +205,7 @@ def _check_options(dtype: str, on_error: str, min_confidence: float | None, back
         raise ValueError(f"batch_size and window must be >= 1, found {batch_size} and {window}")
 
 
-def _validate_window(chunk: list, seen: KeySet, source: str, history: int, rule, csv_encoded: bool,
+def _validate_window(chunk: list, seen: KeySet, source: str, rules: dict, csv_encoded: bool,
                      on_error: str) -> tuple[list[dict], list[dict]]:
     """(valid records, error reports) of one window's raw rows; `seen` holds every earlier valid key (duplicates)."""
     good, bad = [], []
@@ -213,7 +213,7 @@ def _validate_window(chunk: list, seen: KeySet, source: str, history: int, rule,
         try:
             if isinstance(raw, RecordError):
                 raise raw
-            rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded)
+            rec = validate_record(raw, source=source, row=n, csv_encoded=csv_encoded, **rules)
             if not seen.add((rec["product_id"], rec["cutoff"])):
                 raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = "
                                   f"{(rec['product_id'], rec['cutoff'])}; each must be unique in a file",

@@ -126,8 +126,7 @@ class ModelService:
 
     def validate(self, records: list[dict]) -> list[dict]:
         """Normalised records, as `predict_proba` reads them; RecordError (row = index) on the first bad one."""
-        c = self.current.clf.config
-        rows = validate_rows(enumerate(records), source="request", history=c.sales.history, rule=c.labels.rule())
+        rows = validate_rows(enumerate(records), source="request", **self.current.clf.record_rules())
         return [rec for _, rec in rows]
 
     def score(self, records: list[dict]) -> tuple[np.ndarray, Loaded]:

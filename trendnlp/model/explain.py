@@ -210,8 +210,7 @@ def explain(model, records: Any, top_words: int = TOP_WORDS, top_periods: int = 
     ...     e["shapley"]["value"] - e["shapley"]["base"], 6)
     (4, True)
     """
-    c = model.config
-    recs = read_records(records, history=c.sales.history, rule=c.labels.rule())
+    recs = read_records(records, **model.record_rules())
     if not model.has_neural:  # model.kind=boosting: LightGBM's tree SHAP only (model/explain_boosting.py)
         return boosting_only_explanations(model, recs)
     was_training = model.training

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from trendnlp.data.channels import required_channels
 from trendnlp.data.collate import TrendCollator, pad_token_ids, token_ids
 from trendnlp.data.records import ErrorReport, read_records_aligned
 
@@ -69,6 +70,25 @@ class Runtime:
     def needs_tokens(self) -> bool:
         """Cross-attention fusion reads token states: texts cannot be pooled apart from the head."""
         return self.config.text.enabled and self.config.fusion.method == "cross_attention"
+
+    def record_rules(self, branch: str | None = None) -> dict:
+        """What this model asks of an input record, as keyword arguments of the record readers and validators
+        (`read_records`, `validate_rows`, `validate_record`): the longest history, the label rule, and the
+        channels its network reads (a record without one is refused, never read as zeros; the boosting branch
+        reads a missing channel as missing, so `branch="boosting"` and boosting-only models require none).
+
+        >>> from trendnlp.config import TrendConfig
+        >>> from trendnlp.model.classifier import TrendClassifier
+        >>> clf = TrendClassifier(TrendConfig.from_dict({"text": {"enabled": False}, "sales": {"history": 8,
+        ...                       "hidden_size": 8, "channels": ["orders"]}}))
+        >>> rules = clf.record_rules()
+        >>> rules["history"], list(rules["required"])
+        (8, ['orders'])
+        """
+        c = self.config
+        neural = self.has_neural and branch != "boosting"
+        return {"history": c.sales.history, "rule": c.labels.rule(),
+                "required": required_channels(c.sales) if neural else {}}
 
     def inference(self):
         """A context in which the runtime predicts (torch: eval mode, restored afterwards)."""
@@ -186,10 +206,9 @@ class Predictor:
     def predict(self, records: Any, on_error: str = "raise", report: ErrorReport | None = None,
                 branch: str | None = None) -> Predictions:
         """Validate any records input, run it window by window, align the outputs with the input rows."""
-        c = self.runtime.config
         check_branch(self.runtime, branch)
-        recs, where, n_rows = read_records_aligned(records, on_error=on_error, history=c.sales.history,
-                                                   rule=c.labels.rule(), report=report)
+        recs, where, n_rows = read_records_aligned(records, on_error=on_error, report=report,
+                                                   **self.runtime.record_rules(branch))
         parts = [self(recs[s:s + WINDOW], branch) for s in range(0, len(recs), WINDOW)] or [self([], branch)]
         probs = np.full((n_rows, len(self.runtime.labels)), np.nan, dtype=np.float32)  # skipped rows stay NaN
         probs[where] = np.concatenate([p.probs for p in parts])

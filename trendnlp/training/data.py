@@ -110,8 +110,6 @@ def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[l
 
         train, val = time_holdout(train, d.val_fraction, config.labels.F)
     test = read_records(d.test, **kw) if d.test else None
-    if errors_path is not None and (len(report) or d.on_error == "skip"):
-        report.write(errors_path)
     for name, recs in (("train", train), ("validation", val), ("test", test)):
         bad = next((r for r in recs or [] if r["label"] is None), None)
         if recs is not None and (not recs or bad):
@@ -120,6 +118,8 @@ def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[l
                 if bad else "none left") + "; training and evaluation need labelled records")
         if recs:  # a channel the config feeds but the records lack would be all zeros
             require_channels(config.sales, carried_channels(recs), getattr(d, name) or d.train)
+    if errors_path is not None and (len(report) or d.on_error == "skip"):  # once the splits are accepted
+        report.write(errors_path)
     return train, val, test
 
 

@@ -112,8 +112,10 @@ def train(config: TrendConfig, output_dir: str | Path, resume: bool = False, pro
     if tc.refit and accelerator.num_processes > 1:
         raise ValueError("train.refit runs in one process; launch without accelerate's multi-process launcher")
     show = progress and accelerator.is_local_main_process
-    ckpt, fingerprint = _start(accelerator, config, out, resume, resume_anyway)
+    ckpt, fingerprint = _checkpoint(config, out, resume, resume_anyway)
+    # the data is read and checked (labels, channels) before the run folder gets its config and loses old state
     data = TrainData(*splits) if splits is not None else load_data(config, accelerator, out)
+    _start(accelerator, config, out, resume)
 
     set_seed(tc.seed)
     model = TrendClassifier(config)
@@ -172,9 +174,9 @@ def _train_boosting(config: TrendConfig, out: Path, progress: bool, splits: tupl
     from trendnlp.training.data import load_splits
     from trendnlp.training.hybrid import train_boosting
 
+    splits = splits or load_splits(config, out / "errors.csv")  # checked before the run folder is written
     out.mkdir(parents=True, exist_ok=True)
     config.save_yaml(out / "config.yaml")
-    splits = splits or load_splits(config, out / "errors.csv")
     result = train_boosting(config, out, splits, progress)
     if config.train.refit:
         from trendnlp.training.refit import refit
@@ -232,9 +234,8 @@ def _train_epoch(accelerator: Accelerator, parts: tuple, train_loader, state: Tr
     state.train_seconds += time.perf_counter() - t0
 
 
-def _start(accelerator: Accelerator, config: TrendConfig, out: Path, resume: bool, anyway: bool):
-    """The checkpoint to resume from (None for a fresh run, whose old checkpoints and metrics are removed) and
-    the run's fingerprint; the resolved config is written to out/config.yaml."""
+def _checkpoint(config: TrendConfig, out: Path, resume: bool, anyway: bool):
+    """The checkpoint to resume from (None for a fresh run) and the run's fingerprint; writes nothing."""
     ckpt = latest_checkpoint(out) if resume else None
     if resume and ckpt is None:
         raise FileNotFoundError(f"resume=True but {out / 'checkpoints'} holds no complete checkpoint; "
@@ -242,6 +243,12 @@ def _start(accelerator: Accelerator, config: TrendConfig, out: Path, resume: boo
     fingerprint = run_fingerprint(config)
     if ckpt is not None:
         check_resumable(ckpt, fingerprint, anyway)
+    return ckpt, fingerprint
+
+
+def _start(accelerator: Accelerator, config: TrendConfig, out: Path, resume: bool) -> None:
+    """The run folder of an accepted run: a fresh run's old checkpoints and metrics removed, the resolved config
+    written to out/config.yaml."""
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         for old in ("checkpoints", "metrics"):  # a later --resume must never pick up an older run's state
@@ -249,7 +256,6 @@ def _start(accelerator: Accelerator, config: TrendConfig, out: Path, resume: boo
                 shutil.rmtree(out / old)
         config.save_yaml(out / "config.yaml")
     accelerator.wait_for_everyone()
-    return ckpt, fingerprint
 
 
 def _resume(accelerator: Accelerator, ckpt: Path, fingerprint: dict, prepared: tuple, tc: TrainConfig,

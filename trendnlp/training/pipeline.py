@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trendnlp.config import TrendConfig
+from trendnlp.data.channels import carried_channels, require_channels
 from trendnlp.data.io import write_json
 from trendnlp.data.split import latest_ranges, split_by_cutoff, write_splits
 from trendnlp.outputs import exclusive_output, rank_tag
@@ -76,7 +77,9 @@ def records_for_training(config: TrendConfig, *, records: str | None = None, sal
     if records:
         from trendnlp.data.records import read_records
 
-        return read_records(records, history=config.sales.history, rule=config.labels.rule())
+        recs = read_records(records, history=config.sales.history, rule=config.labels.rule())
+        require_channels(config.sales, carried_channels(recs), str(records))  # before the run folder is written
+        return recs
     from trendnlp.data.presets import prepare_log
 
     opts = {**(prepare_options or {}), "history": config.sales.history, "rule": config.labels.rule()}
@@ -87,6 +90,7 @@ def records_for_training(config: TrendConfig, *, records: str | None = None, sal
     result = prepare_log(sales, preset=preset, progress=progress, **opts)
     if progress:
         print(result.summary())
+    require_channels(config.sales, carried_channels(result.records), str(sales))  # before the run folder is written
     return result.records
 
 
@@ -119,6 +123,7 @@ def train_on_records(records: Sequence[dict], config: TrendConfig, output_dir: s
 
     start = time.perf_counter()
     out = Path(output_dir)
+    require_channels(config.sales, carried_channels(records), "records")  # a fed channel must not train as zeros
     parts, summary = split_latest(records, config, test_periods, val_periods)
     for name in ("train", "validation", "test"):
         if not parts[name]:
