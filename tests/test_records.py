@@ -151,7 +151,7 @@ def test_a_record_without_a_channel_the_model_reads_is_refused(tmp_path):
     assert read_records([full], required=need)[0]["price"] == [2.0, None, None]
     assert read_records([{**full, "price": [None] * 3}], required=need)[0]["price"] == [None] * 3
     for field, lacking in [("orders", {"orders": None}), ("customers", {"customers": float("nan")}),
-                           ("price", {"price": None})]:
+                           ("price", {"price": None}), ("orders", {"orders": pd.NA})]:
         with pytest.raises(RecordError) as err:
             read_records([full, {**full, "product_id": "b", **lacking}], required=need)
         assert err.value.row == 2 and err.value.field == field, str(err.value)
@@ -176,3 +176,11 @@ def test_a_record_without_a_channel_the_model_reads_is_refused(tmp_path):
     kept = read_records(tmp_path / "r.csv", required=need, on_error="skip", report=report)
     assert [r["product_id"] for r in kept] == ["p0", "p2"]
     assert [(e.row, e.field, e.product_id) for e in report.errors] == [(3, "customers", "p1")]
+
+
+def test_pandas_na_cells_read_as_missing():
+    """A pandas "string" column gives pd.NA for an empty cell: no text (or no cutoff), like None and NaN."""
+    df = pd.DataFrame({"product_id": ["a", "b"], "title": ["mug", None], "cutoff": ["2011-05-29", None],
+                       "sales": [[1, 2], [3]]}).astype({"title": "string", "cutoff": "string"})
+    recs = read_records(df)
+    assert [r["title"] for r in recs] == ["mug", ""] and [r["cutoff"] for r in recs] == ["2011-05-29", None]

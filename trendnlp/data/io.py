@@ -247,8 +247,16 @@ def iter_frame_rows(df: Any) -> Iterator[tuple[int, dict]]:
 
 
 def missing(v: Any) -> bool:
-    """None, or a NaN scalar of any float type (an empty CSV / pandas cell); NaN is the one value != itself."""
-    return v is None or (not hasattr(v, "__len__") and v != v)
+    """None, a NaN scalar of any float type (an empty CSV / pandas cell; NaN is the one value != itself), or
+    pandas' NA (whose comparisons are NA again, so `bool` of them raises)."""
+    if v is None:
+        return True
+    if hasattr(v, "__len__"):
+        return False
+    try:
+        return bool(v != v)
+    except TypeError:  # pandas.NA
+        return True
 
 
 def write_records(records: Iterable[dict], path: str | Path) -> int:

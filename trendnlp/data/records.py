@@ -124,7 +124,7 @@ def _is_numeric_str(v: Any) -> bool:
 
 
 def _text(value: Any, name: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):  # None, NaN, pandas' NA (an empty cell of a "string" column)
         return ""
     if not isinstance(value, str):
         raise _Bad(name, f"expected text, found {type(value).__name__} {value!r:.40}")
@@ -132,7 +132,7 @@ def _text(value: Any, name: str) -> str:
 
 
 def _cutoff(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+    if _missing(value) or value == "":
         return None
     if isinstance(value, dt.datetime):
         return value.date().isoformat()
