@@ -15,7 +15,6 @@ together give exactly the one-process records.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,7 +137,7 @@ def read_log(sales: Any, product_col: str, time_col: str, units_col: str, column
                                on_error, shard, scan, schema, bar)
     with tempfile.TemporaryDirectory(prefix="trendnlp-aggregate-") as spill:
         con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill,
-                                     "preserve_insertion_order": False, "threads": _threads()})
+                                     "preserve_insertion_order": False, "threads": 1})
         con.register("log_rows", pa.RecordBatchReader.from_batches(schema, checked))  # pulled a batch at a time
         terms = _aggregates(names)
         try:
@@ -165,10 +164,6 @@ def read_log(sales: Any, product_col: str, time_col: str, units_col: str, column
     for name, col in columns.items():  # a column without one value would give every record a zero (or null) channel
         require_values(scan.kept, scan.values[name], src, col, CHANNELS[name])
     return _matrices(scan, agg, products, freq, src, columns, units_col)
-
-
-def _threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _aggregates(names: list[str]) -> list[str]:
