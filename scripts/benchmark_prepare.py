@@ -42,7 +42,9 @@ def run_measured(cmd: list[str], cpu: int | None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return {"seconds": wall, "rss_gb": rss_kb / 1024 ** 2, "stdout": proc.stdout}
+    cpu_s = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", proc.stderr).group(1))
+                for kind in ("User", "System"))
+    return {"seconds": wall, "cpu_s": cpu_s, "rss_gb": rss_kb / 1024 ** 2, "stdout": proc.stdout}
 
 
 def prepare_row(log: Path, out: Path, cpu: int | None, extra: list[str]) -> dict:
@@ -78,29 +80,32 @@ def main() -> None:
         for mode, extra in modes:
             r = prepare_row(log, args.work / "records.parquet", args.cpu, extra)
             rows.append({"lines": lines, "mode": mode, **r})
-            print(f"{lines:,} lines, {mode}: {r['records']:,} records in {r['seconds']:.0f} s, peak RSS "
-                  f"{r['rss_gb']:.2f} GB", file=sys.stderr)
+            print(f"{lines:,} lines, {mode}: {r['records']:,} records in {r['seconds']:.0f} s ({r['cpu_s']:.0f} CPU s), "
+                  f"peak RSS {r['rss_gb']:.2f} GB, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"{'pinned to core ' + str(args.cpu) if args.cpu is not None else 'not pinned'}; load before: "
           f"{os.getloadavg()[0]:.2f}\n")
-    print("| order lines | products | records | kind | seconds | records/s | peak RSS |")
-    print("|---:|---:|---:|---|---:|---:|---:|")
+    print("| order lines | products | kind | records | wall s | records/s (wall) | CPU s | records/CPU s | peak RSS |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['lines']:,} | {r['products']:,} | {r['records']:,} | {r['mode']} | {r['seconds']:.0f} | "
-              f"{r['records'] / r['seconds']:,.0f} | {r['rss_gb']:.2f} GB |")
+        print(f"| {r['lines']:,} | {r['products']:,} | {r['mode']} | {r['records']:,} | {r['seconds']:.0f} | "
+              f"{r['records'] / r['seconds']:,.0f} | {r['cpu_s']:.0f} | {r['records'] / r['cpu_s']:,.0f} | "
+              f"{r['rss_gb']:.2f} GB |")
     big = [r for r in rows if r["lines"] == max(args.lines)]
     one = next(r for r in big if r["mode"] == "training")
     shard = next((r for r in big if r["mode"].startswith("shard")), None)
     if shard is not None:
         s = args.shards
-        scan = max((s * shard["seconds"] - one["seconds"]) / (s - 1), 0.0)  # t_shard = scan + window / s
-        window = max(one["seconds"] - scan, 0.0)
+        # CPU seconds (the wall clock of a shared machine says more about the others' jobs): t = scan + window / s
+        scan = max((s * shard["cpu_s"] - one["cpu_s"]) / (s - 1), 0.0)
+        window = max(one["cpu_s"] - scan, 0.0)
         scale = 1e9 / max(args.lines)
         print(f"\nprojection to 1B lines: each shard scans the log ({scan * scale / 3600:.1f} h at this rate) and "
               f"windows its products ({window * scale / 3600:.1f} h / N): over N = 100 shards "
               f"{(scan + window / 100) * scale / 3600:.1f} h each, over N = 1000 "
               f"{(scan + window / 1000) * scale / 3600:.1f} h each (from the {max(args.lines):,}-line runs: "
-              f"one process {one['seconds']:.0f} s, shard 0 of {s} {shard['seconds']:.0f} s)")
+              f"one process {one['cpu_s']:.0f} CPU s, shard 0 of {s} {shard['cpu_s']:.0f} CPU s; peak RSS of a shard "
+              f"{shard['rss_gb']:.2f} GB, which grows with the shard's products, not with N)")
 
 
 if __name__ == "__main__":

@@ -147,8 +147,6 @@ def read_log(sales: Any, product_col: str, time_col: str, units_col: str, column
             if scan.error is not None:  # a bad row: the one-line error of the check, not DuckDB's wrapper
                 raise scan.error from None
             raise
-        if bar is not None:
-            bar.set_description("aggregating (product, period)")
         products = np.array(sorted(r[0] for r in con.execute("SELECT DISTINCT product FROM agg").fetchall()),
                             dtype=object)
         con.register("products", pa.table({"product": pa.array(products.tolist(), pa.string()),

@@ -133,7 +133,7 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
     shard = Shard(shard_index, num_shards) if (num_shards, shard_index) != (1, 0) else None
     hide = None if progress else True  # None: no bar when stderr is not a terminal (logs, pipes): errors stay one line
     report = ErrorReport()
-    with tqdm(desc="reading sales", disable=hide, unit=" rows", unit_scale=True, leave=False) as bar:
+    with tqdm(desc="reading and aggregating sales", disable=hide, unit=" rows", unit_scale=True, leave=False) as bar:
         log = read_log(sales, product_col, time_col, units_col, _channel_columns(channel_columns), freq, report,
                        on_error, shard=shard, bar=bar)
     T = log.units.shape[1]
