@@ -85,7 +85,7 @@ def main() -> None:
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"{'pinned to core ' + str(args.cpu) if args.cpu is not None else 'not pinned'}; load before: "
           f"{os.getloadavg()[0]:.2f}\n")
-    print("| order lines | products | kind | records | wall s | records/s (wall) | CPU s | records/CPU s | peak RSS |")
+    print("| order lines | products with records | kind | records | wall s | records/s (wall) | CPU s | records/CPU s | peak RSS |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['lines']:,} | {r['products']:,} | {r['mode']} | {r['records']:,} | {r['seconds']:.0f} | "
