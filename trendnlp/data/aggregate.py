@@ -38,7 +38,7 @@ class Shard:
     """Part `index` of `count`: the products whose stable hash modulo `count` is `index`.
 
     >>> Shard(0, 2).keep(np.array(["a", "b", "c", "a"], dtype=object)).tolist()
-    [False, True, False, False]
+    [True, True, False, True]
     """
 
     index: int
