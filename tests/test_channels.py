@@ -366,3 +366,27 @@ def test_the_docs_example_channel_is_returns_per_week(monkeypatch, tmp_path):
                                       "--out", str(tmp_path / "out")])
     bench, _ = prepare_records(args, TrendConfig.from_dict({"sales": {"history": 2}}), progress=False)
     assert [r["returns"] for r in bench if r["product_id"] == "a"] == [[2.0, 2.5]]
+
+
+def test_each_build_kind_aggregates_as_declared(monkeypatch):
+    """The engine's dispatch on `build`: sum adds the column, count counts rows with a value, distinct counts
+    distinct values, mean is units-weighted (channels declared for this test only)."""
+    from trendnlp.data.aggregate import read_log
+    from trendnlp.data.channels import CHANNELS, Channel
+    from trendnlp.data.io import ErrorReport
+
+    for ch in (Channel("returned", "units returned", build="sum", column="returned_col"),
+               Channel("notes", "lines with a note", build="count", column="notes_col"),
+               Channel("buyers", "distinct buyers", build="distinct", column="buyers_col")):
+        monkeypatch.setitem(CHANNELS, ch.name, ch)
+    df = pd.DataFrame({"product_id": ["a", "a", "a", "a", "b"],
+                       "timestamp": ["2024-01-01", "2024-01-01", "2024-01-02", "2024-01-03", "2024-01-03"],
+                       "units": [1, 1, 3, 2, 5], "price": [2.0, 2.0, 4.0, None, 1.0], "ret": [1, 0, 2, 2, 0],
+                       "note": ["x", None, None, "x", None], "buyer": ["u", "u", "v", "u", "w"]})
+    log = read_log(df, "product_id", "timestamp", "units", {"price": "price", "returned": "ret", "notes": "note",
+                                                            "buyers": "buyer"}, "D", ErrorReport(), "raise")
+    by_day = {name: log.channels[name].sum(axis=1).tolist() for name in ("returned", "notes", "buyers")}
+    assert by_day == {"returned": [5.0, 0.0], "notes": [2.0, 0.0], "buyers": [3.0, 1.0]}  # days summed
+    assert log.channels["returned"][0].tolist() == [1.0, 2.0, 2.0]  # a real sum per day, not distinct values
+    assert log.channels["buyers"][0].tolist() == [1.0, 1.0, 1.0]  # day 1: two lines of one buyer
+    assert log.channels["price"][0, :2].tolist() == [2.0, 4.0] and np.isnan(log.channels["price"][0, 2])

@@ -26,13 +26,12 @@ STEPS = arg(parse_count, maximum=1024)  # Integrated Gradients steps: more only 
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from trendnlp.data.io import write_records
     from trendnlp.outputs import output_lock
 
     start = time.perf_counter()
     with output_lock(args.out, "--out"):  # a second prepare into the same file is refused at once
-        result = prepare_from_args(args)
-        n = write_records(result.records, args.out)
+        result = prepare_from_args(args, progress=not args.no_progress)  # writes --out a chunk at a time
+        n = len(result)
         print(result.summary())
         if args.on_error == "skip":
             out = Path(args.out)

@@ -66,11 +66,12 @@ def prepare_records(args: argparse.Namespace, config: TrendConfig, progress: boo
     """
     from trendnlp.data.presets import get_preset, prepare_preset
     from trendnlp.data.prepare import prepare
-    from trendnlp.data.records import read_records
 
     rule = config.labels.rule()
-    if args.records:
-        return read_records(args.records, history=config.sales.history, rule=rule), [f"records: {args.records}"]
+    if args.records:  # a file, or a folder of parts (`prepare --num-shards`)
+        from trendnlp.data.parts import read_parts
+
+        return read_parts(args.records, history=config.sales.history, rule=rule), [f"records: {args.records}"]
     opts = {"history": config.sales.history, "horizon": args.horizon, "stride": args.stride,
             "min_history_units": args.min_history_units, "freq": args.freq, "rule": rule}
     if args.preset and args.preset.lower() != "none":

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,20 +262,71 @@ def missing(v: Any) -> bool:
 
 def write_records(records: Iterable[dict], path: str | Path) -> int:
     """Write normalised records to JSONL, CSV (lists JSON-encoded) or Parquet, atomically. Returns the count."""
-    import pandas as pd
+    with RecordFileWriter(path) as writer:
+        writer.write(list(records))
+    return writer.n
 
-    fmt = detect_format(path)
-    recs = list(records)
-    with atomic_path(path) as tmp:
-        if fmt == "jsonl":
-            with tmp.open("w", encoding="utf-8") as fh:
-                for r in recs:
-                    fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        elif fmt == "csv":
+
+class RecordFileWriter:
+    """One records file written a batch at a time, atomically (it appears, complete, when the block ends):
+    Parquet one row group per batch, JSONL and CSV lines appended. A batch is a list of record dicts or an Arrow
+    table of the record columns (`prepare`'s chunks); `drop` names fields a JSONL line leaves out.
+
+    >>> with RecordFileWriter("out/records.parquet") as w:  # doctest: +SKIP
+    ...     for table in tables:
+    ...         w.write(table)
+    """
+
+    def __init__(self, path: str | Path, drop: tuple[str, ...] = ()):
+        self.path, self.fmt, self.drop, self.n = Path(path), detect_format(path), drop, 0
+        self._parquet = self._fh = None
+
+    def __enter__(self) -> "RecordFileWriter":
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        if self.fmt != "parquet":
+            self._fh = self._tmp.open("w", encoding="utf-8", newline="" if self.fmt == "csv" else None)
+        return self
+
+    def write(self, batch: Any) -> None:
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = batch if isinstance(batch, pa.Table) else None
+        if self.fmt == "parquet":
+            if table is None:
+                table = pa.Table.from_pandas(pd.DataFrame(batch, columns=list(RECORD_FIELDS)), preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self._tmp, table.schema)
+            self._parquet.write_table(table)
+            self.n += table.num_rows
+            return
+        recs = batch if table is None else table.to_pylist()
+        if self.fmt == "jsonl":
+            for r in recs:
+                self._fh.write(json.dumps({k: v for k, v in r.items() if k not in self.drop}, ensure_ascii=False)
+                               + "\n")
+        else:
             df = pd.DataFrame(recs, columns=list(RECORD_FIELDS))
             for col in LIST_FIELDS:
                 df[col] = [json.dumps(v) if not missing(v) else "" for v in df[col]]  # a missing key reads as NaN
-            df.to_csv(tmp, index=False)
-        else:
-            pd.DataFrame(recs, columns=list(RECORD_FIELDS)).to_parquet(tmp, index=False)
-    return len(recs)
+            df.to_csv(self._fh, index=False, header=self.n == 0)
+        self.n += len(recs)
+
+    def __exit__(self, *exc) -> bool:
+        try:
+            if self._parquet is not None:
+                self._parquet.close()
+            elif self.fmt == "parquet" and exc[0] is None:  # no batch: an empty file with the record columns
+                import pandas as pd
+
+                pd.DataFrame([], columns=list(RECORD_FIELDS)).to_parquet(self._tmp, index=False)
+            if self._fh is not None:
+                if self.fmt == "csv" and self.n == 0 and exc[0] is None:
+                    self._fh.write(",".join(RECORD_FIELDS) + "\n")
+                self._fh.close()
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self._atomic.__exit__(*exc)

@@ -73,6 +73,11 @@ def add_prepare_arguments(p: argparse.ArgumentParser, with_out: bool = True, for
         p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="stop at the first bad input "
                        "row, or skip every bad row and list it (file, line, column, reason) in --errors")
         p.add_argument("--errors", default=None, help="errors file for skipped rows (default <out>.errors.csv)")
+        p.add_argument("--num-shards", type=POSITIVE, default=1, help="split the products into N shards by a stable "
+                       "hash of their id and build only --shard-index's records (N processes or machines, one "
+                       "shard each: their parts together are the one-process records; default 1)")
+        p.add_argument("--shard-index", type=COUNT, default=0, help="which shard to build, 0 .. N-1 (default 0)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_rule_arguments(p)
 
 
@@ -97,5 +102,7 @@ def prepare_from_args(args: argparse.Namespace, progress: bool = True):
     opts = prepare_options(args)
     if getattr(args, "on_error", "raise") != "raise":
         opts["on_error"] = args.on_error
+    if getattr(args, "out", None):  # `prepare`: records go to the file a chunk at a time, in one shard or all
+        opts.update(out=args.out, num_shards=args.num_shards, shard_index=args.shard_index)
     return prepare_log(args.sales, preset=args.preset, as_of=getattr(args, "as_of", None), progress=progress,
                        **opts)

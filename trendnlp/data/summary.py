@@ -46,3 +46,38 @@ def summarize(records: list[dict]) -> RecordSummary:
         counts["unlabeled"] = int(labels["unlabeled"])
     return RecordSummary(len(records), len({r["product_id"] for r in records}), len(cutoffs),
                          cutoffs[0] if cutoffs else None, cutoffs[-1] if cutoffs else None, counts)
+
+
+class SummaryCounter:
+    """`summarize` over Arrow tables of records that come a chunk at a time, each chunk holding whole products
+    (so distinct products add up across chunks).
+
+    >>> import pyarrow as pa
+    >>> c = SummaryCounter()
+    >>> c.add(pa.table({"product_id": ["a", "a"], "cutoff": ["2011-06-05", "2011-06-12"], "label": ["rising", None]}))
+    >>> c.result().label_counts
+    {'rising': 1, 'falling': 0, 'stable': 0, 'unlabeled': 1}
+    """
+
+    def __init__(self):
+        self.n, self.products, self.cutoffs, self.labels = 0, 0, set(), {}
+
+    def add(self, table) -> None:
+        import pyarrow.compute as pc
+
+        self.n += table.num_rows
+        self.products += pc.count_distinct(table.column("product_id")).as_py()
+        self.cutoffs.update(x for x in pc.unique(table.column("cutoff")).to_pylist() if x)
+        labels = table.column("label").fill_null("unlabeled") if "label" in table.column_names else None
+        for row in ([] if labels is None else pc.value_counts(labels).to_pylist()):
+            self.labels[row["values"]] = self.labels.get(row["values"], 0) + row["counts"]
+        if labels is None:
+            self.labels["unlabeled"] = self.labels.get("unlabeled", 0) + table.num_rows
+
+    def result(self) -> RecordSummary:
+        cutoffs = sorted(self.cutoffs)
+        counts = {name: int(self.labels.get(name, 0)) for name in LABELS}
+        if self.labels.get("unlabeled", 0):
+            counts["unlabeled"] = int(self.labels["unlabeled"])
+        return RecordSummary(self.n, self.products, len(cutoffs), cutoffs[0] if cutoffs else None,
+                             cutoffs[-1] if cutoffs else None, counts)

@@ -3,6 +3,7 @@ row and column in every error (or, under on_error="skip", report the row and lea
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,51 @@ def read_table(source: Any, what: str, wanted: dict[str, list[str]],
     Returns:
         (frame with logical column names and an integer row index, source name, offset from index to row number)
     """
+    src, off, fmt, chosen = _choose_columns(source, what, wanted, optional)
+    if fmt is None:
+        df = _frame_columns(source, chosen)
+    else:
+        with unreadable_as_data_error(src, what):
+            df = _read_columns(source, fmt, list(chosen.values()))
+    return df.rename(columns={v: k for k, v in chosen.items()}), src, off
+
+
+def iter_table(source: Any, what: str, wanted: dict[str, list[str]], optional: tuple[str, ...] = (),
+               rows: int = 1_000_000) -> tuple[str, int, Iterator[pd.DataFrame]]:
+    """`read_table` a batch of `rows` rows at a time, so that a table larger than memory can be streamed.
+
+    Each batch's index holds the rows' positions in the whole table, so errors still name the file's line.
+
+    Returns:
+        (source name, offset from index to row number, the batches)
+
+    >>> src, off, batches = iter_table(pd.DataFrame({"a": [1, 2, 3]}), "sales", {"x": ["a"]}, rows=2)
+    >>> [b["x"].tolist() for b in batches]
+    [[1, 2], [3]]
+    """
+    src, off, fmt, chosen = _choose_columns(source, what, wanted, optional)
+    names = {v: k for k, v in chosen.items()}
+
+    def batches() -> Iterator[pd.DataFrame]:
+        if fmt is None:
+            df = _frame_columns(source, chosen)
+            for start in range(0, len(df), rows):
+                yield df.iloc[start: start + rows].rename(columns=names)
+            return
+        start = 0
+        with unreadable_as_data_error(src, what):
+            for df in _read_column_batches(source, fmt, list(chosen.values()), rows):
+                df.index = pd.RangeIndex(start, start + len(df))
+                start += len(df)
+                yield df.rename(columns=names)
+
+    return src, off, batches()
+
+
+def _choose_columns(source: Any, what: str, wanted: dict[str, list[str]], optional: tuple[str, ...]):
+    """(source name, row offset, file format or None for a DataFrame, logical name -> column)."""
     if isinstance(source, pd.DataFrame):
-        src = source.attrs.get("source", f"<{what} DataFrame>")
+        src, fmt = source.attrs.get("source", f"<{what} DataFrame>"), None
         off = source.attrs.get("row_offset", 1)
         columns = list(source.columns)
     else:
@@ -46,14 +90,29 @@ def read_table(source: Any, what: str, wanted: dict[str, list[str]],
             hint = f"; name the right one with {flag}" if flag else ""
             raise RecordError(src, None, candidates[0], f"column not found in the {what} table; its columns are "
                               f"{columns}{hint}")
-    if isinstance(source, pd.DataFrame):
-        df = source[list(chosen.values())]
-        if not pd.api.types.is_integer_dtype(df.index) or not df.index.is_unique:
-            df = df.reset_index(drop=True)
+    return src, off, fmt, chosen
+
+
+def _frame_columns(df: pd.DataFrame, chosen: dict[str, str]) -> pd.DataFrame:
+    df = df[list(chosen.values())]
+    if not pd.api.types.is_integer_dtype(df.index) or not df.index.is_unique:
+        df = df.reset_index(drop=True)
+    return df
+
+
+def _read_column_batches(path: Any, fmt: str, cols: list[str], rows: int) -> Iterator[pd.DataFrame]:
+    if fmt == "csv":  # strings everywhere, as in _read_columns
+        with pd.read_csv(path, usecols=cols, dtype=str, encoding="utf-8", chunksize=rows) as reader:
+            yield from reader
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=rows, columns=cols):
+            yield batch.to_pandas()
     else:
-        with unreadable_as_data_error(src, what):
-            df = _read_columns(source, fmt, list(chosen.values()))
-    return df.rename(columns={v: k for k, v in chosen.items()}), src, off
+        with pd.read_json(path, lines=True, dtype=False, encoding="utf-8", chunksize=rows) as reader:
+            for df in reader:
+                yield df.reindex(columns=cols)
 
 
 def _read_columns(path: Any, fmt: str, cols: list[str]) -> pd.DataFrame:
@@ -170,14 +229,14 @@ def parse_units(s: pd.Series, src: str, off: int, col: str, what: str = "units",
     return x
 
 
-def require_values(values: np.ndarray, src: str, col: str, channel) -> None:
-    """A channel's log column must hold a value on some row (a price > 0, an id): else every record would get a
-    zero (or null) channel, which is an error naming the column and its option."""
-    if len(values) and not pd.notna(values).any():
+def require_values(n_rows: int, n_values: int, src: str, col: str, channel) -> None:
+    """A channel's log column must hold a value on some of its `n_rows` rows (a price > 0, an id; `n_values` have
+    one): else every record would get a zero (or null) channel, which is an error naming the column and option."""
+    if n_rows and not n_values:
         flag = channel.cli_flag
         none = " (a price of 0 counts as none)" if channel.nullable else ""
         raise DataError(f"{src}: column {col!r} ({flag}, the `{channel.name}` channel) is empty on every one of its "
-                        f"{len(values):,} rows{none}, so no record would carry `{channel.name}`; name a column that "
+                        f"{n_rows:,} rows{none}, so no record would carry `{channel.name}`; name a column that "
                         f"holds them with {flag}, or leave {flag} out")
 
 

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Sampler
 from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.channels import carried_channels, require_channels
 from trendnlp.data.collate import ProductGroupedSampler
-from trendnlp.data.records import ErrorReport, read_records
+from trendnlp.data.parts import is_records_path, read_parts
+from trendnlp.data.records import ErrorReport
 
 
 @dataclass
@@ -87,9 +88,9 @@ def check_data_files(config: TrendConfig) -> None:
         raise ValueError("config: data.train is empty; set it to a records file, e.g. --set data.train=train.jsonl")
     for key in ("train", "validation", "test"):
         path = getattr(d, key)
-        if path and not Path(path).is_file():
-            raise FileNotFoundError(f"config: data.{key}: {path}: no such records file; fix the path or "
-                                    f"--set data.{key}=FILE")
+        if path and not is_records_path(path):
+            raise FileNotFoundError(f"config: data.{key}: {path}: no such records file (or folder of parts); fix "
+                                    f"the path or --set data.{key}=FILE")
 
 
 def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[list, list, list | None]:
@@ -102,14 +103,14 @@ def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[l
     check_data_files(config)
     report = ErrorReport()
     kw = dict(on_error=d.on_error, history=config.sales.history, rule=config.labels.rule(), report=report)
-    train = read_records(d.train, **kw)
+    train = read_parts(d.train, **kw)  # a records file, or a folder of parts (`prepare --num-shards`)
     if d.validation:
-        val = read_records(d.validation, **kw)
+        val = read_parts(d.validation, **kw)
     else:
         from trendnlp.data.split import time_holdout
 
         train, val = time_holdout(train, d.val_fraction, config.labels.F)
-    test = read_records(d.test, **kw) if d.test else None
+    test = read_parts(d.test, **kw) if d.test else None
     for name, recs in (("train", train), ("validation", val), ("test", test)):
         bad = next((r for r in recs or [] if r["label"] is None), None)
         if recs is not None and (not recs or bad):

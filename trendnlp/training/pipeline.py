@@ -68,16 +68,16 @@ def records_for_training(config: TrendConfig, *, records: str | None = None, sal
 
     Args:
         config: the run's config (sales.history, the label rule).
-        records: a records file (.jsonl, .csv, .parquet); or
+        records: a records file (.jsonl, .csv, .parquet) or a folder of such parts; or
         sales: an order log, prepared with `preset` and `prepare_options` (as for `trendnlp prepare`).
         progress: progress bars and prepare's summary.
     Returns:
         normalised records.
     """
-    if records:
-        from trendnlp.data.records import read_records
+    if records:  # a file, or a folder of parts (`prepare --num-shards`)
+        from trendnlp.data.parts import read_parts
 
-        recs = read_records(records, history=config.sales.history, rule=config.labels.rule())
+        recs = read_parts(records, history=config.sales.history, rule=config.labels.rule())
         require_channels(config.sales, carried_channels(recs), str(records))  # before the run folder is written
         return recs
     from trendnlp.data.presets import prepare_log
