@@ -228,9 +228,12 @@ def _checked_batches(batches, src, off, cols, columns, freq, report, on_error, s
 
 def channel_values(ch, s: pd.Series, src: str, off: int, col: str, skip) -> np.ndarray:
     """A channel's log column, checked: numbers for a mean or sum, ids (None where missing: not counted) else."""
-    if ch.build in ("mean", "sum"):  # the price rule: 0 and an empty cell both mean "no price known" (docs/data.md)
+    if ch.build == "sum":  # an empty cell adds nothing
+        x = parse_units(s, src, off, col, what=ch.name, skip=skip, missing_ok=True)
+        return np.where(np.isnan(x), 0.0, x)
+    if ch.build == "mean":  # the price rule: 0 and an empty cell both mean "no price known" (docs/data.md)
         x = parse_units(s, src, off, col, what=ch.name, skip=skip, missing_ok=ch.nullable)
-        return np.where(x > 0, x, np.nan) if ch.nullable and ch.build == "mean" else x
+        return np.where(x > 0, x, np.nan) if ch.nullable else x
     ids = s.astype("string").str.strip().to_numpy(dtype=object, na_value=None)
     ids[ids == ""] = None
     return ids

@@ -22,23 +22,29 @@ from trendnlp.labels import LABELS
 
 FREQS = ("W", "D", "M")
 
-# field -> (kind, required, meaning)
-RECORD_SCHEMA: dict[str, tuple[str, bool, str]] = {
-    "product_id": ("str", True, "unique per (product, cutoff); errors name it"),
-    "title": ("str", False, "short product name"),
-    "description": ("str", False, "longer product text"),
-    "reviews": ("list[str]", False, "reviews written on or before cutoff, newest first"),
-    "sales": ("list[float]", True, "units per period, oldest to newest; 1..history periods"),
-    "cutoff": ("date", False, "end of the last sales period (recommended: drives calendar features)"),
-    "freq": ("freq", False, "period length: W (default), D or M"),
-    "label": ("label", False, "rising / falling / stable (for training and evaluation)"),
-    "future_sales": ("list[float]", False, "the next periods' units (training and evaluation)"),
-    # the context channels, one row per registry entry, covering the same periods as sales
-    **{c.name: ("list[float?]" if c.nullable else "list[float]", False, c.help) for c in context_channels()},
-    "first_sale": ("date", False, "date of the product's first sale (at or before cutoff)"),
-    "category": ("str", False, "product group (carried through to the output)"),
-    "change": ("float", False, "derived by the label rule, never read as input"),
-}
+
+def record_schema() -> dict[str, tuple[str, bool, str]]:
+    """field -> (kind, required, meaning), the context channels read off the registry as it is now (a channel
+    registered after import, e.g. by a test or a plug-in, is in it; `RECORD_SCHEMA` is the one at import)."""
+    return {
+        "product_id": ("str", True, "unique per (product, cutoff); errors name it"),
+        "title": ("str", False, "short product name"),
+        "description": ("str", False, "longer product text"),
+        "reviews": ("list[str]", False, "reviews written on or before cutoff, newest first"),
+        "sales": ("list[float]", True, "units per period, oldest to newest; 1..history periods"),
+        "cutoff": ("date", False, "end of the last sales period (recommended: drives calendar features)"),
+        "freq": ("freq", False, "period length: W (default), D or M"),
+        "label": ("label", False, "rising / falling / stable (for training and evaluation)"),
+        "future_sales": ("list[float]", False, "the next periods' units (training and evaluation)"),
+        # the context channels, one row per registry entry, covering the same periods as sales
+        **{c.name: ("list[float?]" if c.nullable else "list[float]", False, c.help) for c in context_channels()},
+        "first_sale": ("date", False, "date of the product's first sale (at or before cutoff)"),
+        "category": ("str", False, "product group (carried through to the output)"),
+        "change": ("float", False, "derived by the label rule, never read as input"),
+    }
+
+
+RECORD_SCHEMA: dict[str, tuple[str, bool, str]] = record_schema()
 RECORD_FIELDS = tuple(RECORD_SCHEMA)
 LIST_FIELDS = tuple(name for name, (kind, _, _) in RECORD_SCHEMA.items() if kind.startswith("list"))
 NUMBER_LISTS = tuple(name for name, (kind, _, _) in RECORD_SCHEMA.items() if kind.startswith("list[float"))
@@ -53,7 +59,7 @@ def arrow_features(**extra):
     arrow = {"str": Value("string"), "date": Value("string"), "freq": Value("string"), "label": Value("string"),
              "float": Value("float64"), "list[str]": Sequence(Value("string")),
              "list[float]": Sequence(Value("float64")), "list[float?]": Sequence(Value("float64"))}
-    return Features({**extra, **{name: arrow[kind] for name, (kind, _, _) in RECORD_SCHEMA.items()}})
+    return Features({**extra, **{name: arrow[kind] for name, (kind, _, _) in record_schema().items()}})
 
 
 def record_model():
