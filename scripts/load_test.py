@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads of the servers started with --model")
     p.add_argument("--serve-option", action="append", default=[], help="extra `trendnlp serve` option for the "
                    "servers started with --model, e.g. --serve-option=--max-batch-records=32 (repeatable)")
+    p.add_argument("--cache", choices=("both", "off", "on"), default="both", help="which servers --model starts: "
+                   "text cache on and off (both), or only off / on (e.g. `--cache off --concurrency 32`: the "
+                   "ratios of the serving docs, about a minute a run)")
     args = p.parse_args(argv)
     args.url = args.url or (None if args.model else "http://127.0.0.1:8000")
     host = urlparse(args.url).hostname if args.url else "127.0.0.1"
@@ -219,6 +222,8 @@ def main(argv=None) -> int:
     else:
         top = max(args.concurrency)
         for name, options in SERVERS:
+            if args.cache != "both" and not name.endswith(f"cache {args.cache}"):
+                continue
             plan = [(1, c, args.requests) for c in args.concurrency]
             if "--max-wait-ms" in options:  # the same number of records, 64 to a request
                 plan.append((REFERENCE, top, max(4, args.requests // REFERENCE)))

@@ -123,7 +123,7 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
                               f"and {max_wait_ms}")
     service = ModelService(model, batch_size=batch_size, text_cache=text_cache)
     metrics = Metrics()
-    metrics.serving(service.current.version, service.current.model_dir)
+    metrics.serving(service.current.version, service.current.model_dir, service.current.meta["kind"])
 
     def run_batch(records: list[dict]) -> tuple[np.ndarray, Loaded]:
         return service.score(records)
@@ -179,7 +179,7 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
             log.error("reload refused: %s", e)
             raise
         metrics.reloads.labels("ok").inc()
-        metrics.serving(done["model_version"], done["model_dir"])
+        metrics.serving(done["model_version"], done["model_dir"], service.current.meta["kind"])
         return done
 
     app.state.reload = reload
