@@ -79,6 +79,29 @@ def test_a_copied_folder_gives_the_same_probabilities(hybrid_run, sample_records
                                rtol=1e-6, atol=1e-7)
 
 
+def test_a_zero_blend_weight_skips_the_neural_branch_with_the_same_probabilities(hybrid_run, sample_records,
+                                                                                  tmp_path):
+    from trendnlp.model.predict import Predictor
+
+    _, model_dir = hybrid_run
+    zero = tmp_path / "zero"
+    shutil.copytree(model_dir, zero)
+    meta = json.loads((zero / "config.json").read_text())
+    meta["hybrid"]["blend_weight"] = 0.0
+    (zero / "config.json").write_text(json.dumps(meta))
+    clf = TrendClassifier.from_pretrained(zero)
+    recs = sample_records[:30]
+    b = clf.blend
+    full = calibrated(0.0 * clf.predict_proba(recs, branch="neural") + 1.0 * clf.predict_proba(recs, branch="boosting"),
+                      np.asarray(b.logit_bias), b.temperature)
+    core = Predictor(clf)
+    np.testing.assert_array_equal(core(recs).probs, full)
+    assert core.texts_encoded == 0  # the encoder never ran
+    weighted = Predictor(TrendClassifier.from_pretrained(model_dir))
+    weighted(recs)
+    assert weighted.texts_encoded > 0 or weighted.runtime.blend.weight == 0
+
+
 def test_boosting_only_trains_no_neural_model(tiny_config, data_files, tmp_path, sample_records):
     result = train_tiny(_config(tiny_config, kind="boosting"), {**data_files, "test": data_files["validation"]},
                         tmp_path)
