@@ -5,8 +5,9 @@ the machine change little; median of --reps calls on different records of --reco
     pydantic       the request body parsed and validated by the §1 request model, records dumped to dicts
     validate_rows  the rules every reader applies
     Predictor      the whole prediction core with the text cache off (what a served model call runs)
-      and inside it: sales features, text dedup, tokenizing, the text encoder on the distinct texts (the padding
-      of `length_groups`), sales encoder + fusion head, the boosting branch's feature matrix and LightGBM, the blend
+      and inside it: sales features, text dedup, tokenizing, the text encoder on the distinct texts (in the
+      passes of `length_groups`, and for comparison in one pass padded to the longest text, as before it),
+      the neural branch in all, the boosting branch's feature matrix and the branch in all (with LightGBM)
     results+json   the response rows and their JSON
 The last columns split each stage into a cost a record (at 64 records) and a cost a call (1 record minus that):
 batching saves the cost a call; the cost a record bounds what any batching can reach.
@@ -84,10 +85,15 @@ def main(argv=None) -> None:
                     for pos in length_groups([len(x) for x in ids[i]], 64):
                         clf.encode(**pad_token_ids([ids[i][u] for u in pos], pad))
 
+            def encode_one_pass(i):  # before length_groups: every distinct text padded to the longest
+                with torch.inference_mode():
+                    clf.encode(**pad_token_ids(ids[i], pad))
+
             stages.update({"  sales features": lambda i: pred.collator.sales(valid[i]),
                            "  text dedup": lambda i: pred.collator.texts(valid[i]),
                            "  tokenizing": lambda i: token_ids(clf.tokenizer, texts[i], c.text.max_length),
-                           "  text encoder (distinct texts)": encode,
+                           "  text encoder (distinct texts, length_groups)": encode,
+                           "  text encoder, one pass padded to the longest": encode_one_pass,
                            "  neural branch in all": lambda i: pred._neural(valid[i])})
         if clf.blend is not None:
             branch = clf.blend.branch
