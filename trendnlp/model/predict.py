@@ -2,8 +2,9 @@
 `predict`, `predict_change`, the batch labeler, serve, explain's probabilities) runs through `Predictor`.
 
     records --validate--> windows of WINDOW records --> distinct texts of a window, tokenized once
-    (data.collate.token_ids), sorted by token length, encoded in dynamically padded batches of `batch_size`
-    (pooled embeddings also kept in a bounded LRU cache across windows when `text_cache` > 0)
+    (data.collate.token_ids), sorted by token length, encoded in dynamically padded batches of up to `batch_size`
+    texts of similar lengths (`length_groups`; pooled embeddings also kept in a bounded LRU cache across windows
+    when `text_cache` > 0)
     --> scattered to records by text_index --> sales encoder + fusion head in batches of HEAD_BATCH
     --> probabilities (n, C) and, with a change head, expected_change (n,) in the same pass
     --> aligned with the input: a record skipped under on_error="skip" keeps a NaN row
