@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads of the servers started with --model")
     p.add_argument("--serve-option", action="append", default=[], help="extra `trendnlp serve` option for the "
                    "servers started with --model, e.g. --serve-option=--max-batch-records=32 (repeatable)")
+    p.add_argument("--cache", choices=("both", "off", "on"), default="both", help="which servers --model starts: "
+                   "text cache on and off (both), or only off / on (e.g. `--cache off --concurrency 32`: the "
+                   "ratios of the serving docs, about a minute a run)")
     args = p.parse_args(argv)
     args.url = args.url or (None if args.model else "http://127.0.0.1:8000")
     host = urlparse(args.url).hostname if args.url else "127.0.0.1"
@@ -130,15 +133,43 @@ def cache_stats(url: str) -> dict:
     return {"texts_encoded": cache.get("texts_encoded", 0), "texts_cached": cache.get("texts_cached", 0)}
 
 
-def measure(url: str, records: list[dict], plan: list[tuple[int, int, int]], timeout: float, server: str) -> list[dict]:
-    """One row per (records per request, concurrency, requests) of `plan`, each after a short warm-up."""
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system) of a process so far, from /proc (Linux); None elsewhere or without a pid."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+def model_calls(url: str) -> tuple[float, float]:
+    """(model calls, records scored in them) so far, from the server's /metrics (0, 0 when it answers none)."""
+    r = httpx.get(f"{url}/metrics", timeout=30)
+    found = {}
+    for line in (r.text.splitlines() if r.status_code == 200 else []):
+        name, _, value = line.rpartition(" ")
+        if name in ("trendnlp_batch_records_count", "trendnlp_batch_records_sum"):
+            found[name] = float(value)
+    return found.get("trendnlp_batch_records_count", 0.0), found.get("trendnlp_batch_records_sum", 0.0)
+
+
+def measure(url: str, records: list[dict], plan: list[tuple[int, int, int]], timeout: float, server: str,
+            pid: int | None = None) -> list[dict]:
+    """One row per (records per request, concurrency, requests) of `plan`, each after a short warm-up; with the
+    server's pid, also the CPU seconds a record of the server and of this client: on a machine shared with other
+    jobs they give the ratios that wall-clock rates blur."""
     rows = []
     for size, concurrency, n in plan:
         run(url, records, min(concurrency * 2, n), concurrency, size, timeout)  # warm-up
-        before = cache_stats(url)
+        before, calls0, cpu0, own0 = cache_stats(url), model_calls(url), cpu_seconds(pid), os.times()
         row = run(url, records, n, concurrency, size, timeout)
-        after = cache_stats(url)  # how many texts the server encoded vs. took from its embedding cache
-        row.update({"server": server, **{k: after[k] - before[k] for k in ("texts_encoded", "texts_cached")}})
+        cpu1, own1 = cpu_seconds(pid), os.times()
+        after, calls1 = cache_stats(url), model_calls(url)  # texts the server encoded vs. took from its cache
+        scored, calls = n * size, calls1[0] - calls0[0]
+        row.update({"server": server, **{k: after[k] - before[k] for k in ("texts_encoded", "texts_cached")},
+                    "records_per_call": round((calls1[1] - calls0[1]) / calls, 1) if calls else None,
+                    "server_cpu_ms": round(1000 * (cpu1 - cpu0) / scored, 2) if cpu0 is not None else None,
+                    "client_cpu_ms": round(1000 * (own1.user + own1.system - own0.user - own0.system) / scored, 2)})
         print(json.dumps({k: v for k, v in row.items() if k != "labels"}), flush=True)
         rows.append(row)
     return rows
@@ -146,7 +177,7 @@ def measure(url: str, records: list[dict], plan: list[tuple[int, int, int]], tim
 
 @contextlib.contextmanager
 def started(model: str, options: list[str], threads: int):
-    """`trendnlp serve --model MODEL OPTIONS` on a free loopback port until the block ends (SIGTERM)."""
+    """`trendnlp serve --model MODEL OPTIONS` on a free loopback port until the block ends (SIGTERM): (url, pid)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -164,7 +195,7 @@ def started(model: str, options: list[str], threads: int):
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             time.sleep(0.5)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -172,10 +203,12 @@ def started(model: str, options: list[str], threads: int):
 
 def table(rows: list[dict]) -> str:
     out = ["| server | records/request | concurrency | requests | seconds | records/s | p50 ms | p99 ms | errors "
-           "| texts encoded / from cache |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| texts encoded / from cache | records / model call | CPU ms a record: server / client |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     out += [f"| {r.get('server', 'given')} | {r['batch_size']} | {r['concurrency']} | {r['requests']:,} | {r['seconds']} "
             f"| {r['records_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "
-            f"| {r['texts_encoded']:,} / {r['texts_cached']:,} |" for r in rows]
+            f"| {r['texts_encoded']:,} / {r['texts_cached']:,} | {r.get('records_per_call') or ''} "
+            f"| {r.get('server_cpu_ms') or ''} / {r.get('client_cpu_ms') or ''} |" for r in rows]
     return "\n".join(out)
 
 
@@ -190,12 +223,15 @@ def label_check(rows: list[dict]) -> tuple[int, int]:
 
 def summary(rows: list[dict], concurrency: int) -> list[str]:
     """The ratios the serving docs quote, at the highest concurrency, cache off."""
-    def rate(server, size):
+    def rate(server, size, key="records_per_s"):
         found = [r for r in rows if r["server"] == server and r["batch_size"] == size and r["concurrency"] == concurrency]
-        return found[0]["records_per_s"] if found else None
+        return found[0][key] if found else None
 
     batched, unbatched = rate("batching, cache off", 1), rate("no batching, cache off", 1)
     reference = rate("no batching, cache off", REFERENCE)
+    cpu = {k: rate(server, size, "server_cpu_ms") for k, server, size in (
+        ("batched", "batching, cache off", 1), ("unbatched", "no batching, cache off", 1),
+        ("reference", "no batching, cache off", REFERENCE))}
     lines = []
     if batched and reference:
         lines.append(f"cache off, concurrency {concurrency}, one record per request: batching {batched} records/s = "
@@ -203,6 +239,10 @@ def summary(rows: list[dict], concurrency: int) -> list[str]:
     if batched and unbatched:
         lines.append(f"cache off, concurrency {concurrency}: batching {batched / unbatched:.2f}x of --max-wait-ms 0 "
                      f"({unbatched} records/s)")
+    if all(cpu.values()):
+        lines.append(f"server CPU a record (ms): batching {cpu['batched']}, --max-wait-ms 0 {cpu['unbatched']} "
+                     f"({cpu['unbatched'] / cpu['batched']:.2f}x as much), {REFERENCE} a request {cpu['reference']} "
+                     f"(batching at {cpu['reference'] / cpu['batched']:.0%} of its rate)")
     return lines
 
 
@@ -219,13 +259,15 @@ def main(argv=None) -> int:
     else:
         top = max(args.concurrency)
         for name, options in SERVERS:
+            if args.cache != "both" and not name.endswith(f"cache {args.cache}"):
+                continue
             plan = [(1, c, args.requests) for c in args.concurrency]
             if "--max-wait-ms" in options:  # the same number of records, 64 to a request
                 plan.append((REFERENCE, top, max(4, args.requests // REFERENCE)))
-            with started(args.model, [*options, *args.serve_option], args.threads) as url:
+            with started(args.model, [*options, *args.serve_option], args.threads) as (url, pid):
                 if "cache on" in name:  # a shop asks again about products it asked about: the texts are cached
                     run(url, records, -(-args.requests // REFERENCE), 2, REFERENCE, args.timeout)
-                rows += measure(url, records, plan, args.timeout, name)
+                rows += measure(url, records, plan, args.timeout, name, pid)
     print("\n" + table(rows))
     compared, differ = label_check(rows)
     print(f"\nlabels: {compared:,} records compared across the rows, {differ} with a different label in some row")

@@ -79,6 +79,29 @@ def test_a_copied_folder_gives_the_same_probabilities(hybrid_run, sample_records
                                rtol=1e-6, atol=1e-7)
 
 
+def test_a_zero_blend_weight_skips_the_neural_branch_with_the_same_probabilities(hybrid_run, sample_records,
+                                                                                  tmp_path):
+    from trendnlp.model.predict import Predictor
+
+    _, model_dir = hybrid_run
+    zero = tmp_path / "zero"
+    shutil.copytree(model_dir, zero)
+    meta = json.loads((zero / "config.json").read_text())
+    meta["hybrid"]["blend_weight"] = 0.0
+    (zero / "config.json").write_text(json.dumps(meta))
+    clf = TrendClassifier.from_pretrained(zero)
+    recs = sample_records[:30]
+    b = clf.blend
+    full = calibrated(0.0 * clf.predict_proba(recs, branch="neural") + 1.0 * clf.predict_proba(recs, branch="boosting"),
+                      np.asarray(b.logit_bias), b.temperature)
+    core = Predictor(clf)
+    np.testing.assert_array_equal(core(recs).probs, full)
+    assert core.texts_encoded == 0  # the encoder never ran
+    weighted = Predictor(TrendClassifier.from_pretrained(model_dir))
+    weighted(recs)
+    assert weighted.texts_encoded > 0 or weighted.runtime.blend.weight == 0
+
+
 def test_boosting_only_trains_no_neural_model(tiny_config, data_files, tmp_path, sample_records):
     result = train_tiny(_config(tiny_config, kind="boosting"), {**data_files, "test": data_files["validation"]},
                         tmp_path)
@@ -242,6 +265,55 @@ def test_the_card_and_a_real_server_give_kind_weight_and_branch_scores(hybrid_ru
         assert [res["probabilities"][c] for c in meta["labels"]] == pytest.approx(p.tolist(), abs=1e-5)
     if explained.status_code != 501:  # 501: the explain extra is not installed
         assert explained.json()["results"][0]["boosting"]["blend_weight"] == result["blend_weight"]
+
+
+def test_a_server_swaps_one_hybrid_folder_for_another_and_reports_it(hybrid_run, sample_records, tmp_path):
+    """Hot swap on the hybrid: a copy with another blend weight replaces the served folder (metadata, /metrics
+    and the answers follow, through the batcher); a copy with a truncated booster is refused, the old one serves."""
+    pytest.importorskip("fastapi")
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+    from serving import running_server
+
+    from trendnlp.inference.model_service import folder_version
+
+    _, model_dir = hybrid_run
+    other, broken = tmp_path / "other", tmp_path / "broken"
+    shutil.copytree(model_dir, other)
+    meta = json.loads((other / "config.json").read_text())
+    weight = meta["hybrid"]["blend_weight"]
+    meta["hybrid"]["blend_weight"] = new_weight = 0.9 if weight < 0.5 else 0.1
+    (other / "config.json").write_text(json.dumps(meta))
+    shutil.copytree(model_dir, broken)
+    booster = broken / "boosting" / "model.txt"
+    booster.write_text(booster.read_text()[:200])
+    records = [{k: r[k] for k in ("product_id", "title", "sales", "cutoff")} for r in sample_records[:6]]
+    expected = {d: TrendClassifier.from_pretrained(d).predict_proba(records) for d in (model_dir, other)}
+    assert not np.allclose(expected[model_dir], expected[other], atol=1e-4)
+    token = "hybrid-test-token-0123456789"
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def state(url):
+        meta = httpx.get(f"{url}/v1/metadata", headers=auth, timeout=30).json()
+        families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{url}/metrics", headers=auth).text)}
+        info = families["trendnlp_model_info"].samples[0].labels
+        probs = [[r["probabilities"][c] for c in meta["labels"]] for r in httpx.post(
+            f"{url}/v1/predict", json={"records": records}, headers=auth, timeout=60).json()["results"]]
+        return meta, info, np.array(probs)
+
+    with running_server(model_dir, token=token) as url:
+        meta, info, probs = state(url)
+        assert meta["kind"] == "hybrid" and meta["hybrid"]["blend_weight"] == weight
+        assert info["version"] == meta["model_version"] == folder_version(model_dir) and info["kind"] == "hybrid"
+        np.testing.assert_allclose(probs, expected[model_dir], atol=1e-5)
+        refused = httpx.post(f"{url}/v1/admin/reload", json={"model": str(broken)}, headers=auth, timeout=120)
+        assert refused.status_code == 422 and "does not load" in refused.json()["detail"]
+        assert state(url)[1]["version"] == folder_version(model_dir)
+        done = httpx.post(f"{url}/v1/admin/reload", json={"model": str(other)}, headers=auth, timeout=120).json()
+        assert done["model_version"] == folder_version(other) != folder_version(model_dir)
+        meta, info, probs = state(url)
+        assert meta["hybrid"]["blend_weight"] == new_weight and info["version"] == done["model_version"]
+        np.testing.assert_allclose(probs, expected[other], atol=1e-5)
 
 
 def test_a_folder_saved_by_the_previous_release_loads_and_labels(tmp_path):

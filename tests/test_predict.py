@@ -62,6 +62,20 @@ def test_windows_and_batch_sizes_do_not_change_the_outputs(clf, sample_records, 
     np.testing.assert_allclose(small.change, ref.change, atol=1e-5)
 
 
+def test_length_groups_cover_every_text_once_and_pad_less_than_one_pass():
+    rng = np.random.default_rng(0)
+    for n, size in ((1, 64), (64, 64), (200, 64), (300, 7)):
+        lengths = rng.integers(5, 49, n)
+        groups = core.length_groups(lengths, size)
+        assert sorted(np.concatenate(groups).tolist()) == list(range(n)) and max(map(len, groups)) <= size
+        padded = sum(len(g) * lengths[g].max() + core.PASS_COST_TOKENS for g in groups)
+        one_pass = sum(len(g) * lengths[g].max() + core.PASS_COST_TOKENS for g in core._chunks(np.argsort(lengths), size))
+        assert padded <= one_pass
+    # 64 texts of 30 to 48 tokens: a few passes of similar lengths instead of one padded to 48
+    assert len(core.length_groups(rng.integers(30, 49, 64), 64)) > 1
+    assert [len(g) for g in core.length_groups(np.full(64, 48), 64)] == [64]
+
+
 def test_a_skipped_record_keeps_its_row(clf, sample_records):
     recs = [sample_records[0], {"product_id": "bad", "sales": [-1.0]}, sample_records[1]]
     report = ErrorReport()

@@ -130,8 +130,8 @@ class Metrics:
         self.batch_requests.observe(n_requests)
         self.batch_records.observe(n_records)
 
-    def serving(self, version: str, model_dir: str | None) -> None:
-        self.model.info({"version": version, "model_dir": model_dir or ""})
+    def serving(self, version: str, model_dir: str | None, kind: str = "neural") -> None:
+        self.model.info({"version": version, "model_dir": model_dir or "", "kind": kind})
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

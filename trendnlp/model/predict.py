@@ -2,8 +2,9 @@
 `predict`, `predict_change`, the batch labeler, serve, explain's probabilities) runs through `Predictor`.
 
     records --validate--> windows of WINDOW records --> distinct texts of a window, tokenized once
-    (data.collate.token_ids), sorted by token length, encoded in dynamically padded batches of `batch_size`
-    (pooled embeddings also kept in a bounded LRU cache across windows when `text_cache` > 0)
+    (data.collate.token_ids), sorted by token length, encoded in dynamically padded batches of up to `batch_size`
+    texts of similar lengths (`length_groups`; pooled embeddings also kept in a bounded LRU cache across windows
+    when `text_cache` > 0)
     --> scattered to records by text_index --> sales encoder + fusion head in batches of HEAD_BATCH
     --> probabilities (n, C) and, with a change head, expected_change (n,) in the same pass
     --> aligned with the input: a record skipped under on_error="skip" keeps a NaN row
@@ -34,6 +35,9 @@ from trendnlp.data.records import ErrorReport, read_records_aligned
 
 HEAD_BATCH = 1024  # records per sales-encoder + fusion-head pass: cheap per record, so batch big
 WINDOW = 4096  # records per window in predict_proba: texts are deduplicated over a window
+# one more encoder pass costs about as much as this many more padded tokens (MiniLM at one thread: ~5 ms a pass
+# besides its tokens, ~0.3 ms a token; docs/serving.md): what `length_groups` trades padding against
+PASS_COST_TOKENS = 16
 
 
 class Predictions(NamedTuple):
@@ -221,9 +225,12 @@ class Predictor:
     # ---- validated records --------------------------------------------------------------------
     def __call__(self, records: list[dict], branch: str | None = None) -> Predictions:
         """Outputs for validated records (rows in `records` order): the neural branch's, the boosting branch's,
-        or (branch None) the saved model's: a hybrid's blend."""
+        or (branch None) the saved model's: a hybrid's blend. A hybrid whose blend weight is 0 (validation chose
+        the booster alone) skips the neural branch unless it has a change head: 0 * p_neural + p_boosting is
+        p_boosting, bit for bit, at a fraction of the cost."""
         rt = self.runtime
-        out = self._neural(records) if rt.has_neural and branch != "boosting" else None
+        unused = branch is None and rt.blend is not None and rt.blend.weight == 0 and not rt.has_change
+        out = self._neural(records) if rt.has_neural and branch != "boosting" and not unused else None
         if rt.blend is None or branch == "neural":
             return out
         p_boost = rt.blend.branch.predict_proba(records).astype(np.float32)
@@ -275,8 +282,7 @@ class Predictor:
             return
         tok = self.runtime.tokenizer
         ids = token_ids(tok, texts, self.runtime.config.text.max_length)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        for pos in _chunks(order, self.batch_size):
+        for pos in length_groups(np.array([len(x) for x in ids]), self.batch_size):
             batch = pad_token_ids([ids[u] for u in pos], tok.pad_token_id or 0, left=tok.padding_side == "left")
             yield pos, {k: self._to(v) for k, v in batch.items()}
 
@@ -331,6 +337,30 @@ class Predictor:
             self._put(out, rows, rt.batch_outputs({"input_ids": empty, "attention_mask": empty,
                                                    "text_index": self._to(torch.full((len(rows),), -1)),
                                                    **{k: self._to(v[rows]) for k, v in sales.items()}}))
+
+
+def length_groups(lengths: np.ndarray, max_size: int, pass_cost: int = PASS_COST_TOKENS) -> list[np.ndarray]:
+    """Encoder batches of texts by token count: positions sorted by length, cut where another pass costs less
+    than padding every text to its batch's longest (the fewest padded tokens + `pass_cost` a pass; at most
+    `max_size` texts a pass). 64 texts of 30 to 48 tokens pass in a few batches of similar lengths, not all
+    padded to 48; a long window of sorted texts still passes in batches of `max_size`.
+
+    >>> [g.tolist() for g in length_groups(np.array([48, 12, 47, 11, 12]), max_size=64)]
+    [[3, 1, 4], [2, 0]]
+    """
+    order = np.argsort(lengths, kind="stable")
+    width = np.asarray(lengths)[order]
+    best, cut = np.zeros(len(order) + 1), np.zeros(len(order) + 1, dtype=np.int64)
+    for j in range(1, len(order) + 1):  # best[j]: the first j sorted texts, the last pass order[cut[j]:j]
+        starts = np.arange(max(0, j - max_size), j)
+        costs = best[starts] + (j - starts) * width[j - 1] + pass_cost
+        k = int(np.argmin(costs))
+        best[j], cut[j] = costs[k], starts[k]
+    groups, j = [], len(order)
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = int(cut[j])
+    return groups[::-1]
 
 
 def _chunks(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
