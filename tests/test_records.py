@@ -184,3 +184,7 @@ def test_pandas_na_cells_read_as_missing():
                        "sales": [[1, 2], [3]]}).astype({"title": "string", "cutoff": "string"})
     recs = read_records(df)
     assert [r["title"] for r in recs] == ["mug", ""] and [r["cutoff"] for r in recs] == ["2011-05-29", None]
+    na = {"product_id": "c", "sales": [1, 2], "freq": pd.NA, "label": pd.NA, "reviews": pd.NA, "future_sales": pd.NA}
+    assert read_records([na])[0] == read_records([{"product_id": "c", "sales": [1, 2]}])[0]
+    with pytest.raises(RecordError, match=r"field 'product_id': missing or empty"):
+        read_records([{**na, "product_id": pd.NA}])

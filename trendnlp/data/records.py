@@ -37,10 +37,8 @@ CONTEXT_FIELDS = (*_CONTEXT_CHANNELS, "first_sale", "change")
 # validation
 # ---------------------------------------------------------------------------------------------
 def _as_list(value: Any, name: str, csv_encoded: bool) -> list | None:
-    if value is None:
+    if _missing(value):  # None, or a pandas/CSV empty cell (NaN, pandas' NA)
         return None
-    if isinstance(value, float) and math.isnan(value):
-        return None  # pandas/CSV empty cell
     if isinstance(value, str):
         if not csv_encoded:
             raise _Bad(name, f"expected a list, found the string {value[:40]!r}")
@@ -173,7 +171,7 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
     '7'
     """
     pid_raw = raw.get("product_id") if isinstance(raw, dict) else None
-    pid = None if pid_raw is None or (isinstance(pid_raw, float) and math.isnan(pid_raw)) else str(pid_raw).strip()
+    pid = None if _missing(pid_raw) else str(pid_raw).strip()
     try:
         if not isinstance(raw, dict):
             raise _Bad("(row)", f"expected a JSON object / mapping, found {type(raw).__name__}")
@@ -198,14 +196,14 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
                                 f"keep the newest {history} periods")
         rec["cutoff"] = _cutoff(raw.get("cutoff"))
         freq = raw.get("freq")
-        freq = "W" if freq is None or (isinstance(freq, float) and math.isnan(freq)) or freq == "" else str(freq)
+        freq = "W" if _missing(freq) or freq == "" else str(freq)
         if freq not in FREQS:
             raise _Bad("freq", f"expected one of {list(FREQS)}, found {freq!r}")
         rec["freq"] = freq
         fut = _as_list(raw.get("future_sales"), "future_sales", csv_encoded)
         rec["future_sales"] = _numbers(fut, "future_sales") if fut else None
         label = raw.get("label")
-        if label is None or (isinstance(label, float) and math.isnan(label)) or label == "":
+        if _missing(label) or label == "":
             label = (rule or LabelRule()).label(rec["sales"], rec["future_sales"]) if rec["future_sales"] else None
         elif label not in LABELS:
             raise _Bad("label", f"unknown label {label!r}; expected one of {list(LABELS)}")

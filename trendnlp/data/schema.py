@@ -47,8 +47,6 @@ def record_schema() -> dict[str, tuple[str, bool, str]]:
 RECORD_SCHEMA: dict[str, tuple[str, bool, str]] = record_schema()
 RECORD_FIELDS = tuple(RECORD_SCHEMA)
 LIST_FIELDS = tuple(name for name, (kind, _, _) in RECORD_SCHEMA.items() if kind.startswith("list"))
-NUMBER_LISTS = tuple(name for name, (kind, _, _) in RECORD_SCHEMA.items() if kind.startswith("list[float"))
-NULLABLE_LISTS = frozenset(name for name, (kind, _, _) in RECORD_SCHEMA.items() if kind == "list[float?]")
 
 
 def arrow_features(**extra):
