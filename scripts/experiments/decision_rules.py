@@ -32,24 +32,6 @@ import numpy as np
 RULES = {"none": 0.0, "half": 0.5, "full": 1.0}
 
 
-def raw_outputs(folder: Path, records: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Raw neural and boosting probabilities of `records` and the saved neural offsets / temperature."""
-    from trendnlp.model.load import load_model
-
-    clf = load_model(folder)
-    saved = {"bias": clf.logit_bias.detach().numpy().copy(), "temperature": float(clf.temperature)}
-    clf.logit_bias.zero_()
-    clf.temperature.fill_(1.0)
-    return clf.predict_proba(str(records), branch="neural"), clf.predict_proba(str(records), branch="boosting"), saved
-
-
-def labels_of(records: Path, names: list[str]) -> np.ndarray:
-    import pyarrow.parquet as pq
-
-    col = pq.read_table(records, columns=["label"]).column("label").to_pylist()
-    return np.array([names.index(v) for v in col])
-
-
 def apply_rule(scale: float, val: dict, test: dict, y_val: np.ndarray, branch: str | None) -> tuple[float, float]:
     """(test macro-F1, weight) of the hybrid (branch None) or of one branch under offsets x scale."""
     from trendnlp.model.calibration import biased_scores, fit_logit_bias, fit_temperature, macro_f1_from_predictions
@@ -81,32 +63,43 @@ def apply_rule(scale: float, val: dict, test: dict, y_val: np.ndarray, branch: s
     return macro_f1_from_predictions(y_test, biased_scores(p, b).argmax(1), C), w
 
 
-def text_booster(run: Path, data: Path):
+def raw_model(folder: Path):
+    """The saved model with its neural branch's offsets set to zero and its temperature to 1 (raw)."""
+    from trendnlp.model.load import load_model
+
+    clf = load_model(folder)
+    clf.logit_bias.zero_()
+    clf.temperature.fill_(1.0)
+    return clf
+
+
+def text_booster(config, data: Path):
     """The origin's boosting branch refitted with the text PCA, as the training pipeline would build it."""
-    from trendnlp.config import TrendConfig
     from trendnlp.data.records import read_records
     from trendnlp.training.hybrid import make_branch
 
-    config = TrendConfig.from_yaml(run / "seed_0" / "config.yaml", ["model.boosting_text=true"])
     h, rule = config.sales.history, config.labels.rule()
     train, val = (read_records(str(data / f"{k}.parquet"), history=h, rule=rule) for k in ("train", "validation"))
     return make_branch(config).fit(train, val)
 
 
 def origin_rows(origin: Path, boosting_text: bool = False) -> dict:
+    from trendnlp.config import TrendConfig
+    from trendnlp.data.records import read_records
+
     run = origin / "runs" / "trendnlp"
-    folder = run / "seed_0" / "model"
-    names = json.loads((folder / "config.json").read_text())["labels"]
-    booster = text_booster(run, origin / "data") if boosting_text else None
+    clf = raw_model(run / "seed_0" / "model")
+    booster = None
+    if boosting_text:
+        config = TrendConfig.from_yaml(run / "seed_0" / "config.yaml", ["model.boosting_text=true"])
+        booster = text_booster(config, origin / "data")
     val, test = {}, {}
     for part, d in (("validation", val), ("test", test)):
-        d["neural"], d["boosting"], _ = raw_outputs(folder, origin / "data" / f"{part}.parquet")
-        d["y"] = labels_of(origin / "data" / f"{part}.parquet", names)
-        if booster is not None:
-            from trendnlp.data.records import read_records
-
-            d["boosting"] = booster.predict_proba(read_records(str(origin / "data" / f"{part}.parquet"),
-                                                               history=booster.history))
+        records = read_records(str(origin / "data" / f"{part}.parquet"), **clf.record_rules())
+        d["neural"] = clf.predict_proba(records, branch="neural")
+        d["boosting"] = (booster.predict_proba(records) if booster is not None
+                         else clf.predict_proba(records, branch="boosting"))
+        d["y"] = np.array([clf.labels.index(r["label"]) for r in records])
     out = {}
     for rule, scale in RULES.items():
         for branch, name in ((None, "trendnlp"), ("neural", "trendnlp:neural"), ("boosting", "trendnlp:boosting")):
