@@ -1,16 +1,25 @@
-"""Shared fixtures: a tiny random BERT (with the shipped tokenizer), a small config, synthetic records.
+"""Shared fixtures and helpers: a tiny random BERT (with the shipped tokenizer), a small config, synthetic records,
+saved tiny models, `world` (good inputs and the raw material of the bad-input cases), the one-line-refusal check
+of the CLI and the environment of child processes.
 
 Session-scoped objects are shared by every test: copy before mutating, e.g.
-`TrendConfig.from_dict(tiny_config.to_dict())` or `copy.deepcopy(sample_records)`.
+`TrendConfig.from_dict(tiny_config.to_dict())` or `copy.deepcopy(sample_records)`. Test modules import the plain
+helpers from here (`from conftest import make_records`), never from each other.
 """
 from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import json
+import os
+import pickle
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import HealthCheck, Phase, settings
@@ -19,7 +28,8 @@ from trendnlp.config import TrendConfig
 from trendnlp.labels import LabelRule
 from trendnlp.data.io import write_records
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
 
 # Hypothesis (tests/test_fuzz.py): "ci" is the default, derandomized (a fixed seed per test) with a bounded example
 # count so the fuzz suite stays under a minute; `pytest --hypothesis-profile=long` explores far more, at random.
@@ -164,13 +174,123 @@ def train_tiny(config: TrendConfig, data: dict, out_dir: Path, **train: object) 
     return run(TrendConfig.from_dict(raw), out_dir, progress=False)
 
 
-def cli_error(argv: list, capsys: pytest.CaptureFixture) -> str:
-    """Run `trendnlp ARGV` expecting a refusal: exit 2 and exactly one stderr line, no traceback; that line."""
+def subprocess_env(**extra: str) -> dict:
+    """The environment of a child `python` (`-m trendnlp`, `-c CODE`): this checkout's package first, offline,
+    one thread; `extra` overrides."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1", **extra}
+
+
+def cli_error(argv: list, capsys: pytest.CaptureFixture, understood: bool = True) -> str:
+    """Run `trendnlp ARGV` in-process expecting a refusal: exit 2 and exactly one stderr line, no traceback; that
+    line. `understood`: an error the CLI knows, not the fallback summary of an unexpected exception."""
     from trendnlp.cli import main
 
     capsys.readouterr()
     rc = main([str(a) for a in argv])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], (rc, err)
-    assert ": error: unexpected " not in err[0], err[0]
-    return err[0]
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, f"exit code {rc}, stderr: {err}"
+    assert "Traceback" not in err
+    assert len(lines) == 1, f"expected one line on stderr, found {len(lines)}:\n{err}"
+    if understood:
+        assert ": error: unexpected " not in lines[0], lines[0]
+    return lines[0]
+
+
+def save_model(base: TrendConfig, records: list[dict], directory: Path, **sections: dict) -> Path:
+    """A tiny model with a non-zero LoRA update (so merging matters), saved to `directory`; `sections` update
+    the config's sections, e.g. `sales={"hidden_size": 8}`."""
+    from trendnlp.model.classifier import TrendClassifier
+
+    d = base.to_dict()
+    for section, values in sections.items():
+        d[section].update(values)
+    torch.manual_seed(0)
+    model = TrendClassifier(TrendConfig.from_dict(d)).fit_feature_scaling(records)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.2)
+    model.save_pretrained(directory)
+    return directory
+
+
+# ---- `world`: good inputs and the raw material of the bad-input cases -------------------------------------------
+def order_log(n_products: int = 3, days: int = 240) -> pd.DataFrame:
+    """A daily order log (order_id, product_id, timestamp, units) of products P0..P{n-1}, one line a day each."""
+    rows = [{"order_id": f"o{p}-{d}", "product_id": f"P{p}", "timestamp": (pd.Timestamp("2024-01-01")
+             + pd.Timedelta(days=d)).isoformat(), "units": (d * (p + 1)) % 7 + 1} for p in range(n_products)
+            for d in range(days)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def world(tiny_config, tmp_path_factory) -> Path:
+    """A folder of good inputs (`model`: a tiny untrained model; `good.jsonl` / `good.csv`: its labelled records;
+    `unlabeled.jsonl`; `orders.csv`: `order_log()`; `config.yaml`) and bad ones (empty, header-only, Latin-1,
+    corrupt Parquet, broken YAML, a plain file `afile`, a read-only folder `readonly`). One per test module."""
+    from trendnlp.data.io import write_records
+    from trendnlp.model.classifier import TrendClassifier
+
+    w = tmp_path_factory.mktemp("world")
+    recs = make_records(12, 2)
+    torch.manual_seed(0)
+    TrendClassifier(tiny_config).fit_feature_scaling(recs).save_pretrained(w / "model")
+    write_records(recs, w / "good.jsonl")
+    write_records(recs, w / "good.csv")
+    write_records([{**r, "label": None, "future_sales": None} for r in recs], w / "unlabeled.jsonl")
+    order_log().to_csv(w / "orders.csv", index=False)
+    raw = tiny_config.to_dict()
+    raw["data"].update(train=str(w / "good.jsonl"), validation=str(w / "good.jsonl"))
+    TrendConfig.from_dict(raw).save_yaml(w / "config.yaml")
+    (w / "empty.csv").write_bytes(b"")
+    (w / "empty.jsonl").write_bytes(b"")
+    (w / "header.csv").write_text("product_id,timestamp,units\n")
+    (w / "latin.csv").write_bytes("product_id,timestamp,units\ncaf\xe9,2024-01-01,3\n".encode("latin-1"))
+    (w / "latin_header.csv").write_bytes("caf\xe9,sales\nA,[1]\n".encode("latin-1"))
+    (w / "garbage.parquet").write_bytes(b"PAR1 not really")
+    (w / "notyaml.yaml").write_text("train: [unclosed\n")
+    (w / "list.yaml").write_text("- 1\n- 2\n")
+    (w / "afile").write_text("a regular file\n")
+    ro = w / "readonly"
+    ro.mkdir()
+    ro.chmod(0o555)
+    return w
+
+
+def broken_model(w: Path, name: str, damage: Callable[[Path], None]) -> str:
+    """A copy of `w / "model"` in `w / "broken" / name`, then `damage(folder)`; the folder."""
+    d = w / "broken" / name
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(w / "model", d)
+    damage(d)
+    return str(d)
+
+
+def truncate(path: Path, keep: int = 64) -> None:
+    """Cut a file to its first `keep` bytes (a write that died)."""
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def edit_config(d: Path, fn: Callable[[dict], None]) -> None:
+    """Edit a saved model's config.json in place with `fn(meta)`."""
+    meta = json.loads((d / "config.json").read_text())
+    fn(meta)
+    (d / "config.json").write_text(json.dumps(meta))
+
+
+class _Planted:
+    """Unpickling this would create the marker file (it must never happen)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def planted_pickle(marker: Path) -> bytes:
+    """A pickle that, if anything ever unpickled it, would create the file `marker`."""
+    return pickle.dumps(_Planted(marker))

@@ -5,7 +5,6 @@ process of its own (`server_process`: for signals, kill -9, memory and logs).
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from conftest import REPO, subprocess_env
 
 
 def free_port() -> int:
@@ -49,9 +50,6 @@ def running_server(model: str | Path | Any, **app_options: Any) -> Iterator[str]
         thread.join(timeout=30)
 
 
-REPO = Path(__file__).resolve().parents[1]
-TEST_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
 
 
 class Served(NamedTuple):
@@ -69,7 +67,7 @@ def start_server(model_dir: str | Path, *options: str, log: Path, port: int | No
     port = port or free_port()
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "trendnlp", "serve", "--model", str(model_dir), "--port",
-                                 str(port), *options], env={**os.environ, **TEST_ENV, **(env or {})}, cwd=REPO,
+                                 str(port), *options], env=subprocess_env(**(env or {})), cwd=REPO,
                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 import subprocess
 
@@ -186,3 +187,76 @@ def test_bad_explain_options_are_one_line_before_the_model_loads(tmp_path, capsy
     err = cli_error(["explain", "--model", tmp_path / "no_model", "--input", tmp_path / "no.jsonl", "--output", out,
                      "--html", tmp_path / "e.html", option, value], capsys)
     assert err.startswith(f"trendnlp explain: error: argument {option}: {words}") and not out.exists()
+
+
+# ---- histories with nothing to attribute: finite JSON, drawn, the same over HTTP ---------------------------
+EMPTY_HISTORIES = [
+    {"product_id": "zeros", "sales": [0.0] * 12, "cutoff": "2011-06-05", "title": "plain mug"},
+    {"product_id": "zeros-no-text", "sales": [0.0] * 8, "cutoff": "2011-06-05"},
+    {"product_id": "constant", "sales": [3.0] * 10, "cutoff": "2011-06-05", "title": "lamp"},
+    {"product_id": "one-period", "sales": [5.0], "cutoff": "2011-06-05"},
+    {"product_id": "one-zero", "sales": [0.0]},
+]
+
+
+def _numbers(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
+    elif isinstance(obj, float):
+        yield obj
+
+
+def _strict_json(line: str):
+    """json.loads that refuses NaN / Infinity (they are not JSON)."""
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+    return json.loads(line, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def explain_files(world):
+    inp = world / "empty_histories.jsonl"
+    write_records(EMPTY_HISTORIES, inp)
+    return inp
+
+
+def test_explaining_empty_histories_is_finite_json_and_draws(world, explain_files, capsys):
+    out, page = world / "why_empty.jsonl", world / "why_empty.html"
+    assert cli_main(["explain", "--model", str(world / "model"), "--input", str(explain_files), "--output", str(out),
+                 "--html", str(page), "--text-steps", "2"]) == 0, capsys.readouterr().err
+    rows = [_strict_json(line) for line in out.read_text().splitlines()]
+    assert [r["product_id"] for r in rows] == [r["product_id"] for r in EMPTY_HISTORIES]
+    for r, rec in zip(rows, EMPTY_HISTORIES):
+        assert all(math.isfinite(x) for x in _numbers(r)), r
+        assert len(r["sales_saliency"]) == len(rec["sales"])
+        sh = r["shapley"]
+        assert 0.0 <= sh["text_share"] <= 1.0  # the split stays defined
+        assert sh["text"] + sh["sales"] == pytest.approx(sh["value"] - sh["base"], abs=1e-5)
+        if not any(rec["sales"]):  # an all-zero history equals its baseline: nothing to attribute to sales
+            assert sh["sales"] == pytest.approx(0.0, abs=1e-6)
+            assert r["sales_saliency"] == [0.0] * len(rec["sales"])
+    assert page.read_text().count('<section class="card">') == len(EMPTY_HISTORIES)
+
+
+def test_http_explain_of_empty_histories_agrees_with_the_cli(world, explain_files):
+    import httpx
+
+    from serving import running_server
+
+    out = world / "why_empty_cli.jsonl"
+    assert cli_main(["explain", "--model", str(world / "model"), "--input", str(explain_files), "--output", str(out),
+                 "--top-words", "3", "--text-steps", "2"]) == 0
+    cli = [_strict_json(line) for line in out.read_text().splitlines()]
+    with running_server(world / "model") as url:
+        r = httpx.post(f"{url}/v1/explain", params={"top_words": 3, "text_steps": 2},
+                       json={"records": EMPTY_HISTORIES}, timeout=120)
+    assert r.status_code == 200, r.text
+    http = _strict_json(r.text)["results"]
+    assert [h["product_id"] for h in http] == [c["product_id"] for c in cli]
+    for h, c in zip(http, cli):
+        assert h["label"] == c["label"] and h["shapley"]["text_share"] == pytest.approx(c["shapley"]["text_share"])
+        assert np.allclose(list(_numbers(h)), list(_numbers(c)), atol=1e-5)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import make_records
-from test_labeling import save_model
+from conftest import save_model
 from trendnlp.data.io import write_records
 from trendnlp.evaluation.metrics import classification_metrics
 from trendnlp.inference.export import export_model, export_onnx

@@ -4,7 +4,6 @@ load as neural; a damaged boosting file is one line from the CLI."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from trendnlp import TrendClassifier, load_model
 from trendnlp.config import TrendConfig
 from trendnlp.model.hybrid import BoostingTrendClassifier, calibrated, choose_blend
 
-from conftest import train_tiny
+from conftest import subprocess_env, train_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 BOOSTING = {"kind": "hybrid", "boosting_min_data_in_leaf": 5, "boosting_max_rounds": 30, "boosting_leaves": [7]}
@@ -161,11 +160,9 @@ def test_label_on_a_truncated_booster_is_one_line(hybrid_run, tmp_path, data_fil
     shutil.copytree(model_dir, bad)
     booster = bad / "boosting" / "model.txt"
     booster.write_text(booster.read_text()[:500])
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "trendnlp", "label", "--model", str(bad), "--input",
                            data_files["validation"], "--output", str(tmp_path / "labels.csv")],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(booster) in lines[0] and "Traceback" not in proc.stderr

@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from conftest import make_records
-from trendnlp.config import TrendConfig
+from conftest import make_records, save_model, subprocess_env
 from trendnlp.inference.labeling import KeySet, ResumeMismatchError, label_file
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.data.io import write_records
@@ -27,21 +25,6 @@ PROBS = ["p_rising", "p_falling", "p_stable"]
 FORMATS = ["jsonl", "csv", "parquet"]
 
 
-def save_model(base: TrendConfig, records: list[dict], directory: Path, **sections: dict) -> Path:
-    """A tiny model with a non-zero LoRA update (so merging matters), saved to `directory`."""
-    d = base.to_dict()
-    for section, values in sections.items():
-        d[section].update(values)
-    torch.manual_seed(0)
-    model = TrendClassifier(TrendConfig.from_dict(d)).fit_feature_scaling(records)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.add_(torch.randn_like(p) * 0.2)
-    model.save_pretrained(directory)
-    return directory
-
-
 def read(path: Path) -> pd.DataFrame:
     fmt = path.suffix[1:]
     if fmt == "csv":
@@ -49,11 +32,6 @@ def read(path: Path) -> pd.DataFrame:
     if fmt == "jsonl":
         return pd.read_json(path, lines=True, dtype={"product_id": str})
     return pd.read_parquet(path)
-
-
-def env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +114,7 @@ def test_skip_writes_every_bad_row_to_errors(model, tmp_path):
 
 
 def run_cli(args: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "trendnlp.inference.labeling", *args, "--no-progress"], cwd=REPO, env=env(),
+    return subprocess.Popen([sys.executable, "-m", "trendnlp.inference.labeling", *args, "--no-progress"], cwd=REPO, env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -198,7 +176,7 @@ def test_two_processes_equal_one(model_dir, catalog, tmp_path):
            "--num_cpu_threads_per_process", "1", "--main_process_port", str(free_port()),
            "-m", "trendnlp.inference.labeling", "--model", str(model_dir), "--input", str(catalog["csv"]),
            "--output", str(out2), "--window", "100", "--no-progress"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["num_shards"] == 2 and summary["merged"]
@@ -272,3 +250,29 @@ def test_label_refuses_a_row_without_a_channel_the_model_reads(channel_model_dir
     assert read(out)["product_id"].tolist() == [r["product_id"] for i, r in enumerate(rows) if i != 2]
     errors = pd.read_csv(tmp_path / "labels.errors.csv")
     assert errors[["row", "field"]].values.tolist() == [[3, "orders"]]
+
+
+# ---- an empty catalog ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,content", [("none.jsonl", b""), ("none.csv", b""),
+                                          ("header_only.csv", b"product_id,sales\n"), ("blank.jsonl", b"\n\n")])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_label_of_an_empty_catalog_writes_a_header_only_output(world, capsys, name, content, suffix):
+    from trendnlp.cli import main
+
+    inp = world / "empty_catalogs" / name
+    inp.parent.mkdir(exist_ok=True)
+    inp.write_bytes(content)
+    out = world / "empty_catalogs" / f"labels_{name.replace('.', '_')}{suffix}"
+    assert main(["label", "--model", str(world / "model"), "--input", str(inp), "--output", str(out),
+                 "--no-progress"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "note:" in err[0] and "no records" in err[0] and str(inp) in err[0], err
+    columns = ["product_id", "cutoff", "label", "p_rising", "p_falling", "p_stable"]
+    if suffix == ".csv":
+        assert out.read_text().splitlines() == [",".join(columns)]
+    elif suffix == ".parquet":
+        df = pd.read_parquet(out)
+        assert len(df) == 0 and list(df.columns) == columns
+    else:
+        assert out.read_text() == ""
+    assert not out.with_name(out.name + ".parts").exists()

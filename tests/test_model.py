@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import broken_model, truncate
 from trendnlp.config import TrendConfig
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.data.records import RecordError
@@ -333,3 +334,15 @@ def test_real_minilm_lora_forward_backward(sample_records):
     out["loss"].backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
     assert len(grads) == 12 and all(g is not None and g.abs().sum() > 0 for g in grads)  # 6 layers x query, value
+
+
+# ---- a damaged saved folder -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["model.safetensors", "adapter/adapter_model.safetensors", "config.json",
+                                    "tokenizer/tokenizer.json"])
+def test_api_load_of_a_truncated_file_names_it(world, damage):
+    from trendnlp.errors import TrendError
+
+    d = broken_model(world, "api-" + damage.replace("/", "-"), lambda d: truncate(d / damage, 40))
+    with pytest.raises(TrendError) as info:
+        TrendClassifier.from_pretrained(d)
+    assert str(Path(d) / Path(damage).parent) in str(info.value)

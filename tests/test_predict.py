@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import trendnlp
-from test_labeling import save_model
+from conftest import make_records, save_model
 from trendnlp.data.io import write_records
 from trendnlp.data.records import ErrorReport, RecordError
 from trendnlp.inference.labeling import label_file
@@ -133,3 +133,26 @@ def test_predict_proba_refuses_a_record_without_a_channel_the_model_reads(channe
     np.testing.assert_allclose(np.delete(proba, 1, axis=0), clf.predict_proba(df.drop(index=1)), atol=1e-6)
     with pytest.raises(RecordError, match="field 'price'"):
         clf.predict([{**channel_records[0], "price": None}])
+
+
+# ---- nothing in, and predict_proba(df, as_frame=True) --------------------------------------------------------
+def test_predict_proba_of_nothing_has_shape_0_by_3(world):
+    clf = TrendClassifier.from_pretrained(world / "model")
+    assert clf.predict_proba([]).shape == (0, 3)
+    assert clf.predict_proba(pd.DataFrame(columns=["product_id", "sales"])).shape == (0, 3)
+    assert clf.predict([]) == []
+    assert clf.predict_proba([], as_frame=True).shape == (0, 3)
+
+
+def test_predict_proba_as_frame_is_indexed_like_the_input(world):
+    clf = TrendClassifier.from_pretrained(world / "model")
+    recs = make_records(3, 2)
+    df = pd.DataFrame(recs, index=pd.Index([f"row{i}" for i in range(len(recs))], name="key"))
+    df.loc["row2", "sales"] = [1, -2]  # a bad record keeps its row under on_error="skip", as NaN
+    frame = clf.predict_proba(df, as_frame=True, on_error="skip")
+    assert isinstance(frame, pd.DataFrame)
+    assert frame.index.equals(df.index) and list(frame.columns) == clf.labels
+    plain = clf.predict_proba(df, on_error="skip")
+    assert np.allclose(frame.to_numpy(), plain, equal_nan=True)
+    assert frame.loc["row2"].isna().all() and not frame.drop(index="row2").isna().any().any()
+    assert clf.predict_proba(recs[:2], as_frame=True).index.tolist() == [0, 1]

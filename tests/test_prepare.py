@@ -1,5 +1,6 @@
 """`trendnlp prepare` on hand-built order logs: windows, periods, filters, errors, and proof of no look-ahead."""
 import datetime as dt
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -326,3 +327,21 @@ def test_a_channel_column_empty_on_every_row_is_refused(tmp_path, capsys, column
                     capsys)
     assert f"column '{column}' ({option}, the `" in err and "is empty on every one of its 3 rows" in err
     assert f"name a column that holds them with {option}, or leave {option} out" in err and not out.exists()
+
+
+def test_mixed_utc_offsets_are_read_as_utc(tmp_path, capsys):
+    from trendnlp.cli import main
+
+    days = pd.date_range("2024-01-01", periods=70, freq="D")
+    stamps = [f"{d.date()}T12:00:00{'+01:00' if i % 2 else '-05:00'}" for i, d in enumerate(days)]
+    stamps[-1] = "2024-03-10T23:30:00-05:00"  # Sunday evening in New York is Monday 04:30 UTC: next week
+    log = tmp_path / "offsets.csv"
+    pd.DataFrame({"product_id": ["A", "B"] * 35, "timestamp": stamps, "units": range(1, 71)}).to_csv(log, index=False)
+    out = tmp_path / "offsets.jsonl"
+    assert main(["prepare", "--sales", str(log), "--out", str(out), "--history", "4", "--horizon", "1",
+                 "--min-history-units", "1"]) == 0, capsys.readouterr().err
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["product_id"] for r in recs} == {"A", "B"}
+    # the last week (ending 2024-03-17) holds only that one converted row: partial, so it is left out
+    assert max(r["cutoff"] for r in recs) <= "2024-03-10"
+    assert "2024-03-17" in capsys.readouterr().out  # "dropped the partial last period ending 2024-03-17"

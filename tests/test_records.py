@@ -188,3 +188,15 @@ def test_pandas_na_cells_read_as_missing():
     assert read_records([na])[0] == read_records([{"product_id": "c", "sales": [1, 2]}])[0]
     with pytest.raises(RecordError, match=r"field 'product_id': missing or empty"):
         read_records([{**na, "product_id": pd.NA}])
+
+
+# ---- the readers against `world`'s malformed files ---------------------------------------------------------
+@pytest.mark.parametrize("name,needle", [("empty.jsonl", "empty"), ("empty.csv", "empty"), ("garbage.parquet",
+                                         "could not read"), ("latin_header.csv", "UTF-8"), ("afile", "unknown file"),
+                                         ("readonly", "unknown file")])
+def test_api_readers_name_the_bad_file(world, name, needle):
+    from trendnlp.errors import TrendError
+
+    with pytest.raises((TrendError, ValueError), match=needle) as info:
+        read_records(world / name)
+    assert name in str(info.value)

@@ -1,11 +1,10 @@
 """Reliability of the API: no silent coercion, no lost data, closed model folders, thread safety, resume identity.
 
-Companion of test_hostile.py (which drives the CLI); here the library is called directly.
+Companion of test_cli_errors.py (which drives the CLI); here the library is called directly.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import make_records
+from conftest import make_records, subprocess_env
 from trendnlp.config import TrendConfig
 from trendnlp.data.prepare import prepare
 from trendnlp.data.io import write_records
@@ -199,8 +198,7 @@ def test_kill_9_during_export_leaves_the_previous_model(saved, tmp_path):
     recs = make_records(5, 1)
     expected = TrendClassifier.from_pretrained(target).predict_proba(recs)
     code = KILL_DURING_SAVE.format(tests=str(REPO / "tests"), src=str(saved), target=str(target))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert any(p.name.startswith(".model.saving-") for p in tmp_path.iterdir())  # the killed save's temp folder
     np.testing.assert_allclose(TrendClassifier.from_pretrained(target).predict_proba(recs), expected, atol=1e-6)

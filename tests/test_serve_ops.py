@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,7 +18,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from serving import REPO, TEST_ENV, rss_mb, server_process, start_server
+from conftest import REPO, subprocess_env
+from serving import rss_mb, server_process, start_server
 
 from trendnlp.inference.batching import Batcher
 from trendnlp.inference.model_service import folder_version
@@ -142,7 +142,7 @@ def test_token_metrics_and_request_ids(server, sample_records):
 ])
 def test_unsafe_or_bad_options_refused_in_one_line(folders, options, message):
     done = subprocess.run([sys.executable, "-m", "trendnlp", "serve", "--model", str(folders["a"]), "--port", "9",
-                           *options], env={**os.environ, **TEST_ENV}, cwd=REPO, capture_output=True, text=True, timeout=120)
+                           *options], env=subprocess_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import load_script
+from conftest import cli_error, load_script, planted_pickle
 from trendnlp.training import steps
 from trendnlp.config import TrendConfig
 from trendnlp.model.classifier import TrendClassifier
@@ -347,8 +347,6 @@ def test_train_needs_exactly_one_source(tmp_path, capsys):
 
 def test_a_config_without_data_writes_nothing(tmp_path, capsys):
     """`train --config empty.yaml` used to give its error but leave run/config.yaml behind."""
-    from conftest import cli_error
-
     (tmp_path / "empty.yaml").write_text("")
     err = cli_error(["train", "--config", tmp_path / "empty.yaml", "--output-dir", tmp_path / "run"], capsys)
     assert "data.train is empty; set it to a records file" in err
@@ -376,10 +374,28 @@ def test_training_on_a_channel_the_records_lack_is_refused(tiny_config, data_fil
 
 def test_train_records_without_a_fed_channel_writes_nothing(data_files, tmp_path, capsys):
     """`train --records` refuses before the split files or the run folder are written."""
-    from conftest import cli_error
-
     err = cli_error(["train", "--records", data_files["train"], "--config", ROOT / "configs" / "tiny.yaml",
                      "--output-dir", tmp_path / "run", "--set", "text.enabled=false",
                      "--set", "sales.channels=[orders]", "--no-progress"], capsys)
     assert "train.jsonl: the config feeds the `orders` channel" in err and "--set 'sales.channels=[]'" in err
     assert not (tmp_path / "run").exists()
+
+
+# ---- a resume never unpickles: checkpoints are read from safetensors only --------------------------------------
+def test_planted_pickle_in_a_checkpoint_is_one_line(tiny_config, data_files, tmp_path, capsys):
+    from trendnlp.cli import main
+
+    raw = tiny_config.to_dict()
+    raw["data"].update(data_files)
+    raw["train"].update(epochs=1, save_steps=2, max_steps=2)
+    TrendConfig.from_dict(raw).save_yaml(tmp_path / "config.yaml")
+    argv = ["train", "--config", tmp_path / "config.yaml", "--output-dir", tmp_path / "run", "--no-progress"]
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    step = next((tmp_path / "run" / "checkpoints").glob("checkpoint_*"))
+    planted = next(p for p in sorted(step.iterdir()) if p.suffix in (".bin", ".pkl"))
+    planted.write_bytes(planted_pickle(tmp_path / "unpickled-ckpt"))
+    line = cli_error([*argv, "--resume"], capsys)
+    for needle in (str(planted), "safetensors only", f"remove {step}"):
+        assert needle in line, line
+    assert "unexpected" not in line and not (tmp_path / "unpickled-ckpt").exists()
