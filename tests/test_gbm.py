@@ -89,7 +89,28 @@ def test_gbm_all_text_pca_is_fitted_on_train_texts_only(small_grid, tiny_bert_di
     assert model.predict_proba(val).shape == (60, 3)
 
 
-def test_text_embeddings_are_mean_pooled_and_cached(tiny_bert_dir):
-    a = boosting.text_embeddings(["red mug", "blue lamp", "red mug"], tiny_bert_dir)
-    assert a.shape[0] == 3 and np.allclose(a[0], a[2]) and not np.allclose(a[0], a[1])
-    assert (tiny_bert_dir, "red mug") in boosting._EMBEDDINGS
+def test_text_embeddings_are_mean_pooled_and_cached(tiny_bert_dir, monkeypatch):
+    """Each text's embedding is the mean of its tokens' last hidden states, padding left out (transformers, one text
+    at a time: no padding at all); a text seen before comes from the cache, without loading the encoder again."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    import trendnlp.model.base_models as base_models
+
+    texts = ["red mug", "a blue lamp for long winter evenings", "red mug"]
+    a = boosting.text_embeddings(texts, tiny_bert_dir)
+    tok, bert = AutoTokenizer.from_pretrained(tiny_bert_dir), BertModel.from_pretrained(tiny_bert_dir).eval()
+    assert a.shape == (3, bert.config.hidden_size) and a.dtype == np.float32
+    with torch.inference_mode():
+        for text, got in zip(texts, a):
+            enc = tok(text, truncation=True, max_length=boosting.TEXT_MAX_LENGTH, return_tensors="pt")
+            np.testing.assert_allclose(got, bert(**enc).last_hidden_state[0].mean(0).numpy(), atol=1e-5)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the encoder was loaded again for texts it had embedded")
+
+    monkeypatch.setattr(base_models, "load_base_model", refuse)
+    marked = np.full_like(a[0], 7.0)  # what the cache holds is what comes back
+    monkeypatch.setitem(boosting._EMBEDDINGS, (tiny_bert_dir, "red mug"), marked)
+    again = boosting.text_embeddings(["red mug", texts[1]], tiny_bert_dir)
+    np.testing.assert_array_equal(again, np.stack([marked, a[1]]))
