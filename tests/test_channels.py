@@ -108,14 +108,28 @@ def test_without_the_columns_the_channels_are_absent():
         prepare(_log(), customer_col="buyer", progress=False)
 
 
-def test_cli_options_come_from_the_registry():
-    args = build_parser().parse_args(["prepare", "--sales", "x.csv", "--out", "y.parquet", "--invoice-col", "inv",
-                                      "--customer-col", "cust"])
-    opts = prepare_options(args)
-    assert opts["invoice_col"] == "inv" and opts["customer_col"] == "cust" and opts["price_col"] is None
-    for ch in CHANNELS.values():
-        if ch.column:
-            assert ch.cli_flag in build_parser().format_help() or ch.cli_flag in _prepare_help()
+# the verbs that read an order log through prepare's options, each with its other required options
+LOG_VERBS = {"prepare": ["--sales", "x.csv", "--out", "y.parquet"], "train": ["--sales", "x.csv", "--output-dir", "r"],
+             "label": ["--model", "m", "--sales", "x.csv", "--output", "o.csv"]}
+
+
+def test_cli_options_come_from_the_registry(monkeypatch):
+    """Every channel built from a log column has its `--<column>` option on each verb that reads an order log,
+    parsed into prepare's keyword of that name (the others left None) and on benchmark / backtest; a channel
+    registered here, which no hand-written list could know, included."""
+    monkeypatch.setitem(CHANNELS, "probe", channels.Channel("probe", "a channel of this test", build="sum",
+                                                            column="probe_col"))
+    with_column = [ch for ch in channels.context_channels() if ch.column]
+    assert {"price", "orders", "customers", "probe"} <= {ch.name for ch in with_column}
+    for verb, argv in LOG_VERBS.items():
+        for ch in with_column:
+            opts = prepare_options(build_parser().parse_args([verb, *argv, ch.cli_flag, "the_column"]))
+            assert {c.column: opts[c.column] for c in with_column} == {
+                c.column: "the_column" if c is ch else None for c in with_column}, (verb, ch.name)
+    for verb in ("benchmark", "backtest"):
+        for ch in with_column:
+            args = build_parser().parse_args([verb, "--out", "o", ch.cli_flag, "the_column"])
+            assert getattr(args, ch.column) == "the_column" and ch.cli_flag in _subcommand_help(verb), (verb, ch.name)
 
 
 def _prepare_help() -> str:
