@@ -10,7 +10,7 @@ import pytest
 
 from trendnlp.data.channels import CHANNELS
 from trendnlp.data.records import RecordError, read_records, record_features
-from trendnlp.data.schema import RECORD_FIELDS, RECORD_SCHEMA, field_table, record_model
+from trendnlp.data.schema import field_table, record_fields, record_model, record_schema
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,16 +25,16 @@ def test_docs_table_is_the_declaration():
 
 def test_every_channel_is_a_record_field_and_an_arrow_column():
     features = record_features()
-    assert list(features) == list(RECORD_FIELDS)
+    assert list(features) == list(record_fields())
     for name, ch in CHANNELS.items():
-        kind = RECORD_SCHEMA[name][0]
+        kind = record_schema()[name][0]
         assert kind == ("list[float?]" if ch.nullable else "list[float]")
         assert f"`{name}`" in field_table()
 
 
 def test_request_model_follows_the_declaration():
     model = record_model()
-    assert set(model.model_fields) == set(RECORD_FIELDS)
+    assert set(model.model_fields) == set(record_fields())
     assert [n for n, f in model.model_fields.items() if f.is_required()] == ["product_id", "sales"]
     with pytest.raises(Exception, match="orders"):
         model.model_validate({"product_id": "a", "sales": [1], "orders": [float("nan")]})

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from trendnlp.data.io import (ErrorReport, RecordError, _parquet_batches, detect_format, iter_raw_batches,
                               unreadable_as_data_error)
 from trendnlp.data.records import validate_batches, validate_record
-from trendnlp.data.schema import FREQS, RECORD_SCHEMA, arrow_features
+from trendnlp.data.schema import FREQS, arrow_features, record_schema
 from trendnlp.labels import LABELS, LabelRule
 
 # what str.strip() removes (str.isspace): Unicode separators plus these controls; ids with them at either end
@@ -116,8 +116,9 @@ def _sure_rows(batch: pa.RecordBatch, history: int | None, schema: pa.Schema) ->
         return np.zeros(n, dtype=bool), [pa.nulls(n, f.type) for f in schema]
     cols = {}
     sales_len = None
+    kinds = record_schema()
     for field in schema:
-        name, kind = field.name, RECORD_SCHEMA[field.name][0]
+        name, kind = field.name, kinds[field.name][0]
         col = batch.column(name) if name in names else pa.nulls(n)
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks()

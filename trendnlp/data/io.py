@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trendnlp.data.schema import LIST_FIELDS, RECORD_FIELDS
+from trendnlp.data.schema import list_fields, record_fields
 from trendnlp.errors import DataError, TrendError
 
 
@@ -296,7 +296,7 @@ class RecordFileWriter:
         table = batch if isinstance(batch, pa.Table) else None
         if self.fmt == "parquet":
             if table is None:
-                table = pa.Table.from_pandas(pd.DataFrame(batch, columns=list(RECORD_FIELDS)), preserve_index=False)
+                table = pa.Table.from_pandas(pd.DataFrame(batch, columns=list(record_fields())), preserve_index=False)
             if self._parquet is None:
                 self._parquet = pq.ParquetWriter(self._tmp, table.schema)
             self._parquet.write_table(table)
@@ -308,8 +308,8 @@ class RecordFileWriter:
                 self._fh.write(json.dumps({k: v for k, v in r.items() if k not in self.drop}, ensure_ascii=False)
                                + "\n")
         else:
-            df = pd.DataFrame(recs, columns=list(RECORD_FIELDS))
-            for col in LIST_FIELDS:
+            df = pd.DataFrame(recs, columns=list(record_fields()))
+            for col in list_fields():
                 df[col] = [json.dumps(v) if not missing(v) else "" for v in df[col]]  # a missing key reads as NaN
             df.to_csv(self._fh, index=False, header=self.n == 0)
         self.n += len(recs)
@@ -321,10 +321,10 @@ class RecordFileWriter:
             elif self.fmt == "parquet" and exc[0] is None:  # no batch: an empty file with the record columns
                 import pandas as pd
 
-                pd.DataFrame([], columns=list(RECORD_FIELDS)).to_parquet(self._tmp, index=False)
+                pd.DataFrame([], columns=list(record_fields())).to_parquet(self._tmp, index=False)
             if self._fh is not None:
                 if self.fmt == "csv" and self.n == 0 and exc[0] is None:
-                    self._fh.write(",".join(RECORD_FIELDS) + "\n")
+                    self._fh.write(",".join(record_fields()) + "\n")
                 self._fh.close()
         except BaseException:
             self._atomic.__exit__(*sys.exc_info())

@@ -2,7 +2,7 @@
 
 The readers (trendnlp.data.io) yield `(row_number, raw_dict)` pairs so that a bad value is reported with its
 file, row and field. `validate_record` turns a raw dict into a normalised record (every field of
-trendnlp.data.schema.RECORD_SCHEMA; the optional ones None when absent), e.g.:
+trendnlp.data.schema.record_schema(); the optional ones None when absent), e.g.:
 
     {"product_id": str, "title": str, "description": str, "reviews": list[str], "sales": list[float],
      "cutoff": str | None (ISO date), "freq": str, "label": str | None, "future_sales": list[float] | None}
@@ -23,14 +23,9 @@ from typing import Any
 from trendnlp.data.channels import context_channels
 from trendnlp.data.io import (ErrorReport, RecordError, detect_format, iter_frame_rows, iter_raw_rows,
                               missing as _missing)
-from trendnlp.data.schema import FREQS, RECORD_FIELDS
+from trendnlp.data.schema import FREQS, record_fields
 from trendnlp.labels import LABELS, LabelRule
 
-_CONTEXT = tuple(context_channels())
-_CONTEXT_CHANNELS = tuple(c.name for c in _CONTEXT)
-# optional context fields (None when absent): the context channels over the same periods as `sales` (see
-# trendnlp.data.channels), the date of the product's first sale, and the label rule's `change` (never an input)
-CONTEXT_FIELDS = (*_CONTEXT_CHANNELS, "first_sale", "change")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,9 +75,11 @@ def _numbers(values: list, name: str) -> list[float]:
 def _is_bool(v: Any) -> bool:
     return isinstance(v, bool) or (type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_"))
 def _context_fields(raw: dict, n_sales: int, csv_encoded: bool) -> dict:
-    """The CONTEXT_FIELDS of a raw row, checked; channel lists must be as long as `sales`."""
+    """The optional context fields of a raw row, checked (None when absent): the context channels of the registry
+    as it is now, each as long as `sales`; the date of the product's first sale; the label rule's `change` (never
+    an input)."""
     out: dict[str, Any] = {}
-    for ch in _CONTEXT:
+    for ch in context_channels():
         values = None if _missing(raw.get(ch.name)) else _as_list(raw.get(ch.name), ch.name, csv_encoded)
         if values is not None and ch.nullable:  # null where the period has no value (price: nothing sold);
             values = [None if _missing(v) else _numbers([v], ch.name)[0] or None for v in values]  # 0: none known
@@ -347,7 +344,7 @@ def load_records(source: Any, *, on_error: str = "raise", history: int | None = 
     if errors_path is not None and (len(report) or on_error == "skip"):
         report.write(errors_path)
     return datasets.Dataset.from_list(recs, features=record_features()) if recs else datasets.Dataset.from_dict(
-        {k: [] for k in RECORD_FIELDS}, features=record_features()), report
+        {k: [] for k in record_fields()}, features=record_features()), report
 
 
 def record_features():

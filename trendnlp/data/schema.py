@@ -1,9 +1,9 @@
 """The product record (docs/data.md), declared once: every field's type, whether it is required, and its meaning.
 
-From `RECORD_SCHEMA` (the channels' rows come from the registry, trendnlp.data.channels) derive:
+From `record_schema()` (the channels' rows come from the registry, trendnlp.data.channels) derive:
     record_model()        the pydantic v2 model of one record: serve's request bodies (422 naming index and field)
     arrow_features()      the Arrow / `datasets` Features of normalised records (record files, the Arrow cache)
-    RECORD_FIELDS         the columns of written record files, in order
+    record_fields()       the columns of written record files, in order
     field_table()         the Markdown field table of docs/data.md (tests/test_schema.py checks the page)
 The readers' rules (trendnlp.data.records.validate_record) check the same fields row by row with messages
 naming file, row and field; a Parquet batch is checked by its columns first (data.columns), the rows sure to
@@ -12,7 +12,10 @@ pass taken as they are and the others sent through those rules.
 Kinds: "str", "date" (ISO), "float", "list[str]", "list[float]" (finite, >= 0), "list[float?]" (nulls allowed),
 "freq", "label".
 
->>> RECORD_SCHEMA["sales"][:2]
+Each reads the registry when called, so a channel registered after import (by a test or a plug-in) is in all of
+them.
+
+>>> record_schema()["sales"][:2]
 ('list[float]', True)
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ FREQS = ("W", "D", "M")
 
 def record_schema() -> dict[str, tuple[str, bool, str]]:
     """field -> (kind, required, meaning), the context channels read off the registry as it is now (a channel
-    registered after import, e.g. by a test or a plug-in, is in it; `RECORD_SCHEMA` is the one at import)."""
+    registered after import, e.g. by a test or a plug-in, is in it)."""
     return {
         "product_id": ("str", True, "unique per (product, cutoff); errors name it"),
         "title": ("str", False, "short product name"),
@@ -44,9 +47,14 @@ def record_schema() -> dict[str, tuple[str, bool, str]]:
     }
 
 
-RECORD_SCHEMA: dict[str, tuple[str, bool, str]] = record_schema()
-RECORD_FIELDS = tuple(RECORD_SCHEMA)
-LIST_FIELDS = tuple(name for name, (kind, _, _) in RECORD_SCHEMA.items() if kind.startswith("list"))
+def record_fields() -> tuple[str, ...]:
+    """The record's fields in declaration order: the columns of written record files."""
+    return tuple(record_schema())
+
+
+def list_fields() -> tuple[str, ...]:
+    """The fields holding a list (JSON-encoded in CSV files)."""
+    return tuple(name for name, (kind, _, _) in record_schema().items() if kind.startswith("list"))
 
 
 def arrow_features(**extra):
@@ -75,7 +83,7 @@ def record_model():
     types = {"str": str, "date": dt.date, "float": float, "list[str]": list[str], "list[float]": list[units],
              "list[float?]": list[Optional[units]], "freq": Literal[FREQS], "label": Literal[tuple(LABELS)]}
     fields = {}
-    for name, (kind, required, help_) in RECORD_SCHEMA.items():
+    for name, (kind, required, help_) in record_schema().items():
         tp = types[kind]
         if name == "sales":
             tp = Annotated[tp, Field(min_length=1)]
@@ -99,5 +107,5 @@ def field_table() -> str:
     """
     rows = ["| field | type | required | meaning |", "|---|---|---|---|"]
     rows += [f"| `{name}` | {_KIND_TEXT[kind]} | {'yes' if required else 'no'} | {help_} |"
-             for name, (kind, required, help_) in RECORD_SCHEMA.items()]
+             for name, (kind, required, help_) in record_schema().items()]
     return "\n".join(rows)
