@@ -2,7 +2,7 @@
 
 The stages of a request's records, each timed alone in this process (CPU time of this process, so other jobs on
 the machine change little; median of --reps calls on different records of --records):
-    pydantic       the request body parsed and validated by the §1 request model, records dumped to dicts
+    pydantic       the request body parsed and validated by the record's request model, records dumped to dicts
     validate_rows  the rules every reader applies
     Predictor      the whole prediction core with the text cache off (what a served model call runs)
       and inside it: sales features, text dedup, tokenizing, the text encoder on the distinct texts (in the

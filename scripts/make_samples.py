@@ -20,7 +20,7 @@ signal is built so that only one input can see it coming:
 * Edge cases: ~12% of products launch mid-log (shorter histories), three have no text and no
   reviews, four are discontinued within the first 10 weeks (their later records are all zeros).
 
-Records (DESIGN §1) are windowed here from the weekly sums of the order log: up to 26 weeks of history
+Records (docs/data.md) are windowed here from the weekly sums of the order log: up to 26 weeks of history
 (fewer when the product's first sale, or the log's start, is more recent; never padded), the next
 4 weeks as `future_sales`, the default LabelRule for `label`, the title and description, and the 5
 newest reviews dated on or before the cutoff. Each product gets 4 train, 1 validation and 2 test

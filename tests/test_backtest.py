@@ -1,4 +1,4 @@
-"""`trendnlp backtest` (DESIGN §7): origin arithmetic, row planning, the summary, and a tiny end-to-end run on
+"""`trendnlp backtest` (docs/backtest.md): origin arithmetic, row planning, the summary, and a tiny end-to-end run on
 data_samples/orders.csv through the same per-window code as `trendnlp benchmark`."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SMALL_HYBRID = ["--set", "model.boosting_leaves=[7]", "--set", "model.boosting_m
 
 
 def test_origin_ranges_reproduce_the_section_6_split():
-    """At O = 2011-10-23 the rolling split is exactly the fixed §6 split of the two-year benchmark."""
+    """At O = 2011-10-23 the rolling split is exactly the fixed split of the two-year benchmark."""
     from trendnlp.data.split import ONLINE_RETAIL_SPLIT
 
     r = bt.origin_ranges("2011-10-23", "2010-05-30")
@@ -27,7 +27,7 @@ def test_origin_ranges_reproduce_the_section_6_split():
 
 def test_choose_origins_default_explicit_and_errors():
     cuts = [(dt.date(2010, 5, 30) + dt.timedelta(weeks=i)).isoformat() for i in range(76)]  # … 2011-11-06
-    # default (DESIGN §7): every 8 weeks over the log's last year (the log ends 2011-12-04, 4 weeks after the last
+    # default: every 8 weeks over the log's last year (the log ends 2011-12-04, 4 weeks after the last
     # cutoff), newest first from the latest origin whose test window is covered
     assert bt.choose_origins(cuts, None, 8) == ["2011-01-16", "2011-03-13", "2011-05-08", "2011-07-03", "2011-08-28",
                                                 "2011-10-23"]

@@ -13,7 +13,7 @@ from trendnlp.labels import LabelRule
     ([1, 1, 1, 1], [0, 0, 0, 0], "falling"),  # log(1/2) <= -log 1.25
     ([9, 9, 3, 3, 3, 3], [4, 4, 4, 4], "rising"),  # only the last K=4 count: (4+1)/(3+1) = 1.25 exactly, inclusive
     ([3, 3, 3, 3], [4.0, 4.0, 4.0, 4.0, 100], "rising"),  # F=4: the 5th future period is ignored; (5/4) is inclusive
-    # log(4/5) is -log 1.25 on paper but a hair above it in floats: stable, as §6's published counts require
+    # log(4/5) is -log 1.25 on paper but a hair above it in floats: stable, as the benchmark's published counts require
     ([4, 4, 4, 4], [3, 3, 3, 3], "stable"),
     ([4, 4, 4, 4], [2.99, 2.99, 2.99, 2.99], "falling"),
     ([4, 4, 4, 4], [3.01, 3.01, 3.01, 3.01], "stable"),  # just inside

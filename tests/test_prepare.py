@@ -200,7 +200,7 @@ def test_files_match_frames_and_keep_leading_zeros(tmp_path):
     assert want[0]["product_id"] == "007"
     assert run(tmp_path / "s.csv", history=2, horizon=1, min_history_units=0).records == want
     assert run(str(tmp_path / "s.parquet"), history=2, horizon=1, min_history_units=0).records == want
-    assert read_records(want) == want  # valid records in the §1 schema
+    assert read_records(want) == want  # valid records of the record schema
 
 
 @pytest.mark.parametrize("row,col,match", [
@@ -280,7 +280,7 @@ def online_retail():
 
 
 class TestOnlineRetailBenchmark:
-    """DESIGN §6: 69,969 records over 24 weekly cutoffs, 2011-05-29 … 2011-11-06."""
+    """The one-year benchmark (docs/benchmark.md): 69,969 records over 24 weekly cutoffs, 2011-05-29 … 2011-11-06."""
 
     def test_records_and_cutoffs(self, online_retail):
         res, seconds = online_retail

@@ -194,7 +194,7 @@ def test_load_test_script_runs_bounded_against_loopback_only(server, sample_reco
 
 
 def test_category_and_channels_pass_through_the_declared_schema(server, sample_records):
-    """The request model is the §1 declaration: `category` and the context channels are accepted and kept."""
+    """The request model is the record's declaration: `category` and the context channels are accepted and kept."""
     url, _ = server
     records = as_json(sample_records[:2])
     records[0] = {**records[0], "category": "mugs", "orders": [1.0] * len(records[0]["sales"])}

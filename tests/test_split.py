@@ -1,4 +1,4 @@
-"""Time-based splits: §6 ranges, the one-horizon purge, and the latest-cutoffs holdout."""
+"""Time-based splits: the benchmark's ranges, the one-horizon purge, and the latest-cutoffs holdout."""
 import pandas as pd
 import pytest
 
@@ -87,7 +87,7 @@ def test_time_holdout_errors():
 
 
 def test_latest_ranges_count_back_from_the_newest_cutoff_and_give_the_section_6_split():
-    """On the two-year file's cutoffs (2010-05-30 … 2011-11-06) the default sizes are exactly §6; the gap is the
+    """On the two-year file's cutoffs (2010-05-30 … 2011-11-06) the default sizes are the benchmark's; the gap is the
     three purged cutoffs between train and validation (labels known before test: refit only)."""
     r = latest_ranges(cutoffs(weekly(first="2010-05-30")))
     assert {k: r[k] for k in ("val", "test")} == {k: ONLINE_RETAIL_SPLIT[k] for k in ("val", "test")}

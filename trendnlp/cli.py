@@ -1,4 +1,4 @@
-"""`trendnlp` command line: thin argument parsing over the library (DESIGN §5).
+"""`trendnlp` command line: thin argument parsing over the library (docs/guide.md shows every verb).
 
     trendnlp prepare   order log (+ texts, reviews) -> product records
     trendnlp train     train on an order log or records file (split by cutoff), or a config's split files
@@ -8,7 +8,7 @@
     trendnlp export    ONNX graphs (+ int8) and/or a self-contained model folder
     trendnlp serve     serve a saved model over HTTP (predict, explain, metadata, reload, metrics)
     trendnlp benchmark the Online Retail benchmark: every baseline and ablation in one table
-    trendnlp backtest  the benchmark repeated at rolling origins (DESIGN §7): per-origin table, mean, wins, plot
+    trendnlp backtest  the benchmark repeated at rolling origins (docs/backtest.md): per-origin table, mean, wins, plot
 """
 from __future__ import annotations
 

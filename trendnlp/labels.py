@@ -1,4 +1,4 @@
-"""The label rule (DESIGN §2): a pure function from past and future sales to a trend label.
+"""The label rule (docs/data.md): a pure function from past and future sales to a trend label.
 
     recent = mean(sales[-K:]);  future = mean(future_sales[:F])
     change = log((future + alpha) / (recent + alpha))
@@ -64,7 +64,7 @@ class LabelRule:
         return labels_from_changes(change, self.tau)
 
 
-# Plain float comparisons, exactly as the rule is written: the published Online Retail label counts (§6)
+# Plain float comparisons, exactly as the rule is written: the published Online Retail label counts (docs/benchmark.md)
 # depend on it (e.g. 4 -> 3 units, log(0.8) = -0.22314355131420971 is a hair above -log(1.25), so stable).
 def label_from_change(change: float, tau: float) -> str:
     thr = math.log1p(tau)

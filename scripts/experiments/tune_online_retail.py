@@ -1,6 +1,6 @@
 """Reproducible tuning experiments for the Online Retail benchmark, scored on validation only.
 
-The records are prepared and split once (DESIGN §6) and cached as Parquet in --cache (outside the repo);
+The records are prepared and split once (docs/benchmark.md) and cached as Parquet in --cache (outside the repo);
 each experiment trains one variant of configs/benchmark_online_retail.yaml with --set overrides and
 appends its best validation macro-F1, the per-epoch curve and the time to CACHE/experiments.jsonl.
 The test part is never read here.
@@ -26,7 +26,7 @@ from trendnlp.config import TrendConfig, apply_overrides
 
 
 def cached_splits(sales: str | None, cache: Path) -> dict[str, str]:
-    """train/validation Parquet files of the §6 split, prepared on first use."""
+    """train/validation Parquet files of the benchmark's split, prepared on first use."""
     paths = {k: str(cache / "data" / f"{k}.parquet") for k in ("train", "validation")}
     if all(Path(p).exists() for p in paths.values()):
         return paths

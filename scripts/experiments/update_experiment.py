@@ -1,19 +1,19 @@
 """Does updating a model with the newest weeks (`trendnlp train --init-from`) pay off on Online Retail?
 
-Three models per scenario, each scored on the DESIGN §6 validation and test cutoffs:
+Three models per scenario, each scored on the benchmark's validation and test cutoffs:
     stale    trained on the older cutoffs only
     update   the stale model warm-started (`--init-from`) and trained on the newer cutoffs only
     retrain  trained from scratch on the older and the newer cutoffs together
 
 A newer cutoff may only be used once its label is known: its future (cutoff + 4 weeks) must be over before
-the cutoffs it is scored on. The §6 split leaves exactly one horizon between the last train cutoff
+the cutoffs it is scored on. The benchmark's split leaves exactly one horizon between the last train cutoff
 (2011-08-14, future ending 2011-09-11) and the first validation cutoff (2011-09-11), so no cutoff after
 the train range has a future complete by the first validation cutoff. Hence two scenarios:
 
     purged  stale = train cutoffs 2011-05-29 … 2011-07-17; newer = 2011-07-24 … 2011-08-14 (futures end
-            2011-08-21 … 2011-09-11, all by the first validation cutoff); retrain = the §6 train set.
+            2011-08-21 … 2011-09-11, all by the first validation cutoff); retrain = the benchmark's train set.
             Validation and test are both clean for all three models.
-    after   stale = the §6 train set; newer = 2011-08-21, 2011-08-28, 2011-09-04 (the cutoffs between train
+    after   stale = the benchmark's train set; newer = 2011-08-21, 2011-08-28, 2011-09-04 (the cutoffs between train
             and validation; futures end 2011-09-18 … 2011-10-02, before the first test cutoff 2011-10-23).
             Their futures overlap the validation weeks, so only test is clean for update and retrain.
 
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         res = results[name] = {}
         same = [r for sc in results.values() for r in sc.values()
                 if r["cutoffs"] == sorted(pd.read_parquet(files[f"{name}_older"], columns=["cutoff"])["cutoff"].unique())]
-        # the "after" stale model is the "purged" retrain (the §6 train set, same seed): train it once
+        # the "after" stale model is the "purged" retrain (the benchmark's train set, same seed): train it once
         res["stale"] = same[0] if same else run(args.config, args.set, files[f"{name}_older"], files,
                                                  out / name / "stale")
         res["update"] = run(args.config, args.set, files[f"{name}_newer"], files, out / name / "update",

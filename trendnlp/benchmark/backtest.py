@@ -1,6 +1,6 @@
-"""`trendnlp backtest`: the §6 protocol repeated at rolling origins (DESIGN §7).
+"""`trendnlp backtest`: the benchmark protocol repeated at rolling origins (docs/backtest.md).
 
-For each origin O (a cutoff date), with the §6 gaps relative to O:
+For each origin O (a cutoff date), with the benchmark's gaps relative to O:
     train cutoffs   first … O - 10 periods
     validation      O - 6 … O - 4
     test            O … O + 2
@@ -28,7 +28,7 @@ from trendnlp.config import TrendConfig
 # rows every other row's wins are counted against (where they ran)
 REFERENCES = ("sales_only", "gbm_all+offsets", "gbm_all", "gbm_all_text")
 OFFSETS = "+offsets"
-# the §6 split relative to its test origin, in periods: (first, last) of validation and test, last of train
+# the benchmark's split relative to its test origin, in periods: (first, last) of validation and test, last of train
 GAPS = {"train_last": -10, "val": (-6, -4), "test": (0, 2)}
 PERIODS_PER_YEAR = {"W": 52, "D": 365, "M": 12}  # without --origins: every `every` periods over the log's last year
 
@@ -45,7 +45,7 @@ def _shift(date: str, periods: int, freq: str) -> str:
 
 
 def origin_ranges(origin: str, first_cutoff: str, freq: str = "W") -> dict[str, tuple[str, str]]:
-    """The train / val / test cutoff ranges of one origin (DESIGN §7: the §6 gaps relative to O).
+    """The train / val / test cutoff ranges of one origin (the benchmark's gaps relative to O).
 
     >>> origin_ranges("2011-10-23", "2010-05-30")
     {'train': ('2010-05-30', '2011-08-14'), 'val': ('2011-09-11', '2011-09-25'), 'test': ('2011-10-23', '2011-11-06')}
@@ -57,7 +57,7 @@ def origin_ranges(origin: str, first_cutoff: str, freq: str = "W") -> dict[str, 
 
 def choose_origins(cutoffs: Sequence[str], spec: str | None, every: int, freq: str = "W",
                    horizon: int = 4) -> list[str]:
-    """The origins: `FIRST:LAST` every `every` periods from FIRST, or by default (DESIGN §7) every `every`
+    """The origins: `FIRST:LAST` every `every` periods from FIRST, or by default every `every`
     periods over the last year of the log: from the latest origin whose test window the records cover, back
     while the origin is inside the log's last year (which ends `horizon` periods after the last cutoff) and
     still has training cutoffs before it.

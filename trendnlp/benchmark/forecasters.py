@@ -1,7 +1,7 @@
 """Classical forecasters as benchmark rows: forecast the next weeks, then apply the label rule.
 
     history (26 weeks) --statsforecast model--> F future weeks --mean--> future
-    change = log((future + alpha) / (recent + alpha))                      (the rule of DESIGN §2)
+    change = log((future + alpha) / (recent + alpha))                      (trendnlp.labels)
     rising if change >= t_rise, falling if change <= -t_fall, stable otherwise
 
 The two thresholds are fitted on validation (grid, max macro-F1), just as our model's logit offsets are:

@@ -1,4 +1,4 @@
-"""The strongest peers of DESIGN §6: the library's boosting branch (trendnlp/model/boosting.py) used alone.
+"""The strongest peers of the benchmark: the library's boosting branch (trendnlp/model/boosting.py) used alone.
 
     gbm_all        LightGBM on the registry's features (model/boosting_features.py: the sales summary, newest
                    units, calendar, product age and every context channel's summaries)

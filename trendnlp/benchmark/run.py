@@ -1,4 +1,4 @@
-"""`trendnlp benchmark`: the Online Retail benchmark (DESIGN §6) from one command.
+"""`trendnlp benchmark`: the Online Retail benchmark (docs/benchmark.md) from one command.
 
     order log --prepare--> records --split by cutoff--> train / validation / test
         --> baselines (baselines.run_baselines)                              one row each
@@ -38,7 +38,7 @@ from trendnlp.evaluation.metrics import classification_metrics
 
 FUSED_PREFIX = "fused_"
 CALIBRATION_KEYS = ("ece_before", "ece_after", "brier_before", "brier_after")  # test, mean over seeds
-NEW_PRODUCT_AGE = 8  # DESIGN §6: the new-product slice, first sale at most 8 periods before the cutoff
+NEW_PRODUCT_AGE = 8  # the new-product slice, first sale at most 8 periods before the cutoff
 
 
 
@@ -169,7 +169,7 @@ def _slice_score(records: Sequence[dict], pred: np.ndarray, mask: np.ndarray | N
 
 
 def new_product_mask(records: Sequence[dict], max_age: int = NEW_PRODUCT_AGE) -> np.ndarray | None:
-    """The new-product slice (DESIGN §6): records whose product first sold at most `max_age` periods before the
+    """The new-product slice: records whose product first sold at most `max_age` periods before the
     cutoff, from each record's `first_sale`; None when a record lacks it (e.g. records prepared elsewhere).
 
     >>> new_product_mask([{"cutoff": "2011-10-23", "first_sale": "2011-09-04", "freq": "W"},

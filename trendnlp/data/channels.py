@@ -1,7 +1,7 @@
 """The record's channels (docs/data.md): per-period sequences aligned with `sales`, each declared once here.
 
 One `Channel` entry says everything the package needs to know about a channel:
-    record field   the §1 field holding the sequence (validated, stored in Arrow, served over HTTP)
+    record field   the record's field holding the sequence (validated, stored in Arrow, served over HTTP)
     build          how `prepare` builds it from the order log, per (product, period), at or before the cutoff:
                      sum       the column's numbers summed over the product's lines (an empty cell adds 0; the
                                `sales` channel is the units column summed)

@@ -1,4 +1,4 @@
-"""From order logs to product records (DESIGN §3): one record per (product, cutoff), without look-ahead.
+"""From order logs to product records (docs/data.md): one record per (product, cutoff), without look-ahead.
 
 Pipeline (P products, T complete periods, C cutoffs), in memory that grows with one chunk of records:
     sales rows   --checked in batches, aggregated by DuckDB (data.aggregate)-->  units and channels (P, T)
@@ -96,7 +96,7 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
         min_history_units: keep a record only if its history sums to at least this many units.
         max_reviews: reviews kept per record.
         series_start: "data" fills the whole window with observed units (0 where the product did not sell,
-            the §6 benchmark convention); "first_sale" starts each history at the product's first sale, so
+            the benchmark's convention); "first_sale" starts each history at the product's first sale, so
             young products get shorter `sales` lists.
         rule: label rule (default `LabelRule()`).
         as_of: None builds training records (every cutoff with a complete future). A date (or "latest": the

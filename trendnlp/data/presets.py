@@ -40,7 +40,7 @@ _ONLINE_RETAIL_COLUMNS = {
 
 
 def clean_online_retail(source: Any) -> tuple[pd.DataFrame, list[str]]:
-    """Apply the DESIGN §6 cleaning to an Online Retail file or DataFrame (either UCI release's column names).
+    """Apply the benchmark's cleaning to an Online Retail file or DataFrame (either UCI release's column names).
 
     Drops, in this order: cancellations (InvoiceNo starting with "C"), Quantity <= 0, UnitPrice <= 0, and
     StockCodes that are not products (not starting with five digits: POST, DOT, M, BANK CHARGES, ...).

@@ -1,4 +1,4 @@
-"""Product records (DESIGN §1): validation of raw rows into normalised records, and the read entry points.
+"""Product records (docs/data.md): validation of raw rows into normalised records, and the read entry points.
 
 The readers (trendnlp.data.io) yield `(row_number, raw_dict)` pairs so that a bad value is reported with its
 file, row and field. `validate_record` turns a raw dict into a normalised record (every field of
@@ -152,7 +152,7 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
     """Check one raw row and return the normalised record (see module docstring).
 
     Args:
-        raw: a mapping with the §1 fields.
+        raw: a mapping with the record's fields (trendnlp.data.schema).
         source, row: where the row came from, for the error message.
         history: the longest allowed `sales` (the model's history length); None: no limit.
         rule: label rule used to derive `label` from `future_sales` when `label` is absent.

@@ -13,7 +13,7 @@ from trendnlp.data.records import FREQS
 
 Range = tuple[str, str]
 
-# DESIGN §6: cutoff ranges of the Online Retail benchmark (inclusive); each gap is exactly one horizon (4 weeks).
+# the Online Retail benchmark's cutoff ranges (inclusive; docs/benchmark.md); each gap is exactly one horizon (4 weeks).
 # Train starts at the two-year file's first cutoff with 26 weeks of history; the one-year file (second year only)
 # has no cutoff before 2011-05-29, so the same range gives it its own protocol (train 2011-05-29 … 2011-08-14).
 ONLINE_RETAIL_SPLIT: dict[str, Range] = {
@@ -53,7 +53,7 @@ def split_by_cutoff(records: Sequence[dict], train: Range = ONLINE_RETAIL_SPLIT[
     Args:
         records: record dicts with an ISO `cutoff`.
         train, val, test: (first, last) cutoff dates, inclusive; val or test may be None (empty part).
-            Defaults are the DESIGN §6 Online Retail ranges.
+            Defaults are the Online Retail benchmark's ranges.
         horizon: periods the labels look ahead; consecutive parts must be at least this many periods apart.
         freq: period length of the cutoffs ("W", "D" or "M"), used to count the gap in periods.
     Returns:
@@ -96,7 +96,7 @@ def split_by_cutoff(records: Sequence[dict], train: Range = ONLINE_RETAIL_SPLIT[
 
 def latest_ranges(cutoffs: Sequence[str], test_periods: int = 3, val_periods: int = 3, purge: int = 4,
                   freq: str = "W") -> dict[str, Range]:
-    """Cutoff ranges counted back from the newest labelled cutoff, with the DESIGN §6 gaps.
+    """Cutoff ranges counted back from the newest labelled cutoff, with the benchmark's gaps.
 
     test = the newest `test_periods` cutoffs; validation = the `val_periods` before them, ending `purge` periods
     before the first test cutoff; train = every cutoff up to `purge` periods before the first validation

@@ -1,4 +1,4 @@
-"""Label today's catalog straight from the order log (DESIGN §3, `trendnlp label --sales LOG`).
+"""Label today's catalog straight from the order log (`trendnlp label --sales LOG`).
 
     order log (+ texts, reviews) --prepare(as_of=DATE)--> one record per product active in the history window,
     cut exactly as training records were --label_file--> product_id, cutoff, label, p_<label> per product

@@ -1,4 +1,4 @@
-"""ONNX export of a saved model (DESIGN §4): `model.onnx` (+ `model.int8.onnx`) and `head.onnx` beside it.
+"""ONNX export of a saved model folder: `model.onnx` (+ `model.int8.onnx`) and `head.onnx` beside it.
 
     model.onnx        the whole fused model, LoRA merged, eval mode (logit offsets applied):
                       input_ids, attention_mask (U, L)  U distinct texts, L tokens

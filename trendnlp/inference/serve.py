@@ -1,16 +1,16 @@
-"""`trendnlp serve`: a saved model over HTTP with FastAPI + uvicorn (DESIGN §5; extra `trendnlp[serve]`).
+"""`trendnlp serve`: a saved model over HTTP with FastAPI + uvicorn (docs/serving.md; extra `trendnlp[serve]`).
 
     GET  /health            {"status": "ok"} once the model is loaded (open even when a token is set)
     GET  /v1/metadata       labels, label rule, versions, training summary, model version, limits, batching; the
                             model kind and, for a hybrid, its blend weight and each branch's validation score
-    POST /v1/predict        {"records": [...]} (DESIGN §1) -> {"labels": [...], "model_version": ..., "results":
+    POST /v1/predict        {"records": [...]} (docs/data.md) -> {"labels": [...], "model_version": ..., "results":
                             [{"product_id", "cutoff", "label", "probabilities": {label: p}}, ...]}, one per record
     POST /v1/explain        the same body (?top_words=8&text_steps=8) -> {"labels", "results": [clf.explain(...)]}
     POST /v1/admin/reload   {"model": DIR} (optional; default the folder served): load, check, swap (token needed)
     GET  /metrics           Prometheus text format
 
 Requests pass three gates before the model sees them: the body size (413 above `max_body_bytes`, checked on
-the Content-Length header and on the bytes actually received), the pydantic model of the §1 record declared
+the Content-Length header and on the bytes actually received), the pydantic model of the record declared
 once in `trendnlp.data.schema`, then `validate_rows` (the rules every reader applies, e.g. history length);
 a bad record is a 422 naming its index and field. More than `max_records` records is a 413. Valid records go
 to the prediction core (`model.predict.Predictor`, as `trendnlp label`: each distinct text encoded once, pooled
@@ -62,7 +62,7 @@ def _require_extra() -> None:
         raise MissingExtraError(f"{INSTALL_HINT} ({e})") from None
 
 
-# ---- request models from the §1 declaration (trendnlp.data.schema.record_model) -------------------
+# ---- request models from the record's declaration (trendnlp.data.schema.record_model) -------------
 def request_model(record):
     """{"records": [record, ...]}: the body of /v1/predict (and /v1/explain)."""
     from pydantic import ConfigDict, Field, create_model
@@ -212,7 +212,7 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
     @app.post("/v1/explain")
     def explain(body: Records, top_words: int = Query(8, ge=0, le=50),
                 text_steps: int = Query(8, ge=0, le=64)) -> dict:
-        """`clf.explain` per record (DESIGN §5): text vs sales split, salient weeks, top words, review."""
+        """`clf.explain` per record (docs/explain.md): text vs sales split, salient weeks, top words, review."""
         try:
             import captum  # noqa: F401  (the explain extra)
         except ImportError:

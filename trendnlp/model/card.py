@@ -1,4 +1,4 @@
-"""The model card: README.md in every saved model folder (DESIGN §4), written from config.json and metrics.json.
+"""The model card: README.md in every saved model folder (docs/guide.md), written from config.json and metrics.json.
 
 What it was trained on, the label rule, validation / test metrics when the folder has them (training writes
 metrics.json beside the model and rewrites the card), calibration state, what the folder holds and how to

@@ -6,7 +6,7 @@ A batch from `data.TrendCollator` (B records, U distinct texts):
     fusion head -> logits (B, n_classes)
 Each distinct text is encoded once, however many records (cutoffs of one product) share it.
 
-The saved folder (DESIGN §4):
+The saved folder (docs/guide.md, the saved model folder):
     config.json          TrendConfig, label order and rule, feature scaling, base model reference, versions
     README.md            model card (model/card.py)
     adapter/             peft LoRA adapter (adapter_config.json + adapter_model.safetensors)  [finetune=lora]

@@ -24,7 +24,7 @@ from trendnlp.data.io import write_json
 from trendnlp.data.split import latest_ranges, split_by_cutoff, write_splits
 from trendnlp.outputs import exclusive_output, rank_tag
 
-DEFAULT_TEST_PERIODS = 3  # DESIGN §6: three test cutoffs, three validation cutoffs, one horizon between parts
+DEFAULT_TEST_PERIODS = 3  # as the benchmark: three test cutoffs, three validation cutoffs, one horizon between parts
 DEFAULT_VAL_PERIODS = 3
 
 
