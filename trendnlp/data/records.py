@@ -240,31 +240,52 @@ def validate_batches(batches: Iterable[list[tuple[int, dict | RecordError]]], *,
                      required: Mapping[str, str] | None = None) -> Iterator[list[tuple[int, dict]]]:
     """`validate_rows` over batches of rows (`iter_raw_batches`); yields each batch's valid (row, record) pairs,
     in order."""
-    if on_error not in ("raise", "skip"):
+    if on_error not in ("raise", "skip"):  # before the first batch is read
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
     seen = set() if seen is None else seen
     for rows in batches:
-        good = []
-        for n, raw in rows:
-            try:
-                if isinstance(raw, RecordError):
-                    raise raw
-                rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded,
-                                      required=required)
-                key = (rec["product_id"], rec["cutoff"])
-                before = len(seen)
-                seen.add(key)  # one lookup: a duplicate leaves the size unchanged
-                if len(seen) == before:
-                    raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = {key}; each must "
-                                      "be unique in a file", rec["product_id"])
-            except RecordError as err:
-                if on_error == "raise":
-                    raise
-                if report is not None:
-                    report.add(err)
-                continue
-            good.append((n, rec))
-        yield good
+        yield validate_batch(rows, source=source, on_error=on_error, history=history, rule=rule,
+                             csv_encoded=csv_encoded, report=report, seen=seen, required=required)
+
+
+def validate_batch(rows: Iterable[tuple[int, dict | RecordError]], *, source: str, on_error: str = "raise",
+                   history: int | None = None, rule: LabelRule | None = None, csv_encoded: bool = False,
+                   report: ErrorReport | None = None, seen: Any = None,
+                   required: Mapping[str, str] | None = None) -> list[tuple[int, dict]]:
+    """The one validate loop: (row, raw) pairs -> the valid (row, record) pairs, in order.
+
+    A bad row (or a RecordError the reader yielded in its place) raises with on_error='raise', or with 'skip'
+    is added to `report`. `seen` holds the (product_id, cutoff) keys of earlier valid rows, a set or a
+    memory-flat data.keys.KeySet: a key met again is a bad row; None: no duplicate check.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+    good = []
+    for n, raw in rows:
+        try:
+            if isinstance(raw, RecordError):
+                raise raw
+            rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded,
+                                  required=required)
+            key = (rec["product_id"], rec["cutoff"])
+            if seen is not None and not _add_new(seen, key):
+                raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = {key}; each must "
+                                  "be unique in a file", rec["product_id"])
+        except RecordError as err:
+            if on_error == "raise":
+                raise
+            if report is not None:
+                report.add(err)
+            continue
+        good.append((n, rec))
+    return good
+
+
+def _add_new(seen: Any, key: tuple) -> bool:
+    """Add `key` to a set or KeySet; False when it was there already (one lookup: a duplicate leaves the size)."""
+    before = len(seen)
+    seen.add(key)
+    return len(seen) != before
 
 
 def read_records(source: Any, *, on_error: str = "raise", history: int | None = None, rule: LabelRule | None = None,

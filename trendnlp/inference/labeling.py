@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 
 from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
-from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
+from trendnlp.data.io import ErrorReport, detect_format, iter_raw_rows
+from trendnlp.data.records import validate_batch
 from trendnlp.data.keys import KeySet
 from trendnlp.outputs import check_not_input, exclusive_output, rank_tag
 from trendnlp.inference.labeling_args import UNCERTAIN, add_arguments
@@ -153,7 +154,10 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     rows = iter(()) if input.stat().st_size == 0 and detect_format(input) != "parquet" else iter_raw_rows(input)
     for k, chunk in enumerate(iter(lambda: list(itertools.islice(rows, window)), [])):  # fixed windows
         rows_read += len(chunk)
-        good, bad = _validate_window(chunk, seen, source, rules, csv_encoded, on_error)
+        report = ErrorReport()
+        good = [rec for _, rec in validate_batch(chunk, source=source, on_error=on_error, csv_encoded=csv_encoded,
+                                                 report=report, seen=seen, **rules)]
+        bad = [err.as_report() for err in report.errors]
         if k % num_shards == shard_index and k >= state["next_window"]:
             probs, change = labeler(good)
             if good:
@@ -203,27 +207,6 @@ def _check_options(dtype: str, on_error: str, min_confidence: float | None, back
                          f"with dtype {dtype!r}")
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, found {batch_size} and {window}")
-
-
-def _validate_window(chunk: list, seen: KeySet, source: str, rules: dict, csv_encoded: bool,
-                     on_error: str) -> tuple[list[dict], list[dict]]:
-    """(valid records, error reports) of one window's raw rows; `seen` holds every earlier valid key (duplicates)."""
-    good, bad = [], []
-    for n, raw in chunk:
-        try:
-            if isinstance(raw, RecordError):
-                raise raw
-            rec = validate_record(raw, source=source, row=n, csv_encoded=csv_encoded, **rules)
-            if not seen.add((rec["product_id"], rec["cutoff"])):
-                raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = "
-                                  f"{(rec['product_id'], rec['cutoff'])}; each must be unique in a file",
-                                  rec["product_id"])
-            good.append(rec)
-        except RecordError as err:
-            if on_error == "raise":
-                raise
-            bad.append(err.as_report())
-    return good, bad
 
 
 def _load_model(model: Any, device, backend: str = "torch"):
