@@ -26,7 +26,7 @@ STEPS = arg(parse_count, maximum=1024)  # Integrated Gradients steps: more only 
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from trendnlp.outputs import output_lock
+    from trendnlp.outputs import default_errors_path, output_lock
 
     start = time.perf_counter()
     with output_lock(args.out, "--out"):  # a second prepare into the same file is refused at once
@@ -34,8 +34,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         n = len(result)
         print(result.summary())
         if args.on_error == "skip":
-            out = Path(args.out)
-            errors = args.errors or str(out.with_name(out.name[: -len(out.suffix)] + ".errors.csv"))
+            errors = args.errors or str(default_errors_path(args.out))
             result.errors.write(errors)
             print(f"{len(result.errors):,} bad input rows skipped, listed in {errors}")
     print(f"wrote {n:,} records to {args.out} in {time.perf_counter() - start:.1f} s")

@@ -43,8 +43,8 @@ from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, mer
 from trendnlp.data.io import ErrorReport, detect_format, iter_raw_rows
 from trendnlp.data.records import validate_batch
 from trendnlp.data.keys import KeySet
-from trendnlp.outputs import check_not_input, exclusive_output, rank_tag
-from trendnlp.inference.labeling_args import UNCERTAIN, add_arguments
+from trendnlp.outputs import check_not_input, default_errors_path, exclusive_output, rank_tag
+from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE, UNCERTAIN, WINDOW, add_arguments
 from trendnlp.model.load import BACKENDS, load_model
 from trendnlp.model.predict import Predictor
 
@@ -61,10 +61,10 @@ def _shard_tag(a: dict) -> object:
 
 
 @exclusive_output(lambda a: (a["output"], "--output", _shard_tag(a)))  # a second run on one output is refused
-def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size: int = 64, window: int = 4096,
+def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size: int = BATCH_SIZE, window: int = WINDOW,
                dtype: str = "fp32", on_error: str = "raise", errors: str | Path | None = None, resume: bool = True,
                progress: bool = True, num_shards: int = 1, shard_index: int = 0,
-               text_cache: int = 16384, extra_columns: ExtraColumns | None = None, accelerator: Any = None,
+               text_cache: int = TEXT_CACHE, extra_columns: ExtraColumns | None = None, accelerator: Any = None,
                min_confidence: float | None = None, backend: str = "torch") -> dict:
     """Label every row of a records file; streaming, resumable, optionally sharded over processes.
 
@@ -106,8 +106,7 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     input, output = Path(input), Path(output)
     out_fmt = detect_format(output)
     _check_options(dtype, on_error, min_confidence, backend, batch_size, window)
-    if on_error == "skip" and errors is None:
-        errors = output.with_name(output.name[: -len(output.suffix)] + ".errors.csv")
+    errors = default_errors_path(output) if on_error == "skip" and errors is None else errors
     errors = Path(errors) if errors is not None else None
     err_fmt = detect_format(errors) if errors is not None else None
     check_not_input(output, {"input": input}, "output")  # writing the output must never destroy the catalog
