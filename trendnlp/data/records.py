@@ -171,10 +171,13 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
     '7'
     """
     pid_raw = raw.get("product_id") if isinstance(raw, dict) else None
-    pid = None if _missing(pid_raw) else str(pid_raw).strip()
+    nested = isinstance(pid_raw, (list, tuple, dict))  # an id is text or a number, never a container
+    pid = None if nested or _missing(pid_raw) else str(pid_raw).strip()
     try:
         if not isinstance(raw, dict):
             raise _Bad("(row)", f"expected a JSON object / mapping, found {type(raw).__name__}")
+        if nested:
+            raise _Bad("product_id", f"expected text or a number, found {type(pid_raw).__name__} {pid_raw!r:.40}")
         if not pid:
             raise _Bad("product_id", "missing or empty; every record needs a product_id")
         rec: dict[str, Any] = {"product_id": pid}
@@ -282,10 +285,28 @@ def validate_batch(rows: Iterable[tuple[int, dict | RecordError]], *, source: st
 
 
 def _add_new(seen: Any, key: tuple) -> bool:
-    """Add `key` to a set or KeySet; False when it was there already (one lookup: a duplicate leaves the size)."""
-    before = len(seen)
+    """Add `key` to a set or KeySet; False when it was there (one lookup: a duplicate leaves the size)."""
+    n = len(seen)
     seen.add(key)
-    return len(seen) != before
+    return len(seen) != n
+
+
+def first_unlabelled(records: Iterable[dict]) -> dict | None:
+    """The first normalised record without a label (neither `label` nor `future_sales`), or None."""
+    return next((r for r in records if r["label"] is None), None)
+
+
+def require_labels(where: str, n: int, unlabelled: dict | None,
+                   need: str = "training and evaluation need labelled records") -> None:
+    """ValueError naming `where` (the part and its file, e.g. "train records (train.parquet)") when the part has
+    no records (`n`) or a record without a label: `unlabelled`, its first (`first_unlabelled`), or None.
+
+    >>> require_labels("train records (t.jsonl)", 2, first_unlabelled([{"label": "rising"}, {"label": "stable"}]))
+    """
+    if n and unlabelled is None:
+        return
+    raise ValueError(f"{where}: " + (f"product_id={unlabelled['product_id']!r} cutoff={unlabelled['cutoff']} has "
+                                     "neither `label` nor `future_sales`" if unlabelled else "none left") + f"; {need}")
 
 
 def read_records(source: Any, *, on_error: str = "raise", history: int | None = None, rule: LabelRule | None = None,

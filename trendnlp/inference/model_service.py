@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from trendnlp.data.channels import fed_channels
+from trendnlp.data.io import RecordError
 from trendnlp.data.records import validate_rows
+from trendnlp.data.schema import RECORD_FIELDS
 
 log = logging.getLogger("trendnlp.serve")
 
@@ -99,6 +101,15 @@ def _contract(meta: dict) -> dict:
     return {k: meta[k] for k in ("labels", "label_rule", "history", "channels", "inputs")}
 
 
+def _unknown_field(raw: Any, index: int) -> RecordError | None:
+    """The error for a request record with a field the record declaration lacks (validated in its turn)."""
+    extra = next((k for k in raw if k not in RECORD_FIELDS), None) if isinstance(raw, dict) else None
+    if extra is None:
+        return None
+    return RecordError("request", index, str(extra), f"unknown field; a record's fields are {', '.join(RECORD_FIELDS)}",
+                       str(raw.get("product_id")) if raw.get("product_id") is not None else None)
+
+
 def probe_record(history: int) -> dict:
     """A plain valid record for the probe prediction of a freshly loaded version."""
     return {"product_id": "__reload_probe__", "title": "reload probe product", "cutoff": "2024-01-07",
@@ -125,9 +136,12 @@ class ModelService:
         return self.current.clf
 
     def validate(self, records: list[dict]) -> list[dict]:
-        """Normalised records, as `predict_proba` reads them; RecordError (row = index) on the first bad one."""
-        rows = validate_rows(enumerate(records), source="request", **self.current.clf.record_rules())
-        return [rec for _, rec in rows]
+        """Normalised records, as `predict_proba` reads them; RecordError (row = index) on the first bad one.
+
+        The readers' rules, once; and a request names only declared fields (a misspelt `cutof` would otherwise
+        be dropped without a word)."""
+        rows = ((i, _unknown_field(raw, i) or raw) for i, raw in enumerate(records))
+        return [rec for _, rec in validate_rows(rows, source="request", **self.current.clf.record_rules())]
 
     def score(self, records: list[dict]) -> tuple[np.ndarray, Loaded]:
         """(n, n_labels) probabilities of validated records from one version, and that version."""

@@ -10,9 +10,11 @@
     GET  /metrics           Prometheus text format
 
 Requests pass three gates before the model sees them: the body size (413 above `max_body_bytes`, checked on
-the Content-Length header and on the bytes actually received), the pydantic model of the §1 record declared
-once in `trendnlp.data.schema`, then `validate_rows` (the rules every reader applies, e.g. history length);
-a bad record is a 422 naming its index and field. More than `max_records` records is a 413. Valid records go
+the Content-Length header and on the bytes actually received), the body's shape (pydantic: an object whose
+`records` is a non-empty list of objects; OpenAPI shows each as the §1 record declared once in
+`trendnlp.data.schema`), then each record, once, by the rules every reader applies (`validate_rows`: types,
+history length, the model's channels; a field the record declaration lacks is refused); a bad record is a 422
+naming its index and field. More than `max_records` records is a 413. Valid records go
 to the prediction core (`model.predict.Predictor`, as `trendnlp label`: each distinct text encoded once, pooled
 text embeddings kept in a bounded LRU cache across requests; the probabilities equal `predict_proba`'s):
 through the dynamic batcher (`inference.batching`) that gathers concurrent requests into one model call, or,
@@ -62,11 +64,19 @@ def _require_extra() -> None:
         raise MissingExtraError(f"{INSTALL_HINT} ({e})") from None
 
 
-# ---- request models from the §1 declaration (trendnlp.data.schema.record_model) -------------------
-def request_model(record):
-    """{"records": [record, ...]}: the body of /v1/predict (and /v1/explain)."""
-    from pydantic import ConfigDict, Field, create_model
+# ---- the request body: records checked once, by the readers' rules -------------------------------
+def request_model():
+    """{"records": [record, ...]}: the body of /v1/predict (and /v1/explain).
 
+    pydantic checks the envelope only; each record stays a dict for `ModelService.validate` (the rules of every
+    reader, so a request and a file are refused alike), and is documented in OpenAPI by the pydantic model of
+    the §1 declaration (`trendnlp.data.schema.record_model`).
+    """
+    from typing import Annotated
+
+    from pydantic import ConfigDict, Field, WithJsonSchema, create_model
+
+    record = Annotated[dict[str, Any], WithJsonSchema(record_model().model_json_schema())]
     return create_model("RecordsRequest", __config__=ConfigDict(extra="forbid"),
                         records=(list[record], Field(..., min_length=1, description="DESIGN §1 product records")))
 
@@ -141,7 +151,7 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
         if batcher is not None:  # after uvicorn drained the requests in flight: finish the queue, end the worker
             batcher.stop()
 
-    Records = request_model(record_model())
+    Records = request_model()
     app = FastAPI(title="trendnlp", version=getattr(trendnlp, "__version__", "0"), lifespan=lifespan,
                   description="Sales-trend labels (rising / falling / stable) for product records (DESIGN §1).")
     app.state.service, app.state.metrics = service, metrics
@@ -169,7 +179,7 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
         if len(body.records) > max_records:
             raise HTTPException(413, f"{len(body.records)} records in one request; at most {max_records} "
                                      "(split the request, or start the server with a larger --max-records)")
-        return service.validate([r.model_dump(exclude_none=True) for r in body.records])
+        return service.validate(body.records)
 
     def reload(model_dir: str | None = None) -> dict:
         try:
