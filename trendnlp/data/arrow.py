@@ -389,12 +389,6 @@ def load_arrow_splits(config, cache_dir: str | Path, errors_path: Path | None = 
     return recs["train"], recs["validation"], recs.get("test"), stats["train"]
 
 
-def scaling_rows(stats: dict) -> np.ndarray:
-    """Two summary rows, mean + std and mean - std, whose mean and (population) std are the stats' own: what
-    `SalesEncoder.fit_summary_scaler` needs, without holding every record's summary in memory."""
-    mean, std = np.asarray(stats["summary_mean"]), np.asarray(stats["summary_std"])
-    return np.stack([mean + std, mean - std])
-
 
 class GroupedIndexSampler(Sampler[int]):
     """`collate.ProductGroupedSampler` on int product codes in numpy: the same grouping (products shuffled,

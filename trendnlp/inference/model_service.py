@@ -24,6 +24,7 @@ from trendnlp.data.channels import fed_channels
 from trendnlp.data.io import RecordError
 from trendnlp.data.records import validate_rows
 from trendnlp.data.schema import RECORD_FIELDS
+from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE
 
 log = logging.getLogger("trendnlp.serve")
 
@@ -125,7 +126,7 @@ class ModelService:
         text_cache: pooled text embeddings kept across requests, per version (0: none).
     """
 
-    def __init__(self, model: Any, batch_size: int = 64, text_cache: int = 16384):
+    def __init__(self, model: Any, batch_size: int = BATCH_SIZE, text_cache: int = TEXT_CACHE):
         self.batch_size, self.text_cache = batch_size, text_cache
         self.current = load_version(model, batch_size, text_cache)
         self.lock = threading.Lock()  # one model call at a time when batching is off, and for explain

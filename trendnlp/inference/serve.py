@@ -37,13 +37,11 @@ import numpy as np
 
 from trendnlp.data.records import RecordError
 from trendnlp.data.schema import record_model
+from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE
 from trendnlp.inference.model_service import Loaded, ModelService, ReloadError
+from trendnlp.inference.serve_args import GRACE_SECONDS, MAX_BATCH_RECORDS, MAX_BODY_BYTES, MAX_RECORDS, MAX_WAIT_MS
 from trendnlp.inference.serve_ops import Door, Metrics, ServeSetupError, check_door, log_config, read_token
 
-MAX_BODY_BYTES = 8 * 1024 * 1024  # ~10k typical records; bounds the memory and parse time of one request
-MAX_RECORDS = 10_000
-# docs/serving.md: the CPU a record falls up to 64 records a call; waiting 25 or 60 ms made no bigger batches
-MAX_BATCH_RECORDS, MAX_WAIT_MS = 64, 5.0
 THREADS = 128  # FastAPI's thread pool: requests waiting on a batch each hold a thread (anyio's default is 40)
 INSTALL_HINT = "trendnlp serve needs FastAPI, uvicorn and prometheus-client: pip install 'trendnlp[serve]'"
 log = logging.getLogger("trendnlp.serve")
@@ -101,7 +99,7 @@ def _describe(item: dict) -> str:
 
 # ---- the app -------------------------------------------------------------------------------------
 def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS,
-               batch_size: int = 64, text_cache: int = 16384, max_batch_records: int = MAX_BATCH_RECORDS,
+               batch_size: int = BATCH_SIZE, text_cache: int = TEXT_CACHE, max_batch_records: int = MAX_BATCH_RECORDS,
                max_wait_ms: float = MAX_WAIT_MS, token: str | None = None):
     """The FastAPI app serving one model (loaded here, once; swapped by /v1/admin/reload).
 
@@ -295,9 +293,9 @@ class BodyLimit:
 
 
 def serve(model: Any, host: str = "127.0.0.1", port: int = 8000, *, max_body_bytes: int = MAX_BODY_BYTES,
-          max_records: int = MAX_RECORDS, batch_size: int = 64, text_cache: int = 16384,
+          max_records: int = MAX_RECORDS, batch_size: int = BATCH_SIZE, text_cache: int = TEXT_CACHE,
           max_batch_records: int = MAX_BATCH_RECORDS, max_wait_ms: float = MAX_WAIT_MS,
-          api_key_file: str | None = None, allow_unauthenticated: bool = False, grace_seconds: int = 30,
+          api_key_file: str | None = None, allow_unauthenticated: bool = False, grace_seconds: int = GRACE_SECONDS,
           log_level: str = "info") -> None:
     """Load the model once and serve it with uvicorn (one process) until SIGINT / SIGTERM.
 

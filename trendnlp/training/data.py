@@ -28,7 +28,7 @@ class TrainData:
     train: Any
     validation: Any
     test: Any  # None without data.test
-    arrow: dict | None = None  # the Arrow build's stats (label counts, summary scaling rows), None in memory
+    arrow: dict | None = None  # the Arrow build's stats (label counts, summary mean and std), None in memory
 
     def label_counts(self) -> dict[str, int]:
         """{label: count} of the training records (class weights)."""
@@ -39,9 +39,7 @@ class TrainData:
         if self.arrow is None:
             model.fit_feature_scaling(self.train)
         elif model.sales_encoder is not None:
-            from trendnlp.data.arrow import scaling_rows
-
-            model.sales_encoder.fit_summary_scaler(scaling_rows(self.arrow))
+            model.sales_encoder.set_summary_scaler(self.arrow["summary_mean"], self.arrow["summary_std"])
 
     def loaders(self, model, tc: TrainConfig, accelerator: Accelerator, show: bool) -> tuple[DataLoader, DataLoader]:
         """Unprepared train and validation loaders. Plain shuffling is a RandomSampler, which accelerate turns
