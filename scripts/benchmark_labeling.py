@@ -183,6 +183,8 @@ def build_model(config: Path, records: list[dict], directory: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trendnlp.inference.labeling_args import TEXT_CACHE  # light: the label command's default
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="Online Retail order log, e.g. online_retail.parquet (read in place; "
                    "the file: docs/benchmark.md); needed without --backends")
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", default=None, help=argparse.SUPPRESS)
     p.add_argument("--output", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
-    p.add_argument("--text-cache", type=int, default=16384, help=argparse.SUPPRESS)
+    p.add_argument("--text-cache", type=int, default=TEXT_CACHE, help=argparse.SUPPRESS)
     p.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
     p.add_argument("--backends", action="store_true", help="the backend table instead of (a)-(d)")
     p.add_argument("--or-model", default=None, help="--backends: model for the Online Retail catalog")

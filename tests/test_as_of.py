@@ -173,6 +173,22 @@ def test_label_command_labels_every_active_product_once(model_dir, tmp_path):
     assert np.allclose(probs, got[["p_rising", "p_falling", "p_stable"]].to_numpy(), atol=1e-5)
 
 
+def test_label_log_validates_once_and_reports_the_records_the_model_refuses(model_dir, tmp_path):
+    from trendnlp.data.io import RecordError
+    from trendnlp.inference.as_of import label_log
+
+    tables = shop(n_weeks=40, seed=3)
+    out, longer = tmp_path / "today.parquet", {"texts": tables["texts"], "history": 30}  # the model reads 26
+    with pytest.raises(RecordError, match=r"records as of .*: row 1 .*field 'sales': history of 30 periods"):
+        label_log(model_dir, tables["sales"], out, prepare_options=longer, progress=False)
+    summary = label_log(model_dir, tables["sales"], out, prepare_options=longer, on_error="skip", progress=False)
+    errors, got = pd.read_csv(tmp_path / "today.errors.csv"), pd.read_parquet(out)
+    assert summary["errors_written"] == len(errors) > 0 and set(errors["field"]) == {"sales"}
+    assert summary["rows_written"] == len(got) == summary["products"] - len(errors)
+    assert list(got.columns[:3]) == ["product_id", "cutoff", "label"] and set(got["cutoff"]) <= {end(39)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["today.errors.csv", "today.parquet"]  # no parts or lock
+
+
 def test_label_needs_exactly_one_input(model_dir, tmp_path):
     base = [sys.executable, "-m", "trendnlp", "label", "--model", str(model_dir), "--output", str(tmp_path / "o.csv")]
     for extra in ([], ["--input", "a.jsonl", "--sales", "b.csv"]):

@@ -80,14 +80,15 @@ def test_two_label_runs_at_once_leave_one_complete_output(world, tmp_path):
     assert not out.with_name(out.name + ".parts").exists()
 
 
-def test_the_lock_is_reentrant_and_released(tmp_path):
+def test_the_lock_is_taken_once_and_released(tmp_path):
     from trendnlp.errors import OutputLockedError
     from trendnlp.outputs import output_lock
 
     out = tmp_path / "x.csv"
     with output_lock(out):
-        with output_lock(out):  # a locked call inside another (label_log -> label_file)
-            pass
+        with pytest.raises(OutputLockedError, match="x.csv"):  # not re-entrant: each output is locked once
+            with output_lock(out):
+                pass
         code = ("import sys; from trendnlp.outputs import output_lock\nwith output_lock(sys.argv[1]): pass")
         other = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=subprocess_env())
         assert other.returncode == 1 and "OutputLockedError" in other.stderr

@@ -178,6 +178,12 @@ def test_a_record_without_a_channel_the_model_reads_is_refused(tmp_path):
     assert [(e.row, e.field, e.product_id) for e in report.errors] == [(3, "customers", "p1")]
 
 
+def test_a_product_id_is_never_a_container():
+    for pid in (["p-1"], {"id": 1}):
+        with pytest.raises(RecordError, match=r"row 1: field 'product_id': expected text or a number, found"):
+            read_records([{"product_id": pid, "sales": [1]}])
+
+
 def test_pandas_na_cells_read_as_missing():
     """A pandas "string" column gives pd.NA for an empty cell: no text (or no cutoff), like None and NaN."""
     df = pd.DataFrame({"product_id": ["a", "b"], "title": ["mug", None], "cutoff": ["2011-05-29", None],

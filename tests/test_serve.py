@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from serving import server_process
 
+from trendnlp.data.schema import record_fields
 from trendnlp.model.classifier import TrendClassifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +125,15 @@ def test_bad_record_is_a_422_naming_index_and_field(server, sample_records, chan
     first = r.json()["errors"][0]
     assert (first["index"], first["field"]) == (index, field), r.json()
     assert f"record {index}" in r.json()["detail"]
+
+
+def test_openapi_shows_the_declared_record(server):
+    """Records are checked once, by the readers' rules; the API page still documents the §1 declaration."""
+    url, _ = server
+    body = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]["RecordsRequest"]
+    record = body["properties"]["records"]["items"]
+    assert record["additionalProperties"] is False and record["required"] == ["product_id", "sales"]
+    assert set(record["properties"]) == set(record_fields())
 
 
 def test_bad_bodies_and_limits(server, sample_records):

@@ -26,7 +26,7 @@ STEPS = arg(parse_count, maximum=1024)  # Integrated Gradients steps: more only 
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from trendnlp.outputs import output_lock
+    from trendnlp.outputs import default_errors_path, output_lock
 
     start = time.perf_counter()
     with output_lock(args.out, "--out"):  # a second prepare into the same file is refused at once
@@ -34,8 +34,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         n = len(result)
         print(result.summary())
         if args.on_error == "skip":
-            out = Path(args.out)
-            errors = args.errors or str(out.with_name(out.name[: -len(out.suffix)] + ".errors.csv"))
+            errors = args.errors or str(default_errors_path(args.out))
             result.errors.write(errors)
             print(f"{len(result.errors):,} bad input rows skipped, listed in {errors}")
     print(f"wrote {n:,} records to {args.out} in {time.perf_counter() - start:.1f} s")
@@ -251,27 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("serve", help="serve a saved model over HTTP (FastAPI + uvicorn; pip install trendnlp[serve])")
-    p.add_argument("--model", required=True, help="saved model folder, loaded once")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="larger request bodies get a 413 "
-                   "(default 8 MiB)")
-    p.add_argument("--max-records", type=int, default=10_000, help="more records per request get a 413 "
-                   "(default 10000)")
-    p.add_argument("--batch-size", type=int, default=64, help="distinct texts per encoder pass within a request")
-    p.add_argument("--text-cache", type=int, default=16384, help="pooled text embeddings kept across requests "
-                   "(0: none)")
-    p.add_argument("--max-batch-records", type=int, default=64, help="dynamic batching: records per model call "
-                   "at most, gathered from concurrent requests (default 64)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="dynamic batching: how long a request waits for "
-                   "batch-mates (default 5; 0: no batching, one request at a time)")
-    p.add_argument("--api-key-file", default=None, help="file whose first line is the bearer token every endpoint "
-                   "but /health asks for (or set TRENDNLP_API_KEY); needed for POST /v1/admin/reload")
-    p.add_argument("--allow-unauthenticated", action="store_true", help="listen on a non-loopback --host without "
-                   "a token (only behind something that guards the port)")
-    p.add_argument("--grace-seconds", type=int, default=30, help="on SIGTERM, how long requests in flight get to "
-                   "finish (default 30)")
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    from trendnlp.inference.serve_args import add_arguments as add_serve_arguments  # light, as labeling_args
+
+    add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="ONNX graphs (--format onnx [--int8]) and/or a self-contained model folder")
@@ -291,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_benchmark_arguments(p)
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("backtest", help="rolling-origin backtest (DESIGN §7): the benchmark at several origins")
+    p = sub.add_parser("backtest", help="rolling-origin backtest (docs/backtest.md): the benchmark at several origins")
     add_benchmark_arguments(p, backtest=True)
     p.set_defaults(func=cmd_backtest)
     return parser

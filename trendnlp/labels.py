@@ -15,6 +15,9 @@ import numpy as np
 from trendnlp.errors import ConfigError
 
 LABELS: tuple[str, ...] = ("rising", "falling", "stable")  # the order of every logit and probability column
+# what each parameter means, for the config's field help and the command-line options (defaults: LabelRule's)
+RULE_HELP = {"K": "history periods averaged into `recent`", "F": "future periods averaged into `future`",
+             "alpha": "additive smoothing of the log ratio", "tau": "relative change threshold"}
 
 
 @dataclass
@@ -62,6 +65,9 @@ class LabelRule:
         """Rule on precomputed means (arrays of shape (N,)); returns an array of label strings."""
         change = np.log((np.asarray(future_mean, float) + self.alpha) / (np.asarray(recent_mean, float) + self.alpha))
         return labels_from_changes(change, self.tau)
+
+
+DEFAULT_RULE = LabelRule()  # the defaults that the config and the command line show
 
 
 # Plain float comparisons, exactly as the rule is written: the published Online Retail label counts (docs/benchmark.md)

@@ -75,10 +75,17 @@ def check_not_input(output: str | Path, inputs: dict[str, str | Path | None], wh
                                   f"the input. Choose another {what} path")
 
 
+def default_errors_path(output: str | Path) -> Path:
+    """Where the rows skipped under `--on-error skip` go when `--errors` is not given: `<output stem>.errors.csv`.
+
+    >>> default_errors_path("runs/labels.parquet").name
+    'labels.errors.csv'
+    """
+    p = Path(output)
+    return p.with_name(p.name[: -len(p.suffix)] + ".errors.csv" if p.suffix else p.name + ".errors.csv")
+
+
 # ---- one writer per output -------------------------------------------------------------------------
-_HELD: dict[str, int] = {}  # lock files this process holds -> nesting depth (a locked call may call another)
-
-
 def lock_path(output: str | Path, tag: object = None) -> Path:
     """The lock file of an output file or folder: hidden, beside it (`runs/.model.lock` for `runs/model`).
 
@@ -94,7 +101,8 @@ def output_lock(output: str | Path, what: str = "--output", tag: object = None) 
     """Hold an exclusive lock on `output` (the `filelock` package) while the block runs.
 
     A second process asking for the same output is refused at once (no waiting): two runs writing one file or
-    folder would interleave their parts and leave a broken result. Re-entrant within one process.
+    folder would interleave their parts and leave a broken result. Not re-entrant: each output is locked once,
+    by the outermost call that writes it (a locked function calls the undecorated ones it needs).
 
     Args:
         output: the output file or folder.
@@ -103,20 +111,12 @@ def output_lock(output: str | Path, what: str = "--output", tag: object = None) 
     Raises:
         OutputLockedError naming the output and the lock file.
 
-    >>> with output_lock("runs/labels.csv"):  # doctest: +SKIP
-    ...     label_file(model, "catalog.csv", "runs/labels.csv")
+    >>> with output_lock("runs/records.parquet", "--out"):  # doctest: +SKIP
+    ...     write_records(records, "runs/records.parquet")
     """
     from filelock import FileLock, Timeout
 
     path = lock_path(output, tag)
-    key = str(path.absolute())
-    if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield path
-        finally:
-            _HELD[key] -= 1
-        return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path), timeout=0)
     try:
@@ -124,11 +124,9 @@ def output_lock(output: str | Path, what: str = "--output", tag: object = None) 
     except Timeout:
         raise OutputLockedError(f"{what} {output}: another trendnlp run is writing it right now (it holds {path}); "
                                 f"wait for that run to finish, or choose another {what}") from None
-    _HELD[key] = 1
     try:
         yield path
     finally:
-        del _HELD[key]
         # removed while still held, so no lock file is left beside the output: a run that opens the old file
         # now is refused (this one is still finishing), one that comes later creates and locks a new file
         with contextlib.suppress(OSError):
@@ -142,6 +140,9 @@ def exclusive_output(where: Callable[[dict], tuple[str | Path | None, str, objec
     Args:
         where: the bound arguments (name -> value, defaults applied) -> (output, option name, tag); a None
             output takes no lock.
+
+    The undecorated function stays reachable as `fn.__wrapped__` (functools.wraps), for a caller that holds
+    the lock already (`train_on_records` calls the training loop on the run folder it locked).
     """
     def wrap(fn: Callable) -> Callable:
         sig = inspect.signature(fn)

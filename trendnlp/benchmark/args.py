@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
                               f"({channel.help})")
     for name, help_ in (("title", "product text (Description)"), ("description", "longer product text")):
         cols.add_argument(f"--{name}-col", default=None, help=help_)
-    win = p.add_argument_group("records and label rule (defaults: DESIGN §2 and §6, or the config)")
+    win = p.add_argument_group("records and label rule (defaults: the label rule of docs/data.md and the benchmark protocol, or the config)")
     win.add_argument("--freq", choices=("W", "D", "M"), default="W", help="period length (default W, weeks "
                      "ending Sunday)")
     win.add_argument("--history", type=PERIODS, default=None, help="periods of history per record (config "
@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
                             ("tau", POSITIVE_NUMBER, "relative change threshold")):
         win.add_argument(f"--{name}", type=tp, default=None, help=f"{help_} (config labels.{name})")
     if backtest:
-        bt = p.add_argument_group("origins (DESIGN §7: at origin O, train cutoffs up to O-10 periods, validation "
+        bt = p.add_argument_group("origins (docs/backtest.md: at origin O, train cutoffs up to O-10 periods, validation "
                                   "O-6 … O-4, test O … O+2)")
         bt.add_argument("--origins", type=DATE_RANGE, default=None, metavar="FIRST:LAST", help="first and last "
                         "origin (ISO dates, inclusive, FIRST <= LAST), e.g. 2011-03-13:2011-10-23 (default: every "
@@ -90,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser, backtest: bool = False) -> None:
         bt.add_argument("--update", action="store_true", help="warm-start each neural run from its model at the "
                         "previous origin instead of training from scratch")
     else:
-        split = p.add_argument_group("split by cutoff date, inclusive FROM:TO (defaults: DESIGN §6; train starts "
+        split = p.add_argument_group("split by cutoff date, inclusive FROM:TO (defaults: the benchmark protocol of docs/benchmark.md; train starts "
                                      "at the first cutoff of the file when that is later)")
         for part, key in (("train", "train"), ("val", "val"), ("test", "test")):
             first, last = ONLINE_RETAIL_SPLIT[key]

@@ -30,7 +30,7 @@ from trendnlp.data.features import build_text, summary_stats_flat
 from trendnlp.data.columns import record_tables
 from trendnlp.data.schema import arrow_features
 from trendnlp.data.io import new_folder
-from trendnlp.data.records import ErrorReport
+from trendnlp.data.records import ErrorReport, require_labels
 from trendnlp.labels import LabelRule
 
 CACHE_VERSION = 6  # bump when the row schema changes: older caches are rebuilt
@@ -382,22 +382,12 @@ def load_arrow_splits(config, cache_dir: str | Path, errors_path: Path | None = 
     stats = {name: build_record_dataset(getattr(d, name), cache_dir, **kw)[1]  # the Dataset (and its map) dropped
              for name in ("train", "validation", "test") if getattr(d, name)}
     for name, st in stats.items():
-        if not st["n"] or st["unlabelled"]:
-            bad = st["unlabelled"]
-            raise ValueError(f"{name} records ({getattr(d, name)}): " + (
-                f"product_id={bad['product_id']!r} cutoff={bad['cutoff']} has neither `label` nor `future_sales`"
-                if bad else "none left") + "; training and evaluation need labelled records")
+        require_labels(f"{name} records ({getattr(d, name)})", st["n"], st["unlabelled"])
     if errors_path is not None and (len(report) or d.on_error == "skip"):  # once the splits are accepted
         report.write(errors_path)
     recs = {name: ArrowRecords(Path(st["folder"]) / ARROW_FILE) for name, st in stats.items()}
     return recs["train"], recs["validation"], recs.get("test"), stats["train"]
 
-
-def scaling_rows(stats: dict) -> np.ndarray:
-    """Two summary rows, mean + std and mean - std, whose mean and (population) std are the stats' own: what
-    `SalesEncoder.fit_summary_scaler` needs, without holding every record's summary in memory."""
-    mean, std = np.asarray(stats["summary_mean"]), np.asarray(stats["summary_std"])
-    return np.stack([mean + std, mean - std])
 
 
 class GroupedIndexSampler(Sampler[int]):

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from trendnlp.data.io import (ErrorReport, RecordError, _parquet_batches, detect_format, iter_raw_batches,
                               unreadable_as_data_error)
-from trendnlp.data.records import validate_batches, validate_record
+from trendnlp.data.records import validate_batch, validate_batches
 from trendnlp.data.schema import FREQS, arrow_features, record_schema
 from trendnlp.labels import LABELS, LabelRule
 
@@ -83,15 +83,12 @@ def _validate(batch: pa.RecordBatch, first: int, schema: pa.Schema, source: str,
     parts, order, errors = [pa.Table.from_arrays([c.filter(pa.array(ok)) for c in cols], schema=schema)], [rows[sure]], []
     other = np.flatnonzero(~ok)
     if len(other):
-        recs, good = [], []
-        for i, raw in zip(other.tolist(), batch.take(pa.array(other)).to_pylist()):
-            try:
-                recs.append(validate_record(raw, source=source, row=int(rows[i]), history=history, rule=rule))
-                good.append(rows[i])
-            except RecordError as err:
-                errors.append(err)
-        parts.append(pa.Table.from_pylist(recs, schema=schema))
-        order.append(np.asarray(good, dtype=np.int64))
+        report = ErrorReport()  # duplicates are checked below, over the whole batch
+        good = validate_batch(zip(rows[other].tolist(), batch.take(pa.array(other)).to_pylist()), source=source,
+                              on_error="skip", history=history, rule=rule, report=report)
+        errors += report.errors
+        parts.append(pa.Table.from_pylist([rec for _, rec in good], schema=schema))
+        order.append(np.asarray([n for n, _ in good], dtype=np.int64))
     table = pa.concat_tables(parts)
     row_of = np.concatenate(order)
     sort = np.argsort(row_of, kind="stable")

@@ -21,6 +21,8 @@ from typing import Any
 from trendnlp.data.schema import list_fields, record_fields
 from trendnlp.errors import DataError, TrendError
 
+ERROR_COLUMNS = ("source", "row", "product_id", "field", "reason")  # an errors file's columns (skipped rows)
+
 
 class RecordError(DataError):
     """A bad input row: names the file, row, field and (when known) the product id."""
@@ -32,6 +34,7 @@ class RecordError(DataError):
         super().__init__(f"{where}{pid}: field '{field}': {reason}")
 
     def as_report(self) -> dict:
+        """One row of an errors file: {column: value} for each of ERROR_COLUMNS."""
         return {"source": self.source, "row": self.row, "product_id": self.product_id, "field": self.field,
                 "reason": self.reason}
 
@@ -56,7 +59,7 @@ class ErrorReport:
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
                 return
             with tmp.open("w", newline="", encoding="utf-8") as fh:
-                w = csv.DictWriter(fh, fieldnames=["source", "row", "product_id", "field", "reason"])
+                w = csv.DictWriter(fh, fieldnames=ERROR_COLUMNS)
                 w.writeheader()
                 w.writerows(rows)
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 import argparse
 
 from trendnlp.data.channels import column_options, context_channels
-from trendnlp.labels import LabelRule
+from trendnlp.labels import DEFAULT_RULE, RULE_HELP, LabelRule
 from trendnlp.options import COUNT, NUMBER, PERIODS, POSITIVE, arg, parse_number
 
 
 def add_rule_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("label rule (DESIGN §2)")
-    g.add_argument("--K", type=POSITIVE, default=4, help="history periods averaged into `recent` (default 4)")
-    g.add_argument("--F", type=POSITIVE, default=4, help="future periods averaged into `future` (default 4)")
-    g.add_argument("--alpha", type=arg(parse_number, above=True), default=1.0, help="additive smoothing (default 1.0)")
-    g.add_argument("--tau", type=arg(parse_number, above=True), default=0.25,
-                   help="relative change threshold (default 0.25)")
+    g = p.add_argument_group("label rule (docs/data.md)")
+    above_zero = arg(parse_number, above=True)
+    for name, kind in (("K", POSITIVE), ("F", POSITIVE), ("alpha", above_zero), ("tau", above_zero)):
+        default = getattr(DEFAULT_RULE, name)
+        g.add_argument(f"--{name}", type=kind, default=default, help=f"{RULE_HELP[name]} (default {default})")
 
 
 def rule_from_args(args: argparse.Namespace) -> LabelRule:

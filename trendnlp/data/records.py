@@ -168,10 +168,13 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
     '7'
     """
     pid_raw = raw.get("product_id") if isinstance(raw, dict) else None
-    pid = None if _missing(pid_raw) else str(pid_raw).strip()
+    nested = isinstance(pid_raw, (list, tuple, dict))  # an id is text or a number, never a container
+    pid = None if nested or _missing(pid_raw) else str(pid_raw).strip()
     try:
         if not isinstance(raw, dict):
             raise _Bad("(row)", f"expected a JSON object / mapping, found {type(raw).__name__}")
+        if nested:
+            raise _Bad("product_id", f"expected text or a number, found {type(pid_raw).__name__} {pid_raw!r:.40}")
         if not pid:
             raise _Bad("product_id", "missing or empty; every record needs a product_id")
         rec: dict[str, Any] = {"product_id": pid}
@@ -237,31 +240,70 @@ def validate_batches(batches: Iterable[list[tuple[int, dict | RecordError]]], *,
                      required: Mapping[str, str] | None = None) -> Iterator[list[tuple[int, dict]]]:
     """`validate_rows` over batches of rows (`iter_raw_batches`); yields each batch's valid (row, record) pairs,
     in order."""
-    if on_error not in ("raise", "skip"):
+    if on_error not in ("raise", "skip"):  # before the first batch is read
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
     seen = set() if seen is None else seen
     for rows in batches:
-        good = []
-        for n, raw in rows:
-            try:
-                if isinstance(raw, RecordError):
-                    raise raw
-                rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded,
-                                      required=required)
-                key = (rec["product_id"], rec["cutoff"])
-                before = len(seen)
-                seen.add(key)  # one lookup: a duplicate leaves the size unchanged
-                if len(seen) == before:
-                    raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = {key}; each must "
-                                      "be unique in a file", rec["product_id"])
-            except RecordError as err:
-                if on_error == "raise":
-                    raise
-                if report is not None:
-                    report.add(err)
-                continue
-            good.append((n, rec))
-        yield good
+        yield validate_batch(rows, source=source, on_error=on_error, history=history, rule=rule,
+                             csv_encoded=csv_encoded, report=report, seen=seen, required=required)
+
+
+def validate_batch(rows: Iterable[tuple[int, dict | RecordError]], *, source: str, on_error: str = "raise",
+                   history: int | None = None, rule: LabelRule | None = None, csv_encoded: bool = False,
+                   report: ErrorReport | None = None, seen: Any = None,
+                   required: Mapping[str, str] | None = None) -> list[tuple[int, dict]]:
+    """The one validate loop: (row, raw) pairs -> the valid (row, record) pairs, in order.
+
+    A bad row (or a RecordError the reader yielded in its place) raises with on_error='raise', or with 'skip'
+    is added to `report`. `seen` holds the (product_id, cutoff) keys of earlier valid rows, a set or a
+    memory-flat data.keys.KeySet: a key met again is a bad row; None: no duplicate check.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+    good = []
+    for n, raw in rows:
+        try:
+            if isinstance(raw, RecordError):
+                raise raw
+            rec = validate_record(raw, source=source, row=n, history=history, rule=rule, csv_encoded=csv_encoded,
+                                  required=required)
+            key = (rec["product_id"], rec["cutoff"])
+            if seen is not None and not _add_new(seen, key):
+                raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = {key}; each must "
+                                  "be unique in a file", rec["product_id"])
+        except RecordError as err:
+            if on_error == "raise":
+                raise
+            if report is not None:
+                report.add(err)
+            continue
+        good.append((n, rec))
+    return good
+
+
+def _add_new(seen: Any, key: tuple) -> bool:
+    """Add `key` to a set or KeySet; False when it was there (one lookup: a duplicate leaves the size)."""
+    n = len(seen)
+    seen.add(key)
+    return len(seen) != n
+
+
+def first_unlabelled(records: Iterable[dict]) -> dict | None:
+    """The first normalised record without a label (neither `label` nor `future_sales`), or None."""
+    return next((r for r in records if r["label"] is None), None)
+
+
+def require_labels(where: str, n: int, unlabelled: dict | None,
+                   need: str = "training and evaluation need labelled records") -> None:
+    """ValueError naming `where` (the part and its file, e.g. "train records (train.parquet)") when the part has
+    no records (`n`) or a record without a label: `unlabelled`, its first (`first_unlabelled`), or None.
+
+    >>> require_labels("train records (t.jsonl)", 2, first_unlabelled([{"label": "rising"}, {"label": "stable"}]))
+    """
+    if n and unlabelled is None:
+        return
+    raise ValueError(f"{where}: " + (f"product_id={unlabelled['product_id']!r} cutoff={unlabelled['cutoff']} has "
+                                     "neither `label` nor `future_sales`" if unlabelled else "none left") + f"; {need}")
 
 
 def read_records(source: Any, *, on_error: str = "raise", history: int | None = None, rule: LabelRule | None = None,

@@ -40,10 +40,11 @@ from tqdm.auto import tqdm
 
 from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
-from trendnlp.data.records import RecordError, detect_format, iter_raw_rows, validate_record
+from trendnlp.data.io import ErrorReport, detect_format, iter_raw_rows
+from trendnlp.data.records import validate_batch
 from trendnlp.data.keys import KeySet
-from trendnlp.outputs import check_not_input, exclusive_output, rank_tag
-from trendnlp.inference.labeling_args import UNCERTAIN, add_arguments
+from trendnlp.outputs import check_not_input, default_errors_path, exclusive_output, rank_tag
+from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE, UNCERTAIN, WINDOW, add_arguments
 from trendnlp.model.load import BACKENDS, load_model
 from trendnlp.model.predict import Predictor
 
@@ -60,10 +61,10 @@ def _shard_tag(a: dict) -> object:
 
 
 @exclusive_output(lambda a: (a["output"], "--output", _shard_tag(a)))  # a second run on one output is refused
-def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size: int = 64, window: int = 4096,
+def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size: int = BATCH_SIZE, window: int = WINDOW,
                dtype: str = "fp32", on_error: str = "raise", errors: str | Path | None = None, resume: bool = True,
                progress: bool = True, num_shards: int = 1, shard_index: int = 0,
-               text_cache: int = 16384, extra_columns: ExtraColumns | None = None, accelerator: Any = None,
+               text_cache: int = TEXT_CACHE, extra_columns: ExtraColumns | None = None, accelerator: Any = None,
                min_confidence: float | None = None, backend: str = "torch") -> dict:
     """Label every row of a records file; streaming, resumable, optionally sharded over processes.
 
@@ -105,8 +106,7 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     input, output = Path(input), Path(output)
     out_fmt = detect_format(output)
     _check_options(dtype, on_error, min_confidence, backend, batch_size, window)
-    if on_error == "skip" and errors is None:
-        errors = output.with_name(output.name[: -len(output.suffix)] + ".errors.csv")
+    errors = default_errors_path(output) if on_error == "skip" and errors is None else errors
     errors = Path(errors) if errors is not None else None
     err_fmt = detect_format(errors) if errors is not None else None
     check_not_input(output, {"input": input}, "output")  # writing the output must never destroy the catalog
@@ -153,7 +153,10 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
     rows = iter(()) if input.stat().st_size == 0 and detect_format(input) != "parquet" else iter_raw_rows(input)
     for k, chunk in enumerate(iter(lambda: list(itertools.islice(rows, window)), [])):  # fixed windows
         rows_read += len(chunk)
-        good, bad = _validate_window(chunk, seen, source, rules, csv_encoded, on_error)
+        report = ErrorReport()
+        good = [rec for _, rec in validate_batch(chunk, source=source, on_error=on_error, csv_encoded=csv_encoded,
+                                                 report=report, seen=seen, **rules)]
+        bad = [err.as_report() for err in report.errors]
         if k % num_shards == shard_index and k >= state["next_window"]:
             probs, change = labeler(good)
             if good:
@@ -203,27 +206,6 @@ def _check_options(dtype: str, on_error: str, min_confidence: float | None, back
                          f"with dtype {dtype!r}")
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, found {batch_size} and {window}")
-
-
-def _validate_window(chunk: list, seen: KeySet, source: str, rules: dict, csv_encoded: bool,
-                     on_error: str) -> tuple[list[dict], list[dict]]:
-    """(valid records, error reports) of one window's raw rows; `seen` holds every earlier valid key (duplicates)."""
-    good, bad = [], []
-    for n, raw in chunk:
-        try:
-            if isinstance(raw, RecordError):
-                raise raw
-            rec = validate_record(raw, source=source, row=n, csv_encoded=csv_encoded, **rules)
-            if not seen.add((rec["product_id"], rec["cutoff"])):
-                raise RecordError(source, n, "product_id", f"duplicate (product_id, cutoff) = "
-                                  f"{(rec['product_id'], rec['cutoff'])}; each must be unique in a file",
-                                  rec["product_id"])
-            good.append(rec)
-        except RecordError as err:
-            if on_error == "raise":
-                raise
-            bad.append(err.as_report())
-    return good, bad
 
 
 def _load_model(model: Any, device, backend: str = "torch"):

@@ -6,6 +6,11 @@ import argparse
 from trendnlp.options import POSITIVE
 
 UNCERTAIN = "uncertain"  # the label of a row whose top probability is below --min-confidence
+BATCH_SIZE = 64  # distinct texts per text-encoder pass (label and serve)
+WINDOW = 4096  # rows read ahead and scored together; texts are deduplicated over a window
+# pooled text embeddings kept across windows or requests (label, serve): a catalog sorted by cutoff meets each
+# product's text again a few thousand rows later, a server is asked about the same products again and again
+TEXT_CACHE = 16384
 
 
 def add_arguments(p: argparse.ArgumentParser, input_required: bool = True) -> argparse.ArgumentParser:
@@ -14,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser, input_required: bool = True) -> ar
     p.add_argument("--model", required=True, help="saved model folder (TrendClassifier.save_pretrained)")
     p.add_argument("--input", required=input_required, help="records file: .jsonl, .csv or .parquet")
     p.add_argument("--output", required=True, help="result file: .csv, .jsonl or .parquet")
-    p.add_argument("--batch-size", type=POSITIVE, default=64, help="distinct texts per encoder pass")
-    p.add_argument("--window", type=POSITIVE, default=4096, help="rows read ahead; texts are deduplicated per window")
+    p.add_argument("--batch-size", type=POSITIVE, default=BATCH_SIZE, help="distinct texts per encoder pass")
+    p.add_argument("--window", type=POSITIVE, default=WINDOW, help="rows read ahead; texts are deduplicated per window")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (needs CPU bf16 support)")
     p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
                    help="torch, or onnxruntime on the folder's model.onnx / model.int8.onnx (trendnlp export --format "

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from trendnlp.data.io import atomic_path, write_json as _write_json
+from trendnlp.data.io import ERROR_COLUMNS, atomic_path, write_json as _write_json
 from trendnlp.errors import ResumeError
 
 
@@ -147,8 +147,7 @@ def merge_if_complete(parts: Path, output: Path, errors: Path | None, out_fmt: s
     base = ["product_id", "cutoff", "label"] + [f"p_{n}" for n in labels]
     merge_parts(sorted(parts.glob(f"part-*.{out_fmt}"), key=window_of), output, out_fmt, base)
     if errors is not None:
-        merge_parts(sorted(parts.glob(f"errors-*.{err_fmt}"), key=window_of), errors, err_fmt,
-                    ["source", "row", "product_id", "field", "reason"])
+        merge_parts(sorted(parts.glob(f"errors-*.{err_fmt}"), key=window_of), errors, err_fmt, ERROR_COLUMNS)
     # rename first: a kill in the middle of deleting must never leave a manifest next to a partial set of parts
     trash = parts.with_name(parts.name + ".trash")
     shutil.rmtree(trash, ignore_errors=True)

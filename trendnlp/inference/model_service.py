@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 
 from trendnlp.data.channels import fed_channels
+from trendnlp.data.io import RecordError
 from trendnlp.data.records import validate_rows
+from trendnlp.data.schema import record_fields
+from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE
 
 log = logging.getLogger("trendnlp.serve")
 
@@ -99,6 +102,16 @@ def _contract(meta: dict) -> dict:
     return {k: meta[k] for k in ("labels", "label_rule", "history", "channels", "inputs")}
 
 
+def _unknown_field(raw: Any, index: int) -> RecordError | None:
+    """The error for a request record with a field the record declaration lacks (validated in its turn)."""
+    fields = record_fields()
+    extra = next((k for k in raw if k not in fields), None) if isinstance(raw, dict) else None
+    if extra is None:
+        return None
+    return RecordError("request", index, str(extra), f"unknown field; a record's fields are {', '.join(fields)}",
+                       str(raw.get("product_id")) if raw.get("product_id") is not None else None)
+
+
 def probe_record(history: int) -> dict:
     """A plain valid record for the probe prediction of a freshly loaded version."""
     return {"product_id": "__reload_probe__", "title": "reload probe product", "cutoff": "2024-01-07",
@@ -114,7 +127,7 @@ class ModelService:
         text_cache: pooled text embeddings kept across requests, per version (0: none).
     """
 
-    def __init__(self, model: Any, batch_size: int = 64, text_cache: int = 16384):
+    def __init__(self, model: Any, batch_size: int = BATCH_SIZE, text_cache: int = TEXT_CACHE):
         self.batch_size, self.text_cache = batch_size, text_cache
         self.current = load_version(model, batch_size, text_cache)
         self.lock = threading.Lock()  # one model call at a time when batching is off, and for explain
@@ -125,9 +138,12 @@ class ModelService:
         return self.current.clf
 
     def validate(self, records: list[dict]) -> list[dict]:
-        """Normalised records, as `predict_proba` reads them; RecordError (row = index) on the first bad one."""
-        rows = validate_rows(enumerate(records), source="request", **self.current.clf.record_rules())
-        return [rec for _, rec in rows]
+        """Normalised records, as `predict_proba` reads them; RecordError (row = index) on the first bad one.
+
+        The readers' rules, once; and a request names only declared fields (a misspelt `cutof` would otherwise
+        be dropped without a word)."""
+        rows = ((i, _unknown_field(raw, i) or raw) for i, raw in enumerate(records))
+        return [rec for _, rec in validate_rows(rows, source="request", **self.current.clf.record_rules())]
 
     def score(self, records: list[dict]) -> tuple[np.ndarray, Loaded]:
         """(n, n_labels) probabilities of validated records from one version, and that version."""

@@ -10,9 +10,11 @@
     GET  /metrics           Prometheus text format
 
 Requests pass three gates before the model sees them: the body size (413 above `max_body_bytes`, checked on
-the Content-Length header and on the bytes actually received), the pydantic model of the record declared
-once in `trendnlp.data.schema`, then `validate_rows` (the rules every reader applies, e.g. history length);
-a bad record is a 422 naming its index and field. More than `max_records` records is a 413. Valid records go
+the Content-Length header and on the bytes actually received), the body's shape (pydantic: an object whose
+`records` is a non-empty list of objects; OpenAPI shows each as the record declared once in
+`trendnlp.data.schema`), then each record, once, by the rules every reader applies (`validate_rows`: types,
+history length, the model's channels; a field the record declaration lacks is refused); a bad record is a 422
+naming its index and field. More than `max_records` records is a 413. Valid records go
 to the prediction core (`model.predict.Predictor`, as `trendnlp label`: each distinct text encoded once, pooled
 text embeddings kept in a bounded LRU cache across requests; the probabilities equal `predict_proba`'s):
 through the dynamic batcher (`inference.batching`) that gathers concurrent requests into one model call, or,
@@ -35,13 +37,11 @@ import numpy as np
 
 from trendnlp.data.records import RecordError
 from trendnlp.data.schema import record_model
+from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE
 from trendnlp.inference.model_service import Loaded, ModelService, ReloadError
+from trendnlp.inference.serve_args import GRACE_SECONDS, MAX_BATCH_RECORDS, MAX_BODY_BYTES, MAX_RECORDS, MAX_WAIT_MS
 from trendnlp.inference.serve_ops import Door, Metrics, ServeSetupError, check_door, log_config, read_token
 
-MAX_BODY_BYTES = 8 * 1024 * 1024  # ~10k typical records; bounds the memory and parse time of one request
-MAX_RECORDS = 10_000
-# docs/serving.md: the CPU a record falls up to 64 records a call; waiting 25 or 60 ms made no bigger batches
-MAX_BATCH_RECORDS, MAX_WAIT_MS = 64, 5.0
 THREADS = 128  # FastAPI's thread pool: requests waiting on a batch each hold a thread (anyio's default is 40)
 INSTALL_HINT = "trendnlp serve needs FastAPI, uvicorn and prometheus-client: pip install 'trendnlp[serve]'"
 log = logging.getLogger("trendnlp.serve")
@@ -62,13 +62,21 @@ def _require_extra() -> None:
         raise MissingExtraError(f"{INSTALL_HINT} ({e})") from None
 
 
-# ---- request models from the record's declaration (trendnlp.data.schema.record_model) -------------
-def request_model(record):
-    """{"records": [record, ...]}: the body of /v1/predict (and /v1/explain)."""
-    from pydantic import ConfigDict, Field, create_model
+# ---- the request body: records checked once, by the readers' rules -------------------------------
+def request_model():
+    """{"records": [record, ...]}: the body of /v1/predict (and /v1/explain).
 
+    pydantic checks the envelope only; each record stays a dict for `ModelService.validate` (the rules of every
+    reader, so a request and a file are refused alike), and is documented in OpenAPI by the pydantic model of
+    the record declaration (`trendnlp.data.schema.record_model`).
+    """
+    from typing import Annotated
+
+    from pydantic import ConfigDict, Field, WithJsonSchema, create_model
+
+    record = Annotated[dict[str, Any], WithJsonSchema(record_model().model_json_schema())]
     return create_model("RecordsRequest", __config__=ConfigDict(extra="forbid"),
-                        records=(list[record], Field(..., min_length=1, description="DESIGN §1 product records")))
+                        records=(list[record], Field(..., min_length=1, description="product records (docs/data.md, the record contract)")))
 
 
 def _error_items(errors: Sequence[dict]) -> list[dict]:
@@ -91,7 +99,7 @@ def _describe(item: dict) -> str:
 
 # ---- the app -------------------------------------------------------------------------------------
 def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records: int = MAX_RECORDS,
-               batch_size: int = 64, text_cache: int = 16384, max_batch_records: int = MAX_BATCH_RECORDS,
+               batch_size: int = BATCH_SIZE, text_cache: int = TEXT_CACHE, max_batch_records: int = MAX_BATCH_RECORDS,
                max_wait_ms: float = MAX_WAIT_MS, token: str | None = None):
     """The FastAPI app serving one model (loaded here, once; swapped by /v1/admin/reload).
 
@@ -141,9 +149,9 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
         if batcher is not None:  # after uvicorn drained the requests in flight: finish the queue, end the worker
             batcher.stop()
 
-    Records = request_model(record_model())
+    Records = request_model()
     app = FastAPI(title="trendnlp", version=getattr(trendnlp, "__version__", "0"), lifespan=lifespan,
-                  description="Sales-trend labels (rising / falling / stable) for product records (DESIGN §1).")
+                  description="Sales-trend labels (rising / falling / stable) for product records (the record contract of docs/data.md).")
     app.state.service, app.state.metrics = service, metrics
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     # outermost: every request gets an id and is counted
@@ -169,7 +177,7 @@ def create_app(model: Any, *, max_body_bytes: int = MAX_BODY_BYTES, max_records:
         if len(body.records) > max_records:
             raise HTTPException(413, f"{len(body.records)} records in one request; at most {max_records} "
                                      "(split the request, or start the server with a larger --max-records)")
-        return service.validate([r.model_dump(exclude_none=True) for r in body.records])
+        return service.validate(body.records)
 
     def reload(model_dir: str | None = None) -> dict:
         try:
@@ -285,9 +293,9 @@ class BodyLimit:
 
 
 def serve(model: Any, host: str = "127.0.0.1", port: int = 8000, *, max_body_bytes: int = MAX_BODY_BYTES,
-          max_records: int = MAX_RECORDS, batch_size: int = 64, text_cache: int = 16384,
+          max_records: int = MAX_RECORDS, batch_size: int = BATCH_SIZE, text_cache: int = TEXT_CACHE,
           max_batch_records: int = MAX_BATCH_RECORDS, max_wait_ms: float = MAX_WAIT_MS,
-          api_key_file: str | None = None, allow_unauthenticated: bool = False, grace_seconds: int = 30,
+          api_key_file: str | None = None, allow_unauthenticated: bool = False, grace_seconds: int = GRACE_SECONDS,
           log_level: str = "info") -> None:
     """Load the model once and serve it with uvicorn (one process) until SIGINT / SIGTERM.
 

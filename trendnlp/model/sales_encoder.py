@@ -53,9 +53,20 @@ class SalesEncoder(nn.Module):
         if summary.ndim != 2 or summary.shape[1] != self.n_summary or len(summary) == 0:
             raise ValueError(f"fit_summary_scaler: expected a non-empty (N, {self.n_summary}) array, "
                              f"found shape {summary.shape}")
-        std = summary.std(axis=0)
+        self.set_summary_scaler(summary.mean(axis=0), summary.std(axis=0))
+
+    def set_summary_scaler(self, mean: np.ndarray | list, std: np.ndarray | list) -> None:
+        """Set `summary_mean` / `summary_std` from statistics computed elsewhere (the Arrow build's one pass).
+
+        Args:
+            mean, std: (S,) mean and population std of the training summaries.
+        """
+        mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        if mean.shape != (self.n_summary,) or std.shape != (self.n_summary,):
+            raise ValueError(f"set_summary_scaler: expected a mean and a std of {self.n_summary} values each, found "
+                             f"shapes {mean.shape} and {std.shape}")
         std = np.where(std < 1e-6, 1.0, std)  # constant statistics (e.g. all full histories) stay at 0
-        self.summary_mean.copy_(torch.as_tensor(summary.mean(axis=0), dtype=self.summary_mean.dtype))
+        self.summary_mean.copy_(torch.as_tensor(mean, dtype=self.summary_mean.dtype))
         self.summary_std.copy_(torch.as_tensor(std, dtype=self.summary_std.dtype))
 
     def scaling_stats(self) -> dict:

@@ -18,7 +18,7 @@ from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.channels import carried_channels, require_channels
 from trendnlp.data.collate import ProductGroupedSampler
 from trendnlp.data.parts import is_records_path, read_parts
-from trendnlp.data.records import ErrorReport
+from trendnlp.data.records import ErrorReport, first_unlabelled, require_labels
 
 
 @dataclass
@@ -28,7 +28,7 @@ class TrainData:
     train: Any
     validation: Any
     test: Any  # None without data.test
-    arrow: dict | None = None  # the Arrow build's stats (label counts, summary scaling rows), None in memory
+    arrow: dict | None = None  # the Arrow build's stats (label counts, summary mean and std), None in memory
 
     def label_counts(self) -> dict[str, int]:
         """{label: count} of the training records (class weights)."""
@@ -39,9 +39,7 @@ class TrainData:
         if self.arrow is None:
             model.fit_feature_scaling(self.train)
         elif model.sales_encoder is not None:
-            from trendnlp.data.arrow import scaling_rows
-
-            model.sales_encoder.fit_summary_scaler(scaling_rows(self.arrow))
+            model.sales_encoder.set_summary_scaler(self.arrow["summary_mean"], self.arrow["summary_std"])
 
     def loaders(self, model, tc: TrainConfig, accelerator: Accelerator, show: bool) -> tuple[DataLoader, DataLoader]:
         """Unprepared train and validation loaders. Plain shuffling is a RandomSampler, which accelerate turns
@@ -112,11 +110,8 @@ def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[l
         train, val = time_holdout(train, d.val_fraction, config.labels.F)
     test = read_parts(d.test, **kw) if d.test else None
     for name, recs in (("train", train), ("validation", val), ("test", test)):
-        bad = next((r for r in recs or [] if r["label"] is None), None)
-        if recs is not None and (not recs or bad):
-            raise ValueError(f"{name} records ({getattr(d, name) or d.train}): " + (
-                f"product_id={bad['product_id']!r} cutoff={bad['cutoff']} has neither `label` nor `future_sales`"
-                if bad else "none left") + "; training and evaluation need labelled records")
+        if recs is not None:
+            require_labels(f"{name} records ({getattr(d, name) or d.train})", len(recs), first_unlabelled(recs))
         if recs:  # a channel the config feeds but the records lack would be all zeros
             require_channels(config.sales, carried_channels(recs), getattr(d, name) or d.train)
     if errors_path is not None and (len(report) or d.on_error == "skip"):  # once the splits are accepted

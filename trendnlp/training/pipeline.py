@@ -139,7 +139,9 @@ def train_on_records(records: Sequence[dict], config: TrendConfig, output_dir: s
     # refit_extra: the records of the purge gap, which a refit on every label known before test adds
     raw["data"].update(train=paths["train"], validation=paths["validation"], test=paths["test"],
                        refit_extra=paths.get("refit_extra", ""))
-    result = train(TrendConfig.from_dict(raw, source="train_on_records"), out, progress=progress, **train_options)
+    # this call holds the run folder's lock: the loop runs undecorated (an output is locked once)
+    result = train.__wrapped__(TrendConfig.from_dict(raw, source="train_on_records"), out, progress=progress,
+                               **train_options)
     if not result.get("is_main_process", True):
         return result
     metrics = {"model_dir": result["model_dir"], "kind": config.model.kind, "split": summary,

@@ -25,15 +25,13 @@ def refit_records(config: TrendConfig, train: list[dict], validation: list[dict]
     """train + data.refit_extra + validation (validated, labelled)."""
     extra = []
     if config.data.refit_extra:
-        from trendnlp.data.records import read_records
+        from trendnlp.data.records import first_unlabelled, read_records, require_labels
 
         extra = read_records(config.data.refit_extra, on_error=config.data.on_error, history=config.sales.history,
                              rule=config.labels.rule())
-        unlabelled = next((r for r in extra if r["label"] is None), None)
-        if unlabelled is not None:
-            raise ValueError(f"data.refit_extra ({config.data.refit_extra}): product_id="
-                             f"{unlabelled['product_id']!r} cutoff={unlabelled['cutoff']} has neither `label` nor "
-                             "`future_sales`; refit needs labelled records")
+        if extra:  # an empty gap is no error
+            require_labels(f"data.refit_extra ({config.data.refit_extra})", len(extra), first_unlabelled(extra),
+                           "refit needs labelled records")
     return [*train, *extra, *validation]
 
 
