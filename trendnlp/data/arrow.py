@@ -26,8 +26,9 @@ from torch.utils.data import Dataset as TorchDataset, Sampler
 
 from trendnlp.config import TextConfig
 from trendnlp.data.channels import context_channels, require_channels
-from trendnlp.data.features import build_text, summary_stats_flat
+from trendnlp.data.features import build_text
 from trendnlp.data.columns import record_tables
+from trendnlp.data.sales_stats import summary_stats_flat
 from trendnlp.data.schema import arrow_features
 from trendnlp.data.io import new_folder
 from trendnlp.data.records import ErrorReport

@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import Sampler
 
 from trendnlp.config import SalesConfig, TextConfig
-from trendnlp.data.features import build_text, sales_features
+from trendnlp.data.features import build_text, sales_channels
+from trendnlp.data.sales_stats import summary_stats_many
 
 
 class TrendCollator:
@@ -70,9 +71,11 @@ class TrendCollator:
                              left=self.tokenizer.padding_side == "left"), index
 
     def sales(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
-        feats = [sales_features(r, self.sales_cfg, self.K, self.alpha) for r in records]
-        return {"sales": torch.from_numpy(np.stack([f[0] for f in feats])),
-                "summary": torch.from_numpy(np.stack([f[1] for f in feats]))}
+        """sales (B, T, C) per record and summary (B, S) of the whole batch in one call."""
+        T = self.sales_cfg.history
+        return {"sales": torch.from_numpy(np.stack([sales_channels(r, self.sales_cfg) for r in records])),
+                "summary": torch.from_numpy(summary_stats_many([r["sales"][-T:] for r in records], T, self.K,
+                                                               self.alpha))}
 
     def __call__(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from trendnlp.data.channels import Channel, context_channels
-from trendnlp.data.features import N_CALENDAR, SUMMARY_NAMES, cutoff_calendar, summary_stats
+from trendnlp.data.features import N_CALENDAR, cutoff_calendar
+from trendnlp.data.sales_stats import SUMMARY_NAMES, summary_stats
 from trendnlp.labels import LabelRule
 
 N_LAST = 8  # raw log1p units of the newest periods given to the sales models next to the summary

@@ -25,7 +25,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +32,8 @@ from torch import nn
 from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
 from trendnlp.data.io import write_json
-from trendnlp.data.features import SUMMARY_NAMES, n_sales_channels, sales_channel_names, summary_stats
+from trendnlp.data.features import n_sales_channels, sales_channel_names
+from trendnlp.data.sales_stats import SUMMARY_NAMES, summary_stats_many
 from trendnlp.errors import ModelFolderError
 from trendnlp.model.base_models import BaseModelError, load_base_model, load_tokenizer
 from trendnlp.model.card import write_model_card
@@ -172,11 +172,10 @@ class TrendClassifier(Runtime, nn.Module):
             return self
         c = self.config
         series = records["sales"] if hasattr(records, "column_names") else (r["sales"] for r in records)
-        stats = [summary_stats(np.asarray(s, dtype=np.float64)[-c.sales.history:], c.sales.history, c.labels.K,
-                               c.labels.alpha) for s in series]
-        if not stats:
+        stats = summary_stats_many(list(series), c.sales.history, c.labels.K, c.labels.alpha)
+        if not len(stats):
             raise ValueError("fit_feature_scaling: no records; pass the training records")
-        self.sales_encoder.fit_summary_scaler(np.stack(stats))
+        self.sales_encoder.fit_summary_scaler(stats)
         return self
 
     def param_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict]:
