@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset as TorchDataset, Sampler
+from torch.utils.data import Dataset as TorchDataset
 
 from trendnlp.config import TextConfig
 from trendnlp.data.channels import context_channels, require_channels
@@ -399,53 +399,3 @@ def scaling_rows(stats: dict) -> np.ndarray:
     `SalesEncoder.fit_summary_scaler` needs, without holding every record's summary in memory."""
     mean, std = np.asarray(stats["summary_mean"]), np.asarray(stats["summary_std"])
     return np.stack([mean + std, mean - std])
-
-
-class GroupedIndexSampler(Sampler[int]):
-    """`collate.ProductGroupedSampler` on int product codes in numpy: the same grouping (products shuffled,
-    each product's records together and shuffled, chunks of `chunk` shuffled again) in a few bytes per record:
-    the records ordered by product (int32, built once by a counting sort in slices) and an epoch's order (int32).
-    No full-size int64 array is ever made (an argsort of a sort key would need 80 MB at 5M records).
-
-    Args:
-        codes: (N,) product code of each record (from the Arrow dataset's `product_code` column).
-        seed: base seed; the order changes with `set_epoch`.
-        chunk: group size kept together.
-    """
-
-    def __init__(self, codes: Any, seed: int = 0, chunk: int = 8):
-        self.seed, self.chunk, self.epoch = seed, max(1, chunk), 0
-        self.by_product, self.starts = _group_by_code(np.asarray(codes, dtype=np.int32))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.by_product)
-
-    def __iter__(self):
-        rng = np.random.default_rng(self.seed + self.epoch)
-        order, pos = np.empty_like(self.by_product), 0
-        for p in rng.permutation(len(self.starts) - 1):  # products shuffled, each one's records shuffled
-            records = self.by_product[self.starts[p]:self.starts[p + 1]]
-            order[pos:pos + len(records)] = rng.permutation(records)
-            pos += len(records)
-        # chunk starts shuffled, slices taken lazily: a list of chunk arrays would cost ~100 bytes per chunk
-        for start in rng.permutation(np.arange(0, len(order), self.chunk)):
-            yield from (int(i) for i in order[start:start + self.chunk])
-
-
-def _group_by_code(codes: np.ndarray, step: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
-    """Record indices ordered by code, stable (int32), and where each code's records start (n_codes + 1)."""
-    counts = np.bincount(codes) if len(codes) else np.zeros(0, dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    out, filled = np.empty(len(codes), dtype=np.int32), starts[:-1].copy()
-    for lo in range(0, len(codes), step):  # a counting sort, one slice at a time
-        part = codes[lo:lo + step]
-        idx = np.argsort(part, kind="stable")
-        c = part[idx]
-        first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])  # where each code's run starts in the slice
-        within = np.arange(len(c)) - np.repeat(first, np.diff(np.r_[first, len(c)]))
-        out[filled[c] + within] = lo + idx
-        filled += np.bincount(c, minlength=len(filled))
-    return out, starts
