@@ -92,8 +92,7 @@ class TrendClassifier(Runtime, nn.Module):
         drop = self.config.text.modality_dropout
         if self.training and drop > 0:  # modality dropout: these records train as if they had no text
             has_text = has_text & (torch.rand(B, 1, device=text_index.device) >= drop)
-        idx = text_index.clamp(min=0)
-        pooled = None
+        pooled = states = mask = None
         if U and not self.fusion.needs_tokens:
             pooled = self.text_encoder(input_ids, attention_mask)  # (U, H); a frozen encoder's from its cache
         elif U:
@@ -102,12 +101,7 @@ class TrendClassifier(Runtime, nn.Module):
         text = self.record_texts(pooled, text_index, has_text)
         if not self.fusion.needs_tokens:
             return text, None, None
-        tokens = self.null_token.expand(B, 1, -1)  # (B, 1, H)
-        token_mask = torch.ones(B, 1, dtype=torch.bool, device=text_index.device)
-        if U:
-            tokens = torch.cat([tokens.to(states.dtype), states[idx]], dim=1)  # (B, 1 + L, H)
-            token_mask = torch.cat([token_mask, mask[idx].bool() & has_text], dim=1)  # (B, 1 + L)
-        return text, tokens, token_mask
+        return (text, *self.record_tokens(states, mask, text_index, has_text))
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 text_index: torch.Tensor | None = None, sales: torch.Tensor | None = None,
@@ -142,6 +136,22 @@ class TrendClassifier(Runtime, nn.Module):
         if has_text is None:
             has_text = (text_index >= 0).unsqueeze(1)
         return torch.where(has_text, pooled[text_index.clamp(min=0)], self.empty_text.to(pooled.dtype))
+
+    def record_tokens(self, states: torch.Tensor | None, mask: torch.Tensor | None, text_index: torch.Tensor,
+                      has_text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross attention's keys per record: the learned null token, then the token states (U, L, H_t) of the
+        record's text, masked by `mask` (U, L) and where it has none (index -1, or has_text (B, 1) False).
+        Returns tokens (B, 1 + L, H_t) and their mask (B, 1 + L); only the null token when states is None."""
+        B = text_index.shape[0]
+        tokens = self.null_token.expand(B, 1, -1)  # (B, 1, H)
+        token_mask = torch.ones(B, 1, dtype=torch.bool, device=text_index.device)
+        if states is None:
+            return tokens, token_mask
+        if has_text is None:
+            has_text = (text_index >= 0).unsqueeze(1)
+        idx = text_index.clamp(min=0)
+        tokens = torch.cat([tokens.to(states.dtype), states[idx]], dim=1)  # (B, 1 + L, H)
+        return tokens, torch.cat([token_mask, mask[idx].bool() & has_text], dim=1)  # (B, 1 + L)
 
     def head(self, text: torch.Tensor | None, sales_vec: torch.Tensor | None, tokens: torch.Tensor | None = None,
              token_mask: torch.Tensor | None = None) -> torch.Tensor:

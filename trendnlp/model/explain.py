@@ -102,20 +102,10 @@ class _Batch:
         """Per-record text vector (n, H) and, for cross attention, tokens (n, 1 + L, H) and their mask;
         index -1 gives the no-text inputs (the model's own empty-text vector and null token)."""
         m = self.model
-        if pooled is None:
-            vec = m.empty_text.unsqueeze(0).expand(len(index), -1)
-        else:
-            vec = m.record_texts(pooled, index)
+        vec = m.record_texts(pooled, index)
         if not m.fusion.needs_tokens:
             return vec, None, None
-        n = len(index)
-        tokens = m.null_token.expand(n, 1, -1)
-        tmask = torch.ones(n, 1, dtype=torch.bool, device=index.device)
-        if pooled is not None:
-            has = (index >= 0).unsqueeze(1)
-            tokens = torch.cat([tokens.to(states.dtype), states[index.clamp(min=0)]], dim=1)
-            tmask = torch.cat([tmask, attention_mask[index.clamp(min=0)].bool() & has], dim=1)
-        return vec, tokens, tmask
+        return (vec, *m.record_tokens(states if pooled is not None else None, attention_mask, index))
 
     def tokenized(self):
         """(input_ids, attention_mask) of the distinct texts, tokenized once per batch (None without texts)."""
