@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from trendnlp.config import TrendConfig
-from trendnlp.data.arrow import ArrowRecords, build_record_dataset, scaling_rows, tokenize_texts
+from trendnlp.data.arrow import build_record_dataset, scaling_rows
+from trendnlp.data.arrow_rows import ArrowRecords
+from trendnlp.data.arrow_texts import tokenize_texts
 from trendnlp.data.features import build_text
 from trendnlp.data.io import write_records
 from trendnlp.data.records import ErrorReport, read_records

@@ -141,7 +141,7 @@ def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
-MAX_LINES = 450
+MAX_LINES = 400
 OVERSIZED_ELSEWHERE: set[str] = set()  # files allowed over MAX_LINES, each with the reason beside it: none now
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,8 @@ from trendnlp.errors import ModelFolderError
 from trendnlp.model.base_models import BaseModelError, load_base_model, load_tokenizer
 from trendnlp.model.card import write_model_card
 from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer,
-                                   check_weights, read_meta, record_identity, resolve_stored_path)
+                                   check_weights, library_versions, read_meta, record_identity,
+                                   resolve_stored_path, warn_other_base)
 from trendnlp.model.fusion import FusionHead
 from trendnlp.model.hybrid import BoostingTrendClassifier, load_blend
 from trendnlp.model.predict import Runtime
@@ -164,7 +163,7 @@ class TrendClassifier(Runtime, nn.Module):
     # ---- training helpers --------------------------------------------------------------------
     def make_collator(self, dedup: bool = True, pad_to_max_length: bool = False, tokens=None) -> TrendCollator:
         """The collator that turns normalised records into this model's batches (`tokens`: the stored token ids
-        of an Arrow build's texts, from data.arrow.tokenize_texts with this model's tokenizer)."""
+        of an Arrow build's texts, from data.arrow_texts.tokenize_texts with this model's tokenizer)."""
         c = self.config
         return TrendCollator(self.tokenizer, c.text, c.sales, self.labels, K=c.labels.K, alpha=c.labels.alpha,
                              dedup=dedup, pad_to_max_length=pad_to_max_length,
@@ -240,7 +239,7 @@ class TrendClassifier(Runtime, nn.Module):
                 "feature_scaling": ({"summary_names": list(SUMMARY_NAMES), **self.sales_encoder.scaling_stats()}
                                     if self.sales_encoder is not None else None),
                 "n_sales_channels": n_sales_channels(c.sales), "sales_channels": sales_channel_names(c.sales),
-                "versions": _versions(),
+                "versions": library_versions("trendnlp", "torch", "transformers", "peft", "safetensors", "lightgbm"),
                 # also in model.safetensors (what loading reads); here for people reading the folder
                 "calibration": {"logit_bias": self.logit_bias.tolist(), "temperature": float(self.temperature)}}
         if self_contained and self.text_encoder is not None:
@@ -317,7 +316,7 @@ class TrendClassifier(Runtime, nn.Module):
             config.text.base_model = str((d / "encoder").resolve())
         model = cls(config, base_model=base, tokenizer=tokenizer)
         if config.text.enabled and config.text.finetune != "full" and not merged:
-            _warn_other_base(d, meta, stored, config.text.base_model, model.text_encoder.base_fingerprint)
+            warn_other_base(d, meta, stored, config.text.base_model, model.text_encoder.base_fingerprint)
         if config.text.enabled and config.text.finetune == "lora" and not merged:
             model.text_encoder.load_adapter_weights(d / "adapter")
         check_weights(d / WEIGHTS_NAME, model.state_dict())  # readable, and shaped as config.json says
@@ -388,21 +387,3 @@ class TrendClassifier(Runtime, nn.Module):
         from trendnlp.model.explain import explain  # captum is an optional extra: import on first use
 
         return explain(self, records, **kwargs)
-
-
-def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: str) -> None:
-    saved = meta.get("base_fingerprint")
-    if saved and saved != fingerprint:
-        warnings.warn(f"{d}: this model was trained on the base encoder {stored!r} (weights fingerprint {saved}), "
-                      f"but is being loaded on {used!r} (fingerprint {fingerprint}); its predictions will be "
-                      "wrong unless both are the same encoder", UserWarning, stacklevel=3)
-
-
-def _versions() -> dict:
-    out = {}
-    for pkg in ("trendnlp", "torch", "transformers", "peft", "safetensors", "lightgbm"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out

@@ -54,7 +54,7 @@ class TrainData:
         if self.arrow is None:
             train_collate = val_collate = model.make_collator(dedup=tc.dedup_text)
         else:  # each split's distinct texts tokenized once, by Dataset.map, in the main process first
-            from trendnlp.data.arrow import tokenize_texts
+            from trendnlp.data.arrow_texts import tokenize_texts
 
             with accelerator.main_process_first():
                 tokens = [tokenize_texts(recs.folder, model.tokenizer, model.config.text.max_length, show)
