@@ -1,6 +1,6 @@
 """The boosting branch's feature matrix (`gbm_all`): what LightGBM sees of a record, read off the channel registry.
 
-    sales_calendar_matrix   SALES_FEATURE_NAMES: the sales summary (data.features.SUMMARY_NAMES), the observed
+    sales_calendar_matrix   SALES_FEATURE_NAMES: the sales summary (data.sales_stats.SUMMARY_NAMES), the observed
                             periods, the newest N_LAST log1p units, a longer-range change and the cutoff's
                             calendar as sin/cos (the sales baselines of the benchmark use it alone)
     channel_matrix          the cutoff's week and month as numbers, the product's age, and every context channel
