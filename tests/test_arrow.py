@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from trendnlp.config import TrendConfig
-from trendnlp.data.arrow import ArrowRecords, GroupedIndexSampler, build_record_dataset, tokenize_texts
+from trendnlp.data.arrow import build_record_dataset
+from trendnlp.data.arrow_rows import ArrowRecords
+from trendnlp.data.arrow_texts import tokenize_texts
 from trendnlp.data.features import build_text
 from trendnlp.data.io import write_records
 from trendnlp.data.records import ErrorReport, read_records
@@ -47,17 +49,6 @@ def test_skipped_rows_are_reported_also_from_the_cache(sample_records, tmp_path)
         ds, _ = build_record_dataset(tmp_path / "r.jsonl", tmp_path / "cache", history=26, rule=LabelRule(),
                                      on_error="skip", report=report)
         assert len(ds) == 20 and len(report) == 1 and report.errors[0].field == "sales"
-
-
-def test_grouped_sampler_is_a_seeded_permutation_keeping_products_together():
-    codes = np.repeat(np.arange(50), 8)
-    s = GroupedIndexSampler(codes, seed=1, chunk=4)
-    order = list(s)
-    assert sorted(order) == list(range(len(codes))) and order == list(s)
-    s.set_epoch(1)
-    assert list(s) != order
-    runs = sum(codes[a] != codes[b] for a, b in zip(order, order[1:]))
-    assert runs < len(codes) // 2  # mostly same-product neighbours
 
 
 def test_arrow_training_equals_in_memory_training(tiny_config, data_files, tmp_path):
@@ -130,15 +121,6 @@ def test_a_build_without_any_text_collates_without_tokens(sample_records, tiny_c
     assert tokenize_texts(stats["folder"], model.tokenizer, tiny_config.text.max_length) is None
     batch = model.make_collator(tokens=None)(ds.__getitems__(list(range(8))))
     assert batch["input_ids"].shape[0] == 0 and batch["text_index"].tolist() == [-1] * 8
-
-
-def test_group_by_code_is_a_stable_counting_sort():
-    from trendnlp.data.arrow import _group_by_code
-
-    codes = np.random.default_rng(0).integers(0, 37, 1000).astype(np.int32)
-    order, starts = _group_by_code(codes, step=64)  # many slices
-    np.testing.assert_array_equal(order, np.argsort(codes, kind="stable"))
-    np.testing.assert_array_equal(np.diff(starts), np.bincount(codes))
 
 
 def test_arrow_splits_name_the_file_of_an_unlabelled_record_and_need_validation(sample_records, tiny_config,

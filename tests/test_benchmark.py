@@ -14,7 +14,7 @@ import pytest
 
 from conftest import load_script
 from trendnlp.benchmark import inputs as bench_inputs
-from trendnlp.benchmark import run as bm
+from trendnlp.benchmark import rows as bench_rows, run as bm
 from trendnlp.cli import main as cli_main
 from trendnlp.data.split import ONLINE_RETAIL_SPLIT
 from trendnlp.labels import LABELS
@@ -77,12 +77,12 @@ def _run(seed: int, val: float, test: float) -> dict:
 
 
 def test_aggregate_and_fused_is_chosen_on_validation_not_test():
-    concat = bm.aggregate("fused_concat", [_run(0, 0.50, 0.70), _run(1, 0.52, 0.60)])
-    gated = bm.aggregate("fused_gated", [_run(0, 0.55, 0.40), _run(1, 0.57, 0.44)])
+    concat = bench_rows.aggregate("fused_concat", [_run(0, 0.50, 0.70), _run(1, 0.52, 0.60)])
+    gated = bench_rows.aggregate("fused_gated", [_run(0, 0.55, 0.40), _run(1, 0.57, 0.44)])
     assert concat["macro_f1"] == pytest.approx(0.65) and concat["macro_f1_min"] == pytest.approx(0.60)
     assert concat["macro_f1_std"] == pytest.approx(0.05) and concat["seeds"] == [0, 1]
     assert concat["confusion_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
-    fused = bm.select_fused([concat, gated, {"name": "sales_hgb", "val_macro_f1": 0.9}])
+    fused = bench_rows.select_fused([concat, gated, {"name": "sales_hgb", "val_macro_f1": 0.9}])
     assert fused["name"] == "fused" and fused["variant"] == "fused_gated"  # higher validation, lower test
     table = format_results_table([concat, fused])
     assert table.splitlines()[0].split()[:2] == ["name", "test"] and "fused_concat" in table
@@ -281,8 +281,8 @@ def test_benchmark_on_online_retail_subset(tiny_bert_dir, tmp_path, small_hgb_gr
 # ---- fair rows: the new-product slice --------------------------------------------------------
 def test_new_product_mask_uses_first_sale_and_needs_it():
     recs = [{"cutoff": "2011-10-23", "first_sale": d, "freq": "W"} for d in ("2011-08-28", "2011-08-21", "2010-12-05")]
-    assert bm.new_product_mask(recs).tolist() == [True, False, False]  # 8 weeks before the cutoff is still new
-    assert bm.new_product_mask([{"cutoff": "2011-10-23", "freq": "W"}]) is None
+    assert bench_rows.new_product_mask(recs).tolist() == [True, False, False]  # 8 weeks before the cutoff is still new
+    assert bench_rows.new_product_mask([{"cutoff": "2011-10-23", "freq": "W"}]) is None
 
 
 # ---- options checked at the edge: one line, nothing written ----------------------------------------------------

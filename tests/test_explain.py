@@ -18,7 +18,8 @@ from trendnlp.data.features import build_text
 from trendnlp.data.io import write_records
 from trendnlp.data.records import read_records
 from trendnlp.evaluation.faithfulness import deletion_check
-from trendnlp.model.explain import _Batch, explain, sales_inputs
+from trendnlp.data.sales_stats import sales_inputs
+from trendnlp.model.explain import _Batch, explain
 from trendnlp.model.classifier import TrendClassifier
 from conftest import train_tiny
 

@@ -79,8 +79,8 @@ def test_no_module_imports_a_stage_above_its_own(path):
 
 
 def test_the_walker_sees_function_level_and_relative_imports():
-    source = "import os\nfrom .records import x\n\ndef f():\n    from trendnlp.training import train\n"
-    assert imported_modules(source, "trendnlp.data.probe") == [(2, "trendnlp.data.records"), (5, "trendnlp.training")]
+    source = "import os\nfrom .sibling import x\n\ndef f():\n    from trendnlp.training import train\n"
+    assert imported_modules(source, "trendnlp.data.probe") == [(2, "trendnlp.data.sibling"), (5, "trendnlp.training")]
     assert imported_modules("from ..model import classifier\n", "trendnlp.data.probe") == [(1, "trendnlp.model")]
 
 
@@ -141,7 +141,7 @@ def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
-MAX_LINES = 450
+MAX_LINES = 400
 OVERSIZED_ELSEWHERE: set[str] = set()  # files allowed over MAX_LINES, each with the reason beside it: none now
 
 

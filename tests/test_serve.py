@@ -128,7 +128,7 @@ def test_bad_record_is_a_422_naming_index_and_field(server, sample_records, chan
 
 
 def test_openapi_shows_the_declared_record(server):
-    """Records are checked once, by the readers' rules; the API page still documents the §1 declaration."""
+    """Records are checked once, by the readers' rules; the API page still documents the record declaration."""
     url, _ = server
     body = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]["RecordsRequest"]
     record = body["properties"]["records"]["items"]

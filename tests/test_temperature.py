@@ -122,7 +122,7 @@ def test_label_and_evaluate_min_confidence(tempered_run, tmp_path, capsys):
 
 def test_benchmark_rows_and_report_carry_test_calibration():
     from trendnlp.benchmark.report import calibration_lines, results_markdown
-    from trendnlp.benchmark.run import aggregate
+    from trendnlp.benchmark.rows import aggregate
 
     cal = [{"ece_before": 0.05, "ece_after": 0.02, "brier_before": 0.6, "brier_after": 0.58, "temperature": 1.2},
            {"ece_before": 0.07, "ece_after": 0.02, "brier_before": 0.62, "brier_after": 0.6, "temperature": 1.3}]

@@ -22,7 +22,8 @@ import numpy as np
 
 from trendnlp.benchmark.args import BRANCHES, DEFAULT_ROWS, PRODUCT_VARIANTS, VARIANTS
 from trendnlp.benchmark.inputs import parse_range
-from trendnlp.benchmark.run import FUSED_PREFIX, Timer, check_parts, run_benchmark, within
+from trendnlp.benchmark.rows import FUSED_PREFIX
+from trendnlp.benchmark.run import Timer, check_parts, run_benchmark, within
 from trendnlp.config import TrendConfig
 
 # rows every other row's wins are counted against (where they ran)

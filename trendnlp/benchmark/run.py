@@ -34,11 +34,10 @@ from trendnlp.benchmark.args import BRANCHES, DEFAULT_SEEDS, PRODUCT_VARIANTS, V
 from trendnlp.benchmark.inputs import (machine_description, names_option, parse_range, parse_seeds, run_records,
                                        start_run)
 from trendnlp.data.split import by_product, write_splits
+from trendnlp.benchmark.rows import (NEW_PRODUCT_AGE, aggregate, new_product_mask, run_row, select_fused,
+                                     slice_row)
 from trendnlp.evaluation.metrics import classification_metrics
 
-FUSED_PREFIX = "fused_"
-CALIBRATION_KEYS = ("ece_before", "ece_after", "brier_before", "brier_after")  # test, mean over seeds
-NEW_PRODUCT_AGE = 8  # the new-product slice, first sale at most 8 periods before the cutoff
 
 
 
@@ -97,26 +96,15 @@ def train_variant(config: TrendConfig, out_dir: Path, progress: bool = True, kee
                  for k in ("validation", "test")}
         for k, v in probs.items():
             np.save(out_dir / f"probs_{k}.npy", v)
-        extra.update(_slice_score(parts["test"], probs["test"].argmax(1), slice_mask))
+        extra.update(slice_row(parts["test"], probs["test"].argmax(1), slice_mask))
         if clf.fusion.change_head is not None:  # the regression head against persistence (change = 0)
             rule = config.labels.rule()
             true = np.array([rule.change(r["sales"], r["future_sales"]) for r in parts["test"]])
             pred = clf.predict_change(parts["test"], batch_size=config.train.eval_batch_size)
             extra.update(change_mae=float(np.abs(pred - true).mean()),
                          persistence_change_mae=float(np.abs(true).mean()))
-    return {**extra, **_run_row(result, result["test"], result["validation"]["macro_f1"], config.train.seed,
+    return {**extra, **run_row(result, result["test"], result["validation"]["macro_f1"], config.train.seed,
                                 time.perf_counter() - t0), "init_from": str(init_from) if init_from else None}
-
-
-def _run_row(result: dict, test: dict, val_macro_f1: float, seed: int, seconds: float) -> dict:
-    """One run's entry of a table row: the test metrics, validation macro-F1, epochs and timing."""
-    return {"seed": seed, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "f1_per_class": test["f1"],
-            "precision_per_class": test["precision"], "recall_per_class": test["recall"],
-            "confusion_matrix": test["confusion_matrix"], "val_macro_f1": val_macro_f1,
-            "best_epoch": result["best_epoch"], "epochs": result["epochs"],
-            "val_curve": [h["validation"]["macro_f1"] for h in result["history"]],
-            "model_dir": result["model_dir"], "seconds": round(seconds, 1),
-            "calibration": test.get("calibration")}  # test ECE / Brier before and after the temperature
 
 
 def train_product(name: str, config: TrendConfig, records: Sequence[dict], out_dir: Path, test: Sequence[dict],
@@ -152,65 +140,13 @@ def train_product(name: str, config: TrendConfig, records: Sequence[dict], out_d
             val, seconds = result["validation"]["macro_f1"], time.perf_counter() - t0
         else:
             val, seconds = branches[branch]["validation"]["macro_f1"], time.perf_counter() - t1
-        row = {**_run_row(result, {**metrics, "calibration": (result["test"] or {}).get("calibration")
+        row = {**run_row(result, {**metrics, "calibration": (result["test"] or {}).get("calibration")
                                    if branch is None else None}, val, config.train.seed, seconds),
-               **_slice_score(test, pred, slice_mask), "init_from": str(init_from) if init_from else None}
+               **slice_row(test, pred, slice_mask), "init_from": str(init_from) if init_from else None}
         if branch is None and result.get("blend_weight") is not None:
             row["blend_weight"] = result["blend_weight"]
         runs[name if branch is None else f"{name}:{branch}"] = row
     return runs
-
-
-def _slice_score(records: Sequence[dict], pred: np.ndarray, mask: np.ndarray | None) -> dict:
-    """{"slice_macro_f1": ...} of class indices `pred` on the masked records, as every baseline row gets it."""
-    from trendnlp.benchmark.baselines import slice_score
-
-    return slice_score([r["label"] for r in records], [LABELS[i] for i in pred], mask)
-
-
-def new_product_mask(records: Sequence[dict], max_age: int = NEW_PRODUCT_AGE) -> np.ndarray | None:
-    """The new-product slice: records whose product first sold at most `max_age` periods before the
-    cutoff, from each record's `first_sale`; None when a record lacks it (e.g. records prepared elsewhere).
-
-    >>> new_product_mask([{"cutoff": "2011-10-23", "first_sale": "2011-09-04", "freq": "W"},
-    ...                   {"cutoff": "2011-10-23", "first_sale": "2010-12-05", "freq": "W"}]).tolist()
-    [True, False]
-    """
-    import datetime as dt
-
-    if not records or any(not r.get("first_sale") or not r.get("cutoff") for r in records):
-        return None
-    days = {"W": 7, "D": 1, "M": 30.44}
-    age = np.array([(dt.date.fromisoformat(r["cutoff"]) - dt.date.fromisoformat(r["first_sale"])).days
-                    / days[r.get("freq") or "W"] for r in records])
-    return np.round(age) <= max_age
-
-
-def aggregate(name: str, runs: list[dict]) -> dict:
-    """One table row from the runs of one variant: means, and spread (std, min) of macro-F1 over seeds."""
-    f1 = np.array([r["macro_f1"] for r in runs])
-    acc = np.array([r["accuracy"] for r in runs])
-    return {"name": name, "kind": "neural", "accuracy": float(acc.mean()), "macro_f1": float(f1.mean()),
-            "f1_per_class": {c: float(np.mean([r["f1_per_class"][c] for r in runs])) for c in LABELS},
-            "seeds": [r["seed"] for r in runs], "macro_f1_std": float(f1.std()), "macro_f1_min": float(f1.min()),
-            "accuracy_std": float(acc.std()), "val_macro_f1": float(np.mean([r["val_macro_f1"] for r in runs])),
-            "confusion_matrix": np.sum([r["confusion_matrix"] for r in runs], axis=0).tolist(),
-            "seconds": round(sum(r["seconds"] for r in runs), 1), "runs": runs,
-            **{k: float(np.mean([r["calibration"][k] for r in runs])) for k in CALIBRATION_KEYS
-               if all(r.get("calibration") for r in runs)},
-            **{k: float(np.mean([r[k] for r in runs])) for k in ("slice_macro_f1", "change_mae",
-                                                                   "persistence_change_mae")
-               if all(k in r for r in runs)}}
-
-
-def select_fused(rows: Sequence[dict]) -> dict | None:
-    """The fusion row with the best mean validation macro-F1, copied as `fused` (None without fusion rows)."""
-    fusion = [r for r in rows if r["name"].startswith(FUSED_PREFIX)]
-    if not fusion:
-        return None
-    best = max(fusion, key=lambda r: r["val_macro_f1"])
-    return {**best, "name": "fused", "variant": best["name"],
-            "selected_by": "best mean validation macro-F1 among " + ", ".join(r["name"] for r in fusion)}
 
 
 # ---- the benchmark -------------------------------------------------------------------------------

@@ -25,10 +25,10 @@ import pyarrow as pa
 
 from trendnlp.data.channels import CHANNELS, context_channels
 from trendnlp.data.io import ErrorReport, RecordError
+from trendnlp.data.schema import PERIOD_CODES
 from trendnlp.data.tables import SkippedRows, iter_table, parse_times, parse_units, product_ids, require_values
 from trendnlp.errors import DataError
 
-PERIOD_CODES = {"W": "W-SUN", "D": "D", "M": "M"}  # weeks end on Sunday, as in the Online Retail benchmark
 ROWS_PER_BATCH = 500_000  # log rows checked at a time (a few hundred MB of pandas objects at most)
 MEMORY_LIMIT = "1GB"  # DuckDB's own budget for the aggregation; past it, it spills to a temporary folder
 

@@ -3,7 +3,8 @@
     records file --stream: validate (flat duplicate check), product code, text code, summary moments,
         label counts--> RUN/data_cache/<name>-<fingerprint>/records.arrow + texts.arrow (distinct texts)
     texts.arrow --Dataset.map(tokenizer, batched)--> tokens-<tokenizer fingerprint>.arrow (input_ids per text)
-The DataLoaders read rows through `ArrowRecords`, which memory-maps the file afresh every few hundred rows:
+The texts are numbered and tokenized by arrow_texts.py. The DataLoaders read rows through `ArrowRecords`
+(arrow_rows.py), which memory-maps the file afresh every few hundred rows:
 resident memory holds a batch and a bounded window of mapped pages, not the records, so RAM stays flat from
 100k to millions of records. The collator takes each record's tokens from the tokens file by text code, so
 each distinct text is tokenized once, by `map`, not once per batch. What training needs from all records
@@ -17,28 +18,24 @@ import contextlib
 import hashlib
 import json
 import shutil
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset as TorchDataset, Sampler
 
 from trendnlp.config import TextConfig
+from trendnlp.data.arrow_rows import CACHE_VERSION, ArrowRecords
+from trendnlp.data.arrow_texts import TEXTS_FILE, TextCodes, text_features
 from trendnlp.data.channels import context_channels, require_channels
-from trendnlp.data.features import build_text, summary_stats_flat
 from trendnlp.data.columns import record_tables
+from trendnlp.data.sales_stats import summary_stats_flat
 from trendnlp.data.schema import arrow_features
 from trendnlp.data.io import new_folder
 from trendnlp.data.records import ErrorReport, require_labels
 from trendnlp.labels import LabelRule
 
-CACHE_VERSION = 6  # bump when the row schema changes: older caches are rebuilt
 ARROW_FILE = "records.arrow"
-TEXTS_FILE = "texts.arrow"
 WRITER_BATCH = 10_000  # rows buffered before an Arrow record batch is written
-REMAP_ROWS = 256  # rows read through one mapping of the file before ArrowRecords maps it afresh
-RECENT_TEXTS = 1 << 16  # distinct texts remembered while numbering them
 
 
 def _features(text_codes: bool):
@@ -111,8 +108,8 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
         features = _features(text is not None)
         writer = files.enter_context(ArrowWriter(features=features, path=str(tmp / ARROW_FILE),
                                                  writer_batch_size=WRITER_BATCH))
-        texts = None if text is None else _TextCodes(text, files.enter_context(ArrowWriter(
-            features=_text_features(), path=str(tmp / TEXTS_FILE), writer_batch_size=WRITER_BATCH)))
+        texts = None if text is None else TextCodes(text, files.enter_context(ArrowWriter(
+            features=text_features(), path=str(tmp / TEXTS_FILE), writer_batch_size=WRITER_BATCH)))
         for table in tables:  # streamed: one batch of records in memory at a time
             if not table.num_rows:
                 continue
@@ -135,178 +132,6 @@ def build_record_dataset(path: str | Path, cache_dir: str | Path, *, history: in
         for err in skipped.errors:
             report.add(err)
     return Dataset.from_file(str(folder / ARROW_FILE)), {**stats, "cached": False, "folder": str(folder)}
-
-
-def _text_features():
-    from datasets import Features, Value
-
-    return Features({"text": Value("string")})
-
-
-class _TextCodes:
-    """Numbers distinct texts as they first appear and writes each once to texts.arrow.
-
-    Only the `keep` most recent texts are remembered, so memory stays flat on millions of records (a
-    product's records usually sit together); a text met again after it was forgotten gets a new number:
-    one more tokenization, never a wrong token row.
-    """
-
-    def __init__(self, cfg: TextConfig, writer, keep: int = RECENT_TEXTS):
-        self.cfg, self.writer, self.keep, self.recent, self.n = cfg, writer, keep, OrderedDict(), 0
-
-    def codes(self, table) -> np.ndarray:
-        """The text code of each record of an Arrow table of records; without reviews in the text, composed
-        once per distinct (title, description) pair of the table, not once per record."""
-        import pyarrow.compute as pc
-
-        cfg, title, description = self.cfg, table.column("title"), table.column("description")
-        if cfg.include_reviews and cfg.max_reviews > 0 and pc.sum(pc.list_value_length(table.column("reviews"))).as_py():
-            rows = zip(title.to_pylist(), description.to_pylist(), table.column("reviews").to_pylist())
-            return np.array([self.code(build_text({"title": t, "description": d, "reviews": r}, cfg))
-                             for t, d, r in rows], dtype=np.int32)
-        t, d = (col.combine_chunks().dictionary_encode() for col in (title, description))
-        pair = t.indices.to_numpy().astype(np.int64) * len(d.dictionary) + d.indices.to_numpy()
-        first, inverse = np.unique(pair, return_index=True, return_inverse=True)[1:]
-        order = np.argsort(first, kind="stable")  # numbered in the order the pairs first appear
-        titles, descriptions = t.dictionary.to_pylist(), d.dictionary.to_pylist()
-        codes = np.empty(len(first), dtype=np.int32)
-        for k in order.tolist():
-            row = int(first[k])
-            codes[k] = self.code(build_text({"title": titles[t.indices[row].as_py()],
-                                             "description": descriptions[d.indices[row].as_py()]}, cfg))
-        return codes[inverse.ravel()]
-
-    def code(self, text: str) -> int:
-        if not text:
-            return -1
-        code = self.recent.get(text)
-        if code is not None:
-            self.recent.move_to_end(text)
-            return code
-        code, self.n = self.n, self.n + 1
-        self.writer.write({"text": text})
-        self.recent[text] = code
-        if len(self.recent) > self.keep:
-            self.recent.popitem(last=False)
-        return code
-
-
-def tokenize_texts(folder: str | Path, tokenizer, max_length: int, progress: bool = False) -> "ArrowRecords | None":
-    """Token ids of each distinct text of a build (texts.arrow), by `Dataset.map`, cached in the build folder.
-
-    Args:
-        folder: a build folder (stats["folder"] of `build_record_dataset` with `text`).
-        tokenizer: the model's tokenizer; the cache file is named by a fingerprint of its vocabulary, its
-            settings and max_length, so another tokenizer never reuses these ids.
-        max_length: truncation length (text.max_length).
-        progress: show the `map` progress bar.
-    Returns:
-        `ArrowRecords` of {"input_ids": [...]} rows, row i for text code i; None when the build has no texts
-        (built without `text`, or no record has any).
-    """
-    import datasets
-    from datasets import Dataset, Features, Sequence, Value
-
-    folder = Path(folder)
-    if not (folder / TEXTS_FILE).is_file():
-        return None
-    texts = Dataset.from_file(str(folder / TEXTS_FILE))
-    if not len(texts):  # no record has text: nothing to look up
-        return None
-    fp = _tokenizer_fingerprint(tokenizer, max_length)
-    target = folder / f"tokens-{fp}.arrow"
-    if not target.is_file():
-        was_on = datasets.is_progress_bar_enabled()
-        (datasets.enable_progress_bars if progress else datasets.disable_progress_bars)()
-        try:
-            texts.map(
-                _Tokenize(tokenizer, max_length), batched=True, batch_size=1000, remove_columns=["text"],
-                features=Features({"input_ids": Sequence(Value("int32"))}), cache_file_name=str(target),
-                new_fingerprint=fp, load_from_cache_file=True, desc="tokenizing distinct texts")
-        finally:
-            (datasets.enable_progress_bars if was_on else datasets.disable_progress_bars)()
-    return ArrowRecords(target)
-
-
-class _Tokenize:
-    """The `map` function: a batch of texts -> their token ids (truncated, unpadded)."""
-
-    def __init__(self, tokenizer, max_length: int):
-        self.tokenizer, self.max_length = tokenizer, max_length
-
-    def __call__(self, batch: dict) -> dict:
-        enc = self.tokenizer(batch["text"], truncation=True, max_length=self.max_length,
-                             return_attention_mask=False, return_token_type_ids=False)
-        return {"input_ids": enc["input_ids"]}
-
-
-def _tokenizer_fingerprint(tokenizer, max_length: int) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # a fast tokenizer's whole spec, less the truncation and padding its calls set
-        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
-    else:
-        spec = [sorted(tokenizer.get_vocab().items()), repr(sorted(tokenizer.init_kwargs.items()))]
-    key = json.dumps([type(tokenizer).__name__, spec, max_length, CACHE_VERSION])
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-class ArrowRecords(TorchDataset):
-    """Rows of an Arrow file of a build (records or tokens), read for DataLoaders in bounded memory.
-
-    A memory map kept open for a whole epoch ends up resident with every page of the file that random reads
-    touched (each row read touches a page of every column): the process's RSS would grow with the file. This
-    reader maps the file afresh every `remap_rows` rows, so the pages of older reads are unmapped and
-    resident memory stays bounded however large the file. Pickles as its path (DataLoader workers reopen it).
-
-    Args:
-        path: an Arrow file written by `build_record_dataset` or `tokenize_texts`.
-        remap_rows: rows read through one mapping.
-    """
-
-    def __init__(self, path: str | Path, remap_rows: int = REMAP_ROWS):
-        self.path, self.remap_rows = str(path), remap_rows
-        self.folder = Path(path).parent  # the build folder
-        self._ds, self._read = None, 0
-        self._len = len(self._dataset())
-        self._ds = None  # mapped again on the first read
-
-    def _dataset(self):
-        from datasets import Dataset
-
-        if self._ds is None or self._read >= self.remap_rows:
-            self._ds = None  # drop the old mapping before the new one
-            self._ds, self._read = Dataset.from_file(self.path), 0
-        return self._ds
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __getitem__(self, i: int) -> dict:
-        return self.__getitems__([int(i)])[0]
-
-    def __getitems__(self, indices: list[int]) -> list[dict]:
-        rows = self._dataset().__getitems__([int(i) for i in indices])
-        self._read += len(indices)
-        return rows
-
-    def column(self, name: str) -> np.ndarray:
-        """One numeric column as a numpy array, read batch by batch with plain file reads: through a memory
-        map, every record batch's column (and the pages around it) would stay resident at once."""
-        import pyarrow as pa
-
-        with pa.OSFile(self.path) as f:
-            reader = pa.ipc.open_stream(f)
-            out, pos = None, 0
-            for batch in reader:  # one batch in memory at a time; its column copied out
-                values = batch.column(name).to_numpy(zero_copy_only=False)
-                out = np.empty(self._len, dtype=values.dtype) if out is None else out
-                out[pos:pos + len(values)] = values
-                pos += len(values)
-        return out if out is not None else np.zeros(0)
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "remap_rows": self.remap_rows, "folder": self.folder, "_len": self._len,
-                "_ds": None, "_read": 0}
 
 
 class _Accumulator:
@@ -389,52 +214,3 @@ def load_arrow_splits(config, cache_dir: str | Path, errors_path: Path | None = 
     return recs["train"], recs["validation"], recs.get("test"), stats["train"]
 
 
-
-class GroupedIndexSampler(Sampler[int]):
-    """`collate.ProductGroupedSampler` on int product codes in numpy: the same grouping (products shuffled,
-    each product's records together and shuffled, chunks of `chunk` shuffled again) in a few bytes per record:
-    the records ordered by product (int32, built once by a counting sort in slices) and an epoch's order (int32).
-    No full-size int64 array is ever made (an argsort of a sort key would need 80 MB at 5M records).
-
-    Args:
-        codes: (N,) product code of each record (from the Arrow dataset's `product_code` column).
-        seed: base seed; the order changes with `set_epoch`.
-        chunk: group size kept together.
-    """
-
-    def __init__(self, codes: Any, seed: int = 0, chunk: int = 8):
-        self.seed, self.chunk, self.epoch = seed, max(1, chunk), 0
-        self.by_product, self.starts = _group_by_code(np.asarray(codes, dtype=np.int32))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.by_product)
-
-    def __iter__(self):
-        rng = np.random.default_rng(self.seed + self.epoch)
-        order, pos = np.empty_like(self.by_product), 0
-        for p in rng.permutation(len(self.starts) - 1):  # products shuffled, each one's records shuffled
-            records = self.by_product[self.starts[p]:self.starts[p + 1]]
-            order[pos:pos + len(records)] = rng.permutation(records)
-            pos += len(records)
-        # chunk starts shuffled, slices taken lazily: a list of chunk arrays would cost ~100 bytes per chunk
-        for start in rng.permutation(np.arange(0, len(order), self.chunk)):
-            yield from (int(i) for i in order[start:start + self.chunk])
-
-
-def _group_by_code(codes: np.ndarray, step: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
-    """Record indices ordered by code, stable (int32), and where each code's records start (n_codes + 1)."""
-    counts = np.bincount(codes) if len(codes) else np.zeros(0, dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    out, filled = np.empty(len(codes), dtype=np.int32), starts[:-1].copy()
-    for lo in range(0, len(codes), step):  # a counting sort, one slice at a time
-        part = codes[lo:lo + step]
-        idx = np.argsort(part, kind="stable")
-        c = part[idx]
-        first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])  # where each code's run starts in the slice
-        within = np.arange(len(c)) - np.repeat(first, np.diff(np.r_[first, len(c)]))
-        out[filled[c] + within] = lo + idx
-        filled += np.bincount(c, minlength=len(filled))
-    return out, starts

@@ -1,4 +1,4 @@
-"""Batches: tokenization with per-batch text dedup, sales tensors, labels, and a product-grouped sampler.
+"""Batches: tokenization with per-batch text dedup, sales tensors and labels.
 
 A batch (B records, U distinct non-empty texts among them):
     input_ids, attention_mask   (U, L)  each distinct text once, dynamically padded
@@ -8,21 +8,19 @@ A batch (B records, U distinct non-empty texts among them):
     labels                      (B,)    class indices in label order (only when every record has a label)
     change_target               (B,)    the label rule's change (only with `change_rule` and when every record
                                         has future_sales): the target of the optional regression head
-With `tokens` (the token ids of each distinct text of an Arrow build, data.arrow.tokenize_texts), records carry
+With `tokens` (the token ids of each distinct text of an Arrow build, data.arrow_texts.tokenize_texts), records carry
 a `text_code` and the collator pads their stored ids instead of composing and tokenizing the texts again.
 """
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 
 from trendnlp.config import SalesConfig, TextConfig
-from trendnlp.data.features import build_text, sales_features
+from trendnlp.data.features import build_text, sales_channels
+from trendnlp.data.sales_stats import summary_stats_many
 
 
 class TrendCollator:
@@ -70,9 +68,11 @@ class TrendCollator:
                              left=self.tokenizer.padding_side == "left"), index
 
     def sales(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
-        feats = [sales_features(r, self.sales_cfg, self.K, self.alpha) for r in records]
-        return {"sales": torch.from_numpy(np.stack([f[0] for f in feats])),
-                "summary": torch.from_numpy(np.stack([f[1] for f in feats]))}
+        """sales (B, T, C) per record and summary (B, S) of the whole batch in one call."""
+        T = self.sales_cfg.history
+        return {"sales": torch.from_numpy(np.stack([sales_channels(r, self.sales_cfg) for r in records])),
+                "summary": torch.from_numpy(summary_stats_many([r["sales"][-T:] for r in records], T, self.K,
+                                                               self.alpha))}
 
     def __call__(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
@@ -137,42 +137,3 @@ def pad_token_ids(rows: Sequence[Sequence[int]], pad_id: int, width: int | None 
 
 def _no_tokens() -> dict[str, torch.Tensor]:
     return {"input_ids": torch.zeros(0, 1, dtype=torch.long), "attention_mask": torch.zeros(0, 1, dtype=torch.long)}
-
-
-class ProductGroupedSampler(Sampler[int]):
-    """Yields record indices so that records of one product sit next to each other.
-
-    Products are shuffled, then each product's records (shuffled) are laid out in turn; batches cut from
-    this order then hold few distinct products, so per-batch text dedup encodes far fewer texts. Chunks
-    of `chunk` consecutive indices are shuffled again so a batch still mixes several products.
-
-    Args:
-        product_ids: product id of each record.
-        seed: base seed; the order changes with `set_epoch`.
-        chunk: group size kept together (e.g. the batch size divided by a few).
-    """
-
-    def __init__(self, product_ids: Sequence[str], seed: int = 0, chunk: int = 8):
-        self.product_ids, self.seed, self.chunk, self.epoch = list(product_ids), seed, max(1, chunk), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.product_ids)
-
-    def __iter__(self):
-        rng = random.Random(self.seed + self.epoch)
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, p in enumerate(self.product_ids):
-            groups[p].append(i)
-        order: list[int] = []
-        keys = list(groups)
-        rng.shuffle(keys)
-        for k in keys:
-            idx = groups[k]
-            rng.shuffle(idx)
-            order.extend(idx)
-        chunks = [order[i : i + self.chunk] for i in range(0, len(order), self.chunk)]
-        rng.shuffle(chunks)
-        return iter([i for c in chunks for i in c])

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from trendnlp.errors import ConfigError, DataError
 from trendnlp.labels import LabelRule
 from trendnlp.options import MAX_PERIODS
-from trendnlp.data.aggregate import PERIOD_CODES, OrderLog, Shard, read_log  # noqa: F401 (PERIOD_CODES re-exported)
+from trendnlp.data.aggregate import OrderLog, Shard, read_log
 from trendnlp.data.channels import context_channels
 from trendnlp.data.lookups import ReviewsAsOf, TextsAsOf
 from trendnlp.data.records import FREQS, ErrorReport

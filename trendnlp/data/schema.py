@@ -24,6 +24,7 @@ from trendnlp.data.channels import context_channels
 from trendnlp.labels import LABELS
 
 FREQS = ("W", "D", "M")
+PERIOD_CODES = {"W": "W-SUN", "D": "D", "M": "M"}  # pandas period of each freq: weeks end on Sunday (Online Retail)
 
 
 def record_schema() -> dict[str, tuple[str, bool, str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from trendnlp.data.records import FREQS
+from trendnlp.data.schema import FREQS, PERIOD_CODES
 
 Range = tuple[str, str]
 
@@ -25,8 +25,6 @@ ONLINE_RETAIL_SPLIT: dict[str, Range] = {
 
 def _ordinal(date: str, freq: str, what: str) -> int:
     import pandas as pd  # here, not at the top: `trendnlp benchmark --help` imports this module for the dates
-
-    from trendnlp.data.prepare import PERIOD_CODES
 
     try:
         return pd.Period(pd.Timestamp(date), freq=PERIOD_CODES[freq]).ordinal
@@ -118,8 +116,6 @@ def latest_ranges(cutoffs: Sequence[str], test_periods: int = 3, val_periods: in
     {'train': ('2011-05-29', '2011-08-14'), 'gap': ('2011-08-21', '2011-09-04'), 'val': ('2011-09-11', '2011-09-25'), 'test': ('2011-10-23', '2011-11-06')}
     """
     import pandas as pd
-
-    from trendnlp.data.prepare import PERIOD_CODES
 
     for name, value in (("test_periods", test_periods), ("val_periods", val_periods)):
         if int(value) < 1:

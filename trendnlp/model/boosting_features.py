@@ -1,6 +1,6 @@
 """The boosting branch's feature matrix (`gbm_all`): what LightGBM sees of a record, read off the channel registry.
 
-    sales_calendar_matrix   SALES_FEATURE_NAMES: the sales summary (data.features.SUMMARY_NAMES), the observed
+    sales_calendar_matrix   SALES_FEATURE_NAMES: the sales summary (data.sales_stats.SUMMARY_NAMES), the observed
                             periods, the newest N_LAST log1p units, a longer-range change and the cutoff's
                             calendar as sin/cos (the sales baselines of the benchmark use it alone)
     channel_matrix          the cutoff's week and month as numbers, the product's age, and every context channel
@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from trendnlp.data.channels import Channel, context_channels
-from trendnlp.data.features import N_CALENDAR, SUMMARY_NAMES, cutoff_calendar, summary_stats
+from trendnlp.data.features import N_CALENDAR, cutoff_calendar
+from trendnlp.data.sales_stats import SUMMARY_NAMES, summary_stats
 from trendnlp.labels import LabelRule
 
 N_LAST = 8  # raw log1p units of the newest periods given to the sales models next to the summary

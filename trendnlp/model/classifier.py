@@ -20,12 +20,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,12 +30,14 @@ from torch import nn
 from trendnlp.config import TrendConfig
 from trendnlp.data.collate import TrendCollator
 from trendnlp.data.io import write_json
-from trendnlp.data.features import SUMMARY_NAMES, n_sales_channels, sales_channel_names, summary_stats
+from trendnlp.data.features import n_sales_channels, sales_channel_names
+from trendnlp.data.sales_stats import SUMMARY_NAMES, summary_stats_many
 from trendnlp.errors import ModelFolderError
 from trendnlp.model.base_models import BaseModelError, load_base_model, load_tokenizer
 from trendnlp.model.card import write_model_card
 from trendnlp.model.folder import (CONFIG_NAME, WEIGHTS_NAME, atomic_folder, check_files, check_tokenizer,
-                                   check_weights, read_meta, record_identity, resolve_stored_path)
+                                   check_weights, library_versions, read_meta, record_identity,
+                                   resolve_stored_path, warn_other_base)
 from trendnlp.model.fusion import FusionHead
 from trendnlp.model.hybrid import BoostingTrendClassifier, load_blend
 from trendnlp.model.predict import Runtime
@@ -92,8 +91,7 @@ class TrendClassifier(Runtime, nn.Module):
         drop = self.config.text.modality_dropout
         if self.training and drop > 0:  # modality dropout: these records train as if they had no text
             has_text = has_text & (torch.rand(B, 1, device=text_index.device) >= drop)
-        idx = text_index.clamp(min=0)
-        pooled = None
+        pooled = states = mask = None
         if U and not self.fusion.needs_tokens:
             pooled = self.text_encoder(input_ids, attention_mask)  # (U, H); a frozen encoder's from its cache
         elif U:
@@ -102,12 +100,7 @@ class TrendClassifier(Runtime, nn.Module):
         text = self.record_texts(pooled, text_index, has_text)
         if not self.fusion.needs_tokens:
             return text, None, None
-        tokens = self.null_token.expand(B, 1, -1)  # (B, 1, H)
-        token_mask = torch.ones(B, 1, dtype=torch.bool, device=text_index.device)
-        if U:
-            tokens = torch.cat([tokens.to(states.dtype), states[idx]], dim=1)  # (B, 1 + L, H)
-            token_mask = torch.cat([token_mask, mask[idx].bool() & has_text], dim=1)  # (B, 1 + L)
-        return text, tokens, token_mask
+        return (text, *self.record_tokens(states, mask, text_index, has_text))
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 text_index: torch.Tensor | None = None, sales: torch.Tensor | None = None,
@@ -143,6 +136,22 @@ class TrendClassifier(Runtime, nn.Module):
             has_text = (text_index >= 0).unsqueeze(1)
         return torch.where(has_text, pooled[text_index.clamp(min=0)], self.empty_text.to(pooled.dtype))
 
+    def record_tokens(self, states: torch.Tensor | None, mask: torch.Tensor | None, text_index: torch.Tensor,
+                      has_text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross attention's keys per record: the learned null token, then the token states (U, L, H_t) of the
+        record's text, masked by `mask` (U, L) and where it has none (index -1, or has_text (B, 1) False).
+        Returns tokens (B, 1 + L, H_t) and their mask (B, 1 + L); only the null token when states is None."""
+        B = text_index.shape[0]
+        tokens = self.null_token.expand(B, 1, -1)  # (B, 1, H)
+        token_mask = torch.ones(B, 1, dtype=torch.bool, device=text_index.device)
+        if states is None:
+            return tokens, token_mask
+        if has_text is None:
+            has_text = (text_index >= 0).unsqueeze(1)
+        idx = text_index.clamp(min=0)
+        tokens = torch.cat([tokens.to(states.dtype), states[idx]], dim=1)  # (B, 1 + L, H)
+        return tokens, torch.cat([token_mask, mask[idx].bool() & has_text], dim=1)  # (B, 1 + L)
+
     def head(self, text: torch.Tensor | None, sales_vec: torch.Tensor | None, tokens: torch.Tensor | None = None,
              token_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Fusion head logits (B, n_classes) from encoded inputs; in eval mode (logits + `logit_bias`) / `temperature`."""
@@ -154,7 +163,7 @@ class TrendClassifier(Runtime, nn.Module):
     # ---- training helpers --------------------------------------------------------------------
     def make_collator(self, dedup: bool = True, pad_to_max_length: bool = False, tokens=None) -> TrendCollator:
         """The collator that turns normalised records into this model's batches (`tokens`: the stored token ids
-        of an Arrow build's texts, from data.arrow.tokenize_texts with this model's tokenizer)."""
+        of an Arrow build's texts, from data.arrow_texts.tokenize_texts with this model's tokenizer)."""
         c = self.config
         return TrendCollator(self.tokenizer, c.text, c.sales, self.labels, K=c.labels.K, alpha=c.labels.alpha,
                              dedup=dedup, pad_to_max_length=pad_to_max_length,
@@ -172,11 +181,10 @@ class TrendClassifier(Runtime, nn.Module):
             return self
         c = self.config
         series = records["sales"] if hasattr(records, "column_names") else (r["sales"] for r in records)
-        stats = [summary_stats(np.asarray(s, dtype=np.float64)[-c.sales.history:], c.sales.history, c.labels.K,
-                               c.labels.alpha) for s in series]
-        if not stats:
+        stats = summary_stats_many(list(series), c.sales.history, c.labels.K, c.labels.alpha)
+        if not len(stats):
             raise ValueError("fit_feature_scaling: no records; pass the training records")
-        self.sales_encoder.fit_summary_scaler(np.stack(stats))
+        self.sales_encoder.fit_summary_scaler(stats)
         return self
 
     def param_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict]:
@@ -231,7 +239,7 @@ class TrendClassifier(Runtime, nn.Module):
                 "feature_scaling": ({"summary_names": list(SUMMARY_NAMES), **self.sales_encoder.scaling_stats()}
                                     if self.sales_encoder is not None else None),
                 "n_sales_channels": n_sales_channels(c.sales), "sales_channels": sales_channel_names(c.sales),
-                "versions": _versions(),
+                "versions": library_versions("trendnlp", "torch", "transformers", "peft", "safetensors", "lightgbm"),
                 # also in model.safetensors (what loading reads); here for people reading the folder
                 "calibration": {"logit_bias": self.logit_bias.tolist(), "temperature": float(self.temperature)}}
         if self_contained and self.text_encoder is not None:
@@ -308,7 +316,7 @@ class TrendClassifier(Runtime, nn.Module):
             config.text.base_model = str((d / "encoder").resolve())
         model = cls(config, base_model=base, tokenizer=tokenizer)
         if config.text.enabled and config.text.finetune != "full" and not merged:
-            _warn_other_base(d, meta, stored, config.text.base_model, model.text_encoder.base_fingerprint)
+            warn_other_base(d, meta, stored, config.text.base_model, model.text_encoder.base_fingerprint)
         if config.text.enabled and config.text.finetune == "lora" and not merged:
             model.text_encoder.load_adapter_weights(d / "adapter")
         check_weights(d / WEIGHTS_NAME, model.state_dict())  # readable, and shaped as config.json says
@@ -379,21 +387,3 @@ class TrendClassifier(Runtime, nn.Module):
         from trendnlp.model.explain import explain  # captum is an optional extra: import on first use
 
         return explain(self, records, **kwargs)
-
-
-def _warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: str) -> None:
-    saved = meta.get("base_fingerprint")
-    if saved and saved != fingerprint:
-        warnings.warn(f"{d}: this model was trained on the base encoder {stored!r} (weights fingerprint {saved}), "
-                      f"but is being loaded on {used!r} (fingerprint {fingerprint}); its predictions will be "
-                      "wrong unless both are the same encoder", UserWarning, stacklevel=3)
-
-
-def _versions() -> dict:
-    out = {}
-    for pkg in ("trendnlp", "torch", "transformers", "peft", "safetensors", "lightgbm"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from trendnlp.data.features import period_ends
 from trendnlp.data.records import read_records
+from trendnlp.data.sales_stats import sales_inputs
 from trendnlp.model.explain_boosting import boosting_only_explanations, boosting_parts
 from trendnlp.model.predict import Predictor
 from trendnlp.model.words import words_of
@@ -59,62 +60,6 @@ TEXT_STEPS = 8  # Gauss-Legendre steps for the text: the encoder dominates the c
 TOP_WORDS, TOP_PERIODS = 8, 4
 START = 1e-4  # the sales path's start for the completeness check: z * START, just after the jumps at z = 0
 TEXT_CHUNK = 64  # (text, class) groups per LayerIG call, length-sorted
-
-
-# ---- differentiable sales features ---------------------------------------------------------------
-def sales_inputs(z: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor, scaling: str, history: int, K: int,
-                 alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's sales tensors from log1p(units), differentiably (features.sales_features in torch).
-
-    Args:
-        z: (N, T) log1p(units), left-padded with zeros where mask is 0.
-        mask: (N, T) 1 for an observed period.
-        extra: (N, T, C - 2) the non-sales channels (calendar), passed through.
-        scaling, history, K, alpha: SalesConfig.scaling, SalesConfig.history, label rule K and alpha.
-    Returns:
-        sales (N, T, C) and summary (N, len(SUMMARY_NAMES)), equal to the collator's for the same records.
-    """
-    m = mask.to(z.dtype)
-    n = m.sum(1).clamp(min=1.0)  # (N,)
-    u = torch.expm1(z) * m
-    x0 = z - ((z * m).sum(1) / n).unsqueeze(1) if scaling == "log1p_center" else z
-    sales = torch.cat([(x0 * m).unsqueeze(-1), m.unsqueeze(-1), extra.to(z.dtype)], dim=-1)
-
-    def mean(v, w):
-        return (v * w).sum(1) / w.sum(1).clamp(min=1.0)
-
-    def last(k):  # mask of the newest k observed periods (all of them when fewer)
-        w = torch.zeros_like(m)
-        w[:, -k:] = m[:, -k:]
-        return w
-
-    recent = mean(u, last(K))
-    prev_w = last(2 * K) - last(K)
-    prev = torch.where(n > K, mean(u, prev_w), recent)
-    allm = (u * m).sum(1) / n
-
-    def slope(w):
-        t = torch.arange(z.shape[1], dtype=z.dtype, device=z.device).expand_as(z)
-        cnt = w.sum(1).clamp(min=1.0)
-        tc = (t - ((t * w).sum(1) / cnt).unsqueeze(1)) * w
-        yc = (z - ((z * w).sum(1) / cnt).unsqueeze(1)) * w
-        den = (tc * tc).sum(1)
-        return torch.where(w.sum(1) >= 2, (tc * yc).sum(1) / den.clamp(min=1e-12), torch.zeros_like(den))
-
-    var = (((u - allm.unsqueeze(1)) * m) ** 2).sum(1).div(n)
-    # sqrt has an infinite slope at 0: a constant, one-period or all-zero history (variance exactly 0) would
-    # turn every saliency into NaN (0 * inf), so the root is taken only where the variance is positive
-    positive = var > 0
-    std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
-    cv = torch.where(allm > 0, std / (allm + 1e-6), torch.zeros_like(std))
-    summary = torch.stack([
-        torch.log1p(recent), torch.log1p(allm),
-        torch.log((recent + alpha) / (prev + alpha)), torch.log((recent + alpha) / (allm + alpha)),
-        slope(m), slope(last(2 * K)),
-        (((u == 0).to(z.dtype) * m).sum(1) / n), n / history, z[:, -1],
-        cv, torch.log((recent + alpha) / (u.max(1).values + alpha)),
-    ], dim=1)
-    return sales, summary
 
 
 # ---- the explainer -------------------------------------------------------------------------------
@@ -157,20 +102,10 @@ class _Batch:
         """Per-record text vector (n, H) and, for cross attention, tokens (n, 1 + L, H) and their mask;
         index -1 gives the no-text inputs (the model's own empty-text vector and null token)."""
         m = self.model
-        if pooled is None:
-            vec = m.empty_text.unsqueeze(0).expand(len(index), -1)
-        else:
-            vec = m.record_texts(pooled, index)
+        vec = m.record_texts(pooled, index)
         if not m.fusion.needs_tokens:
             return vec, None, None
-        n = len(index)
-        tokens = m.null_token.expand(n, 1, -1)
-        tmask = torch.ones(n, 1, dtype=torch.bool, device=index.device)
-        if pooled is not None:
-            has = (index >= 0).unsqueeze(1)
-            tokens = torch.cat([tokens.to(states.dtype), states[index.clamp(min=0)]], dim=1)
-            tmask = torch.cat([tmask, attention_mask[index.clamp(min=0)].bool() & has], dim=1)
-        return vec, tokens, tmask
+        return (vec, *m.record_tokens(states if pooled is not None else None, attention_mask, index))
 
     def tokenized(self):
         """(input_ids, attention_mask) of the distinct texts, tokenized once per batch (None without texts)."""

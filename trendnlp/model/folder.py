@@ -16,7 +16,9 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -189,3 +191,27 @@ def weights_fingerprint(module: nn.Module) -> str:
             h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
             h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def warn_other_base(d: Path, meta: dict, stored: str, used: str, fingerprint: str) -> None:
+    """Warn when the base encoder a folder is loaded on is not the one it was trained on (weights fingerprints)."""
+    saved = meta.get("base_fingerprint")
+    if saved and saved != fingerprint:
+        warnings.warn(f"{d}: this model was trained on the base encoder {stored!r} (weights fingerprint {saved}), "
+                      f"but is being loaded on {used!r} (fingerprint {fingerprint}); its predictions will be "
+                      "wrong unless both are the same encoder", UserWarning, stacklevel=3)
+
+
+def library_versions(*packages: str) -> dict:
+    """{package: installed version or None}, as config.json records them.
+
+    >>> library_versions("trendnlp", "no-such-package-here")["no-such-package-here"] is None
+    True
+    """
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out

@@ -152,27 +152,15 @@ def save_boosting_folder(runtime, directory: str | Path, metrics: dict | None = 
     """A model.kind=boosting folder: config.json, boosting/, metrics.json and the card (no neural files)."""
     from trendnlp.data.io import write_json
     from trendnlp.model.card import write_model_card
-    from trendnlp.model.folder import CONFIG_NAME, atomic_folder
+    from trendnlp.model.folder import CONFIG_NAME, atomic_folder, library_versions
 
     c = runtime.config
     with atomic_folder(directory) as d:
         files = runtime.blend.save(d)
         meta = {"format": "trendnlp", "format_version": 1, "config": c.to_dict(), "labels": runtime.labels,
                 "label_rule": dataclasses.asdict(c.labels.rule()), "base_model": c.text.base_model,
-                "versions": _versions(), "hybrid": runtime.blend.meta(), "files": [CONFIG_NAME, *files]}
+                "versions": library_versions("trendnlp", "lightgbm", "numpy"), "hybrid": runtime.blend.meta(), "files": [CONFIG_NAME, *files]}
         (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if metrics is not None:
             write_json(d / "metrics.json", metrics)
         write_model_card(d)
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for pkg in ("trendnlp", "lightgbm", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out

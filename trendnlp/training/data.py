@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.channels import carried_channels, require_channels
-from trendnlp.data.collate import ProductGroupedSampler
+from trendnlp.data.sampler import ProductGroupedSampler, product_codes
 from trendnlp.data.parts import is_records_path, read_parts
 from trendnlp.data.records import ErrorReport, first_unlabelled, require_labels
 
@@ -45,16 +45,14 @@ class TrainData:
         """Unprepared train and validation loaders. Plain shuffling is a RandomSampler, which accelerate turns
         into its seedable sampler (order from data_seed + epoch, so a resumed run sees the same batches)."""
         chunk, sampler = max(1, tc.batch_size // 4), None
-        if tc.group_by_product and self.arrow is None:
-            sampler = ProductGroupedSampler([r["product_id"] for r in self.train], seed=tc.seed, chunk=chunk)
-        elif tc.group_by_product:  # product codes from the Arrow column, not a list of ids
-            from trendnlp.data.arrow import GroupedIndexSampler
-
-            sampler = GroupedIndexSampler(self.train.column("product_code"), seed=tc.seed, chunk=chunk)
+        if tc.group_by_product:  # Arrow records carry their product codes in a column, not a list of ids
+            codes = (product_codes(r["product_id"] for r in self.train) if self.arrow is None
+                     else self.train.column("product_code"))
+            sampler = ProductGroupedSampler(codes, seed=tc.seed, chunk=chunk)
         if self.arrow is None:
             train_collate = val_collate = model.make_collator(dedup=tc.dedup_text)
         else:  # each split's distinct texts tokenized once, by Dataset.map, in the main process first
-            from trendnlp.data.arrow import tokenize_texts
+            from trendnlp.data.arrow_texts import tokenize_texts
 
             with accelerator.main_process_first():
                 tokens = [tokenize_texts(recs.folder, model.tokenizer, model.config.text.max_length, show)
