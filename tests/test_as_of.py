@@ -189,6 +189,22 @@ def test_label_log_validates_once_and_reports_the_records_the_model_refuses(mode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["today.errors.csv", "today.parquet"]  # no parts or lock
 
 
+def test_label_log_honours_min_confidence_and_checks_the_backend(model_dir, tmp_path):
+    from trendnlp.inference.as_of import label_log
+
+    tables = shop(n_weeks=40, seed=3)
+    out, opts = tmp_path / "today.csv", {"texts": tables["texts"]}
+    plain = pd.read_csv(label_log(model_dir, tables["sales"], out, prepare_options=opts, progress=False)["output"])
+    top = plain[["p_rising", "p_falling", "p_stable"]].max(axis=1)
+    bar = float(top.median())
+    label_log(model_dir, tables["sales"], out, prepare_options=opts, progress=False, min_confidence=bar)
+    got = pd.read_csv(out)
+    assert ((got["label"] == "uncertain") == (top < bar)).all() and (got["label"] == "uncertain").any()
+    assert (got.loc[top >= bar, "label"] == plain.loc[top >= bar, "label"]).all()
+    with pytest.raises(ValueError, match="backend must be"):
+        label_log(model_dir, tables["sales"], out, prepare_options=opts, progress=False, backend="tensorrt")
+
+
 def test_label_needs_exactly_one_input(model_dir, tmp_path):
     base = [sys.executable, "-m", "trendnlp", "label", "--model", str(model_dir), "--output", str(tmp_path / "o.csv")]
     for extra in ([], ["--input", "a.jsonl", "--sales", "b.csv"]):

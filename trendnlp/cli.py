@@ -121,7 +121,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     summary = label_log(args.model, args.sales, args.output, preset=args.preset, as_of=args.as_of,
                         prepare_options=prepare_options(args), progress=not args.no_progress,
                         batch_size=args.batch_size, window=args.window, dtype=args.dtype, on_error=args.on_error,
-                        errors=args.errors)
+                        errors=args.errors, min_confidence=args.min_confidence, backend=args.backend)
     when = "the log's last complete period" if args.as_of == "latest" else f"as of {args.as_of}"
     print(f"labelled {summary['products']:,} products active in the history window up to cutoff "
           f"{summary['cutoff']} ({when}) -> {summary['output']} in {summary['seconds']:.1f} s")

@@ -38,7 +38,7 @@ ACTIVE_UNITS = 1.0
 def label_log(model: Any, sales: Any, output: str | Path, *, preset: str | None = None, as_of: str = "latest",
               prepare_options: dict | None = None, progress: bool = True, batch_size: int = BATCH_SIZE,
               window: int = WINDOW, dtype: str = "fp32", on_error: str = "raise", errors: str | Path | None = None,
-              text_cache: int = TEXT_CACHE) -> dict:
+              text_cache: int = TEXT_CACHE, min_confidence: float | None = None, backend: str = "torch") -> dict:
     """Label every product active in the history window of an order log, as of one cutoff.
 
     Args:
@@ -51,9 +51,9 @@ def label_log(model: Any, sales: Any, output: str | Path, *, preset: str | None 
         prepare_options: more `prepare` options (texts, reviews, column names, freq, min_history_units, ...).
             `history` defaults to the model's; `min_history_units` to 1 (every product that sold in the window).
         progress: show progress bars.
-        batch_size, window, dtype, on_error, errors, text_cache: as for `label_file` (records scored a window
-            at a time; a record the model refuses, e.g. a longer --history than the model's, raises or with
-            on_error="skip" goes to `errors`).
+        batch_size, window, dtype, on_error, errors, text_cache, min_confidence, backend: as for `label_file`
+            (records scored a window at a time; a record the model refuses, e.g. a longer --history than the
+            model's, raises or with on_error="skip" goes to `errors`).
     Returns:
         output, errors, rows_read, rows_written, errors_written, texts_encoded, texts_cached, seconds, plus
         `cutoff`, `products` (records prepared) and `as_of`.
@@ -66,10 +66,10 @@ def label_log(model: Any, sales: Any, output: str | Path, *, preset: str | None 
     """
     t0 = time.perf_counter()
     output = Path(output)
-    _check_options(dtype, on_error, None, "torch", batch_size, window)
+    _check_options(dtype, on_error, min_confidence, backend, batch_size, window)
     errors = default_errors_path(output) if on_error == "skip" and errors is None else errors
     out_fmt, err_fmt = detect_format(output), detect_format(errors) if errors is not None else None
-    clf = _load_model(model, None)
+    clf = _load_model(model, None, backend)
     opts = {"history": clf.config.sales.history, "min_history_units": ACTIVE_UNITS, **(prepare_options or {})}
     result = prepare_log(sales, preset=preset, as_of=as_of, progress=progress, **opts)
     cutoff = result.cutoffs[0]
@@ -87,7 +87,7 @@ def label_log(model: Any, sales: Any, output: str | Path, *, preset: str | None 
         for start in range(0, len(records), window):
             chunk = records[start:start + window]
             probs, change = labeler(chunk)
-            for name, values in _result_columns(chunk, probs, clf.labels, None, None, change).items():
+            for name, values in _result_columns(chunk, probs, clf.labels, None, min_confidence, change).items():
                 cols.setdefault(name, []).extend(values)
             bar.update(len(chunk))
     write_table(cols, output, out_fmt)
