@@ -26,7 +26,7 @@ import numpy as np
 
 from trendnlp.data.channels import Channel, context_channels
 from trendnlp.data.features import N_CALENDAR, cutoff_calendar
-from trendnlp.data.sales_stats import SUMMARY_NAMES, summary_stats
+from trendnlp.data.sales_stats import SUMMARY_NAMES, summary_stats_many
 from trendnlp.labels import LabelRule
 
 N_LAST = 8  # raw log1p units of the newest periods given to the sales models next to the summary
@@ -96,6 +96,9 @@ def _channel_stats(values: Sequence[float | None] | None, K: int, alpha: float) 
     return [np.log1p(recent), np.log((recent + alpha) / (prev + alpha)), np.log((recent + alpha) / (v.mean() + alpha))]
 
 
+SUMMARY_CHUNK = 4096  # records summarised per call (a padded (chunk, history) batch)
+
+
 def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int = 26,
                           channels: Sequence[str] = ()) -> np.ndarray:
     """Sales summary, the newest log1p units and the cutoff's calendar: SALES_FEATURE_NAMES per record, with
@@ -116,9 +119,11 @@ def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int
     X = np.zeros((len(records), len(SALES_FEATURE_NAMES)), dtype=np.float32)
     S, L = len(SUMMARY_NAMES), N_LAST
     calendar: dict[str | None, np.ndarray] = {}  # few distinct cutoffs: compute each once
+    for lo in range(0, len(records), SUMMARY_CHUNK):  # the summaries a chunk of records at a time, in one call
+        X[lo:lo + SUMMARY_CHUNK, :S] = summary_stats_many([r["sales"] for r in records[lo:lo + SUMMARY_CHUNK]],
+                                                          history, K, a)
     for i, r in enumerate(records):
         units = np.asarray(r["sales"], dtype=np.float64)
-        X[i, :S] = summary_stats(units, history, K, a)
         X[i, S] = len(units)
         tail = np.log1p(units[-L:])
         X[i, S + 1 + L - len(tail) : S + 1 + L] = tail
