@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
     from trendnlp.evaluation.faithfulness import deletion_check
     from trendnlp.model.predict import Predictor
     from trendnlp.model.classifier import TrendClassifier

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from trendnlp import load_model
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
 
     torch.set_num_threads(args.threads)
     clf = load_model(args.model)

@@ -76,8 +76,8 @@ def _bare_encoder(args: argparse.Namespace) -> dict:
     import torch
 
     from trendnlp.config import TrendConfig
-    from trendnlp.data.features import build_text
-    from trendnlp.data.records import read_records
+    from trendnlp.data.inputs.features import build_text
+    from trendnlp.data.record_files.records import read_records
     from trendnlp.model.base_models import load_base_model, load_tokenizer
 
     cfg = TrendConfig.from_dict(json.loads((Path(args.model) / "config.json").read_text())["config"])
@@ -109,7 +109,7 @@ def _naive_loop(model, args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    from trendnlp.data.records import iter_raw_rows, validate_rows
+    from trendnlp.data.record_files.records import iter_raw_rows, validate_rows
 
     collate = model.make_collator(dedup=False, pad_to_max_length=True)
     c = model.config
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     from catalog_files import write_catalog  # scripts/catalog_files.py
-    from trendnlp.data.presets import prepare_preset
+    from trendnlp.data.orderlog.presets import prepare_preset
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' deprecation notes, not ours
 

@@ -34,8 +34,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     import torch
 
-    from trendnlp.data.collate import pad_token_ids, token_ids
-    from trendnlp.data.records import validate_rows
+    from trendnlp.data.inputs.collate import pad_token_ids, token_ids
+    from trendnlp.data.record_files.records import validate_rows
     from trendnlp.inference.serve import _results, request_model
     from trendnlp.model.load import load_model
     from trendnlp.model.predict import Predictor, length_groups

@@ -45,8 +45,8 @@ def run_backends(args, run_worker) -> int:
     catalogs = {"Online Retail": (args.or_model, work / "or.parquet"),
                 "long text (reviews)": (args.long_model, work / "long.parquet")}
     if args.sample_model:  # data_samples/catalog.jsonl as Parquet
-        from trendnlp.data.io import write_records
-        from trendnlp.data.records import read_records
+        from trendnlp.data.record_files.io import write_records
+        from trendnlp.data.record_files.records import read_records
 
         catalogs["sample catalog"] = (args.sample_model, work / "sample.parquet")
         write_records(read_records(SCRIPTS.parent / "data_samples/catalog.jsonl"), catalogs["sample catalog"][1])

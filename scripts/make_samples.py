@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from trendnlp.labels import LabelRule
-from trendnlp.data.io import write_records
+from trendnlp.data.record_files.io import write_records
 
 START = dt.date(2022, 6, 27)  # Monday of the first week; the log ends on Sunday 2023-12-24
 N_WEEKS = 78

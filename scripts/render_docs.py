@@ -1,5 +1,5 @@
 """Render the tables the docs take from the code: the record fields of docs/data.md (from the declaration,
-trendnlp.data.schema.field_table) and the config keys of docs/api/config.md (from the pydantic config models:
+trendnlp.data.record_files.schema.field_table) and the config keys of docs/api/config.md (from the pydantic config models:
 type, default, range and help text of every key).
 
     python scripts/render_docs.py           rewrite each table between its page's markers
@@ -23,7 +23,7 @@ _RANGES = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
 def rendered(page: str, table: str | None = None, start: str = START, end: str = END) -> str:
     """The page with the table between its markers replaced (default: the record declaration's)."""
     if table is None:
-        from trendnlp.data.schema import field_table
+        from trendnlp.data.record_files.schema import field_table
 
         table = field_table()
     head, rest = page.split(start, 1)

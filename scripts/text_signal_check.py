@@ -91,7 +91,7 @@ def run(config_path: str | Path, out: Path, n_products: int = 300, seed: int = 0
     import yaml
 
     from trendnlp.config import TrendConfig, apply_overrides
-    from trendnlp.data.io import write_records
+    from trendnlp.data.record_files.io import write_records
     from trendnlp.model.load import load_model
     from trendnlp.training import train
 

@@ -65,8 +65,8 @@ def worker(train_file: str, val_file: str, out: str, base_model: str, max_steps:
     import torch
 
     from trendnlp.config import TrendConfig
-    from trendnlp.data.arrow import build_options, build_record_dataset
-    from trendnlp.data.arrow_texts import tokenize_texts
+    from trendnlp.data.inputs.arrow import build_options, build_record_dataset
+    from trendnlp.data.inputs.arrow_texts import tokenize_texts
     from trendnlp.model.base_models import load_tokenizer
     from trendnlp.training import train
 

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from trendnlp.config import TrendConfig
 from trendnlp.labels import LabelRule
-from trendnlp.data.io import write_records
+from trendnlp.data.record_files.io import write_records
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -231,7 +231,7 @@ def world(tiny_config, tmp_path_factory) -> Path:
     """A folder of good inputs (`model`: a tiny untrained model; `good.jsonl` / `good.csv`: its labelled records;
     `unlabeled.jsonl`; `orders.csv`: `order_log()`; `config.yaml`) and bad ones (empty, header-only, Latin-1,
     corrupt Parquet, broken YAML, a plain file `afile`, a read-only folder `readonly`). One per test module."""
-    from trendnlp.data.io import write_records
+    from trendnlp.data.record_files.io import write_records
     from trendnlp.model.classifier import TrendClassifier
 
     w = tmp_path_factory.mktemp("world")

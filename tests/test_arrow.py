@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from trendnlp.config import TrendConfig
-from trendnlp.data.arrow import build_record_dataset
-from trendnlp.data.arrow_rows import ArrowRecords
-from trendnlp.data.arrow_texts import tokenize_texts
-from trendnlp.data.features import build_text
-from trendnlp.data.io import write_records
-from trendnlp.data.records import ErrorReport, read_records
+from trendnlp.data.inputs.arrow import build_record_dataset
+from trendnlp.data.inputs.arrow_rows import ArrowRecords
+from trendnlp.data.inputs.arrow_texts import tokenize_texts
+from trendnlp.data.inputs.features import build_text
+from trendnlp.data.record_files.io import write_records
+from trendnlp.data.record_files.records import ErrorReport, read_records
 from trendnlp.labels import LabelRule
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.training import train
@@ -125,7 +125,7 @@ def test_a_build_without_any_text_collates_without_tokens(sample_records, tiny_c
 
 def test_arrow_splits_name_the_file_of_an_unlabelled_record_and_need_validation(sample_records, tiny_config,
                                                                                 tmp_path):
-    from trendnlp.data.arrow import load_arrow_splits
+    from trendnlp.data.inputs.arrow import load_arrow_splits
 
     write_records(sample_records[:20], tmp_path / "train.jsonl")
     bare = [{k: v for k, v in r.items() if k not in ("label", "future_sales")} for r in sample_records[20:25]]

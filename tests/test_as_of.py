@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trendnlp.data.prepare import prepare
-from trendnlp.data.presets import prepare_preset
+from trendnlp.data.orderlog.prepare import prepare
+from trendnlp.data.orderlog.presets import prepare_preset
 from trendnlp.model.classifier import TrendClassifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def test_label_command_labels_every_active_product_once(model_dir, tmp_path):
 
 
 def test_label_log_validates_once_and_reports_the_records_the_model_refuses(model_dir, tmp_path):
-    from trendnlp.data.io import RecordError
+    from trendnlp.data.record_files.io import RecordError
     from trendnlp.inference.as_of import label_log
 
     tables = shop(n_weeks=40, seed=3)
@@ -216,7 +216,7 @@ def test_label_needs_exactly_one_input(model_dir, tmp_path):
 def test_online_retail_default_cutoff_and_active_products():
     res = prepare_preset("online-retail", ONLINE_RETAIL, as_of="latest", min_history_units=1, progress=False)
     assert res.cutoffs == ["2011-12-04"] and res.dropped_partial == "2011-12-11"
-    from trendnlp.data.presets import clean_online_retail
+    from trendnlp.data.orderlog.presets import clean_online_retail
 
     clean, _ = clean_online_retail(ONLINE_RETAIL)
     sales = clean.rename(columns={"StockCode": "product_id", "InvoiceDate": "timestamp", "Quantity": "units"})
@@ -226,7 +226,7 @@ def test_online_retail_default_cutoff_and_active_products():
 
 def test_prepare_command_as_of(tmp_path, capsys):
     from trendnlp.cli import main
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
 
     tables = shop()
     tables["sales"].to_csv(tmp_path / "orders.csv", index=False)

@@ -19,7 +19,7 @@ SMALL_HYBRID = ["--set", "model.boosting_leaves=[7]", "--set", "model.boosting_m
 
 def test_origin_ranges_reproduce_the_section_6_split():
     """At O = 2011-10-23 the rolling split is exactly the fixed split of the two-year benchmark."""
-    from trendnlp.data.split import ONLINE_RETAIL_SPLIT
+    from trendnlp.data.record_files.split import ONLINE_RETAIL_SPLIT
 
     r = bt.origin_ranges("2011-10-23", "2010-05-30")
     assert r == {k: ONLINE_RETAIL_SPLIT[k] for k in ("train", "val", "test")}
@@ -163,7 +163,7 @@ def test_channels_the_log_cannot_give_are_refused_by_name(tmp_path, capsys):
     assert "`price` channel" in err and "--price-col COLUMN" in err and "--set sales.price_channels=false" in err
     assert not out.exists()
     # prepared records without the channel: refused after reading them, still before writing
-    from trendnlp.data.io import write_records
+    from trendnlp.data.record_files.io import write_records
     from conftest import make_records
 
     write_records(make_records(4, 2), tmp_path / "recs.jsonl")

@@ -16,7 +16,7 @@ from conftest import load_script
 from trendnlp.benchmark import inputs as bench_inputs
 from trendnlp.benchmark import rows as bench_rows, run as bm
 from trendnlp.cli import main as cli_main
-from trendnlp.data.split import ONLINE_RETAIL_SPLIT
+from trendnlp.data.record_files.split import ONLINE_RETAIL_SPLIT
 from trendnlp.labels import LABELS
 from trendnlp.benchmark.forecasters import FORECASTERS, statsforecast_available
 from trendnlp.benchmark.report import format_results_table, markdown_table, pick_examples

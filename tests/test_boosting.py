@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from trendnlp.data import channels
-from trendnlp.data.channels import Channel, centred_log1p
+from trendnlp.data.record_files import channels
+from trendnlp.data.record_files.channels import Channel, centred_log1p
 from trendnlp.labels import LABELS, LabelRule
 from trendnlp.model import boosting_features as bf
 from trendnlp.model.boosting import BOOSTER_NAME, META_NAME, BoostingBranch

@@ -64,7 +64,7 @@ def test_training_fits_offsets_each_epoch_and_exports_the_best(calibrated_run):
     # the reloaded model applies the offsets: its validation macro-F1 is the reported (calibrated) one
     clf = TrendClassifier.from_pretrained(d / "run" / "model")
     probs = clf.predict_proba(val_file)
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
 
     y = [clf.labels.index(r["label"]) for r in read_records(val_file)]
     assert f1_score(y, probs.argmax(1), average="macro") == pytest.approx(best["validation"]["macro_f1"], abs=1e-6)

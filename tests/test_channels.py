@@ -15,14 +15,14 @@ import torch
 
 from trendnlp.benchmark.baselines import channel_feature_names, sales_calendar_matrix
 from trendnlp.cli import build_parser
-from trendnlp.data.prepare_args import prepare_options
+from trendnlp.data.orderlog.prepare_args import prepare_options
 from trendnlp.config import SalesConfig, TrendConfig
-from trendnlp.data import channels
-from trendnlp.data.channels import CHANNELS, fed_channels
-from trendnlp.data.features import sales_channel_names, sales_features
-from trendnlp.data.prepare import prepare
-from trendnlp.data.io import write_records
-from trendnlp.data.records import RecordError, read_records
+from trendnlp.data.record_files import channels
+from trendnlp.data.record_files.channels import CHANNELS, fed_channels
+from trendnlp.data.inputs.features import sales_channel_names, sales_features
+from trendnlp.data.orderlog.prepare import prepare
+from trendnlp.data.record_files.io import write_records
+from trendnlp.data.record_files.records import RecordError, read_records
 from trendnlp.errors import ConfigError
 from trendnlp.labels import LabelRule
 from trendnlp.model.classifier import TrendClassifier
@@ -363,9 +363,9 @@ def test_the_docs_example_channel_is_returns_per_week(monkeypatch, tmp_path):
 def test_each_build_kind_aggregates_as_declared(monkeypatch):
     """The engine's dispatch on `build`: sum adds the column, count counts rows with a value, distinct counts
     distinct values, mean is units-weighted (channels declared for this test only)."""
-    from trendnlp.data.aggregate import read_log
-    from trendnlp.data.channels import CHANNELS, Channel
-    from trendnlp.data.io import ErrorReport
+    from trendnlp.data.orderlog.aggregate import read_log
+    from trendnlp.data.record_files.channels import CHANNELS, Channel
+    from trendnlp.data.record_files.io import ErrorReport
 
     for ch in (Channel("returned", "units returned", build="sum", column="returned_col"),
                Channel("notes", "lines with a note", build="count", column="notes_col"),

@@ -1,4 +1,4 @@
-"""Column-wise validation of Parquet batches (data/columns.py) against the row-by-row validator: the same records,
+"""Column-wise validation of Parquet batches (data/record_files/columns.py) against the row-by-row validator: the same records,
 the same errors (row, field, reason) in the same order, on generated files mixing good rows, bad rows of every
 kind, rows written in other accepted forms, and duplicates across batch boundaries."""
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trendnlp.data.channels import context_channels
-from trendnlp.data.columns import validated_tables
-from trendnlp.data.keys import KeySet
-from trendnlp.data.records import ErrorReport, RecordError, read_records
+from trendnlp.data.record_files.channels import context_channels
+from trendnlp.data.record_files.columns import validated_tables
+from trendnlp.data.record_files.keys import KeySet
+from trendnlp.data.record_files.records import ErrorReport, RecordError, read_records
 from trendnlp.labels import LabelRule
 
 CHOICES = {
@@ -105,8 +105,8 @@ def test_columns_validate_as_the_row_path(tmp_path, ints):
     assert [e.as_report() for e in rep_cols.errors] == [e.as_report() for e in rep_rows.errors]
     assert len(by_rows) > 50 and len(rep_rows) > 100  # both kinds, and many errors of many fields
     assert len({e.field for e in rep_rows.errors}) >= 8
-    from trendnlp.data.columns import _sure_rows
-    from trendnlp.data.schema import arrow_features
+    from trendnlp.data.record_files.columns import _sure_rows
+    from trendnlp.data.record_files.schema import arrow_features
 
     sure, _ = _sure_rows(pq.read_table(path).to_batches()[0], 26, arrow_features().arrow_schema)
     assert 0.3 * len(by_rows) < sure.sum() < len(rows)  # the columns took most good rows, not the bad ones

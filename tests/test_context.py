@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from trendnlp.config import SalesConfig, TrendConfig
-from trendnlp.data.channels import price_features
-from trendnlp.data.features import sales_channel_names, sales_features
-from trendnlp.data.prepare import prepare
-from trendnlp.data.io import write_records
-from trendnlp.data.records import RecordError, read_records
+from trendnlp.data.record_files.channels import price_features
+from trendnlp.data.inputs.features import sales_channel_names, sales_features
+from trendnlp.data.orderlog.prepare import prepare
+from trendnlp.data.record_files.io import write_records
+from trendnlp.data.record_files.records import RecordError, read_records
 from trendnlp.labels import LabelRule
 from trendnlp.model.classifier import TrendClassifier
 

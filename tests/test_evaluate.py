@@ -7,7 +7,7 @@ import pandas as pd
 
 from conftest import cli_error
 from trendnlp.cli import main
-from trendnlp.data.io import write_records
+from trendnlp.data.record_files.io import write_records
 
 
 def test_evaluate_refuses_a_record_without_a_channel_the_model_reads(channel_model_dir, channel_records, tmp_path,

@@ -14,11 +14,11 @@ import torch
 
 from trendnlp.cli import main as cli_main
 from trendnlp.config import TrendConfig
-from trendnlp.data.features import build_text
-from trendnlp.data.io import write_records
-from trendnlp.data.records import read_records
+from trendnlp.data.inputs.features import build_text
+from trendnlp.data.record_files.io import write_records
+from trendnlp.data.record_files.records import read_records
 from trendnlp.evaluation.faithfulness import deletion_check
-from trendnlp.data.sales_stats import sales_inputs
+from trendnlp.data.inputs.sales_stats import sales_inputs
 from trendnlp.model.explain import _Batch, explain
 from trendnlp.model.classifier import TrendClassifier
 from conftest import train_tiny

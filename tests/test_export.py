@@ -11,7 +11,7 @@ import pytest
 
 from conftest import make_records
 from conftest import save_model
-from trendnlp.data.io import write_records
+from trendnlp.data.record_files.io import write_records
 from trendnlp.evaluation.metrics import classification_metrics
 from trendnlp.inference.export import export_model, export_onnx
 from trendnlp.inference.labeling import label_file

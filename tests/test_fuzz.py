@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from conftest import make_records
 from trendnlp.cli import main
-from trendnlp.data.io import write_records
-from trendnlp.data.records import read_records
+from trendnlp.data.record_files.io import write_records
+from trendnlp.data.record_files.records import read_records
 from trendnlp.errors import TrendError
 from trendnlp.inference.labeling import label_file
 from trendnlp.model.classifier import TrendClassifier
@@ -164,7 +164,7 @@ def test_predict_proba_answers_every_record_or_raises_a_trend_error(clf, rows):
 @settings(max_examples=BUDGET)
 @given(rows=records_lists)
 def test_the_records_reader_takes_or_names_every_row(tmp_path_factory, rows):
-    from trendnlp.data.records import ErrorReport
+    from trendnlp.data.record_files.records import ErrorReport
 
     path = _jsonl(tmp_path_factory.mktemp("fuzz_read") / "r.jsonl", rows)
     report = ErrorReport()

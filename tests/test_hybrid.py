@@ -196,7 +196,7 @@ def test_refit_keeps_the_choices_and_trains_on_every_known_label(tiny_config, da
 def test_onnx_export_of_a_hybrid_blends_like_torch(hybrid_run, tmp_path):
     """The graphs are the neural branch; the booster stays LightGBM text beside them; labels equal torch's on the
     sample catalog."""
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
     from trendnlp.inference.export import export_model
 
     _, model_dir = hybrid_run
@@ -317,7 +317,7 @@ def test_a_folder_saved_by_the_previous_release_loads_and_labels(tmp_path):
     """tests/data/old_release_model was written by the code before model.kind existed (a sales-only model):
     it loads as neural and predicts what it predicted then. It reads `price` (sales.price_channels), which its
     records lack: that is refused now; with no price known in any period (all null) it predicts as then."""
-    from trendnlp.data.records import RecordError
+    from trendnlp.data.record_files.records import RecordError
     from trendnlp.inference.labeling import label_file
 
     folder = REPO / "tests" / "data" / "old_release_model"
@@ -329,7 +329,7 @@ def test_a_folder_saved_by_the_previous_release_loads_and_labels(tmp_path):
         clf.predict_proba(expected["records"])
     records = [{**r, "price": [None] * len(r["sales"])} for r in expected["records"]]
     np.testing.assert_allclose(clf.predict_proba(records), expected["probabilities"], rtol=1e-5, atol=1e-6)
-    from trendnlp.data.io import write_records
+    from trendnlp.data.record_files.io import write_records
 
     write_records(records, tmp_path / "catalog.jsonl")
     label_file(folder, tmp_path / "catalog.jsonl", tmp_path / "labels.csv", progress=False)

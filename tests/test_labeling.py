@@ -17,8 +17,8 @@ import pytest
 from conftest import make_records, save_model, subprocess_env
 from trendnlp.inference.labeling import KeySet, ResumeMismatchError, label_file
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.data.io import write_records
-from trendnlp.data.records import RecordError
+from trendnlp.data.record_files.io import write_records
+from trendnlp.data.record_files.records import RecordError
 
 REPO = Path(__file__).resolve().parents[1]
 PROBS = ["p_rising", "p_falling", "p_stable"]

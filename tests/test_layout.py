@@ -18,7 +18,7 @@ ORDER = {"labels": 0, "config": 0, "configs": 0, "errors": 0, "options": 0, "out
 
 
 def stage_of(module: str) -> str | None:
-    """`trendnlp.data.records` -> "data"; `trendnlp` (the package API) -> None."""
+    """`trendnlp.data.record_files.records` -> "data"; `trendnlp` (the package API) -> None."""
     parts = module.split(".")
     return parts[1] if parts[0] == "trendnlp" and len(parts) > 1 else None
 

@@ -11,7 +11,7 @@ import torch
 from conftest import broken_model, truncate
 from trendnlp.config import TrendConfig
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.data.records import RecordError
+from trendnlp.data.record_files.records import RecordError
 from trendnlp.model.base_models import BaseModelError
 
 FUSIONS = ["concat", "gated", "cross_attention"]
@@ -72,7 +72,7 @@ def test_bf16_autocast_forward_backward(tiny_config, sample_records, method):
 
 
 def test_feature_scaling_from_list_or_dataset(tiny_config, sample_records):
-    from trendnlp.data.records import load_records
+    from trendnlp.data.record_files.records import load_records
 
     dataset, _ = load_records(sample_records, history=tiny_config.sales.history)
     a, b = build(tiny_config, sample_records), build(tiny_config, dataset)
@@ -278,7 +278,7 @@ def test_predict_proba_follows_label_order(tiny_config, sample_records):
 def test_predict_accepts_dict_list_dataframe_and_path(tiny_config, sample_records, tmp_path):
     import pandas as pd
 
-    from trendnlp.data.io import write_records
+    from trendnlp.data.record_files.io import write_records
 
     model = build(tiny_config, sample_records)
     recs = sample_records[:12]

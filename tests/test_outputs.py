@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import cli_error, subprocess_env
-from trendnlp.data.io import write_records
+from trendnlp.data.record_files.io import write_records
 
 
 @pytest.fixture()

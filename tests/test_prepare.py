@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from trendnlp.labels import LabelRule
-from trendnlp.data.presets import clean_online_retail, get_preset, prepare_preset
-from trendnlp.data.prepare import prepare, summarize
-from trendnlp.data.records import RecordError, read_records
+from trendnlp.data.orderlog.presets import clean_online_retail, get_preset, prepare_preset
+from trendnlp.data.orderlog.prepare import prepare, summarize
+from trendnlp.data.record_files.records import RecordError, read_records
 
 SUNDAY = dt.date(2024, 1, 7)  # first period end of every synthetic log below
 ONLINE_RETAIL = Path(__file__).parents[1] / ".." / "shared" / "data" / "online_retail" / "online_retail.parquet"

@@ -4,8 +4,8 @@ import json
 import pandas as pd
 import pytest
 
-from trendnlp.data.io import write_records
-from trendnlp.data.records import ErrorReport, RecordError, load_records, read_records
+from trendnlp.data.record_files.io import write_records
+from trendnlp.data.record_files.records import ErrorReport, RecordError, load_records, read_records
 
 GOOD = {"product_id": "good-1", "title": "Red mug", "reviews": ["nice"], "sales": [1, 2, 3], "cutoff": "2011-06-05",
         "label": "rising"}
@@ -143,7 +143,7 @@ def test_a_record_without_a_channel_the_model_reads_is_refused(tmp_path):
     """`required` (a model's record_rules()): the channel absent or null as a whole is a bad record naming the
     channel and the fix; a null inside the history is no lack (price: no price known in that period)."""
     from trendnlp.config import SalesConfig
-    from trendnlp.data.channels import required_channels
+    from trendnlp.data.record_files.channels import required_channels
 
     need = required_channels(SalesConfig(channels=["orders", "customers"], price_channels=True))
     assert list(need) == ["price", "orders", "customers"]

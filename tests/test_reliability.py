@@ -20,9 +20,9 @@ import torch
 
 from conftest import make_records, subprocess_env
 from trendnlp.config import TrendConfig
-from trendnlp.data.prepare import prepare
-from trendnlp.data.io import write_records
-from trendnlp.data.records import ErrorReport, RecordError, read_records
+from trendnlp.data.orderlog.prepare import prepare
+from trendnlp.data.record_files.io import write_records
+from trendnlp.data.record_files.records import ErrorReport, RecordError, read_records
 from trendnlp.errors import ConfigError, ModelFolderError, OutputPathError, ResumeError, TrendError
 from trendnlp.model.classifier import TrendClassifier
 
@@ -56,7 +56,7 @@ def saved(model, tmp_path_factory) -> Path:
 
 # ---- no silent coercion ---------------------------------------------------------------------------------
 def test_error_types_share_one_base():
-    from trendnlp.data.records import RecordError
+    from trendnlp.data.record_files.records import RecordError
     from trendnlp.inference.labeling_io import ResumeMismatchError
     from trendnlp.model.base_models import BaseModelError
 

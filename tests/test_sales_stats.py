@@ -1,4 +1,4 @@
-"""Summary statistics (trendnlp.data.sales_stats): the one torch implementation against a frozen copy of the
+"""Summary statistics (trendnlp.data.inputs.sales_stats): the one torch implementation against a frozen copy of the
 outputs of the three implementations it replaced (numpy per series, numpy vectorised, explain's torch copy),
 on ragged, short, empty and all-zero series, and its numpy adapters against each other."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from trendnlp.data.sales_stats import (SUMMARY_NAMES, sales_inputs, summary_stats, summary_stats_batch,
+from trendnlp.data.inputs.sales_stats import (SUMMARY_NAMES, sales_inputs, summary_stats, summary_stats_batch,
                                        summary_stats_flat, summary_stats_many)
 
 FROZEN = json.loads((Path(__file__).parent / "data" / "summary_stats_frozen.json").read_text(encoding="utf-8"))

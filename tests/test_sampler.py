@@ -1,9 +1,9 @@
-"""The product-grouped sampler (trendnlp.data.sampler), one class for records in memory and in Arrow."""
+"""The product-grouped sampler (trendnlp.data.inputs.sampler), one class for records in memory and in Arrow."""
 from __future__ import annotations
 
 import numpy as np
 
-from trendnlp.data.sampler import ProductGroupedSampler, _group_by_code, product_codes
+from trendnlp.data.inputs.sampler import ProductGroupedSampler, _group_by_code, product_codes
 
 # the order the in-memory sampler gave before it and the Arrow one became one class (ids -> codes by the caller):
 # the same seed still gives the same training batches

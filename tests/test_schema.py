@@ -1,4 +1,4 @@
-"""The record declared once (trendnlp.data.schema): the docs table, the Arrow features, the request model and
+"""The record declared once (trendnlp.data.record_files.schema): the docs table, the Arrow features, the request model and
 the readers all follow the one declaration and the channel registry."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from trendnlp.data.channels import CHANNELS
-from trendnlp.data.records import RecordError, read_records, record_features
-from trendnlp.data.schema import field_table, record_fields, record_model, record_schema
+from trendnlp.data.record_files.channels import CHANNELS
+from trendnlp.data.record_files.records import RecordError, read_records, record_features
+from trendnlp.data.record_files.schema import field_table, record_fields, record_model, record_schema
 
 REPO = Path(__file__).resolve().parents[1]
 

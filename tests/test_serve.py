@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from serving import server_process
 
-from trendnlp.data.schema import record_fields
+from trendnlp.data.record_files.schema import record_fields
 from trendnlp.model.classifier import TrendClassifier
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from trendnlp.cli import main
-from trendnlp.data import aggregate, windows
-from trendnlp.data.aggregate import Shard, shard_of
-from trendnlp.data.io import RecordError
-from trendnlp.data.parts import part_files, read_parts
-from trendnlp.data.prepare import prepare
-from trendnlp.data.records import read_records
+from trendnlp.data.orderlog import aggregate, windows
+from trendnlp.data.orderlog.aggregate import Shard, shard_of
+from trendnlp.data.record_files.io import RecordError
+from trendnlp.data.record_files.parts import part_files, read_parts
+from trendnlp.data.orderlog.prepare import prepare
+from trendnlp.data.record_files.records import read_records
 
 REPO = Path(__file__).parents[1]
 CHANNEL_COLS = {"price_col": "price", "invoice_col": "invoice", "customer_col": "customer_id"}

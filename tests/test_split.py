@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from trendnlp.data.split import ONLINE_RETAIL_SPLIT, latest_ranges, split_by_cutoff, time_holdout
+from trendnlp.data.record_files.split import ONLINE_RETAIL_SPLIT, latest_ranges, split_by_cutoff, time_holdout
 
 
 def weekly(first="2011-05-29", last="2011-11-06", products="ab"):

@@ -67,7 +67,7 @@ def test_training_fits_the_temperature_after_the_offsets(tempered_run):
     assert (run / "reliability_test.png").stat().st_size > 5000
     # refit on what the saved model outputs without its temperature: the same T (fitted on the offset logits)
     clf = TrendClassifier.from_pretrained(run / "model")
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
 
     y = np.array([clf.labels.index(r["label"]) for r in read_records(val)])
     probs = clf.predict_proba(val)

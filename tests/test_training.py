@@ -18,7 +18,7 @@ from conftest import cli_error, load_script, planted_pickle
 from trendnlp.training import steps
 from trendnlp.config import TrendConfig
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.data.io import write_records
+from trendnlp.data.record_files.io import write_records
 from trendnlp.evaluation.evaluate import evaluate
 from trendnlp.training import class_weights, latest_checkpoint, loss_function, train
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trendnlp.config import TrendConfig
-from trendnlp.data.io import write_records
+from trendnlp.data.record_files.io import write_records
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.training import train, warm_start
 

@@ -19,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
-from trendnlp.data.prepare_args import add_prepare_arguments, prepare_from_args, prepare_options
+from trendnlp.data.orderlog.prepare_args import add_prepare_arguments, prepare_from_args, prepare_options
 from trendnlp.options import COUNT, POSITIVE, arg, parse_count
 
 STEPS = arg(parse_count, maximum=1024)  # Integrated Gradients steps: more only costs time
@@ -146,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     import json
 
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
     from trendnlp.model.explain import explain
     from trendnlp.model.classifier import TrendClassifier
 

@@ -99,7 +99,7 @@ class SalesConfig(_Section):
                                      "to the product's median price in the history, and log price change")
     market_channels: bool = _f(False, "add a per-period channel from the record's `market_sales` (the whole "
                                       "shop's units over the same periods), centred log1p: the shop's momentum")
-    channels: list[str] = _f([], "more record channels fed per period, by name (trendnlp.data.channels), e.g. "
+    channels: list[str] = _f([], "more record channels fed per period, by name (trendnlp.data.record_files.channels), e.g. "
                             "[orders, customers]; a record without one gets zeros there")
 
 

@@ -19,7 +19,7 @@ from trendnlp.benchmark.baselines import SalesHGBBaseline, sales_calendar_matrix
 from trendnlp.model.calibration import biased_scores, fit_logit_bias, macro_f1_from_predictions
 from trendnlp.labels import LABELS, LabelRule
 from trendnlp.evaluation.metrics import render_table
-from trendnlp.data.records import read_records
+from trendnlp.data.record_files.records import read_records
 
 
 def model_probs(model_dir: str, parts: dict[str, list[dict]]) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
     from trendnlp.model.classifier import TrendClassifier
 
     torch.set_num_threads(args.threads)

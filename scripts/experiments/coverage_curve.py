@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
     from trendnlp.evaluation.plots import plot_coverage_accuracy, plot_reliability_diagram
     from trendnlp.model.calibration import calibration_report, coverage_accuracy
     from trendnlp.model.classifier import TrendClassifier

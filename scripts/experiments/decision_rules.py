@@ -75,7 +75,7 @@ def raw_model(folder: Path):
 
 def text_booster(config, data: Path):
     """The origin's boosting branch refitted with the text PCA, as the training pipeline would build it."""
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
     from trendnlp.training.hybrid import make_branch
 
     h, rule = config.sales.history, config.labels.rule()
@@ -85,7 +85,7 @@ def text_booster(config, data: Path):
 
 def origin_rows(origin: Path, boosting_text: bool = False) -> dict:
     from trendnlp.config import TrendConfig
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
 
     run = origin / "runs" / "trendnlp"
     clf = raw_model(run / "seed_0" / "model")

@@ -116,7 +116,7 @@ def logits(model, records: list[dict], batch_size: int = 512) -> np.ndarray:
 def origin_result(origin: Path, out: Path, folds: int, purge: int, seed: int, overrides: list[str],
                   by: str = "time") -> dict:
     from trendnlp.config import TrendConfig
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.records import read_records
     from trendnlp.model.calibration import macro_f1_from_predictions
     from trendnlp.model.load import load_model
     from trendnlp.training import train as train_model

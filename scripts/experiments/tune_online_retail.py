@@ -21,7 +21,7 @@ import yaml
 from trendnlp.benchmark.args import DEFAULT_CONFIG, VARIANTS
 from trendnlp.benchmark.inputs import parse_seeds
 from trendnlp.benchmark.run import variant_config
-from trendnlp.data.split import write_splits
+from trendnlp.data.record_files.split import write_splits
 from trendnlp.config import TrendConfig, apply_overrides
 
 
@@ -32,8 +32,8 @@ def cached_splits(sales: str | None, cache: Path) -> dict[str, str]:
         return paths
     if not sales:
         raise SystemExit(f"no cached records in {cache / 'data'}; pass --sales PATH to prepare them once")
-    from trendnlp.data.presets import prepare_preset
-    from trendnlp.data.split import split_by_cutoff
+    from trendnlp.data.orderlog.presets import prepare_preset
+    from trendnlp.data.record_files.split import split_by_cutoff
 
     train, val, _ = split_by_cutoff(prepare_preset("online-retail", sales).records)
     write_splits({"train": train, "validation": val}, cache / "data")

@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 
 from trendnlp.config import TrendConfig
-from trendnlp.data.presets import prepare_preset
-from trendnlp.data.io import write_records
-from trendnlp.data.records import read_records
-from trendnlp.data.split import ONLINE_RETAIL_SPLIT, split_by_cutoff
+from trendnlp.data.orderlog.presets import prepare_preset
+from trendnlp.data.record_files.io import write_records
+from trendnlp.data.record_files.records import read_records
+from trendnlp.data.record_files.split import ONLINE_RETAIL_SPLIT, split_by_cutoff
 from trendnlp.training import train
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: this file is scripts/experiments/

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from trendnlp.configs import config_path
-from trendnlp.data.channels import context_channels
-from trendnlp.data.split import ONLINE_RETAIL_SPLIT
+from trendnlp.data.record_files.channels import context_channels
+from trendnlp.data.record_files.split import ONLINE_RETAIL_SPLIT
 from trendnlp.options import (COUNT, DATE_RANGE, NUMBER, PERIODS, POSITIVE, SEEDS, THREADS, arg, parse_names,
                               parse_number)
 

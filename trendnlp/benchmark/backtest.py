@@ -193,7 +193,7 @@ def run_backtest(records: Sequence[dict], base_config: dict, out_dir: str | Path
     Returns:
         the backtest.json dict: {"origins", "rows", "per_origin": {O: {row: table row}}, "summary", "timings"}.
     """
-    from trendnlp.data.split import split_by_cutoff
+    from trendnlp.data.record_files.split import split_by_cutoff
 
     out = Path(out_dir)
     rows = list(rows)

@@ -23,7 +23,7 @@ from trendnlp.benchmark.gbm import INSTALL_HINT, GBMAllBaseline, GBMAllTextBasel
 from trendnlp.benchmark.tabular import (CHANNEL_STATS, N_LAST, SALES_FEATURE_NAMES, _Baseline,  # noqa: F401
                                         _has_labels, _in_label_order, _labels, _macro_f1, channel_feature_names,
                                         sales_calendar_matrix)
-from trendnlp.data.features import N_CALENDAR
+from trendnlp.data.inputs.features import N_CALENDAR
 from trendnlp.labels import LABELS, LabelRule
 from trendnlp.evaluation.metrics import classification_metrics
 

@@ -16,7 +16,7 @@ import numpy as np
 from trendnlp.benchmark.args import DEFAULT_CONFIG
 from trendnlp import options
 from trendnlp.config import TrendConfig, apply_overrides, read_yaml
-from trendnlp.data.channels import carried_channels, column_options, context_channels, require_channels
+from trendnlp.data.record_files.channels import carried_channels, column_options, context_channels, require_channels
 from trendnlp.options import parse_date_range
 
 # without a preset: prepare's column arguments and their defaults (a channel's column, from the registry: none)
@@ -64,12 +64,12 @@ def prepare_records(args: argparse.Namespace, config: TrendConfig, progress: boo
     Returns:
         (records, notes): normalised record dicts, and printable lines about what preparing did.
     """
-    from trendnlp.data.presets import get_preset, prepare_preset
-    from trendnlp.data.prepare import prepare
+    from trendnlp.data.orderlog.presets import get_preset, prepare_preset
+    from trendnlp.data.orderlog.prepare import prepare
 
     rule = config.labels.rule()
     if args.records:  # a file, or a folder of parts (`prepare --num-shards`)
-        from trendnlp.data.parts import read_parts
+        from trendnlp.data.record_files.parts import read_parts
 
         return read_parts(args.records, history=config.sales.history, rule=rule), [f"records: {args.records}"]
     opts = {"history": config.sales.history, "horizon": args.horizon, "stride": args.stride,
@@ -95,7 +95,7 @@ def _read_renamed(path: str, renames: dict[str, str]):
     """The sales file as a DataFrame with the user's column names mapped to the preset's."""
     import pandas as pd
 
-    from trendnlp.data.records import detect_format
+    from trendnlp.data.record_files.records import detect_format
 
     fmt = detect_format(path)
     df = (pd.read_csv(path, dtype=str) if fmt == "csv" else pd.read_parquet(path) if fmt == "parquet"
@@ -110,8 +110,8 @@ def _read_renamed(path: str, renames: dict[str, str]):
 
 
 def _has_text_columns(path: str, cols: dict) -> bool:
-    from trendnlp.data.tables import _file_columns
-    from trendnlp.data.records import detect_format
+    from trendnlp.data.orderlog.tables import _file_columns
+    from trendnlp.data.record_files.records import detect_format
 
     names = set(_file_columns(path, detect_format(path)))
     return bool({cols["title_col"], cols["description_col"]} & names)

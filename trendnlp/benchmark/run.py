@@ -33,7 +33,7 @@ from trendnlp.labels import LABELS
 from trendnlp.benchmark.args import BRANCHES, DEFAULT_SEEDS, PRODUCT_VARIANTS, VARIANTS
 from trendnlp.benchmark.inputs import (machine_description, names_option, parse_range, parse_seeds, run_records,
                                        start_run)
-from trendnlp.data.split import by_product, write_splits
+from trendnlp.data.record_files.split import by_product, write_splits
 from trendnlp.benchmark.rows import (NEW_PRODUCT_AGE, aggregate, new_product_mask, run_row, select_fused,
                                      slice_row)
 from trendnlp.evaluation.metrics import classification_metrics
@@ -329,7 +329,7 @@ def default_variants(option: str | None, config: TrendConfig) -> list[str] | Non
 def run_benchmark_cli(args: argparse.Namespace) -> int:
     """`trendnlp benchmark`: prepare, split, run everything, write the report, print the table and timings."""
     from trendnlp.benchmark.report import format_results_table
-    from trendnlp.data.split import split_by_cutoff
+    from trendnlp.data.record_files.split import split_by_cutoff
 
     progress = not args.no_progress
     timer = Timer()

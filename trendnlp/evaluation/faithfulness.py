@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from trendnlp.data.records import read_records
+from trendnlp.data.record_files.records import read_records
 
 
 def deletion_check(model, records: Any, explanations: list[dict], k: int = 4, n_random: int = 5,

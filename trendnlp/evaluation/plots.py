@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from trendnlp.data.features import period_ends
+from trendnlp.data.inputs.features import period_ends
 from trendnlp.labels import LabelRule
 
 _TREND_COLORS = {"rising": "#2a9d8f", "falling": "#e76f51", "stable": "#8d99ae"}

@@ -4,7 +4,7 @@
     cut exactly as training records were --validate (the model's rules), once--> the prediction core
     (model/predict.py), window by window --> product_id, cutoff, label, p_<label> per product, written once
 
-The records are built by `trendnlp.data.prepare.prepare` with `as_of` (the same windowing, text and review
+The records are built by `trendnlp.data.orderlog.prepare.prepare` with `as_of` (the same windowing, text and review
 lookups as training records, nothing dated after the cutoff) and scored by the same core as `trendnlp label
 --input`, so a record labelled today is built and scored exactly as the training and evaluation records were.
 They go to the core in memory: no temporary records file, no second reading; the output is written once, under
@@ -19,10 +19,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from trendnlp.data.channels import carried_channels, require_channels
-from trendnlp.data.io import ErrorReport, detect_format
-from trendnlp.data.presets import prepare_log
-from trendnlp.data.records import validate_batch
+from trendnlp.data.record_files.channels import carried_channels, require_channels
+from trendnlp.data.record_files.io import ErrorReport, detect_format
+from trendnlp.data.orderlog.presets import prepare_log
+from trendnlp.data.record_files.records import validate_batch
 from trendnlp.inference.labeling import _check_options, _load_model, _result_columns
 from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE, WINDOW
 from trendnlp.inference.labeling_io import ERROR_COLUMNS, write_table
@@ -43,7 +43,7 @@ def label_log(model: Any, sales: Any, output: str | Path, *, preset: str | None 
 
     Args:
         model: a saved model folder or a `TrendClassifier`.
-        sales: the order log (path or DataFrame), as for `trendnlp.data.prepare.prepare`.
+        sales: the order log (path or DataFrame), as for `trendnlp.data.orderlog.prepare.prepare`.
         output: result file (.csv / .jsonl / .parquet): product_id, cutoff, label, p_<label> per class.
         preset: dataset preset with its cleaning (e.g. "online-retail"), or None.
         as_of: "latest" (the log's last complete period) or a date; the cutoff is the last period ending on or

@@ -40,9 +40,9 @@ from tqdm.auto import tqdm
 
 from trendnlp.inference.labeling_io import (ResumeMismatchError, count_rows, merge_if_complete, open_shard_state, write_json,
                                   write_table)
-from trendnlp.data.io import ErrorReport, detect_format, iter_raw_rows
-from trendnlp.data.records import validate_batch
-from trendnlp.data.keys import KeySet
+from trendnlp.data.record_files.io import ErrorReport, detect_format, iter_raw_rows
+from trendnlp.data.record_files.records import validate_batch
+from trendnlp.data.record_files.keys import KeySet
 from trendnlp.outputs import check_not_input, default_errors_path, exclusive_output, rank_tag
 from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE, UNCERTAIN, WINDOW, add_arguments
 from trendnlp.model.load import BACKENDS, load_model

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from trendnlp.data.io import ERROR_COLUMNS, atomic_path, write_json as _write_json
+from trendnlp.data.record_files.io import ERROR_COLUMNS, atomic_path, write_json as _write_json
 from trendnlp.errors import ResumeError
 
 

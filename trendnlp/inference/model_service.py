@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from trendnlp.data.channels import fed_channels
-from trendnlp.data.io import RecordError
-from trendnlp.data.records import validate_rows
-from trendnlp.data.schema import record_fields
+from trendnlp.data.record_files.channels import fed_channels
+from trendnlp.data.record_files.io import RecordError
+from trendnlp.data.record_files.records import validate_rows
+from trendnlp.data.record_files.schema import record_fields
 from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE
 
 log = logging.getLogger("trendnlp.serve")

@@ -56,7 +56,7 @@ def calibration_feeds(texts: Sequence[str], tokenizer, max_length: int, extra: d
                       ) -> Iterable[dict]:
     """Input batches of the fused graph over calibration texts: their tokens plus `extra` (one dummy record's
     text_index and sales inputs, whatever the graph needs besides the texts)."""
-    from trendnlp.data.collate import pad_token_ids, token_ids
+    from trendnlp.data.inputs.collate import pad_token_ids, token_ids
 
     for i in range(0, len(texts), CALIBRATION_BATCH):
         t = pad_token_ids(token_ids(tokenizer, texts[i:i + CALIBRATION_BATCH], max_length), tokenizer.pad_token_id,
@@ -66,8 +66,8 @@ def calibration_feeds(texts: Sequence[str], tokenizer, max_length: int, extra: d
 
 def calibration_texts(records: str | Path, text_cfg) -> list[str]:
     """The first CALIBRATION_TEXTS distinct non-empty texts of a records file, as the model composes them."""
-    from trendnlp.data.features import build_text
-    from trendnlp.data.records import iter_raw_rows, validate_rows
+    from trendnlp.data.inputs.features import build_text
+    from trendnlp.data.record_files.records import iter_raw_rows, validate_rows
 
     seen: dict[str, None] = {}
     for _, rec in validate_rows(iter_raw_rows(records), source=str(records)):

@@ -12,7 +12,7 @@
 Requests pass three gates before the model sees them: the body size (413 above `max_body_bytes`, checked on
 the Content-Length header and on the bytes actually received), the body's shape (pydantic: an object whose
 `records` is a non-empty list of objects; OpenAPI shows each as the record declared once in
-`trendnlp.data.schema`), then each record, once, by the rules every reader applies (`validate_rows`: types,
+`trendnlp.data.record_files.schema`), then each record, once, by the rules every reader applies (`validate_rows`: types,
 history length, the model's channels; a field the record declaration lacks is refused); a bad record is a 422
 naming its index and field. More than `max_records` records is a 413. Valid records go
 to the prediction core (`model.predict.Predictor`, as `trendnlp label`: each distinct text encoded once, pooled
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from trendnlp.data.records import RecordError
-from trendnlp.data.schema import record_model
+from trendnlp.data.record_files.records import RecordError
+from trendnlp.data.record_files.schema import record_model
 from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE
 from trendnlp.inference.model_service import Loaded, ModelService, ReloadError
 from trendnlp.inference.serve_args import GRACE_SECONDS, MAX_BATCH_RECORDS, MAX_BODY_BYTES, MAX_RECORDS, MAX_WAIT_MS
@@ -68,7 +68,7 @@ def request_model():
 
     pydantic checks the envelope only; each record stays a dict for `ModelService.validate` (the rules of every
     reader, so a request and a file are refused alike), and is documented in OpenAPI by the pydantic model of
-    the record declaration (`trendnlp.data.schema.record_model`).
+    the record declaration (`trendnlp.data.record_files.schema.record_model`).
     """
     from typing import Annotated
 

@@ -1,10 +1,10 @@
 """The boosting branch's feature matrix (`gbm_all`): what LightGBM sees of a record, read off the channel registry.
 
-    sales_calendar_matrix   SALES_FEATURE_NAMES: the sales summary (data.sales_stats.SUMMARY_NAMES), the observed
+    sales_calendar_matrix   SALES_FEATURE_NAMES: the sales summary (data.inputs.sales_stats.SUMMARY_NAMES), the observed
                             periods, the newest N_LAST log1p units, a longer-range change and the cutoff's
                             calendar as sin/cos (the sales baselines of the benchmark use it alone)
     channel_matrix          the cutoff's week and month as numbers, the product's age, and every context channel
-                            of the registry (trendnlp.data.channels) summarised by its kind:
+                            of the registry (trendnlp.data.record_files.channels) summarised by its kind:
                               counts (build sum / distinct / count / total): recent and whole-history log level,
                                  recent vs previous and vs whole history, the newest four log1p values
                               levels (build mean, e.g. price): last known relative to the median, recent vs previous
@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trendnlp.data.channels import Channel, context_channels
-from trendnlp.data.features import N_CALENDAR, cutoff_calendar
-from trendnlp.data.sales_stats import SUMMARY_NAMES, summary_stats_many
+from trendnlp.data.record_files.channels import Channel, context_channels
+from trendnlp.data.inputs.features import N_CALENDAR, cutoff_calendar
+from trendnlp.data.inputs.sales_stats import SUMMARY_NAMES, summary_stats_many
 from trendnlp.labels import LabelRule
 
 N_LAST = 8  # raw log1p units of the newest periods given to the sales models next to the summary
@@ -108,7 +108,7 @@ def sales_calendar_matrix(records: Sequence[dict], rule: LabelRule, history: int
         records: normalised records.
         rule: label rule; its K and alpha shape the summary statistics.
         history: the periods a full history holds (scales `history_fraction`).
-        channels: context channels of the records (trendnlp.data.channels) summarised too, e.g. orders.
+        channels: context channels of the records (trendnlp.data.record_files.channels) summarised too, e.g. orders.
     Returns:
         float32 array (len(records), len(SALES_FEATURE_NAMES) + 3 * len(channels)).
 

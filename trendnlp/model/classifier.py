@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from trendnlp.config import TrendConfig
-from trendnlp.data.collate import TrendCollator
-from trendnlp.data.io import write_json
-from trendnlp.data.features import n_sales_channels, sales_channel_names
-from trendnlp.data.sales_stats import SUMMARY_NAMES, summary_stats_many
+from trendnlp.data.inputs.collate import TrendCollator
+from trendnlp.data.record_files.io import write_json
+from trendnlp.data.inputs.features import n_sales_channels, sales_channel_names
+from trendnlp.data.inputs.sales_stats import SUMMARY_NAMES, summary_stats_many
 from trendnlp.errors import ModelFolderError
 from trendnlp.model.base_models import BaseModelError, load_base_model, load_tokenizer
 from trendnlp.model.card import write_model_card
@@ -163,7 +163,7 @@ class TrendClassifier(Runtime, nn.Module):
     # ---- training helpers --------------------------------------------------------------------
     def make_collator(self, dedup: bool = True, pad_to_max_length: bool = False, tokens=None) -> TrendCollator:
         """The collator that turns normalised records into this model's batches (`tokens`: the stored token ids
-        of an Arrow build's texts, from data.arrow_texts.tokenize_texts with this model's tokenizer)."""
+        of an Arrow build's texts, from data.inputs.arrow_texts.tokenize_texts with this model's tokenizer)."""
         c = self.config
         return TrendCollator(self.tokenizer, c.text, c.sales, self.labels, K=c.labels.K, alpha=c.labels.alpha,
                              dedup=dedup, pad_to_max_length=pad_to_max_length,

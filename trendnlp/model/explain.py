@@ -48,9 +48,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trendnlp.data.features import period_ends
-from trendnlp.data.records import read_records
-from trendnlp.data.sales_stats import sales_inputs
+from trendnlp.data.inputs.features import period_ends
+from trendnlp.data.record_files.records import read_records
+from trendnlp.data.inputs.sales_stats import sales_inputs
 from trendnlp.model.explain_boosting import boosting_only_explanations, boosting_parts
 from trendnlp.model.predict import Predictor
 from trendnlp.model.words import words_of

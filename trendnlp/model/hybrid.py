@@ -150,7 +150,7 @@ class BoostingTrendClassifier(Runtime):
 
 def save_boosting_folder(runtime, directory: str | Path, metrics: dict | None = None) -> None:
     """A model.kind=boosting folder: config.json, boosting/, metrics.json and the card (no neural files)."""
-    from trendnlp.data.io import write_json
+    from trendnlp.data.record_files.io import write_json
     from trendnlp.model.card import write_model_card
     from trendnlp.model.folder import CONFIG_NAME, atomic_folder, library_versions
 

@@ -2,7 +2,7 @@
 `predict`, `predict_change`, the batch labeler, serve, explain's probabilities) runs through `Predictor`.
 
     records --validate--> windows of WINDOW records --> distinct texts of a window, tokenized once
-    (data.collate.token_ids), sorted by token length, encoded in dynamically padded batches of up to `batch_size`
+    (data.inputs.collate.token_ids), sorted by token length, encoded in dynamically padded batches of up to `batch_size`
     texts of similar lengths (`length_groups`; pooled embeddings also kept in a bounded LRU cache across windows
     when `text_cache` > 0)
     --> scattered to records by text_index --> sales encoder + fusion head in batches of HEAD_BATCH
@@ -29,9 +29,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from trendnlp.data.channels import required_channels
-from trendnlp.data.collate import TrendCollator, pad_token_ids, token_ids
-from trendnlp.data.records import ErrorReport, read_records_aligned
+from trendnlp.data.record_files.channels import required_channels
+from trendnlp.data.inputs.collate import TrendCollator, pad_token_ids, token_ids
+from trendnlp.data.record_files.records import ErrorReport, read_records_aligned
 
 HEAD_BATCH = 1024  # records per sales-encoder + fusion-head pass: cheap per record, so batch big
 WINDOW = 4096  # records per window in predict_proba: texts are deduplicated over a window

@@ -15,10 +15,10 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Sampler
 
 from trendnlp.config import TrainConfig, TrendConfig
-from trendnlp.data.channels import carried_channels, require_channels
-from trendnlp.data.sampler import ProductGroupedSampler, product_codes
-from trendnlp.data.parts import is_records_path, read_parts
-from trendnlp.data.records import ErrorReport, first_unlabelled, require_labels
+from trendnlp.data.record_files.channels import carried_channels, require_channels
+from trendnlp.data.inputs.sampler import ProductGroupedSampler, product_codes
+from trendnlp.data.record_files.parts import is_records_path, read_parts
+from trendnlp.data.record_files.records import ErrorReport, first_unlabelled, require_labels
 
 
 @dataclass
@@ -52,7 +52,7 @@ class TrainData:
         if self.arrow is None:
             train_collate = val_collate = model.make_collator(dedup=tc.dedup_text)
         else:  # each split's distinct texts tokenized once, by Dataset.map, in the main process first
-            from trendnlp.data.arrow_texts import tokenize_texts
+            from trendnlp.data.inputs.arrow_texts import tokenize_texts
 
             with accelerator.main_process_first():
                 tokens = [tokenize_texts(recs.folder, model.tokenizer, model.config.text.max_length, show)
@@ -67,7 +67,7 @@ def load_data(config: TrendConfig, accelerator: Accelerator, out: Path) -> Train
     """The run's splits: config.data read into memory, or (data.arrow) built once into out/data_cache."""
     errors = out / "errors.csv" if accelerator.is_main_process else None
     if config.data.arrow:
-        from trendnlp.data.arrow import load_arrow_splits
+        from trendnlp.data.inputs.arrow import load_arrow_splits
 
         with accelerator.main_process_first():  # the main process builds the Arrow cache; the others reuse it
             return TrainData(*load_arrow_splits(config, out / "data_cache", errors))
@@ -92,7 +92,7 @@ def check_data_files(config: TrendConfig) -> None:
 def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[list, list, list | None]:
     """Validated, labelled train, validation and (optional) test records of config.data.
 
-    An empty data.validation holds out the latest cutoffs of train (trendnlp.data.split.time_holdout).
+    An empty data.validation holds out the latest cutoffs of train (trendnlp.data.record_files.split.time_holdout).
     Rows skipped under data.on_error=skip are written to `errors_path`.
     """
     d = config.data
@@ -103,7 +103,7 @@ def load_splits(config: TrendConfig, errors_path: Path | None = None) -> tuple[l
     if d.validation:
         val = read_parts(d.validation, **kw)
     else:
-        from trendnlp.data.split import time_holdout
+        from trendnlp.data.record_files.split import time_holdout
 
         train, val = time_holdout(train, d.val_fraction, config.labels.F)
     test = read_parts(d.test, **kw) if d.test else None

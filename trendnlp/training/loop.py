@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from trendnlp.config import TrainConfig, TrendConfig
-from trendnlp.data.fingerprint import flatten, run_fingerprint
+from trendnlp.data.record_files.fingerprint import flatten, run_fingerprint
 from trendnlp.errors import ResumeError
 from trendnlp.outputs import exclusive_output, rank_tag
 from trendnlp.model.classifier import TrendClassifier

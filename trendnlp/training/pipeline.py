@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trendnlp.config import TrendConfig
-from trendnlp.data.channels import carried_channels, require_channels
-from trendnlp.data.io import write_json
-from trendnlp.data.split import latest_ranges, split_by_cutoff, write_splits
+from trendnlp.data.record_files.channels import carried_channels, require_channels
+from trendnlp.data.record_files.io import write_json
+from trendnlp.data.record_files.split import latest_ranges, split_by_cutoff, write_splits
 from trendnlp.outputs import exclusive_output, rank_tag
 
 DEFAULT_TEST_PERIODS = 3  # as the benchmark: three test cutoffs, three validation cutoffs, one horizon between parts
@@ -75,12 +75,12 @@ def records_for_training(config: TrendConfig, *, records: str | None = None, sal
         normalised records.
     """
     if records:  # a file, or a folder of parts (`prepare --num-shards`)
-        from trendnlp.data.parts import read_parts
+        from trendnlp.data.record_files.parts import read_parts
 
         recs = read_parts(records, history=config.sales.history, rule=config.labels.rule())
         require_channels(config.sales, carried_channels(recs), str(records))  # before the run folder is written
         return recs
-    from trendnlp.data.presets import prepare_log
+    from trendnlp.data.orderlog.presets import prepare_log
 
     opts = {**(prepare_options or {}), "history": config.sales.history, "rule": config.labels.rule()}
     horizon = opts.get("horizon") or 4

@@ -25,7 +25,7 @@ def refit_records(config: TrendConfig, train: list[dict], validation: list[dict]
     """train + data.refit_extra + validation (validated, labelled)."""
     extra = []
     if config.data.refit_extra:
-        from trendnlp.data.records import first_unlabelled, read_records, require_labels
+        from trendnlp.data.record_files.records import first_unlabelled, read_records, require_labels
 
         extra = read_records(config.data.refit_extra, on_error=config.data.on_error, history=config.sales.history,
                              rule=config.labels.rule())

@@ -19,8 +19,8 @@ import torch
 from accelerate import Accelerator
 
 from trendnlp.config import TrainConfig
-from trendnlp.data.fingerprint import fingerprint_diff
-from trendnlp.data.io import write_json
+from trendnlp.data.record_files.fingerprint import fingerprint_diff
+from trendnlp.data.record_files.io import write_json
 from trendnlp.errors import ResumeError
 from trendnlp.model.base_models import PICKLE_SUFFIXES
 

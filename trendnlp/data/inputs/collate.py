@@ -8,7 +8,7 @@ A batch (B records, U distinct non-empty texts among them):
     labels                      (B,)    class indices in label order (only when every record has a label)
     change_target               (B,)    the label rule's change (only with `change_rule` and when every record
                                         has future_sales): the target of the optional regression head
-With `tokens` (the token ids of each distinct text of an Arrow build, data.arrow_texts.tokenize_texts), records carry
+With `tokens` (the token ids of each distinct text of an Arrow build, data.inputs.arrow_texts.tokenize_texts), records carry
 a `text_code` and the collator pads their stored ids instead of composing and tokenizing the texts again.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from trendnlp.config import SalesConfig, TextConfig
-from trendnlp.data.features import build_text, sales_channels
-from trendnlp.data.sales_stats import summary_stats_many
+from trendnlp.data.inputs.features import build_text, sales_channels
+from trendnlp.data.inputs.sales_stats import summary_stats_many
 
 
 class TrendCollator:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trendnlp.data.io import RecordError
-from trendnlp.data.tables import drop_bad_rows, parse_times, product_ids, read_table, text_column
+from trendnlp.data.record_files.io import RecordError
+from trendnlp.data.orderlog.tables import drop_bad_rows, parse_times, product_ids, read_table, text_column
 
 
 class TextsAsOf:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from trendnlp.data.schema import FREQS, PERIOD_CODES
+from trendnlp.data.record_files.schema import FREQS, PERIOD_CODES
 
 Range = tuple[str, str]
 
@@ -204,7 +204,7 @@ def write_splits(parts: dict[str, list[dict]], data_dir: Path) -> dict[str, str]
     Evaluation batches follow file order, so sorting by product puts each product's cutoffs in one batch
     and its text is encoded once per batch instead of once per record.
     """
-    from trendnlp.data.io import write_records
+    from trendnlp.data.record_files.io import write_records
 
     paths = {}
     for name, recs in parts.items():

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trendnlp.data.schema import list_fields, record_fields
+from trendnlp.data.record_files.schema import list_fields, record_fields
 from trendnlp.errors import DataError, TrendError
 
 ERROR_COLUMNS = ("source", "row", "product_id", "field", "reason")  # an errors file's columns (skipped rows)

@@ -24,12 +24,12 @@ from tqdm.auto import tqdm
 from trendnlp.errors import ConfigError, DataError
 from trendnlp.labels import LabelRule
 from trendnlp.options import MAX_PERIODS
-from trendnlp.data.aggregate import OrderLog, Shard, read_log
-from trendnlp.data.channels import context_channels
-from trendnlp.data.lookups import ReviewsAsOf, TextsAsOf
-from trendnlp.data.records import FREQS, ErrorReport
-from trendnlp.data.summary import RecordSummary, SummaryCounter, summarize  # noqa: F401 (re-exported)
-from trendnlp.data.tables import (SkippedRows, parse_times, parse_units, product_ids, read_table,  # noqa: F401
+from trendnlp.data.orderlog.aggregate import OrderLog, Shard, read_log
+from trendnlp.data.record_files.channels import context_channels
+from trendnlp.data.orderlog.lookups import ReviewsAsOf, TextsAsOf
+from trendnlp.data.record_files.records import FREQS, ErrorReport
+from trendnlp.data.record_files.summary import RecordSummary, SummaryCounter, summarize  # noqa: F401 (re-exported)
+from trendnlp.data.orderlog.tables import (SkippedRows, parse_times, parse_units, product_ids, read_table,  # noqa: F401
                                   require_values)
 
 SERIES_STARTS = ("data", "first_sale")
@@ -78,7 +78,7 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
         sales: order lines or product-period rows: a DataFrame or a .csv / .parquet / .jsonl path.
         product_col, time_col, units_col: column names in `sales` (and in `texts` / `reviews`, where
             `product_id` and `timestamp` are accepted too).
-        **channel_columns: the log columns of the optional channels (trendnlp.data.channels), each record
+        **channel_columns: the log columns of the optional channels (trendnlp.data.record_files.channels), each record
             getting the channel over its `sales` periods (None without the column):
             price_col: price (finite, >= 0) -> `price`, the units-weighted average over the lines with a price
                 (0 or empty: no price known, left out of the average; None where no line has one);
@@ -168,9 +168,9 @@ def prepare(sales: Any, *, product_col: str = "product_id", time_col: str = "tim
 
 def _write(log: OrderLog, cut: np.ndarray, out, *, hide, **window) -> tuple[list[dict], RecordSummary]:
     """Window the records a chunk of products at a time into `out` (or, without it, a sorted list)."""
-    from trendnlp.data.io import RecordFileWriter
-    from trendnlp.data.schema import arrow_features
-    from trendnlp.data.windows import AS_OF_DROPPED, record_tables
+    from trendnlp.data.record_files.io import RecordFileWriter
+    from trendnlp.data.record_files.schema import arrow_features
+    from trendnlp.data.orderlog.windows import AS_OF_DROPPED, record_tables
 
     drop = AS_OF_DROPPED if not window["horizon"] else ()
     counter, kept = SummaryCounter(), []

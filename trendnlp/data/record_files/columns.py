@@ -1,7 +1,7 @@
 """Record validation of a Parquet batch by columns: the rows sure to pass are normalised without a Python step
 per row, the others go through the one validator, which names what is wrong.
 
-`validate_record` (data/records.py) stays the only place that decides on and words an error (file, row,
+`validate_record` (data/record_files/records.py) stays the only place that decides on and words an error (file, row,
 field). Here the same rules run at once over a batch's Arrow columns, and only to pick the rows that
 certainly pass them: typed as declared (strings, lists of numbers), ids without surrounding spaces, ISO dates
 written as YYYY-MM-DD, number lists finite and >= 0 of the right lengths, known labels and frequencies. Such
@@ -22,10 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trendnlp.data.io import (ErrorReport, RecordError, _parquet_batches, detect_format, iter_raw_batches,
+from trendnlp.data.record_files.io import (ErrorReport, RecordError, _parquet_batches, detect_format, iter_raw_batches,
                               unreadable_as_data_error)
-from trendnlp.data.records import validate_batch, validate_batches
-from trendnlp.data.schema import FREQS, arrow_features, record_schema
+from trendnlp.data.record_files.records import validate_batch, validate_batches
+from trendnlp.data.record_files.schema import FREQS, arrow_features, record_schema
 from trendnlp.labels import LABELS, LabelRule
 
 # what str.strip() removes (str.isspace): Unicode separators plus these controls; ids with them at either end
@@ -37,7 +37,7 @@ def record_tables(path: str | Path, **kw) -> Iterator[pa.Table]:
     """A records file's valid records as Arrow tables of the declared columns, a batch at a time, each file
     with its own duplicate check: Parquet validated by columns (`validated_tables`), other formats row by row
     (their rows are Python objects already). kw: history, rule, on_error, report."""
-    from trendnlp.data.keys import KeySet
+    from trendnlp.data.record_files.keys import KeySet
 
     if detect_format(path) == "parquet":
         yield from validated_tables(path, seen=KeySet(), **kw)
@@ -59,7 +59,7 @@ def validated_tables(path: str | Path, *, history: int | None, rule: LabelRule |
         on_error: "raise" raises the first bad row of the file; "skip" leaves bad rows out and adds them to
             `report`, in row order.
         report: collects skipped rows.
-        seen: the file's key set (data.keys.KeySet) for the duplicate check.
+        seen: the file's key set (data.record_files.keys.KeySet) for the duplicate check.
     """
     schema = arrow_features().arrow_schema
     source, first = str(path), 1

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from trendnlp.config import TextConfig
-from trendnlp.data.arrow_rows import CACHE_VERSION, ArrowRecords
-from trendnlp.data.arrow_texts import TEXTS_FILE, TextCodes, text_features
-from trendnlp.data.channels import context_channels, require_channels
-from trendnlp.data.columns import record_tables
-from trendnlp.data.sales_stats import summary_stats_flat
-from trendnlp.data.schema import arrow_features
-from trendnlp.data.io import new_folder
-from trendnlp.data.records import ErrorReport, require_labels
+from trendnlp.data.inputs.arrow_rows import CACHE_VERSION, ArrowRecords
+from trendnlp.data.inputs.arrow_texts import TEXTS_FILE, TextCodes, text_features
+from trendnlp.data.record_files.channels import context_channels, require_channels
+from trendnlp.data.record_files.columns import record_tables
+from trendnlp.data.inputs.sales_stats import summary_stats_flat
+from trendnlp.data.record_files.schema import arrow_features
+from trendnlp.data.record_files.io import new_folder
+from trendnlp.data.record_files.records import ErrorReport, require_labels
 from trendnlp.labels import LabelRule
 
 ARROW_FILE = "records.arrow"
@@ -39,7 +39,7 @@ WRITER_BATCH = 10_000  # rows buffered before an Arrow record batch is written
 
 
 def _features(text_codes: bool):
-    """The cached rows: the record's declared features (trendnlp.data.schema), `product_code` and, with texts,
+    """The cached rows: the record's declared features (trendnlp.data.record_files.schema), `product_code` and, with texts,
     `text_code` first."""
     from datasets import Value
 
@@ -179,7 +179,7 @@ class _Accumulator:
 
 
 def _replayed(err: dict):
-    from trendnlp.data.records import RecordError
+    from trendnlp.data.record_files.records import RecordError
 
     return RecordError(err["source"], err["row"], err["field"], err["reason"], err.get("product_id"))
 

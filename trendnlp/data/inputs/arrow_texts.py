@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from trendnlp.config import TextConfig
-from trendnlp.data.arrow_rows import CACHE_VERSION, ArrowRecords
-from trendnlp.data.features import build_text
+from trendnlp.data.inputs.arrow_rows import CACHE_VERSION, ArrowRecords
+from trendnlp.data.inputs.features import build_text
 
 TEXTS_FILE = "texts.arrow"
 RECENT_TEXTS = 1 << 16  # distinct texts remembered while numbering them

@@ -4,7 +4,7 @@ Sales per period (T = history; left-padded, since the newest period must sit at 
     channel 0   scaled units (see SalesConfig.scaling)
     channel 1   observed mask (1 for a real period, 0 for padding)
     channel 2-5 sin/cos week of year, sin/cos month of the period's end date (zeros without cutoff)
-    then the context channels the config feeds (trendnlp.data.channels.fed_channels: SalesConfig.price_channels,
+    then the context channels the config feeds (trendnlp.data.record_files.channels.fed_channels: SalesConfig.price_channels,
     market_channels and `channels`), each as its registry entry encodes it; `sales_channel_names` lists them
 Summary statistics (sales_stats.SUMMARY_NAMES) are computed on the raw units and concatenated to the LSTM state.
 """
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from trendnlp.config import SalesConfig, TextConfig
-from trendnlp.data.channels import fed_channels
-from trendnlp.data.sales_stats import summary_stats
+from trendnlp.data.record_files.channels import fed_channels
+from trendnlp.data.inputs.sales_stats import summary_stats
 
 N_CALENDAR = 4
 N_SALES_CHANNELS = 2 + N_CALENDAR

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trendnlp.data.io import RecordError
+from trendnlp.data.record_files.io import RecordError
 from trendnlp.errors import DataError
 
 PART_SUFFIXES = (".parquet", ".pq", ".jsonl", ".ndjson", ".csv")
@@ -50,8 +50,8 @@ def read_parts(path: str | Path, **kw: Any) -> list[dict]:
     Raises:
         RecordError for a (product_id, cutoff) in two parts.
     """
-    from trendnlp.data.keys import KeySet
-    from trendnlp.data.records import read_records
+    from trendnlp.data.record_files.keys import KeySet
+    from trendnlp.data.record_files.records import read_records
 
     parts = part_files(path)
     if len(parts) == 1:

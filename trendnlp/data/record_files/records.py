@@ -1,8 +1,8 @@
 """Product records (docs/data.md): validation of raw rows into normalised records, and the read entry points.
 
-The readers (trendnlp.data.io) yield `(row_number, raw_dict)` pairs so that a bad value is reported with its
+The readers (trendnlp.data.record_files.io) yield `(row_number, raw_dict)` pairs so that a bad value is reported with its
 file, row and field. `validate_record` turns a raw dict into a normalised record (every field of
-trendnlp.data.schema.record_schema(); the optional ones None when absent), e.g.:
+trendnlp.data.record_files.schema.record_schema(); the optional ones None when absent), e.g.:
 
     {"product_id": str, "title": str, "description": str, "reviews": list[str], "sales": list[float],
      "cutoff": str | None (ISO date), "freq": str, "label": str | None, "future_sales": list[float] | None}
@@ -20,10 +20,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from trendnlp.data.channels import context_channels
-from trendnlp.data.io import (ErrorReport, RecordError, detect_format, iter_frame_rows, iter_raw_rows,
+from trendnlp.data.record_files.channels import context_channels
+from trendnlp.data.record_files.io import (ErrorReport, RecordError, detect_format, iter_frame_rows, iter_raw_rows,
                               missing as _missing)
-from trendnlp.data.schema import FREQS, record_fields
+from trendnlp.data.record_files.schema import FREQS, record_fields
 from trendnlp.labels import LABELS, LabelRule
 
 
@@ -152,7 +152,7 @@ def validate_record(raw: Any, *, source: str = "<records>", row: int | None = No
     """Check one raw row and return the normalised record (see module docstring).
 
     Args:
-        raw: a mapping with the record's fields (trendnlp.data.schema).
+        raw: a mapping with the record's fields (trendnlp.data.record_files.schema).
         source, row: where the row came from, for the error message.
         history: the longest allowed `sales` (the model's history length); None: no limit.
         rule: label rule used to derive `label` from `future_sales` when `label` is absent.
@@ -226,7 +226,7 @@ def validate_rows(rows: Iterable[tuple[int, dict | RecordError]], *, source: str
     """Validate (row, raw) pairs; raise on the first bad row or, with on_error='skip', add it to `report`.
 
     Duplicate (product_id, cutoff) pairs are bad rows too: each must be unique in one source. `seen` may be
-    a memory-flat key set (data.keys.KeySet) for millions of rows; default a plain set.
+    a memory-flat key set (data.record_files.keys.KeySet) for millions of rows; default a plain set.
     """
     for batch in validate_batches(([row] for row in rows), source=source, on_error=on_error,
                                   history=history, rule=rule, csv_encoded=csv_encoded, report=report, seen=seen,
@@ -256,7 +256,7 @@ def validate_batch(rows: Iterable[tuple[int, dict | RecordError]], *, source: st
 
     A bad row (or a RecordError the reader yielded in its place) raises with on_error='raise', or with 'skip'
     is added to `report`. `seen` holds the (product_id, cutoff) keys of earlier valid rows, a set or a
-    memory-flat data.keys.KeySet: a key met again is a bad row; None: no duplicate check.
+    memory-flat data.record_files.keys.KeySet: a key met again is a bad row; None: no duplicate check.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
@@ -390,7 +390,7 @@ def load_records(source: Any, *, on_error: str = "raise", history: int | None = 
 
 
 def record_features():
-    """The `datasets.Features` of normalised records (trendnlp.data.schema.arrow_features)."""
-    from trendnlp.data.schema import arrow_features
+    """The `datasets.Features` of normalised records (trendnlp.data.record_files.schema.arrow_features)."""
+    from trendnlp.data.record_files.schema import arrow_features
 
     return arrow_features()

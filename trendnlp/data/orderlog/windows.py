@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from trendnlp.data.aggregate import OrderLog
-from trendnlp.data.channels import context_channels
+from trendnlp.data.orderlog.aggregate import OrderLog
+from trendnlp.data.record_files.channels import context_channels
 from trendnlp.labels import LabelRule
 
 RECORDS_PER_CHUNK = 100_000  # about 100 MB of windows in flight with every channel
@@ -41,8 +41,8 @@ def record_tables(log: OrderLog, cut: np.ndarray, *, history: int, horizon: int,
     Args:
         log: the aggregated order log; cut: (C,) candidate cutoff periods.
         history, horizon, series_start, min_history_units, rule, freq: as for `prepare` (horizon 0: as-of).
-        texts, reviews: lookups called with (p, c) (data.lookups.TextsAsOf, ReviewsAsOf).
-        schema: the record columns (data.schema.arrow_features().arrow_schema), all written, in order.
+        texts, reviews: lookups called with (p, c) (data.orderlog.lookups.TextsAsOf, ReviewsAsOf).
+        schema: the record columns (data.record_files.schema.arrow_features().arrow_schema), all written, in order.
         bar: a tqdm bar counting products.
     """
     P = len(log.units)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trendnlp.data.channels import CHANNELS
-from trendnlp.data.io import ErrorReport, RecordError, detect_format, unreadable_as_data_error
+from trendnlp.data.record_files.channels import CHANNELS
+from trendnlp.data.record_files.io import ErrorReport, RecordError, detect_format, unreadable_as_data_error
 from trendnlp.errors import DataError
 
 

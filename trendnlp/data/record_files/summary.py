@@ -32,7 +32,7 @@ def summarize(records: list[dict]) -> RecordSummary:
     """Counts, cutoff range and label distribution of normalised records.
 
     Args:
-        records: record dicts (as from `prepare` or `trendnlp.data.records.read_records`).
+        records: record dicts (as from `prepare` or `trendnlp.data.record_files.records.read_records`).
     Returns:
         a RecordSummary; print it for a table. Labels are listed in LABELS order, then "unlabeled" if any.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from trendnlp.data.channels import column_options, context_channels
+from trendnlp.data.record_files.channels import column_options, context_channels
 from trendnlp.labels import DEFAULT_RULE, RULE_HELP, LabelRule
 from trendnlp.options import COUNT, NUMBER, PERIODS, POSITIVE, arg, parse_number
 
@@ -96,7 +96,7 @@ def prepare_options(args: argparse.Namespace) -> dict:
 
 def prepare_from_args(args: argparse.Namespace, progress: bool = True):
     """Run `prepare` / `prepare_preset` from parsed `prepare` options."""
-    from trendnlp.data.presets import prepare_log
+    from trendnlp.data.orderlog.presets import prepare_log
 
     opts = prepare_options(args)
     if getattr(args, "on_error", "raise") != "raise":

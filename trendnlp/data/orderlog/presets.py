@@ -2,7 +2,7 @@
 
 A preset turns one raw file into a clean sales frame (cleaning that is right for that dataset only, such
 as dropping the Online Retail cancellations) plus the `prepare` arguments that fit it. Everything after
-cleaning is the generic `trendnlp.data.prepare.prepare`, so presets never fork the record-building logic.
+cleaning is the generic `trendnlp.data.orderlog.prepare.prepare`, so presets never fork the record-building logic.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from trendnlp.data.channels import column_options
-from trendnlp.data.prepare import PrepareResult, parse_times, prepare, read_table
-from trendnlp.data.records import RecordError
+from trendnlp.data.record_files.channels import column_options
+from trendnlp.data.orderlog.prepare import PrepareResult, parse_times, prepare, read_table
+from trendnlp.data.record_files.records import RecordError
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from trendnlp.data.channels import CHANNELS, context_channels
-from trendnlp.data.io import ErrorReport, RecordError
-from trendnlp.data.schema import PERIOD_CODES
-from trendnlp.data.tables import SkippedRows, iter_table, parse_times, parse_units, product_ids, require_values
+from trendnlp.data.record_files.channels import CHANNELS, context_channels
+from trendnlp.data.record_files.io import ErrorReport, RecordError
+from trendnlp.data.record_files.schema import PERIOD_CODES
+from trendnlp.data.orderlog.tables import SkippedRows, iter_table, parse_times, parse_units, product_ids, require_values
 from trendnlp.errors import DataError
 
 ROWS_PER_BATCH = 500_000  # log rows checked at a time (a few hundred MB of pandas objects at most)

@@ -1,11 +1,11 @@
 """The product record (docs/data.md), declared once: every field's type, whether it is required, and its meaning.
 
-From `record_schema()` (the channels' rows come from the registry, trendnlp.data.channels) derive:
+From `record_schema()` (the channels' rows come from the registry, trendnlp.data.record_files.channels) derive:
     record_model()        the pydantic v2 model of one record: serve's request bodies (422 naming index and field)
     arrow_features()      the Arrow / `datasets` Features of normalised records (record files, the Arrow cache)
     record_fields()       the columns of written record files, in order
     field_table()         the Markdown field table of docs/data.md (tests/test_schema.py checks the page)
-The readers' rules (trendnlp.data.records.validate_record) check the same fields row by row with messages
+The readers' rules (trendnlp.data.record_files.records.validate_record) check the same fields row by row with messages
 naming file, row and field; a Parquet batch is checked by its columns first (data.columns), the rows sure to
 pass taken as they are and the others sent through those rules.
 
@@ -20,7 +20,7 @@ them.
 """
 from __future__ import annotations
 
-from trendnlp.data.channels import context_channels
+from trendnlp.data.record_files.channels import context_channels
 from trendnlp.labels import LABELS
 
 FREQS = ("W", "D", "M")
