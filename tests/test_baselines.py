@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from trendnlp.benchmark import baselines as bl
+from trendnlp.model import boosting_features as bf
 from trendnlp.labels import LABELS, LabelRule
 
 ROW_KEYS = {"name", "accuracy", "macro_f1", "f1_per_class", "precision_per_class", "recall_per_class",
@@ -83,10 +84,10 @@ def test_majority_predicts_the_most_frequent_training_label():
 def test_sales_matrix_shape_names_and_missing_cutoff():
     recs = _records(30, seed=2)
     recs[0] = {**recs[0], "cutoff": None, "sales": [0.0]}
-    X = bl.sales_calendar_matrix(recs, LabelRule())
-    assert X.shape == (30, len(bl.SALES_FEATURE_NAMES)) and np.isfinite(X).all()
+    X = bf.sales_calendar_matrix(recs, LabelRule())
+    assert X.shape == (30, len(bf.SALES_FEATURE_NAMES)) and np.isfinite(X).all()
     assert (X[0, -4:] == 0).all() and (X[1, -4:] != 0).any()  # calendar of an unknown cutoff is zeros
-    assert X[0, bl.SALES_FEATURE_NAMES.index("history_periods")] == 1
+    assert X[0, bf.SALES_FEATURE_NAMES.index("history_periods")] == 1
 
 
 @pytest.mark.parametrize("name", list(bl.BASELINES))

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from trendnlp.benchmark.baselines import channel_feature_names, sales_calendar_matrix
+from trendnlp.model.boosting_features import sales_calendar_matrix
+from trendnlp.model.boosting_features import sales_channel_feature_names as channel_feature_names
 from trendnlp.cli import build_parser
 from trendnlp.data.orderlog.prepare_args import prepare_options
 from trendnlp.config import SalesConfig, TrendConfig

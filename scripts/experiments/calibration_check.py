@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trendnlp.benchmark.baselines import SalesHGBBaseline, sales_calendar_matrix
+from trendnlp.benchmark.baselines import SalesHGBBaseline
+from trendnlp.model.boosting_features import sales_calendar_matrix
 from trendnlp.model.calibration import biased_scores, fit_logit_bias, macro_f1_from_predictions
 from trendnlp.labels import LABELS, LabelRule
 from trendnlp.evaluation.metrics import render_table

@@ -20,10 +20,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from trendnlp.benchmark.gbm import INSTALL_HINT, GBMAllBaseline, GBMAllTextBaseline, lightgbm_available
-from trendnlp.benchmark.tabular import (CHANNEL_STATS, N_LAST, SALES_FEATURE_NAMES, _Baseline,  # noqa: F401
-                                        _has_labels, _in_label_order, _labels, _macro_f1, channel_feature_names,
-                                        sales_calendar_matrix)
+from trendnlp.benchmark.tabular import _Baseline, _has_labels, _in_label_order, _labels, _macro_f1
 from trendnlp.data.inputs.features import N_CALENDAR
+from trendnlp.model.boosting_features import sales_calendar_matrix
 from trendnlp.labels import LABELS, LabelRule
 from trendnlp.evaluation.metrics import classification_metrics
 

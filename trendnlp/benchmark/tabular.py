@@ -12,10 +12,6 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from trendnlp.labels import LABELS, LabelRule
-# the sales feature matrix is the boosting branch's (model/boosting_features.py); re-exported for the baselines
-from trendnlp.model.boosting_features import (CHANNEL_STATS, N_LAST, SALES_FEATURE_NAMES,  # noqa: F401
-                                              sales_calendar_matrix)
-from trendnlp.model.boosting_features import sales_channel_feature_names as channel_feature_names  # noqa: F401
 
 
 def _labels(records: Sequence[dict]) -> list[str]:
