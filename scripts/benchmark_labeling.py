@@ -109,7 +109,8 @@ def _naive_loop(model, args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    from trendnlp.data.record_files.records import iter_raw_rows, validate_rows
+    from trendnlp.data.record_files.records import validate_rows
+    from trendnlp.data.record_files.io import iter_raw_rows
 
     collate = model.make_collator(dedup=False, pad_to_max_length=True)
     c = model.config

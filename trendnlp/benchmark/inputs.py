@@ -95,7 +95,7 @@ def _read_renamed(path: str, renames: dict[str, str]):
     """The sales file as a DataFrame with the user's column names mapped to the preset's."""
     import pandas as pd
 
-    from trendnlp.data.record_files.records import detect_format
+    from trendnlp.data.record_files.io import detect_format
 
     fmt = detect_format(path)
     df = (pd.read_csv(path, dtype=str) if fmt == "csv" else pd.read_parquet(path) if fmt == "parquet"
@@ -111,7 +111,7 @@ def _read_renamed(path: str, renames: dict[str, str]):
 
 def _has_text_columns(path: str, cols: dict) -> bool:
     from trendnlp.data.orderlog.tables import _file_columns
-    from trendnlp.data.record_files.records import detect_format
+    from trendnlp.data.record_files.io import detect_format
 
     names = set(_file_columns(path, detect_format(path)))
     return bool({cols["title_col"], cols["description_col"]} & names)

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from trendnlp.data.record_files.io import write_json
-from trendnlp.data.record_files.records import ErrorReport, read_records
+from trendnlp.data.record_files.records import read_records
+from trendnlp.data.record_files.io import ErrorReport
 from trendnlp.evaluation.metrics import classification_metrics
 from trendnlp.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
 from trendnlp.model.calibration import calibration_report, coverage_accuracy

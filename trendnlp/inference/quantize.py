@@ -67,7 +67,8 @@ def calibration_feeds(texts: Sequence[str], tokenizer, max_length: int, extra: d
 def calibration_texts(records: str | Path, text_cfg) -> list[str]:
     """The first CALIBRATION_TEXTS distinct non-empty texts of a records file, as the model composes them."""
     from trendnlp.data.inputs.features import build_text
-    from trendnlp.data.record_files.records import iter_raw_rows, validate_rows
+    from trendnlp.data.record_files.records import validate_rows
+    from trendnlp.data.record_files.io import iter_raw_rows
 
     seen: dict[str, None] = {}
     for _, rec in validate_rows(iter_raw_rows(records), source=str(records)):

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from trendnlp.data.record_files.records import RecordError
+from trendnlp.data.record_files.io import RecordError
 from trendnlp.data.record_files.schema import record_model
 from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE
 from trendnlp.inference.model_service import Loaded, ModelService, ReloadError

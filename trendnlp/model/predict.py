@@ -31,7 +31,8 @@ import torch
 
 from trendnlp.data.record_files.channels import required_channels
 from trendnlp.data.inputs.collate import TrendCollator, pad_token_ids, token_ids
-from trendnlp.data.record_files.records import ErrorReport, read_records_aligned
+from trendnlp.data.record_files.records import read_records_aligned
+from trendnlp.data.record_files.io import ErrorReport
 
 HEAD_BATCH = 1024  # records per sales-encoder + fusion-head pass: cheap per record, so batch big
 WINDOW = 4096  # records per window in predict_proba: texts are deduplicated over a window

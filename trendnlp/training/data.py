@@ -18,7 +18,8 @@ from trendnlp.config import TrainConfig, TrendConfig
 from trendnlp.data.record_files.channels import carried_channels, require_channels
 from trendnlp.data.inputs.sampler import ProductGroupedSampler, product_codes
 from trendnlp.data.record_files.parts import is_records_path, read_parts
-from trendnlp.data.record_files.records import ErrorReport, first_unlabelled, require_labels
+from trendnlp.data.record_files.records import first_unlabelled, require_labels
+from trendnlp.data.record_files.io import ErrorReport
 
 
 @dataclass

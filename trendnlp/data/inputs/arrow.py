@@ -31,7 +31,8 @@ from trendnlp.data.record_files.columns import record_tables
 from trendnlp.data.inputs.sales_stats import summary_stats_flat
 from trendnlp.data.record_files.schema import arrow_features
 from trendnlp.data.record_files.io import new_folder
-from trendnlp.data.record_files.records import ErrorReport, require_labels
+from trendnlp.data.record_files.records import require_labels
+from trendnlp.data.record_files.io import ErrorReport
 from trendnlp.labels import LabelRule
 
 ARROW_FILE = "records.arrow"
@@ -179,7 +180,7 @@ class _Accumulator:
 
 
 def _replayed(err: dict):
-    from trendnlp.data.record_files.records import RecordError
+    from trendnlp.data.record_files.io import RecordError
 
     return RecordError(err["source"], err["row"], err["field"], err["reason"], err.get("product_id"))
 

@@ -27,7 +27,8 @@ from trendnlp.options import MAX_PERIODS
 from trendnlp.data.orderlog.aggregate import OrderLog, Shard, read_log
 from trendnlp.data.record_files.channels import context_channels
 from trendnlp.data.orderlog.lookups import ReviewsAsOf, TextsAsOf
-from trendnlp.data.record_files.records import FREQS, ErrorReport
+from trendnlp.data.record_files.io import ErrorReport
+from trendnlp.data.record_files.schema import FREQS
 from trendnlp.data.record_files.summary import RecordSummary, SummaryCounter, summarize  # noqa: F401 (re-exported)
 from trendnlp.data.orderlog.tables import (SkippedRows, parse_times, parse_units, product_ids, read_table,  # noqa: F401
                                   require_values)

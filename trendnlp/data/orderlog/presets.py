@@ -14,7 +14,7 @@ import pandas as pd
 
 from trendnlp.data.record_files.channels import column_options
 from trendnlp.data.orderlog.prepare import PrepareResult, parse_times, prepare, read_table
-from trendnlp.data.record_files.records import RecordError
+from trendnlp.data.record_files.io import RecordError
 
 
 @dataclass(frozen=True)
