@@ -199,15 +199,15 @@ def cli_error(argv: list, capsys: pytest.CaptureFixture, understood: bool = True
     return lines[0]
 
 
-def save_model(base: TrendConfig, records: list[dict], directory: Path, **sections: dict) -> Path:
+def save_model(base: TrendConfig, records: list[dict], directory: Path, *, seed: int = 0, **sections: dict) -> Path:
     """A tiny model with a non-zero LoRA update (so merging matters), saved to `directory`; `sections` update
-    the config's sections, e.g. `sales={"hidden_size": 8}`."""
+    the config's sections, e.g. `sales={"hidden_size": 8}`; `seed`: another seed, another model."""
     from trendnlp.model.classifier import TrendClassifier
 
     d = base.to_dict()
     for section, values in sections.items():
         d[section].update(values)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = TrendClassifier(TrendConfig.from_dict(d)).fit_feature_scaling(records)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -216,6 +216,21 @@ def save_model(base: TrendConfig, records: list[dict], directory: Path, **sectio
     model.save_pretrained(directory)
     return directory
 
+
+
+@pytest.fixture(scope="module")
+def lora_model_dir(tiny_config, tmp_path_factory) -> Path:
+    """`save_model` of the tiny config on `make_records(10, 2)`: a saved model whose LoRA update matters. One per
+    test module."""
+    return save_model(tiny_config, make_records(10, 2), tmp_path_factory.mktemp("lora_model") / "model")
+
+
+@pytest.fixture(scope="module")
+def lora_model(lora_model_dir):
+    """`lora_model_dir` loaded (LoRA unmerged), in eval mode. One per test module."""
+    from trendnlp.model.classifier import TrendClassifier
+
+    return TrendClassifier.from_pretrained(lora_model_dir, merge_lora=False).eval()
 
 # ---- `world`: good inputs and the raw material of the bad-input cases -------------------------------------------
 def order_log(n_products: int = 3, days: int = 240) -> pd.DataFrame:

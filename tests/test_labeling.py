@@ -19,6 +19,7 @@ from trendnlp.inference.labeling import KeySet, ResumeMismatchError, label_file
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.data.record_files.io import write_records
 from trendnlp.data.record_files.records import RecordError
+from trendnlp.errors import OutputPathError
 
 REPO = Path(__file__).resolve().parents[1]
 PROBS = ["p_rising", "p_falling", "p_stable"]
@@ -276,3 +277,12 @@ def test_label_of_an_empty_catalog_writes_a_header_only_output(world, capsys, na
     else:
         assert out.read_text() == ""
     assert not out.with_name(out.name + ".parts").exists()
+
+
+def test_label_file_refuses_to_overwrite_its_input(lora_model_dir, tmp_path):
+    inp = tmp_path / "catalog.jsonl"
+    write_records(make_records(3, 1), inp)
+    before = inp.read_bytes()
+    with pytest.raises(OutputPathError, match="same file"):
+        label_file(lora_model_dir, inp, tmp_path / "." / "catalog.jsonl", progress=False)
+    assert inp.read_bytes() == before

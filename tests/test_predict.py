@@ -2,6 +2,8 @@
 records are windowed and batched, aligned with the input, for every caller."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -156,3 +158,41 @@ def test_predict_proba_as_frame_is_indexed_like_the_input(world):
     assert np.allclose(frame.to_numpy(), plain, equal_nan=True)
     assert frame.loc["row2"].isna().all() and not frame.drop(index="row2").isna().any().any()
     assert clf.predict_proba(recs[:2], as_frame=True).index.tolist() == [0, 1]
+
+
+def test_predict_skip_keeps_rows_aligned_with_the_input(lora_model):
+    good = {"product_id": "a", "sales": [1, 2, 3]}
+    recs = [good, {"product_id": "b", "sales": [1, -2]}, {**good, "product_id": "c"}, {"sales": [1]}]
+    report = ErrorReport()
+    proba = lora_model.predict_proba(recs, on_error="skip", report=report)
+    assert proba.shape == (4, 3)
+    assert np.isnan(proba[[1, 3]]).all() and not np.isnan(proba[[0, 2]]).any()
+    np.testing.assert_allclose(proba[[0, 2]], lora_model.predict_proba([recs[0], recs[2]]), atol=1e-6)
+    assert [(e.row, e.field) for e in report.errors] == [(2, "sales"), (4, "product_id")]
+    labels = lora_model.predict(pd.DataFrame(recs), on_error="skip")
+    assert len(labels) == 4 and labels[1] is None and labels[3] is None and labels[0] in lora_model.labels
+
+
+def test_labeler_cache_is_thread_safe(lora_model_dir):
+    clf = TrendClassifier.from_pretrained(lora_model_dir)
+    recs = make_records(40, 3, seed=1)
+    chunks = [recs[i::6] for i in range(6)]
+    expected = [Predictor(clf, text_cache=0)(c).probs for c in chunks]
+    shared = Predictor(clf, batch_size=4, text_cache=12)  # small: constant eviction while others read
+    worst, errors = [], []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(12):
+                k = (i + j) % 6
+                worst.append(float(np.abs(shared(chunks[k]).probs - expected[k]).max()))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and max(worst) < 1e-5
+    assert shared.texts_encoded + shared.texts_cached == sum(len(set(shared.collator.texts(c)[0])) for c in chunks) * 8

@@ -13,6 +13,7 @@ from trendnlp.labels import LabelRule
 from trendnlp.data.orderlog.presets import clean_online_retail, get_preset, prepare_preset
 from trendnlp.data.orderlog.prepare import prepare, summarize
 from trendnlp.data.record_files.records import RecordError, read_records
+from trendnlp.errors import TrendError
 
 SUNDAY = dt.date(2024, 1, 7)  # first period end of every synthetic log below
 ONLINE_RETAIL = Path(__file__).parents[1] / ".." / "shared" / "data" / "online_retail" / "online_retail.parquet"
@@ -345,3 +346,24 @@ def test_mixed_utc_offsets_are_read_as_utc(tmp_path, capsys):
     # the last week (ending 2024-03-17) holds only that one converted row: partial, so it is left out
     assert max(r["cutoff"] for r in recs) <= "2024-03-10"
     assert "2024-03-17" in capsys.readouterr().out  # "dropped the partial last period ending 2024-03-17"
+
+
+def test_prepare_refuses_an_overflowing_sum_and_bool_units():
+    days = pd.date_range("2024-01-01", periods=35, freq="D")
+    df = pd.DataFrame({"product_id": "mug", "timestamp": days, "units": 1e308})
+    with pytest.raises(TrendError, match=r"'mug'.*2024-01-07.*infinity"):
+        prepare(df, history=2, horizon=1, min_history_units=0, progress=False)
+    with pytest.raises(RecordError, match="boolean"):
+        prepare(df.assign(units=True), history=2, horizon=1, min_history_units=0, progress=False)
+
+
+def test_prepare_skip_accounts_for_every_input_row():
+    days = pd.date_range("2024-01-01", periods=120, freq="D")
+    df = pd.DataFrame({"product_id": ["a", "b"] * 60, "timestamp": days.astype(str), "units": 3.0}).astype(object)
+    df.loc[[4, 9], "units"] = [-1, "x"]
+    df.loc[20, "timestamp"] = "never"
+    clean = df.drop(index=[4, 9, 20])
+    result = prepare(df, history=4, horizon=1, min_history_units=0, progress=False, on_error="skip")
+    assert [(e.row, e.field) for e in result.errors.errors] == [(5, "units"), (10, "units"), (21, "timestamp")]
+    expected = prepare(clean.reset_index(drop=True), history=4, horizon=1, min_history_units=0, progress=False)
+    assert result.records == expected.records

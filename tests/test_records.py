@@ -1,6 +1,7 @@
 """Record reading and validation: every bad-input case names file, row and field; skip reports every id."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -206,3 +207,32 @@ def test_api_readers_name_the_bad_file(world, name, needle):
     with pytest.raises((TrendError, ValueError), match=needle) as info:
         read_records(world / name)
     assert name in str(info.value)
+
+
+@pytest.mark.parametrize("sales", [[1, True], [np.bool_(True)], np.array([True, False])], ids=["py", "np", "array"])
+def test_booleans_are_not_units(sales):
+    with pytest.raises(RecordError, match=r"'sales'.*boolean"):
+        read_records({"product_id": "a", "sales": sales})
+
+
+@pytest.mark.parametrize("cutoff", ["2011-06-05-garbage", "2011-06-05T99:99", "2011-13-01", "05/06/2011", "2011-06"])
+def test_cutoffs_are_parsed_whole(cutoff):
+    with pytest.raises(RecordError, match=r"'cutoff'"):
+        read_records({"product_id": "a", "sales": [1], "cutoff": cutoff})
+
+
+@pytest.mark.parametrize("cutoff", ["2011-06-05", "2011-06-05T00:00:00", "2011-06-05 23:59:59+01:00"])
+def test_valid_cutoffs_still_read(cutoff):
+    assert read_records({"product_id": "a", "sales": [1], "cutoff": cutoff})[0]["cutoff"] == "2011-06-05"
+
+
+def test_numpy_numbers_are_numbers(lora_model):
+    plain = [{"product_id": "a", "title": "red mug", "sales": [1.0, 4.0, 9.0]}, {"product_id": "b", "sales": [0.0]}]
+    numpy = [{"product_id": "a", "title": "red mug", "sales": np.array([1, 4, 9], dtype=np.int64)},
+             {"product_id": "b", "sales": [np.float32(0)]}]
+    scalars = [{"product_id": "a", "title": "red mug", "sales": [np.int64(1), np.int32(4), np.float64(9)]},
+               {"product_id": "b", "sales": np.zeros(1, dtype=np.float32)}]
+    expected = lora_model.predict_proba(plain)
+    np.testing.assert_allclose(lora_model.predict_proba(numpy), expected, atol=1e-6)
+    np.testing.assert_allclose(lora_model.predict_proba(scalars), expected, atol=1e-6)
+    np.testing.assert_allclose(lora_model.predict_proba(plain, batch_size=np.int64(1)), expected, atol=1e-6)

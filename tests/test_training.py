@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,7 @@ from safetensors.torch import load_file
 from conftest import cli_error, load_script, planted_pickle
 from trendnlp.training import steps
 from trendnlp.config import TrendConfig
+from trendnlp.errors import ResumeError
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.data.record_files.io import write_records
 from trendnlp.evaluation.evaluate import evaluate
@@ -399,3 +402,85 @@ def test_planted_pickle_in_a_checkpoint_is_one_line(tiny_config, data_files, tmp
     for needle in (str(planted), "safetensors only", f"remove {step}"):
         assert needle in line, line
     assert "unexpected" not in line and not (tmp_path / "unpickled-ckpt").exists()
+
+
+class Stop(Exception):
+    pass
+
+
+def _config(tiny_config, data_files, **train):
+    raw = tiny_config.to_dict()
+    raw["data"].update(data_files)
+    raw["train"].update({"epochs": 1, "batch_size": 16, "lr": 3e-3, "encoder_lr": 1e-3, "save_steps": 2,
+                         "warmup_ratio": 0.0, **train})
+    return TrendConfig.from_dict(raw)
+
+
+def _stop_at(step_to_stop: int, seen: dict | None = None):
+    def on_step(step, model, accelerator):
+        if seen is not None:
+            seen[step] = [g["lr"] for g in accelerator._optimizers[0].param_groups]
+        if step == step_to_stop:
+            raise Stop
+    return on_step
+
+
+@pytest.fixture(scope="module")
+def interrupted(tiny_config, data_files, tmp_path_factory) -> Path:
+    """A run stopped at step 2 (its checkpoint at step 2), copied fresh by each test."""
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    with pytest.raises(Stop):
+        train(_config(tiny_config, data_files), out, progress=False, on_step=_stop_at(2))
+    return out
+
+
+def test_resume_refuses_another_config_or_changed_data(tiny_config, data_files, interrupted, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(interrupted, run)
+    with pytest.raises(ResumeError, match=r"train\.lr: 0\.003 -> 0\.01.*--resume-anyway"):
+        train(_config(tiny_config, data_files, lr=1e-2), run, resume=True, progress=False)
+    changed = tmp_path / "train.jsonl"
+    shutil.copy(data_files["train"], changed)
+    with open(changed, "a") as fh:
+        fh.write(json.dumps({"product_id": "new", "sales": [1, 2], "label": "stable"}) + "\n")
+    data = {**data_files, "train": str(changed)}
+    with pytest.raises(ResumeError, match="content of .*train.jsonl changed"):
+        train(_config(tiny_config, data, **{}), run, resume=True, progress=False)
+
+
+def test_resume_anyway_really_uses_the_new_learning_rates(tiny_config, data_files, interrupted, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(interrupted, run)
+    new = _config(tiny_config, data_files, lr=1e-2, encoder_lr=5e-3, max_steps=4)
+    resumed, fresh = {}, {}
+    with pytest.warns(UserWarning, match="changed settings"):
+        train(new, run, resume=True, resume_anyway=True, progress=False, on_step=_stop_at(-1, resumed))
+    train(new, tmp_path / "fresh", progress=False, on_step=_stop_at(-1, fresh))
+    assert sorted(resumed) == [3, 4]
+    assert resumed[3] == pytest.approx(fresh[3]) and resumed[4] == pytest.approx(fresh[4])  # the new schedule
+    # linear decay over max_steps=4: step 3 runs at 1/4 of the base rate, the new 1e-2, not the checkpoint's 3e-3
+    assert max(resumed[3]) == pytest.approx(1e-2 / 4)
+
+
+def test_resume_after_changing_model_sizes_fails_clearly(tiny_config, data_files, interrupted, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(interrupted, run)
+    raw = _config(tiny_config, data_files).to_dict()
+    raw["sales"]["hidden_size"] = 8
+    with pytest.raises(ResumeError, match="sales.hidden_size"):
+        train(TrendConfig.from_dict(raw), run, resume=True, progress=False)
+    with pytest.raises(ResumeError, match="model sizes changed"), pytest.warns(UserWarning, match="changed settings"):
+        train(TrendConfig.from_dict(raw), run, resume=True, resume_anyway=True, progress=False)
+
+
+def test_class_coverage_warnings():
+    from trendnlp.training import warn_on_class_coverage
+
+    names = ["rising", "falling", "stable"]
+    with pytest.warns(UserWarning, match="single class"):
+        warn_on_class_coverage([{"label": "rising"}] * 3, [{"label": "rising"}], names)
+    with pytest.warns(UserWarning, match=r"no \['stable'\]"):
+        warn_on_class_coverage([{"label": n} for n in names], [{"label": "rising"}, {"label": "falling"}], names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_on_class_coverage([{"label": n} for n in names], [{"label": n} for n in names], names)
