@@ -15,7 +15,8 @@ from trendnlp.data.inputs.arrow_rows import ArrowRecords
 from trendnlp.data.inputs.arrow_texts import tokenize_texts
 from trendnlp.data.inputs.features import build_text
 from trendnlp.data.record_files.io import write_records
-from trendnlp.data.record_files.records import ErrorReport, read_records
+from trendnlp.data.record_files.records import read_records
+from trendnlp.data.record_files.io import ErrorReport
 from trendnlp.labels import LabelRule
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.training import train

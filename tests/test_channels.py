@@ -23,7 +23,8 @@ from trendnlp.data.record_files.channels import CHANNELS, fed_channels
 from trendnlp.data.inputs.features import sales_channel_names, sales_features
 from trendnlp.data.orderlog.prepare import prepare
 from trendnlp.data.record_files.io import write_records
-from trendnlp.data.record_files.records import RecordError, read_records
+from trendnlp.data.record_files.records import read_records
+from trendnlp.data.record_files.io import RecordError
 from trendnlp.errors import ConfigError
 from trendnlp.labels import LabelRule
 from trendnlp.model.classifier import TrendClassifier

@@ -14,7 +14,8 @@ import pytest
 from trendnlp.data.record_files.channels import context_channels
 from trendnlp.data.record_files.columns import validated_tables
 from trendnlp.data.record_files.keys import KeySet
-from trendnlp.data.record_files.records import ErrorReport, RecordError, read_records
+from trendnlp.data.record_files.records import read_records
+from trendnlp.data.record_files.io import ErrorReport, RecordError
 from trendnlp.labels import LabelRule
 
 CHOICES = {

@@ -5,7 +5,7 @@ from trendnlp.errors import ConfigError, ModelFolderError, OutputPathError, Resu
 
 
 def test_error_types_share_one_base():
-    from trendnlp.data.record_files.records import RecordError
+    from trendnlp.data.record_files.io import RecordError
     from trendnlp.inference.labeling_io import ResumeMismatchError
     from trendnlp.model.base_models import BaseModelError
 

@@ -164,7 +164,7 @@ def test_predict_proba_answers_every_record_or_raises_a_trend_error(clf, rows):
 @settings(max_examples=BUDGET)
 @given(rows=records_lists)
 def test_the_records_reader_takes_or_names_every_row(tmp_path_factory, rows):
-    from trendnlp.data.record_files.records import ErrorReport
+    from trendnlp.data.record_files.io import ErrorReport
 
     path = _jsonl(tmp_path_factory.mktemp("fuzz_read") / "r.jsonl", rows)
     report = ErrorReport()

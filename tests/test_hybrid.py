@@ -317,7 +317,7 @@ def test_a_folder_saved_by_the_previous_release_loads_and_labels(tmp_path):
     """tests/data/old_release_model was written by the code before model.kind existed (a sales-only model):
     it loads as neural and predicts what it predicted then. It reads `price` (sales.price_channels), which its
     records lack: that is refused now; with no price known in any period (all null) it predicts as then."""
-    from trendnlp.data.record_files.records import RecordError
+    from trendnlp.data.record_files.io import RecordError
     from trendnlp.inference.labeling import label_file
 
     folder = REPO / "tests" / "data" / "old_release_model"

@@ -18,7 +18,7 @@ from conftest import make_records, save_model, subprocess_env
 from trendnlp.inference.labeling import KeySet, ResumeMismatchError, label_file
 from trendnlp.model.classifier import TrendClassifier
 from trendnlp.data.record_files.io import write_records
-from trendnlp.data.record_files.records import RecordError
+from trendnlp.data.record_files.io import RecordError
 from trendnlp.errors import OutputPathError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import torch
 from conftest import broken_model, truncate
 from trendnlp.config import TrendConfig
 from trendnlp.model.classifier import TrendClassifier
-from trendnlp.data.record_files.records import RecordError
+from trendnlp.data.record_files.io import RecordError
 from trendnlp.model.base_models import BaseModelError
 
 FUSIONS = ["concat", "gated", "cross_attention"]

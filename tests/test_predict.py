@@ -12,7 +12,7 @@ import torch
 import trendnlp
 from conftest import make_records, save_model
 from trendnlp.data.record_files.io import write_records
-from trendnlp.data.record_files.records import ErrorReport, RecordError
+from trendnlp.data.record_files.io import ErrorReport, RecordError
 from trendnlp.inference.labeling import label_file
 from trendnlp.model import predict as core
 from trendnlp.model.classifier import TrendClassifier

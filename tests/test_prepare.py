@@ -12,7 +12,8 @@ import pytest
 from trendnlp.labels import LabelRule
 from trendnlp.data.orderlog.presets import clean_online_retail, get_preset, prepare_preset
 from trendnlp.data.orderlog.prepare import prepare, summarize
-from trendnlp.data.record_files.records import RecordError, read_records
+from trendnlp.data.record_files.records import read_records
+from trendnlp.data.record_files.io import RecordError
 from trendnlp.errors import TrendError
 
 SUNDAY = dt.date(2024, 1, 7)  # first period end of every synthetic log below

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from trendnlp.data.record_files.io import write_records
-from trendnlp.data.record_files.records import ErrorReport, RecordError, load_records, read_records
+from trendnlp.data.record_files.records import load_records, read_records
+from trendnlp.data.record_files.io import ErrorReport, RecordError
 
 GOOD = {"product_id": "good-1", "title": "Red mug", "reviews": ["nice"], "sales": [1, 2, 3], "cutoff": "2011-06-05",
         "label": "rising"}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from trendnlp.data.record_files.channels import CHANNELS
-from trendnlp.data.record_files.records import RecordError, read_records, record_features
+from trendnlp.data.record_files.records import read_records, record_features
+from trendnlp.data.record_files.io import RecordError
 from trendnlp.data.record_files.schema import field_table, record_fields, record_model, record_schema
 
 REPO = Path(__file__).resolve().parents[1]
