@@ -158,6 +158,25 @@ def origin_result(origin: Path, out: Path, folds: int, purge: int, seed: int, ov
             "seconds_boosting": round(t_boost, 1), "seconds_neural": round(t_neural, 1)}
 
 
+def for_each_origin(backtests: list[str], out: Path, origins: str, compute) -> dict:
+    """{origin: compute(origin folder)} over the backtests' origins (`origins`: comma-separated, empty: all),
+    kept in OUT/results.json after each one; origins already there are not computed again."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {o for o in origins.split(",") if o}
+    for bt in backtests:
+        for origin in sorted(Path(bt).glob("origin_*")):
+            key = origin.name.removeprefix("origin_")
+            if key in results or (wanted and key not in wanted):
+                continue
+            print(f"origin {key} ...", file=sys.stderr, flush=True)
+            results[key] = compute(origin)
+            print(json.dumps({key: results[key]}), file=sys.stderr, flush=True)
+            path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("backtests", nargs="+", help="backtest output folders (with origin_*/data and runs/trendnlp)")
@@ -170,19 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--origins", default="", help="comma-separated origins to run (default: all)")
     a = p.parse_args(argv)
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    wanted = {o for o in a.origins.split(",") if o}
-    for bt in a.backtests:
-        for origin in sorted(Path(bt).glob("origin_*")):
-            key = origin.name.removeprefix("origin_")
-            if key in results or (wanted and key not in wanted):
-                continue
-            print(f"origin {key} ...", file=sys.stderr, flush=True)
-            results[key] = origin_result(origin, out, a.folds, a.purge, a.seed, a.set, a.fold_by)
-            print(json.dumps({key: results[key]}), file=sys.stderr, flush=True)
-            path.write_text(json.dumps(results, indent=2) + "\n")
+    results = for_each_origin(a.backtests, out, a.origins,
+                              lambda origin: origin_result(origin, out, a.folds, a.purge, a.seed, a.set, a.fold_by))
     origins = sorted(results)
     print("| row | " + " | ".join(origins) + " | mean |")
     print("|---|" + "---:|" * (len(origins) + 1))

@@ -12,7 +12,6 @@ hybrid with the seed mean, with each neural branch alone. Only validation makes 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decision_rules import apply_rule, raw_model  # noqa: E402
+from residual_learning import for_each_origin  # noqa: E402
 
 
 def origin_result(origin: Path, out: Path, seeds: list[int]) -> dict:
@@ -65,18 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--origins", default="", help="comma-separated origins to run (default: all)")
     a = p.parse_args(argv)
     out, seeds = Path(a.out), [int(s) for s in a.seeds.split(",") if s]
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    wanted = {o for o in a.origins.split(",") if o}
-    for bt in a.backtests:
-        for origin in sorted(Path(bt).glob("origin_*")):
-            key = origin.name.removeprefix("origin_")
-            if key in results or (wanted and key not in wanted):
-                continue
-            print(f"origin {key} ...", file=sys.stderr, flush=True)
-            results[key] = origin_result(origin, out, seeds)
-            path.write_text(json.dumps(results, indent=2) + "\n")
+    results = for_each_origin(a.backtests, out, a.origins, lambda origin: origin_result(origin, out, seeds))
     origins = sorted(results)
     rows = [r for r in results[origins[0]] if r != "seconds_per_seed"]
     print("| row | " + " | ".join(origins) + " | mean |")
