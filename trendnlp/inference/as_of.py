@@ -25,7 +25,7 @@ from trendnlp.data.orderlog.presets import prepare_log
 from trendnlp.data.record_files.records import validate_batch
 from trendnlp.inference.labeling import _check_options, _load_model, _result_columns
 from trendnlp.inference.labeling_args import BATCH_SIZE, TEXT_CACHE, WINDOW
-from trendnlp.inference.labeling_io import ERROR_COLUMNS, write_table
+from trendnlp.inference.labeling_io import write_table
 from trendnlp.model.predict import Predictor
 from trendnlp.outputs import default_errors_path, exclusive_output, rank_tag
 
@@ -92,8 +92,7 @@ def label_log(model: Any, sales: Any, output: str | Path, *, preset: str | None 
             bar.update(len(chunk))
     write_table(cols, output, out_fmt)
     if errors is not None:
-        bad = [err.as_report() for err in report.errors]
-        write_table({c: [b[c] for b in bad] for c in ERROR_COLUMNS}, errors, err_fmt)
+        write_table(report.columns(), errors, err_fmt)
     return {"output": str(output), "errors": str(errors) if errors is not None else None,
             "rows_read": len(result.records), "rows_written": len(records), "errors_written": len(report),
             "texts_encoded": labeler.texts_encoded, "texts_cached": labeler.texts_cached,

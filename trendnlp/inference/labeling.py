@@ -156,17 +156,15 @@ def label_file(model: Any, input: str | Path, output: str | Path, *, batch_size:
         report = ErrorReport()
         good = [rec for _, rec in validate_batch(chunk, source=source, on_error=on_error, csv_encoded=csv_encoded,
                                                  report=report, seen=seen, **rules)]
-        bad = [err.as_report() for err in report.errors]
         if k % num_shards == shard_index and k >= state["next_window"]:
             probs, change = labeler(good)
             if good:
                 cols = _result_columns(good, probs, clf.labels, extra_columns, min_confidence, change)
                 write_table(cols, parts / f"part-{shard_index}-{k:06d}.{out_fmt}", out_fmt)
-            if bad:
-                write_table({c: [b[c] for b in bad] for c in bad[0]}, parts / f"errors-{shard_index}-{k:06d}."
-                            f"{err_fmt}", err_fmt)
+            if report:
+                write_table(report.columns(), parts / f"errors-{shard_index}-{k:06d}.{err_fmt}", err_fmt)
             state.update(next_window=k + 1, rows_consumed=rows_read, rows_written=state["rows_written"] + len(good),
-                         errors_written=state["errors_written"] + len(bad))
+                         errors_written=state["errors_written"] + len(report))
             write_json(parts / f"manifest-{shard_index}.json", state)  # commit point of window k
             computed += len(chunk)
         bar.update(len(chunk))

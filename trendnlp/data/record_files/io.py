@@ -51,6 +51,11 @@ class ErrorReport:
     def add(self, err: RecordError) -> None:
         self.errors.append(err)
 
+    def columns(self) -> dict[str, list]:
+        """The report as equal-length columns, one per ERROR_COLUMNS (what a table writer takes)."""
+        rows = [e.as_report() for e in self.errors]
+        return {c: [r[c] for r in rows] for c in ERROR_COLUMNS}
+
     def write(self, path: str | Path) -> None:
         """Write the report as CSV or JSONL (chosen by suffix)."""
         rows = [e.as_report() for e in self.errors]
